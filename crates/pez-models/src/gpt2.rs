@@ -1,0 +1,123 @@
+//! GPT-2: learned absolute positions, pre-LayerNorm blocks, tanh-GELU MLP, LM head tied to the token embeddings.
+
+use crate::ops::{self, attention, conv1d_linear, layer_norm, linear, merge_heads, split_heads};
+use crate::weights::Weights;
+use crate::{LanguageModel, LmInfo};
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_positions: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+}
+fn default_eps() -> f64 { 1e-5 }
+fn default_act() -> String { "gelu_new".into() }
+
+struct Ln(Tensor, Tensor);
+impl Ln {
+    fn load(w: &Weights, p: &str) -> Result<Self> {
+        Ok(Self(w.get(&format!("{p}.weight"))?, w.get(&format!("{p}.bias"))?))
+    }
+    fn fwd(&self, x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+        layer_norm(x, &self.0, &self.1, eps)
+    }
+}
+
+struct Block {
+    ln_1: Ln,
+    c_attn: (Tensor, Tensor),
+    attn_proj: (Tensor, Tensor),
+    ln_2: Ln,
+    c_fc: (Tensor, Tensor),
+    mlp_proj: (Tensor, Tensor),
+}
+
+pub struct Gpt2 {
+    cfg: Gpt2Config,
+    info: LmInfo,
+    act: ops::Activation,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: Ln,
+}
+
+impl Gpt2 {
+    pub fn load(w: Weights, cfg: Gpt2Config) -> Result<Self> {
+        let w = w.detect_prefix(&["transformer.", ""], "wte.weight");
+        let pair = |p: &str| -> Result<(Tensor, Tensor)> {
+            Ok((w.get(&format!("{p}.weight"))?, w.get(&format!("{p}.bias"))?))
+        };
+        let blocks = (0..cfg.n_layer)
+            .map(|i| {
+                let p = format!("h.{i}");
+                Ok(Block {
+                    ln_1: Ln::load(&w, &format!("{p}.ln_1"))?,
+                    c_attn: pair(&format!("{p}.attn.c_attn"))?,
+                    attn_proj: pair(&format!("{p}.attn.c_proj"))?,
+                    ln_2: Ln::load(&w, &format!("{p}.ln_2"))?,
+                    c_fc: pair(&format!("{p}.mlp.c_fc"))?,
+                    mlp_proj: pair(&format!("{p}.mlp.c_proj"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let wte = w.get_shaped("wte.weight", &[cfg.vocab_size, cfg.n_embd])?;
+        let info = LmInfo {
+            arch: "gpt2".into(),
+            vocab_size: cfg.vocab_size,
+            hidden_size: cfg.n_embd,
+            max_positions: cfg.n_positions,
+        };
+        Ok(Self {
+            act: ops::Activation::from_hf(&cfg.activation_function)?,
+            wpe: w.get("wpe.weight")?,
+            ln_f: Ln::load(&w, "ln_f")?,
+            wte,
+            blocks,
+            info,
+            cfg,
+        })
+    }
+}
+
+impl LanguageModel for Gpt2 {
+    fn info(&self) -> &LmInfo {
+        &self.info
+    }
+    fn token_embeddings(&self) -> &Tensor {
+        &self.wte
+    }
+    fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
+        let c = &self.cfg;
+        let (_, s, d) = embeds.dims3()?;
+        if s > c.n_positions {
+            bail!("sequence of {s} tokens exceeds GPT-2's {} positions", c.n_positions);
+        }
+        let mask = ops::causal_mask(s, None, embeds.dtype(), embeds.device())?;
+        let mut h = embeds.broadcast_add(&self.wpe.narrow(0, 0, s)?)?;
+        let eps = c.layer_norm_epsilon;
+        for b in &self.blocks {
+            let qkv = conv1d_linear(&b.ln_1.fwd(&h, eps)?, &b.c_attn.0, &b.c_attn.1)?;
+            let q = split_heads(&qkv.narrow(2, 0, d)?, c.n_head)?;
+            let k = split_heads(&qkv.narrow(2, d, d)?, c.n_head)?;
+            let v = split_heads(&qkv.narrow(2, 2 * d, d)?, c.n_head)?;
+            let a = attention(&q, &k, &v, Some(&mask), 1.0 / ((d / c.n_head) as f64).sqrt())?;
+            h = (h + conv1d_linear(&merge_heads(&a)?, &b.attn_proj.0, &b.attn_proj.1)?)?;
+            let m = self.act.apply(&conv1d_linear(&b.ln_2.fwd(&h, eps)?, &b.c_fc.0, &b.c_fc.1)?)?;
+            h = (h + conv1d_linear(&m, &b.mlp_proj.0, &b.mlp_proj.1)?)?;
+        }
+        Ok(self.ln_f.fwd(&h, eps)?)
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(linear(hidden, &self.wte, None)?)
+    }
+}

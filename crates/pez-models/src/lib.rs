@@ -1,0 +1,71 @@
+//! Differentiable forward passes that start from input embeddings, with the loaders and tokenizers they need.
+//!
+//! Every model's `forward` takes rows of its own token-embedding matrix (`[batch, seq, d]`, right-padded), so
+//! PEZ can project a soft prompt onto that matrix and differentiate with respect to the projected rows.
+//! Anything a model does to those rows (Gemma's sqrt(d) scale, positions) happens inside.
+
+pub mod gpt2;
+pub mod llama;
+pub mod opt;
+pub mod ops;
+pub mod registry;
+pub mod tokenizer;
+pub mod weights;
+
+use anyhow::Result;
+use candle_core::Tensor;
+
+pub use registry::{load_lm, LoadedLm, ModelSpec};
+
+/// What callers need to know about a language model.
+#[derive(Debug, Clone)]
+pub struct LmInfo {
+    pub arch: String,
+    pub vocab_size: usize,
+    /// Width of the token embeddings (the space PEZ projects in).
+    pub hidden_size: usize,
+    pub max_positions: usize,
+}
+
+/// A language model that reads input embeddings.
+pub trait LanguageModel: Send + Sync {
+    fn info(&self) -> &LmInfo;
+
+    /// The token embedding matrix `[vocab, d]`; inputs to `hidden_states` are rows of it.
+    fn token_embeddings(&self) -> &Tensor;
+
+    /// Final hidden states `[b, s, d]` for right-padded `embeds: [b, s, d]`; row `i` has `lengths[i]` real tokens.
+    /// Causal models ignore the padding (it sits after every real token); encoders mask it.
+    fn hidden_states(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor>;
+
+    /// Vocabulary logits for hidden states `[.., d] -> [.., vocab]`. Kept apart from `hidden_states` so the
+    /// (large) head is evaluated only at the positions a loss reads.
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor>;
+
+    /// Logits `[b, vocab]` of the token that follows each row's last real token.
+    fn next_token_logits(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let h = self.hidden_states(embeds, lengths)?;
+        let last: Vec<usize> = lengths.iter().map(|&l| l - 1).collect();
+        self.lm_head(&ops::gather_rows(&h, &last)?)
+    }
+
+    /// Embedding rows for token ids: `[n] -> [n, d]`.
+    fn embed_ids(&self, ids: &[u32]) -> Result<Tensor> {
+        let e = self.token_embeddings();
+        let idx = Tensor::new(ids, e.device())?;
+        Ok(e.index_select(&idx, 0)?)
+    }
+}
+
+/// Right-pads rows of token ids to one length and embeds them: `([b, s, d], lengths)`.
+pub fn embed_batch(model: &dyn LanguageModel, rows: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>)> {
+    let s = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+    let mut flat = Vec::with_capacity(rows.len() * s);
+    for r in rows {
+        flat.extend_from_slice(r);
+        flat.extend(std::iter::repeat(r.last().copied().unwrap_or(0)).take(s - r.len()));
+    }
+    let e = model.embed_ids(&flat)?;
+    Ok((e.reshape((rows.len(), s, e.dim(1)?))?, lengths))
+}

@@ -1,0 +1,191 @@
+//! Differentiable building blocks, written from candle primitives that record a backward pass.
+//!
+//! candle's fused kernels (`candle_nn::ops::{layer_norm, rms_norm, softmax_last_dim}`, `rope*`) record no
+//! backward, so gradients through them silently vanish. Everything here is composed of ops that do.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+/// `x @ w^T + b` for a frozen weight `w: [out, in]` (PyTorch `nn.Linear` layout).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.broadcast_matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// `x @ w + b` for a weight stored as `[in, out]` (GPT-2's `Conv1D`).
+pub fn conv1d_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.broadcast_matmul(w)?.broadcast_add(b)
+}
+
+/// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * w + b`.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    xn.broadcast_mul(w)?.broadcast_add(b)
+}
+
+/// RMSNorm over the last dimension: `x / sqrt(mean(x^2) + eps) * scale` (Llama, T5, Gemma with scale = 1 + w).
+pub fn rms_norm(x: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(scale)
+}
+
+/// Softmax over the last dimension. The max is detached: softmax is shift invariant, so its gradient is zero.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Log-softmax over the last dimension.
+pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let xs = x.broadcast_sub(&max)?;
+    let lse = xs.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    xs.broadcast_sub(&lse)
+}
+
+/// `x * sigmoid(1.702 x)`, the activation of OpenAI's CLIP.
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    let s = (x.affine(-1.702, 0.0)?.exp()? + 1.0)?.recip()?;
+    x.mul(&s)
+}
+
+/// The activations named in Hugging Face configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// tanh approximation: `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`
+    GeluTanh,
+    /// exact erf GELU: `gelu`
+    Gelu,
+    QuickGelu,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    pub fn from_hf(name: &str) -> anyhow::Result<Self> {
+        Ok(match name {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "gelu" => Self::Gelu,
+            "quick_gelu" => Self::QuickGelu,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            other => anyhow::bail!("unsupported activation `{other}`"),
+        })
+    }
+
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::GeluTanh => x.gelu(),
+            Self::Gelu => x.gelu_erf(),
+            Self::QuickGelu => quick_gelu(x),
+            Self::Relu => x.relu(),
+            Self::Silu => x.silu(),
+        }
+    }
+}
+
+/// A large negative number that stands for -inf in additive masks (finite, so fully masked rows stay finite).
+pub const MASKED: f64 = -1e9;
+
+/// Additive causal mask `[s, s]`: 0 where key <= query (and within `window` if given), MASKED elsewhere.
+pub fn causal_mask(s: usize, window: Option<usize>, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let mut m = vec![0f32; s * s];
+    for q in 0..s {
+        for k in 0..s {
+            let future = k > q;
+            let too_far = window.is_some_and(|w| q >= w && k <= q - w);
+            if future || too_far {
+                m[q * s + k] = MASKED as f32;
+            }
+        }
+    }
+    Tensor::from_vec(m, (s, s), dev)?.to_dtype(dtype)
+}
+
+/// Additive key-padding mask `[b, 1, 1, s]` from per-row lengths (right padding).
+pub fn key_padding_mask(lengths: &[usize], s: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let mut m = vec![0f32; lengths.len() * s];
+    for (i, &len) in lengths.iter().enumerate() {
+        for k in len..s {
+            m[i * s + k] = MASKED as f32;
+        }
+    }
+    Tensor::from_vec(m, (lengths.len(), 1, 1, s), dev)?.to_dtype(dtype)
+}
+
+/// Scaled dot-product attention. `q: [b, h, sq, d]`, `k, v: [b, kvh, sk, d]` (grouped-query heads are repeated);
+/// `mask` is additive and broadcast to `[b, h, sq, sk]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let (b, h, _, d) = q.dims4()?;
+    let (_, kvh, sk, _) = k.dims4()?;
+    let (k, v) = if kvh == h {
+        (k.clone(), v.clone())
+    } else {
+        let rep = h / kvh;
+        let expand = |t: &Tensor| t.unsqueeze(2)?.broadcast_as((b, kvh, rep, sk, d))?.reshape((b, h, sk, d));
+        (expand(k)?, expand(v)?)
+    };
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(m) = mask {
+        scores = scores.broadcast_add(m)?;
+    }
+    softmax_last(&scores)?.matmul(&v)
+}
+
+/// `[b, s, h*d] -> [b, h, s, d]`
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, s, hd) = x.dims3()?;
+    x.reshape((b, s, heads, hd / heads))?.transpose(1, 2)?.contiguous()
+}
+
+/// `[b, h, s, d] -> [b, s, h*d]`
+pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, s, d) = x.dims4()?;
+    x.transpose(1, 2)?.reshape((b, s, h * d))
+}
+
+/// Rotary position embedding tables `(cos, sin)`, each `[s, d]`, in the half-split layout of Hugging Face.
+pub fn rope_tables(s: usize, d: usize, theta: f64, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let half = d / 2;
+    let mut cos = vec![0f32; s * d];
+    let mut sin = vec![0f32; s * d];
+    for p in 0..s {
+        for i in 0..half {
+            let inv_freq = 1.0 / theta.powf(2.0 * i as f64 / d as f64);
+            let a = p as f64 * inv_freq;
+            for j in [i, i + half] {
+                cos[p * d + j] = a.cos() as f32;
+                sin[p * d + j] = a.sin() as f32;
+            }
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (s, d), dev)?.to_dtype(dtype)?,
+        Tensor::from_vec(sin, (s, d), dev)?.to_dtype(dtype)?,
+    ))
+}
+
+/// Applies rotary embeddings to `x: [b, h, s, d]`: `x * cos + rotate_half(x) * sin`.
+pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
+}
+
+/// Rows `positions[i]` of `x[i]`: `[b, s, d] -> [b, d]`.
+pub fn gather_rows(x: &Tensor, positions: &[usize]) -> Result<Tensor> {
+    let rows = positions
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| x.get(i)?.get(p))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::stack(&rows, 0)
+}

@@ -1,0 +1,142 @@
+//! Model names -> files, and loading a language model with its tokenizer from a name, a directory or a GGUF file.
+
+use crate::weights::{hub_snapshot, read_config, Weights};
+use crate::{gpt2, llama, opt, tokenizer, LanguageModel};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// Models with a short name: the local file the setup script writes, or a Hugging Face hub repository.
+pub const KNOWN: &[(&str, &str)] = &[
+    ("smollm2-135m", "local:smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    ("gemma3-270m", "local:gemma3-270m/gemma-3-270m-q4_k_m.gguf"),
+    ("minilm-l6", "local:all-MiniLM-L6-v2"),
+    ("gpt2", "hub:openai-community/gpt2"),
+    ("gpt2-medium", "hub:openai-community/gpt2-medium"),
+    ("gpt2-large", "hub:openai-community/gpt2-large"),
+    ("gpt2-xl", "hub:openai-community/gpt2-xl"),
+    ("opt-125m", "hub:facebook/opt-125m"),
+    ("opt-350m", "hub:facebook/opt-350m"),
+    ("opt-1.3b", "hub:facebook/opt-1.3b"),
+    ("opt-2.7b", "hub:facebook/opt-2.7b"),
+    ("opt-6.7b", "hub:facebook/opt-6.7b"),
+];
+
+/// Where models fetched by `scripts/setup.sh` live: `$PEZ_MODELS`, else `./models`.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("PEZ_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
+}
+
+/// A model named by the user, resolved to files.
+#[derive(Debug, Clone)]
+pub enum ModelSpec {
+    Gguf(PathBuf),
+    HfDir(PathBuf),
+}
+
+impl ModelSpec {
+    /// A path to a GGUF file or a Hugging Face directory, a short name from `KNOWN`, or a hub repository id
+    /// present in the local hub cache.
+    pub fn resolve(name: &str) -> Result<Self> {
+        let p = Path::new(name);
+        if p.is_file() {
+            return Ok(Self::Gguf(p.to_path_buf()));
+        }
+        if p.is_dir() {
+            return Ok(Self::HfDir(p.to_path_buf()));
+        }
+        let target = KNOWN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+        match target {
+            Some(t) if t.starts_with("local:") => {
+                let path = models_dir().join(&t["local:".len()..]);
+                if path.is_file() {
+                    Ok(Self::Gguf(path))
+                } else if path.is_dir() {
+                    Ok(Self::HfDir(path))
+                } else {
+                    bail!("model `{name}` is not at {}: run scripts/setup.sh (or set PEZ_MODELS)", path.display())
+                }
+            }
+            Some(t) => {
+                let repo = &t["hub:".len()..];
+                hub_snapshot(repo).map(Self::HfDir).with_context(|| {
+                    format!(
+                        "model `{name}` ({repo}) is not in the Hugging Face hub cache; download it with \
+                         `huggingface-cli download {repo}` or pass a directory with config.json and *.safetensors"
+                    )
+                })
+            }
+            None => match hub_snapshot(name) {
+                Some(d) => Ok(Self::HfDir(d)),
+                None => {
+                    let names: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
+                    bail!("unknown model `{name}`: not a file, a directory, a hub-cache repository, or one of {names:?}")
+                }
+            },
+        }
+    }
+}
+
+/// A language model with its tokenizer.
+pub struct LoadedLm {
+    pub model: Box<dyn LanguageModel>,
+    pub tokenizer: Tokenizer,
+    pub source: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ModelType {
+    model_type: String,
+}
+
+/// Loads a causal language model by name or path.
+pub fn load_lm(name: &str, dtype: DType, device: &Device) -> Result<LoadedLm> {
+    match ModelSpec::resolve(name)? {
+        ModelSpec::Gguf(path) => load_gguf(&path, dtype, device),
+        ModelSpec::HfDir(dir) => load_hf_dir(&dir, dtype, device),
+    }
+}
+
+pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedLm> {
+    let model = load_hf_model(dir, dtype, device)?;
+    Ok(LoadedLm { model, tokenizer: tokenizer::from_dir(dir)?, source: dir.display().to_string() })
+}
+
+/// The model of a Hugging Face directory, without its tokenizer.
+pub fn load_hf_model(dir: &Path, dtype: DType, device: &Device) -> Result<Box<dyn LanguageModel>> {
+    let mt: ModelType = read_config(dir)?;
+    let w = Weights::from_safetensors_dir(dir, dtype, device)?;
+    let model: Box<dyn LanguageModel> = match mt.model_type.as_str() {
+        "gpt2" => Box::new(gpt2::Gpt2::load(w, read_config(dir)?)?),
+        "opt" => Box::new(opt::Opt::load(w, read_config(dir)?)?),
+        "llama" => Box::new(llama::Llama::load(&w, read_config(dir)?)?),
+        other => bail!("{}: model_type `{other}` is not a supported causal LM", dir.display()),
+    };
+    Ok(model)
+}
+
+pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<LoadedLm> {
+    let (w, content) = Weights::from_gguf(path, dtype, device)?;
+    let arch = crate::weights::gguf_str(&content, "general.architecture")?;
+    let model: Box<dyn LanguageModel> = match arch.as_str() {
+        "llama" => {
+            let cfg = llama::LlamaConfig::from_gguf(&content)?;
+            let (heads, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads));
+            let mut renamed = std::collections::HashMap::new();
+            for name in content.tensor_infos.keys() {
+                let mut t = w.get(name)?;
+                if name.ends_with("attn_q.weight") {
+                    t = llama::unpermute_qk(&t, heads)?;
+                } else if name.ends_with("attn_k.weight") {
+                    t = llama::unpermute_qk(&t, kv)?;
+                }
+                renamed.insert(llama::hf_name_from_gguf(name), t);
+            }
+            let w = Weights::new(renamed, path.display().to_string(), dtype, device.clone());
+            Box::new(llama::Llama::load(&w, cfg)?)
+        }
+        other => bail!("{}: GGUF architecture `{other}` is not supported", path.display()),
+    };
+    Ok(LoadedLm { model, tokenizer: tokenizer::from_gguf(&content)?, source: path.display().to_string() })
+}

@@ -1,0 +1,54 @@
+//! Golden tests (our logits vs transformers on tiny random checkpoints) and input-gradient checks for every
+//! causal language model.
+
+mod common;
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use pez_models::registry::load_hf_model;
+use pez_models::{embed_batch, LanguageModel};
+
+fn golden(name: &str) {
+    let model = load_hf_model(&fixture(name), DType::F32, &Device::Cpu).unwrap();
+    let exp = expected(name);
+    let lengths = usizes(&exp["lengths"]);
+    let rows: Vec<Vec<u32>> = ids(&exp["input_ids"]).into_iter().zip(&lengths).map(|(r, &l)| r[..l].to_vec()).collect();
+    let (emb, lengths) = embed_batch(model.as_ref(), &rows).unwrap();
+    let logits = model.lm_head(&model.hidden_states(&emb, &lengths).unwrap()).unwrap();
+    let err = max_abs_diff_rows(&logits, &exp["logits"], &lengths);
+    eprintln!("{name}: max |ours - transformers| = {err:.2e}");
+    assert!(err < 1e-4, "{name}: logits differ from transformers by {err}");
+    // The next-token shortcut reads the same numbers at the last real position.
+    let next = model.next_token_logits(&emb, &lengths).unwrap();
+    for (i, &l) in lengths.iter().enumerate() {
+        let want = exp["logits"].get(i).unwrap().get(l - 1).unwrap();
+        assert!(max_abs_diff(&next.get(i).unwrap(), &want) < 1e-4);
+    }
+}
+
+/// loss = sum over rows of <w, log_softmax(next-token logits)> + a term on every position's hidden state, so
+/// gradients flow through every block at every position.
+fn grad(name: &str) {
+    let model = load_hf_model(&fixture(name), DType::F64, &Device::Cpu).unwrap();
+    let m: &dyn LanguageModel = model.as_ref();
+    let d = m.info().hidden_size;
+    let x = random(&[2, 6, d], 1, DType::F64);
+    let lengths = [6usize, 4];
+    let v = m.info().vocab_size;
+    let w = random(&[2, v], 2, DType::F64);
+    let loss = |x: &Tensor| {
+        let lp = pez_models::ops::log_softmax_last(&m.next_token_logits(x, &lengths).unwrap()).unwrap();
+        let h = m.hidden_states(x, &lengths).unwrap();
+        (lp * &w).unwrap().sum_all().unwrap().add(&h.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
+    };
+    check_grad(&x, loss, 24, 1e-3);
+}
+
+macro_rules! model_tests {
+    ($($name:ident),*) => {$(
+        mod $name {
+            #[test] fn golden() { super::golden(stringify!($name)) }
+            #[test] fn grad() { super::grad(stringify!($name)) }
+        }
+    )*};
+}
+model_tests!(gpt2, opt, opt350, llama);

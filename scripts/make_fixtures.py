@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Tiny random checkpoints and their reference outputs, made with PyTorch + transformers.
+
+Writes crates/pez-models/tests/fixtures/<arch>/{config.json, model.safetensors, expected.safetensors}.
+The Rust golden tests load the checkpoint with our code and compare against `expected.safetensors`.
+With --smollm2 GGUF it also writes reference log-probs and tokenizer ids for the real SmolLM2 weights.
+
+    pip install torch transformers gguf safetensors
+    python scripts/make_fixtures.py [--smollm2 models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf]
+"""
+import argparse, json, os, pathlib
+import torch
+import transformers as tf
+from safetensors.torch import save_file
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FIX = ROOT / "crates/pez-models/tests/fixtures"
+SHARED = ROOT.parent / "shared/data"
+
+
+def save_model(name, model, extra_files=None):
+    d = FIX / name
+    d.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(d, safe_serialization=True)
+    for junk in ["generation_config.json"]:
+        if (d / junk).exists():
+            (d / junk).unlink()
+    return d
+
+
+def ids_and_mask(vocab, lengths, s, g, high=None):
+    ids = torch.randint(0, high or vocab, (len(lengths), s), generator=g)
+    mask = torch.zeros(len(lengths), s, dtype=torch.long)
+    for i, l in enumerate(lengths):
+        mask[i, :l] = 1
+    return ids, mask
+
+
+def expected(d, **tensors):
+    save_file({k: v.detach().contiguous().float() if v.is_floating_point() else v.contiguous() for k, v in tensors.items()},
+              d / "expected.safetensors")
+
+
+LENGTHS = [7, 5]
+S = 7
+
+
+@torch.no_grad()
+def causal(name, cfg, cls):
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    m = cls(cfg).eval()
+    d = save_model(name, m)
+    ids, mask = ids_and_mask(cfg.vocab_size, LENGTHS, S, g)
+    logits = m(input_ids=ids, attention_mask=mask).logits
+    expected(d, input_ids=ids.to(torch.int64), lengths=torch.tensor(LENGTHS), logits=logits)
+
+
+@torch.no_grad()
+def t5():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    cfg = tf.T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2, num_heads=4,
+                      relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                      feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0)
+    m = tf.T5ForConditionalGeneration(cfg).eval()
+    d = save_model("t5", m)
+    ids, mask = ids_and_mask(64, LENGTHS, S, g)
+    dec = torch.zeros(2, 1, dtype=torch.long)
+    out = m(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+    expected(d, input_ids=ids, lengths=torch.tensor(LENGTHS), logits=out.logits[:, 0],
+             encoder_hidden=out.encoder_last_hidden_state)
+
+
+@torch.no_grad()
+def bert():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    cfg = tf.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=32)
+    m = tf.BertModel(cfg, add_pooling_layer=False).eval()
+    d = save_model("bert", m)
+    ids, mask = ids_and_mask(64, LENGTHS, S, g)
+    h = m(input_ids=ids, attention_mask=mask).last_hidden_state
+    pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    expected(d, input_ids=ids, lengths=torch.tensor(LENGTHS), hidden=h, mean_pooled=pooled)
+
+
+@torch.no_grad()
+def clip(name, act):
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    vocab = 64
+    cfg = tf.CLIPConfig(
+        text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, hidden_act=act,
+                         eos_token_id=vocab - 1, bos_token_id=vocab - 2, pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8, hidden_act=act),
+        projection_dim=24)
+    m = tf.CLIPModel(cfg).eval()
+    d = save_model(name, m)
+    ids = torch.randint(1, vocab - 2, (2, S), generator=g)
+    eot = torch.tensor([6, 4])
+    for i, p in enumerate(eot):
+        ids[i, p] = vocab - 1  # EOT is the largest id, so argmax pooling and eos-id pooling agree
+        ids[i, p + 1:] = 0
+    tm = m.text_model(input_ids=ids)
+    text_features = m.text_projection(tm.pooler_output)
+    pixels = torch.randn(2, 3, 32, 32, generator=g)
+    vm = m.vision_model(pixel_values=pixels)
+    image_features = m.visual_projection(vm.pooler_output)
+    expected(d, input_ids=ids, eot=eot, text_hidden=tm.last_hidden_state, text_features=text_features,
+             pixel_values=pixels, image_features=image_features)
+
+
+def gemma3_cfg():
+    return tf.Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                               num_attention_heads=2, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+                               sliding_window=4, layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                               max_position_embeddings=64, hidden_activation="gelu_pytorch_tanh",
+                               tie_word_embeddings=True, rope_theta=1e6, rope_local_base_freq=1e4)
+
+
+@torch.no_grad()
+def smollm2(gguf):
+    gguf = pathlib.Path(gguf)
+    tok = tf.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    m = tf.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    texts = ["The movie was", "Hard prompts made easy: gradient-based discrete optimization",
+             "a gripping, funny and 100% heartfelt film . It was", "Paris is the capital of"]
+    out = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=False)["input_ids"]
+        lp = torch.log_softmax(m(input_ids=torch.tensor([ids])).logits[0], -1)
+        top = lp.topk(20, -1)
+        out.append(dict(text=t, ids=ids, top_ids=top.indices.tolist(), top_logprobs=top.values.tolist()))
+    d = FIX / "smollm2"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "next_token.json").write_text(json.dumps(out))
+    rows = [l.split("\t")[0] for l in (SHARED / "sst2/dev.tsv").read_text().splitlines()[1:]]
+    ids = [tok(r, add_special_tokens=False)["input_ids"] for r in rows]
+    (d / "sst2_dev_ids.json").write_text(json.dumps(dict(source="shared/data/sst2/dev.tsv", ids=ids)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smollm2", help="path to SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--only", nargs="*")
+    a = ap.parse_args()
+    jobs = {
+        "gpt2": lambda: causal("gpt2", tf.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=32), tf.GPT2LMHeadModel),
+        "opt": lambda: causal("opt", tf.OPTConfig(vocab_size=64, hidden_size=32, ffn_dim=48, num_hidden_layers=2,
+                                                    num_attention_heads=4, max_position_embeddings=32,
+                                                    word_embed_proj_dim=32, pad_token_id=1), tf.OPTForCausalLM),
+        "opt350": lambda: causal("opt350", tf.OPTConfig(vocab_size=64, hidden_size=32, ffn_dim=48, num_hidden_layers=2,
+                                                          num_attention_heads=4, max_position_embeddings=32,
+                                                          word_embed_proj_dim=16, do_layer_norm_before=False,
+                                                          pad_token_id=1), tf.OPTForCausalLM),
+        "llama": lambda: causal("llama", tf.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
+                                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                        max_position_embeddings=32, rope_theta=10000.0,
+                                                        tie_word_embeddings=True), tf.LlamaForCausalLM),
+        "gemma3": lambda: causal("gemma3", gemma3_cfg(), tf.Gemma3ForCausalLM),
+        "t5": t5,
+        "bert": bert,
+        "clip": lambda: clip("clip", "quick_gelu"),
+        "openclip": lambda: clip("openclip", "gelu"),
+    }
+    for name, job in jobs.items():
+        if a.only and name not in a.only:
+            continue
+        job()
+        print("wrote", FIX / name)
+    if a.smollm2:
+        smollm2(a.smollm2)
+        print("wrote", FIX / "smollm2")
+
+
+if __name__ == "__main__":
+    main()
