@@ -4,6 +4,7 @@
 //! PEZ can project a soft prompt onto that matrix and differentiate with respect to the projected rows.
 //! Anything a model does to those rows (Gemma's sqrt(d) scale, positions) happens inside.
 
+pub mod gemma3;
 pub mod gpt2;
 pub mod llama;
 pub mod opt;

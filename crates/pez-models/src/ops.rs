@@ -152,13 +152,19 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
 
 /// Rotary position embedding tables `(cos, sin)`, each `[s, d]`, in the half-split layout of Hugging Face.
 pub fn rope_tables(s: usize, d: usize, theta: f64, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
-    let half = d / 2;
+    let pos: Vec<f64> = (0..s).map(|p| p as f64).collect();
+    rope_tables_at(&pos, d, theta, dtype, dev)
+}
+
+/// Rotary tables at arbitrary (e.g. linearly scaled) positions.
+pub fn rope_tables_at(pos: &[f64], d: usize, theta: f64, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let (s, half) = (pos.len(), d / 2);
     let mut cos = vec![0f32; s * d];
     let mut sin = vec![0f32; s * d];
-    for p in 0..s {
+    for (p, &x) in pos.iter().enumerate() {
         for i in 0..half {
             let inv_freq = 1.0 / theta.powf(2.0 * i as f64 / d as f64);
-            let a = p as f64 * inv_freq;
+            let a = x * inv_freq;
             for j in [i, i + half] {
                 cos[p * d + j] = a.cos() as f32;
                 sin[p * d + j] = a.sin() as f32;

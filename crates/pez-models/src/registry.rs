@@ -1,7 +1,7 @@
 //! Model names -> files, and loading a language model with its tokenizer from a name, a directory or a GGUF file.
 
 use crate::weights::{hub_snapshot, read_config, Weights};
-use crate::{gpt2, llama, opt, tokenizer, LanguageModel};
+use crate::{gemma3, gpt2, llama, opt, tokenizer, LanguageModel};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
@@ -111,6 +111,15 @@ pub fn load_hf_model(dir: &Path, dtype: DType, device: &Device) -> Result<Box<dy
         "gpt2" => Box::new(gpt2::Gpt2::load(w, read_config(dir)?)?),
         "opt" => Box::new(opt::Opt::load(w, read_config(dir)?)?),
         "llama" => Box::new(llama::Llama::load(&w, read_config(dir)?)?),
+        "gemma3_text" => Box::new(gemma3::Gemma3::load(&w, read_config(dir)?, false)?),
+        "gemma3" => {
+            #[derive(serde::Deserialize)]
+            struct Multimodal {
+                text_config: gemma3::Gemma3Config,
+            }
+            let cfg: Multimodal = read_config(dir)?;
+            Box::new(gemma3::Gemma3::load(&w, cfg.text_config, false)?)
+        }
         other => bail!("{}: model_type `{other}` is not a supported causal LM", dir.display()),
     };
     Ok(model)
@@ -135,6 +144,16 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<LoadedLm>
             }
             let w = Weights::new(renamed, path.display().to_string(), dtype, device.clone());
             Box::new(llama::Llama::load(&w, cfg)?)
+        }
+        "gemma3" => {
+            let cfg = gemma3::Gemma3Config::from_gguf(&content)?;
+            let renamed = content
+                .tensor_infos
+                .keys()
+                .map(|n| Ok((gemma3::hf_name_from_gguf(n), w.get(n)?)))
+                .collect::<Result<_>>()?;
+            let w = Weights::new(renamed, path.display().to_string(), dtype, device.clone());
+            Box::new(gemma3::Gemma3::load(&w, cfg, true)?)
         }
         other => bail!("{}: GGUF architecture `{other}` is not supported", path.display()),
     };

@@ -62,13 +62,25 @@ impl Weights {
     /// Uses the first prefix (e.g. `"transformer."`) under which `probe` exists; checkpoints saved from a
     /// task head carry one, bare models do not.
     pub fn detect_prefix(mut self, candidates: &[&str], probe: &str) -> Self {
-        for p in candidates {
+        for p in candidates.iter().chain(&[""]) {
             if self.tensors.contains_key(&format!("{p}{probe}")) {
                 self.prefix = p.to_string();
                 break;
             }
         }
         self
+    }
+
+    /// A view of the same tensors under the first matching prefix (see `detect_prefix`).
+    pub fn clone_with_prefix(&self, candidates: &[&str], probe: &str) -> Self {
+        Self {
+            tensors: self.tensors.clone(),
+            source: self.source.clone(),
+            prefix: String::new(),
+            dtype: self.dtype,
+            device: self.device.clone(),
+        }
+        .detect_prefix(candidates, probe)
     }
 
     pub fn contains(&self, name: &str) -> bool {

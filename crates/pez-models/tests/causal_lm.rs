@@ -51,4 +51,4 @@ macro_rules! model_tests {
         }
     )*};
 }
-model_tests!(gpt2, opt, opt350, llama);
+model_tests!(gpt2, opt, opt350, llama, gemma3);
