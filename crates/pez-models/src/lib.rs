@@ -4,12 +4,15 @@
 //! PEZ can project a soft prompt onto that matrix and differentiate with respect to the projected rows.
 //! Anything a model does to those rows (Gemma's sqrt(d) scale, positions) happens inside.
 
+pub mod bert;
+pub mod clip;
 pub mod gemma3;
 pub mod gpt2;
 pub mod llama;
 pub mod opt;
 pub mod ops;
 pub mod registry;
+pub mod t5;
 pub mod tokenizer;
 pub mod weights;
 

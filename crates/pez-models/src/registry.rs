@@ -1,7 +1,7 @@
 //! Model names -> files, and loading a language model with its tokenizer from a name, a directory or a GGUF file.
 
 use crate::weights::{hub_snapshot, read_config, Weights};
-use crate::{gemma3, gpt2, llama, opt, tokenizer, LanguageModel};
+use crate::{gemma3, gpt2, llama, opt, t5, tokenizer, LanguageModel};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,11 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("opt-1.3b", "hub:facebook/opt-1.3b"),
     ("opt-2.7b", "hub:facebook/opt-2.7b"),
     ("opt-6.7b", "hub:facebook/opt-6.7b"),
+    ("t5-lm-large", "hub:google/t5-large-lm-adapt"),
+    ("t5-lm-xl", "hub:google/t5-xl-lm-adapt"),
+    ("clip-vit-b-32", "hub:openai/clip-vit-base-patch32"),
+    ("clip-vit-l-14", "hub:openai/clip-vit-large-patch14"),
+    ("openclip-vit-h-14", "hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
 ];
 
 /// Where models fetched by `scripts/setup.sh` live: `$PEZ_MODELS`, else `./models`.
@@ -111,6 +116,7 @@ pub fn load_hf_model(dir: &Path, dtype: DType, device: &Device) -> Result<Box<dy
         "gpt2" => Box::new(gpt2::Gpt2::load(w, read_config(dir)?)?),
         "opt" => Box::new(opt::Opt::load(w, read_config(dir)?)?),
         "llama" => Box::new(llama::Llama::load(&w, read_config(dir)?)?),
+        "t5" => Box::new(t5::T5::load(&w, read_config(dir)?)?),
         "gemma3_text" => Box::new(gemma3::Gemma3::load(&w, read_config(dir)?, false)?),
         "gemma3" => {
             #[derive(serde::Deserialize)]
