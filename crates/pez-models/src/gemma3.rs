@@ -154,6 +154,8 @@ impl Gemma3 {
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
             max_positions: cfg.max_position_embeddings,
+            num_layers: blocks.len(),
+            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])),
         };
         Ok(Self {
             act: ops::Activation::from_hf(&cfg.hidden_activation)?,

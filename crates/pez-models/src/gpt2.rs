@@ -76,6 +76,8 @@ impl Gpt2 {
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.n_embd,
             max_positions: cfg.n_positions,
+            num_layers: blocks.len(),
+            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| [&b.c_attn.0, &b.attn_proj.0, &b.c_fc.0, &b.mlp_proj.0])),
         };
         Ok(Self {
             act: ops::Activation::from_hf(&cfg.activation_function)?,

@@ -4,6 +4,7 @@
 //! PEZ can project a soft prompt onto that matrix and differentiate with respect to the projected rows.
 //! Anything a model does to those rows (Gemma's sqrt(d) scale, positions) happens inside.
 
+pub mod alloc;
 pub mod bert;
 pub mod clip;
 pub mod gemma3;
@@ -29,6 +30,15 @@ pub struct LmInfo {
     /// Width of the token embeddings (the space PEZ projects in).
     pub hidden_size: usize,
     pub max_positions: usize,
+    pub num_layers: usize,
+    /// Elements of the weight matrices every token passes through (all blocks, no embeddings or head): the
+    /// forward pass costs about 2 FLOPs per element per token, plus attention.
+    pub block_matmul_params: usize,
+}
+
+/// Total elements of some weight matrices.
+pub fn count_params<'a>(ts: impl IntoIterator<Item = &'a Tensor>) -> usize {
+    ts.into_iter().map(|t| t.elem_count()).sum()
 }
 
 /// A language model that reads input embeddings.

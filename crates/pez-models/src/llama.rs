@@ -107,6 +107,8 @@ impl Llama {
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
             max_positions: cfg.max_position_embeddings,
+            num_layers: blocks.len(),
+            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])),
         };
         Ok(Self { norm: w.get("model.norm.weight")?, embed, blocks, head, info, cfg })
     }

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Result, Tensor, D};
 
 /// `x @ w^T + b` for a frozen weight `w: [out, in]` (PyTorch `nn.Linear` layout).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.broadcast_matmul(&w.t()?)?;
+    let y = frozen_matmul(x, &w.t()?, w)?;
     match b {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
@@ -16,7 +16,58 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 /// `x @ w + b` for a weight stored as `[in, out]` (GPT-2's `Conv1D`).
 pub fn conv1d_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    x.broadcast_matmul(w)?.broadcast_add(b)
+    frozen_matmul(x, w, &w.t()?)?.broadcast_add(b)
+}
+
+/// `x @ w_io` over the last dimension of `x: [.., in]`, with `w_io: [in, out]` and `w_oi` its transpose (views).
+///
+/// candle's matmul backward always computes the gradient of both operands; for a frozen weight that is wasted
+/// work (and, with a batch-broadcast weight, a `[batch, in, out]` temporary per layer). This op records a backward
+/// that returns only the input gradient, `grad @ w_oi`.
+fn frozen_matmul(x: &Tensor, w_io: &Tensor, w_oi: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (inp, out) = w_io.dims2()?;
+    let x2 = x.reshape(((), inp))?;
+    let y = if x.track_op() {
+        x2.contiguous()?.apply_op1(FrozenMatmul { w_io: w_io.clone(), w_oi: w_oi.clone() })?
+    } else {
+        x2.matmul(w_io)?
+    };
+    let mut out_dims = dims;
+    *out_dims.last_mut().unwrap() = out;
+    y.reshape(out_dims)
+}
+
+struct FrozenMatmul {
+    w_io: Tensor,
+    w_oi: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &candle_core::CpuStorage, l: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::{backend::BackendStorage, CpuStorage};
+        let (start, end) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("frozen-matmul: non-contiguous input".into()))?;
+        let x = match s {
+            CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], l.shape(), &Device::Cpu)?,
+            CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], l.shape(), &Device::Cpu)?,
+            _ => candle_core::bail!("frozen-matmul: unsupported dtype {:?}", s.dtype()),
+        };
+        let y = x.matmul(&self.w_io)?;
+        let shape = y.shape().clone();
+        let (storage, layout) = y.storage_and_layout();
+        match &*storage {
+            candle_core::Storage::Cpu(c) if layout.start_offset() == 0 && layout.is_contiguous() => Ok((c.clone(), shape)),
+            _ => candle_core::bail!("frozen-matmul: unexpected output layout"),
+        }
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_y.matmul(&self.w_oi)?))
+    }
 }
 
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * w + b`.

@@ -100,6 +100,8 @@ impl Opt {
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.word_embed_proj_dim.unwrap_or(cfg.hidden_size),
             max_positions: cfg.max_position_embeddings,
+            num_layers: blocks.len(),
+            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| [&b.q.0, &b.k.0, &b.v.0, &b.out.0, &b.fc1.0, &b.fc2.0])),
         };
         Ok(Self {
             act: ops::Activation::from_hf(&cfg.activation_function)?,

@@ -28,9 +28,17 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("openclip-vit-h-14", "hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
 ];
 
-/// Where models fetched by `scripts/setup.sh` live: `$PEZ_MODELS`, else `./models`.
+/// Where models fetched by `scripts/setup.sh` live: `$PEZ_MODELS`, else `./models` if it exists, else the
+/// `models/` folder of the checkout this binary was built from.
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("PEZ_MODELS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
+    if let Some(p) = std::env::var_os("PEZ_MODELS") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from("models");
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
 }
 
 /// A model named by the user, resolved to files.

@@ -177,6 +177,10 @@ impl T5 {
             vocab_size: shared.dim(0)?,
             hidden_size: cfg.d_model,
             max_positions: cfg.n_positions,
+            num_layers: encoder.len(),
+            block_matmul_params: crate::count_params(encoder.iter().flat_map(|b| {
+                [&b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.ff.wi_0, &b.ff.wo].into_iter().chain(b.ff.wi_1.as_ref())
+            })),
         };
         Ok(Self {
             act: ops::Activation::from_hf(act_name)?,

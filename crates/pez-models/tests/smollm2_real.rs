@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 fn model_path() -> std::path::PathBuf {
     let p = pez_models::registry::models_dir().join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let p = if p.is_relative() { std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(p) } else { p };
     assert!(p.exists(), "{} missing: run scripts/setup.sh first", p.display());
     p
 }

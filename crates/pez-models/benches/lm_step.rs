@@ -1,0 +1,70 @@
+//! Forward and forward+backward-to-inputs time of a language model at batch x tokens, and achieved GFLOP/s.
+//!
+//!     cargo bench -p pez-models --bench lm_step -- [model] [batch] [tokens] [reps]
+//!
+//! The loss reads the next-token logits at the last position only (as the PEZ label loss does), so the LM head
+//! runs on `batch` rows, not `batch x tokens`.
+
+use candle_core::{DType, Device, Var};
+use pez_models::{load_lm, ops};
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
+
+fn main() -> anyhow::Result<()> {
+    pez_models::alloc::keep_freed_memory();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let model = args.first().cloned().unwrap_or_else(|| "smollm2-135m".into());
+    let b: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(16);
+    let s: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);
+    let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let lm = load_lm(&model, DType::F32, &Device::Cpu)?;
+    let m = lm.model.as_ref();
+    let info = m.info().clone();
+    let ids: Vec<u32> = (0..b * s).map(|i| (i * 7919 % 5000) as u32 + 100).collect();
+    let x = m.embed_ids(&ids)?.reshape((b, s, info.hidden_size))?;
+    let lengths = vec![s; b];
+    let target = candle_core::Tensor::zeros((b, info.vocab_size), DType::F32, &Device::Cpu)?;
+
+    // FLOPs: 2 per multiply-add of every weight matrix per token, attention scores and mixing, head at b rows.
+    let weights = info.block_matmul_params;
+    let d = info.hidden_size;
+    let layers = info.num_layers;
+    let fwd_flops = 2.0 * weights as f64 * (b * s) as f64
+        + 2.0 * 2.0 * (b * s * s) as f64 * d as f64 * layers as f64 / 2.0 // causal: half the score matrix
+        + 2.0 * (b * info.vocab_size * d) as f64;
+
+    let time = |f: &mut dyn FnMut() -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        f()?; // warm-up
+        let t = Instant::now();
+        for _ in 0..reps {
+            f()?;
+        }
+        Ok(t.elapsed().as_secs_f64() / reps as f64)
+    };
+    let fwd = time(&mut || {
+        let l = m.next_token_logits(&x, &lengths)?;
+        let _ = ops::log_softmax_last(&l)?.mul(&target)?.sum_all()?.to_scalar::<f32>()?;
+        Ok(())
+    })?;
+    let var = Var::from_tensor(&x)?;
+    let bwd = time(&mut || {
+        let l = m.next_token_logits(var.as_tensor(), &lengths)?;
+        let loss = ops::log_softmax_last(&l)?.mul(&target)?.sum_all()?;
+        let g = loss.backward()?;
+        g.get(var.as_tensor()).expect("input gradient");
+        Ok(())
+    })?;
+    println!("model {model} ({}), batch {b} x {s} tokens, {reps} reps, {} threads", info.arch, rayon_threads());
+    println!("forward                     {:8.3} s   {:6.1} GFLOP/s", fwd, fwd_flops / fwd / 1e9);
+    // The input-only backward does about the forward's FLOPs again (no weight gradients).
+    println!("forward+backward-to-inputs  {:8.3} s   {:6.1} GFLOP/s (counting 2x forward FLOPs)",
+             bwd, 2.0 * fwd_flops / bwd / 1e9);
+    println!("backward / forward          {:8.2}x  (goal <= 1.2x)", (bwd - fwd) / fwd);
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: fetch the real models (cached), then run every test in release mode (numeric tests crawl
+# unoptimised).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo test --release --workspace
