@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod eval;
 mod next_token;
+mod tune;
 
 #[global_allocator]
 static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
@@ -19,6 +21,10 @@ struct Cli {
 enum Command {
     /// Print the most likely next tokens after a text, with log-probabilities.
     NextToken(next_token::Args),
+    /// Learn a hard prompt for a classification task.
+    Tune(tune::Args),
+    /// Accuracy of a prompt (learned, given as text, or none) on a task's data.
+    Eval(eval::Args),
 }
 
 fn main() {
@@ -26,6 +32,8 @@ fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::NextToken(a) => next_token::run(a),
+        Command::Tune(a) => tune::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,11 @@
+//! Classification tasks: where the data is, how a row becomes (text, label), the template and verbalizers, and
+//! how predictions are scored. Also the `prompt.json` artifact every other part reads.
+
+pub mod artifact;
+pub mod data;
+pub mod metrics;
+pub mod spec;
+
+pub use artifact::PromptArtifact;
+pub use data::{Dataset, Example};
+pub use spec::TaskSpec;

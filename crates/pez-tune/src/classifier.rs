@@ -1,0 +1,126 @@
+//! A causal LM as a classifier: `<prompt><text><template>` -> logits of the verbalizer tokens at the next position.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor, Var, D};
+use pez_models::{ops, tokenizer, LanguageModel};
+use pez_tasks::{Example, TaskSpec};
+use tokenizers::Tokenizer;
+
+pub struct Classifier<'a> {
+    pub model: &'a dyn LanguageModel,
+    pub tokenizer: &'a Tokenizer,
+    /// First token of each verbalizer.
+    pub verbalizer_ids: Vec<u32>,
+    pub template_ids: Vec<u32>,
+    /// Longest text (in tokens) that fits the context next to the prompt and the template.
+    pub max_text_tokens: usize,
+    pub warnings: Vec<String>,
+}
+
+impl<'a> Classifier<'a> {
+    /// Verbalizers that are several tokens are scored by their first token (a warning says so); two verbalizers
+    /// with the same first token are an error.
+    pub fn new(model: &'a dyn LanguageModel, tok: &'a Tokenizer, task: &TaskSpec, prompt_len: usize) -> Result<Self> {
+        let mut verbalizer_ids = Vec::new();
+        let mut warnings = Vec::new();
+        for v in &task.verbalizers {
+            let ids = tokenizer::encode(tok, v)?;
+            if ids.is_empty() {
+                bail!("verbalizer {v:?} is empty after tokenization");
+            }
+            if ids.len() > 1 {
+                let pieces: Vec<String> = ids.iter().map(|&i| tokenizer::decode(tok, &[i]).unwrap_or_default()).collect();
+                warnings.push(format!("verbalizer {v:?} is {} tokens {pieces:?}: scoring its first token {:?}", ids.len(), pieces[0]));
+            }
+            if verbalizer_ids.contains(&ids[0]) {
+                bail!("verbalizers share the first token {:?}: the labels cannot be told apart", tokenizer::decode(tok, &ids[..1])?);
+            }
+            verbalizer_ids.push(ids[0]);
+        }
+        let template_ids = tokenizer::encode(tok, &task.template)?;
+        let ctx = model.info().max_positions;
+        if prompt_len + template_ids.len() + 1 > ctx {
+            bail!("prompt ({prompt_len}) + template ({}) leave no room for text in a context of {ctx}", template_ids.len());
+        }
+        let max_text_tokens = ctx - prompt_len - template_ids.len();
+        Ok(Self { model, tokenizer: tok, verbalizer_ids, template_ids, max_text_tokens, warnings })
+    }
+
+    /// Text ids (truncated to fit the context: the start of the text is kept) followed by the template ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = tokenizer::encode(self.tokenizer, text)?;
+        ids.truncate(self.max_text_tokens);
+        ids.extend_from_slice(&self.template_ids);
+        Ok(ids)
+    }
+
+    /// Input embeddings `[b, P + S, d]` for `[prompt ; row]` (right-padded) and each row's length.
+    pub fn inputs(&self, prompt: Option<&Tensor>, rows: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>)> {
+        let (rest, lengths) = pez_models::embed_batch(self.model, rows)?;
+        match prompt {
+            None => Ok((rest, lengths)),
+            Some(p) => {
+                let (pl, d) = p.dims2()?;
+                let p = p.unsqueeze(0)?.broadcast_as((rows.len(), pl, d))?;
+                Ok((Tensor::cat(&[&p, &rest.to_dtype(p.dtype())?], 1)?, lengths.iter().map(|l| l + pl).collect()))
+            }
+        }
+    }
+
+    /// Verbalizer log-probabilities (normalised over the verbalizers) `[b, labels]`.
+    pub fn label_logprobs(&self, prompt: Option<&Tensor>, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let (x, lengths) = self.inputs(prompt, rows)?;
+        let logits = self.model.next_token_logits(&x, &lengths)?;
+        self.verbalizer_logprobs(&logits)
+    }
+
+    fn verbalizer_logprobs(&self, logits: &Tensor) -> Result<Tensor> {
+        let idx = Tensor::new(self.verbalizer_ids.as_slice(), logits.device())?;
+        Ok(ops::log_softmax_last(&logits.index_select(&idx, 1)?)?)
+    }
+
+    /// Predicted label and label probabilities for every example.
+    pub fn predict(&self, prompt: Option<&Tensor>, examples: &[Example], batch: usize) -> Result<(Vec<usize>, Vec<Vec<f32>>)> {
+        // Batches of similar lengths waste less compute on padding; results go back in input order.
+        let encoded = examples.iter().map(|e| self.encode(&e.text)).collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| encoded[i].len());
+        let mut pred = vec![0; examples.len()];
+        let mut probs = vec![vec![]; examples.len()];
+        for chunk in order.chunks(batch.max(1)) {
+            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+            let lp = self.label_logprobs(prompt, &rows)?.exp()?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            for (&i, p) in chunk.iter().zip(lp) {
+                pred[i] = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+                probs[i] = p;
+            }
+        }
+        Ok((pred, probs))
+    }
+
+    /// Mean next-token cross-entropy of a prompt under the model (nats per predicted token).
+    pub fn fluency(&self, prompt: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        let p = ids.len();
+        if p < 2 {
+            return Ok(Tensor::zeros((), prompt.dtype(), prompt.device())?);
+        }
+        let h = self.model.hidden_states(&prompt.unsqueeze(0)?, &[p])?.get(0)?;
+        let lp = ops::log_softmax_last(&self.model.lm_head(&h.narrow(0, 0, p - 1)?)?)?;
+        let next = Tensor::new(&ids[1..], prompt.device())?.unsqueeze(1)?;
+        Ok(lp.gather(&next, 1)?.mean_all()?.neg()?)
+    }
+
+    /// Loss `(1 - w) * label CE + w * fluency` at `prompt` and its gradient with respect to `prompt`.
+    pub fn loss_and_grad(&self, prompt: &Tensor, ids: &[u32], batch: &[(Vec<u32>, usize)], w: f64) -> Result<(f32, Tensor)> {
+        let var = Var::from_tensor(prompt)?;
+        let p = var.as_tensor();
+        let rows: Vec<Vec<u32>> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let lp = self.label_logprobs(Some(p), &rows)?;
+        let labels = Tensor::new(batch.iter().map(|(_, l)| *l as u32).collect::<Vec<_>>().as_slice(), p.device())?;
+        let ce = lp.gather(&labels.unsqueeze(1)?, D::Minus1)?.mean_all()?.neg()?;
+        let loss = if w > 0.0 { ((ce * (1.0 - w))? + (self.fluency(p, ids)? * w)?)? } else { ce };
+        let grads = loss.backward()?;
+        let g = grads.get(p).cloned().ok_or_else(|| anyhow::anyhow!("no gradient reached the prompt"))?;
+        Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, g))
+    }
+}
