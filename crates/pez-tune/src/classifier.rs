@@ -111,13 +111,27 @@ impl<'a> Classifier<'a> {
     }
 
     /// Loss `(1 - w) * label CE + w * fluency` at `prompt` and its gradient with respect to `prompt`.
+    ///
+    /// Rows are sorted by length and run in sub-batches of `SUB_BATCH`, so short rows are not padded to the
+    /// longest row of the whole batch; one backward pass runs over all of them.
     pub fn loss_and_grad(&self, prompt: &Tensor, ids: &[u32], batch: &[(Vec<u32>, usize)], w: f64) -> Result<(f32, Tensor)> {
+        const SUB_BATCH: usize = 4;
         let var = Var::from_tensor(prompt)?;
         let p = var.as_tensor();
-        let rows: Vec<Vec<u32>> = batch.iter().map(|(r, _)| r.clone()).collect();
-        let lp = self.label_logprobs(Some(p), &rows)?;
-        let labels = Tensor::new(batch.iter().map(|(_, l)| *l as u32).collect::<Vec<_>>().as_slice(), p.device())?;
-        let ce = lp.gather(&labels.unsqueeze(1)?, D::Minus1)?.mean_all()?.neg()?;
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by_key(|&i| batch[i].0.len());
+        let mut ce_sum: Option<Tensor> = None;
+        for chunk in order.chunks(SUB_BATCH) {
+            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| batch[i].0.clone()).collect();
+            let labels: Vec<u32> = chunk.iter().map(|&i| batch[i].1 as u32).collect();
+            let lp = self.label_logprobs(Some(p), &rows)?;
+            let picked = lp.gather(&Tensor::new(labels.as_slice(), p.device())?.unsqueeze(1)?, D::Minus1)?.sum_all()?;
+            ce_sum = Some(match ce_sum {
+                Some(s) => (s + picked)?,
+                None => picked,
+            });
+        }
+        let ce = (ce_sum.ok_or_else(|| anyhow::anyhow!("empty batch"))? * (-1.0 / batch.len() as f64))?;
         let loss = if w > 0.0 { ((ce * (1.0 - w))? + (self.fluency(p, ids)? * w)?)? } else { ce };
         let grads = loss.backward()?;
         let g = grads.get(p).cloned().ok_or_else(|| anyhow::anyhow!("no gradient reached the prompt"))?;
