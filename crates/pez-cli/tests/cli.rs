@@ -1,0 +1,148 @@
+//! End-to-end tests of the `pez` binary on the real SmolLM2 weights (scripts/setup.sh fetches them): resume after
+//! kill -9, and clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn pez() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pez"))
+}
+
+fn shared(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(p)
+}
+
+/// A small custom task: the first 48 SST-2 dev sentences to train on, the next 16 as its dev split.
+fn small_task(dir: &Path) -> PathBuf {
+    let dev = std::fs::read_to_string(shared("sst2/dev.tsv")).unwrap();
+    let lines: Vec<&str> = dev.lines().collect();
+    std::fs::write(dir.join("train.tsv"), lines[..49].join("\n") + "\n").unwrap();
+    std::fs::write(dir.join("dev.tsv"), [&lines[..1], &lines[49..65]].concat().join("\n") + "\n").unwrap();
+    let toml = r#"
+name = "mini-sst2"
+template = " It was"
+verbalizers = [" negative", " positive"]
+label_names = ["negative", "positive"]
+train = "train.tsv"
+dev = "dev.tsv"
+[format]
+delimiter = "\t"
+header = true
+quoting = false
+text_columns = ["sentence"]
+label_column = "label"
+"#;
+    let p = dir.join("task.toml");
+    std::fs::write(&p, toml).unwrap();
+    p
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "pez failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn tune_args(task: &Path, out: &Path) -> Vec<String> {
+    [task.to_str().unwrap(), "--steps", "8", "--batch-size", "4", "--eval-every", "2", "--holdout", "8", "--prompt-len", "4",
+     "--fluency", "0.003", "--seed", "3", "--eval-batch", "8", "--out", out.to_str().unwrap()]
+        .map(String::from).to_vec()
+}
+
+fn metrics_without_time(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v.as_object_mut().unwrap().remove("elapsed_s");
+        v
+    }).collect()
+}
+
+#[test]
+fn resume_after_kill_equals_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = small_task(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(pez().arg("tune").args(tune_args(&task, &a)).output().unwrap());
+
+    let mut child = pez().arg("tune").args(tune_args(&task, &b)).spawn().unwrap();
+    let t0 = Instant::now();
+    // Kill -9 once the second evaluation's checkpoint is on disk, before the run ends.
+    loop {
+        let n = std::fs::read_to_string(b.join("metrics.jsonl")).map(|s| s.lines().count()).unwrap_or(0);
+        if n >= 2 && b.join("checkpoint.json").exists() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "run b made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "run b ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let ck: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(b.join("checkpoint.json")).unwrap()).unwrap();
+    assert!(ck["pez"]["step"].as_u64().unwrap() < 8, "killed too late to test anything");
+
+    ok(pez().args(["tune", "--resume", b.to_str().unwrap()]).output().unwrap());
+    let pa: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("prompt.json")).unwrap()).unwrap();
+    let pb: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(b.join("prompt.json")).unwrap()).unwrap();
+    assert_eq!(pa["token_ids"], pb["token_ids"]);
+    assert_eq!(pa["holdout_accuracy"], pb["holdout_accuracy"]);
+    assert_eq!(pa["dev_accuracy"], pb["dev_accuracy"]);
+    assert_eq!(metrics_without_time(&a), metrics_without_time(&b));
+    assert_eq!(metrics_without_time(&a).len(), 4);
+}
+
+fn err_of(args: &[&str]) -> String {
+    let o = pez().args(args).output().unwrap();
+    assert!(!o.status.success(), "expected failure for {args:?}");
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = small_task(tmp.path());
+    let t = task.to_str().unwrap();
+    // Label out of range, on line 3 of the data file.
+    let mut rows = std::fs::read_to_string(tmp.path().join("train.tsv")).unwrap().lines().map(String::from).collect::<Vec<_>>();
+    rows[2] = "a fine film\t7".into();
+    std::fs::write(tmp.path().join("train.tsv"), rows.join("\n")).unwrap();
+    let out = tmp.path().join("run");
+    let e = err_of(&["tune", t, "--steps", "2", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("train.tsv:3") && e.contains("out of range"), "{e}");
+    assert!(!out.exists(), "a failed run must not leave a run directory");
+    // Empty text.
+    rows[2] = "\t1".into();
+    std::fs::write(tmp.path().join("train.tsv"), rows.join("\n")).unwrap();
+    let e = err_of(&["tune", t, "--steps", "2", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("train.tsv:3") && e.contains("empty text"), "{e}");
+    // A label that is not a number.
+    rows[2] = "fine\tgood".into();
+    std::fs::write(tmp.path().join("train.tsv"), rows.join("\n")).unwrap();
+    let e = err_of(&["tune", t, "--steps", "2", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("train.tsv:3") && e.contains("not an integer"), "{e}");
+    // A row with too few columns.
+    rows[2] = "no label column".into();
+    std::fs::write(tmp.path().join("train.tsv"), rows.join("\n")).unwrap();
+    let e = err_of(&["tune", t, "--steps", "2", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("train.tsv:3") && e.contains("columns"), "{e}");
+    assert!(!out.exists());
+
+    let e = err_of(&["tune", "imdb"]);
+    assert!(e.contains("unknown task `imdb`"), "{e}");
+    let e = err_of(&["eval", "sst2", "--empty", "--model", "gpt5"]);
+    assert!(e.contains("unknown model `gpt5`"), "{e}");
+    let e = err_of(&["eval", "sst2", "--empty", "--data", "/nonexistent.tsv"]);
+    assert!(e.contains("/nonexistent.tsv"), "{e}");
+}
+
+#[test]
+fn multi_token_verbalizer_is_scored_by_its_first_token_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = small_task(tmp.path());
+    let text = std::fs::read_to_string(&task).unwrap().replace("\" positive\"]", "\" superlatively\"]");
+    std::fs::write(&task, text).unwrap();
+    let o = ok(pez().args(["eval", task.to_str().unwrap(), "--empty", "--json"]).output().unwrap());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("\" superlatively\" is") && e.contains("scoring its first token"), "{e}");
+}
+

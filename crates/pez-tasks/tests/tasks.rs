@@ -1,0 +1,56 @@
+use pez_tasks::metrics::{wilson, Accuracy};
+use pez_tasks::TaskSpec;
+
+#[test]
+fn built_in_tasks_read_the_shared_data() {
+    let sst2 = TaskSpec::resolve("sst2").unwrap();
+    let dev = sst2.load("dev", None).unwrap();
+    assert_eq!(dev.examples.len(), 872);
+    assert_eq!(dev.examples.iter().filter(|e| e.label == 1).count(), 444);
+    let ag = TaskSpec::resolve("agnews").unwrap();
+    let train = ag.load("train", None).unwrap();
+    let counts: Vec<usize> = (0..4).map(|c| train.examples.iter().filter(|e| e.label == c).count()).collect();
+    assert_eq!(counts, vec![1259, 1257, 1281, 1203]);
+    let err = TaskSpec::resolve("amazon").unwrap().load("dev", None).unwrap_err().to_string();
+    assert!(err.contains("--data"), "{err}");
+}
+
+#[test]
+fn few_shot_sampling_is_seeded_disjoint_and_balanced() {
+    let ag = TaskSpec::resolve("agnews").unwrap().load("train", None).unwrap();
+    let (tr, ho) = ag.few_shot(4, 4, 7).unwrap();
+    let (tr2, _) = ag.few_shot(4, 4, 7).unwrap();
+    let (tr3, _) = ag.few_shot(4, 4, 8).unwrap();
+    assert_eq!(tr, tr2);
+    assert_ne!(tr, tr3);
+    for c in 0..4 {
+        assert_eq!(tr.iter().filter(|e| e.label == c).count(), 4);
+        assert_eq!(ho.iter().filter(|e| e.label == c).count(), 4);
+    }
+    assert!(tr.iter().all(|e| !ho.contains(e)));
+}
+
+#[test]
+fn amazon_csv_layout_with_quotes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("amazon.csv");
+    std::fs::write(&p, "\"2\",\"Great\",\"Loved it, really\"\n\"1\",\"Bad\",\"Broke \"\"fast\"\"\"\n").unwrap();
+    let d = TaskSpec::resolve("amazon").unwrap().load("dev", Some(&p)).unwrap();
+    assert_eq!(d.examples[0].text, "Great Loved it, really");
+    assert_eq!(d.examples[0].label, 1);
+    assert_eq!(d.examples[1].text, "Bad Broke \"fast\"");
+    assert_eq!(d.examples[1].label, 0);
+    std::fs::write(&p, "\"2\",\"Great\",\"ok\"\n\"3\",\"Odd\",\"label three\"\n").unwrap();
+    let e = TaskSpec::resolve("amazon").unwrap().load("dev", Some(&p)).unwrap_err().to_string();
+    assert!(e.contains("amazon.csv:2") && e.contains("label map"), "{e}");
+}
+
+#[test]
+fn accuracy_and_wilson_interval() {
+    let a = Accuracy::from_predictions(&[0, 1, 1, 0], &[0, 1, 0, 0], 2);
+    assert_eq!((a.correct, a.total), (3, 4));
+    assert_eq!(a.per_class, vec![(2, 3), (1, 1)]);
+    // statsmodels proportion_confint(50, 100, method="wilson") = (0.4038, 0.5962)
+    let (lo, hi) = wilson(50, 100, 1.959964);
+    assert!((lo - 0.40383).abs() < 1e-4 && (hi - 0.59617).abs() < 1e-4, "{lo} {hi}");
+}
