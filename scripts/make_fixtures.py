@@ -149,9 +149,31 @@ def smollm2(gguf):
     (d / "sst2_dev_ids.json").write_text(json.dumps(dict(source="shared/data/sst2/dev.tsv", ids=ids)))
 
 
+@torch.no_grad()
+def gemma3_real(gguf):
+    """Reference log-probs and tokenizer ids for the real Gemma 3 270M GGUF (dequantized by transformers)."""
+    gguf = pathlib.Path(gguf)
+    tok = tf.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    m = tf.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    texts = ["The movie was", "Paris is the capital of", "a gripping, funny and 100% heartfelt film . It was"]
+    out = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=True)["input_ids"]
+        lp = torch.log_softmax(m(input_ids=torch.tensor([ids])).logits[0], -1)
+        top = lp.topk(20, -1)
+        out.append(dict(text=t, ids=ids, top_ids=top.indices.tolist(), top_logprobs=top.values.tolist()))
+    d = FIX / "gemma3_real"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "next_token.json").write_text(json.dumps(out))
+    rows = [l.split("\t")[0] for l in (SHARED / "sst2/dev.tsv").read_text().splitlines()[1:]]
+    ids = [tok(r, add_special_tokens=False)["input_ids"] for r in rows]
+    (d / "sst2_dev_ids.json").write_text(json.dumps(dict(source="shared/data/sst2/dev.tsv", ids=ids)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smollm2", help="path to SmolLM2-135M-Instruct.Q4_1.gguf")
+    ap.add_argument("--gemma3", help="path to gemma-3-270m-q4_k_m.gguf")
     ap.add_argument("--only", nargs="*")
     a = ap.parse_args()
     jobs = {
@@ -178,6 +200,9 @@ def main():
             continue
         job()
         print("wrote", FIX / name)
+    if a.gemma3:
+        gemma3_real(a.gemma3)
+        print("wrote", FIX / "gemma3_real")
     if a.smollm2:
         smollm2(a.smollm2)
         print("wrote", FIX / "smollm2")

@@ -52,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
         _ => String::new(),
     };
     let ids = if prompt_text.is_empty() { vec![] } else { tokenizer::encode(&lm.tokenizer, &prompt_text)? };
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, &task, ids.len())?;
+    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, ids.len())?;
     for w in &clf.warnings {
         eprintln!("warning: {w}");
     }

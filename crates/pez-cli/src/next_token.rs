@@ -20,7 +20,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let lm = load_lm(&a.model, DType::F32, &Device::Cpu)?;
-    let ids = tokenizer::encode(&lm.tokenizer, &a.text)?;
+    // Models that expect a BOS token (Gemma) get it, as their tokenizer would add it.
+    let ids: Vec<u32> = lm.bos.into_iter().chain(tokenizer::encode(&lm.tokenizer, &a.text)?).collect();
     if ids.is_empty() {
         bail!("--text is empty after tokenization");
     }

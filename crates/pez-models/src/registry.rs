@@ -96,6 +96,15 @@ pub struct LoadedLm {
     pub model: Box<dyn LanguageModel>,
     pub tokenizer: Tokenizer,
     pub source: String,
+    /// A token the model expects in front of every input (Gemma's `<bos>`, OPT's `</s>`), if any.
+    pub bos: Option<u32>,
+}
+
+/// The token a tokenizer's post-processor puts in front of every input, if any.
+fn bos_of(t: &Tokenizer) -> Option<u32> {
+    let plain = t.encode("a", false).ok()?.get_ids().to_vec();
+    let with = t.encode("a", true).ok()?.get_ids().to_vec();
+    (with.len() > plain.len() && with.ends_with(&plain) && with.len() - plain.len() == 1).then(|| with[0])
 }
 
 #[derive(serde::Deserialize)]
@@ -113,7 +122,8 @@ pub fn load_lm(name: &str, dtype: DType, device: &Device) -> Result<LoadedLm> {
 
 pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedLm> {
     let model = load_hf_model(dir, dtype, device)?;
-    Ok(LoadedLm { model, tokenizer: tokenizer::from_dir(dir)?, source: dir.display().to_string() })
+    let tokenizer = tokenizer::from_dir(dir)?;
+    Ok(LoadedLm { model, bos: bos_of(&tokenizer), tokenizer, source: dir.display().to_string() })
 }
 
 /// The model of a Hugging Face directory, without its tokenizer.
@@ -171,5 +181,5 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<LoadedLm>
         }
         other => bail!("{}: GGUF architecture `{other}` is not supported", path.display()),
     };
-    Ok(LoadedLm { model, tokenizer: tokenizer::from_gguf(&content)?, source: path.display().to_string() })
+    Ok(LoadedLm { model, tokenizer: tokenizer::from_gguf(&content)?, bos: tokenizer::gguf_bos(&content), source: path.display().to_string() })
 }

@@ -31,12 +31,98 @@ pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
     bail!("no tokenizer.json or vocab.json + merges.txt in {}", dir.display())
 }
 
-/// The byte-level BPE tokenizer stored in a GGUF file's metadata (`tokenizer.ggml.model = gpt2`).
+/// The tokenizer stored in a GGUF file's metadata: byte-level BPE (`tokenizer.ggml.model = gpt2`) or
+/// SentencePiece BPE (`llama`, e.g. Gemma).
 pub fn from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
     let model = gguf_str(c, "tokenizer.ggml.model")?;
-    if model != "gpt2" {
-        bail!("GGUF tokenizer type `{model}` is not supported (only byte-level BPE, `gpt2`); pass a tokenizer.json");
+    match model.as_str() {
+        "gpt2" => byte_level_from_gguf(c),
+        "llama" => sentencepiece_from_gguf(c),
+        other => bail!("GGUF tokenizer type `{other}` is not supported (gpt2, llama); pass a tokenizer.json"),
     }
+}
+
+/// Whether the GGUF tokenizer expects a BOS token in front of every input (`tokenizer.ggml.add_bos_token`).
+pub fn gguf_bos(c: &gguf_file::Content) -> Option<u32> {
+    let add = c.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
+    let id = c.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok());
+    if add { id } else { None }
+}
+
+fn strings(c: &gguf_file::Content, key: &str) -> Result<Vec<String>> {
+    c.metadata.get(key).with_context(|| format!("GGUF has no {key}"))?.to_vec()?.iter().map(|v| Ok(v.to_string()?.clone())).collect()
+}
+
+/// Control tokens (type 3) are matched whole and never split.
+fn add_control_tokens(t: &mut Tokenizer, c: &gguf_file::Content, tokens: &[String]) -> Result<()> {
+    if let Some(types) = c.metadata.get("tokenizer.ggml.token_type") {
+        let specials: Vec<tokenizers::AddedToken> = types
+            .to_vec()?
+            .iter()
+            .enumerate()
+            .filter(|(_, ty)| ty.to_i32().map(|x| x == 3).unwrap_or(false))
+            .map(|(i, _)| tokenizers::AddedToken::from(tokens[i].clone(), true))
+            .collect();
+        t.add_special_tokens(&specials);
+    }
+    Ok(())
+}
+
+/// SentencePiece BPE from tokens + scores, as transformers converts GGUF files without merges: a merge for every
+/// split of a token into two tokens, ranked by the merged token's score. Spaces become `▁`; unknown bytes fall
+/// back to `<0xNN>` tokens.
+fn sentencepiece_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
+    use tokenizers::decoders::{byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as DecSeq, DecoderWrapper};
+    use tokenizers::normalizers::{replace::Replace, NormalizerWrapper};
+    let tokens = strings(c, "tokenizer.ggml.tokens")?;
+    let scores: Vec<f32> = c.metadata.get("tokenizer.ggml.scores").context("GGUF has no tokenizer.ggml.scores")?.to_vec()?
+        .iter().map(|v| Ok(v.to_f32()?)).collect::<Result<_>>()?;
+    let ids: std::collections::HashMap<&str, u32> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
+    let mut merges: Vec<(String, String, f32, u32, u32)> = Vec::new();
+    for (t, &score) in tokens.iter().zip(&scores) {
+        let mut local = Vec::new();
+        for (k, _) in t.char_indices().skip(1) {
+            let (l, r) = t.split_at(k);
+            if let (Some(&li), Some(&ri)) = (ids.get(l), ids.get(r)) {
+                local.push((l.to_string(), r.to_string(), score, li, ri));
+            }
+        }
+        // transformers orders a token's candidate splits by the ids of their pieces, descending.
+        local.sort_by(|a, b| (b.3, b.4).cmp(&(a.3, a.4)));
+        merges.extend(local);
+    }
+    merges.sort_by(|a, b| b.2.total_cmp(&a.2)); // stable: ties keep the order above
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let unk = c.metadata.get("tokenizer.ggml.unknown_token_id").and_then(|v| v.to_u32().ok()).map(|i| tokens[i as usize].clone());
+    let mut b = BPE::builder()
+        .vocab_and_merges(vocab, merges.into_iter().map(|m| (m.0, m.1)).collect())
+        .byte_fallback(true)
+        .fuse_unk(true);
+    if let Some(u) = unk {
+        b = b.unk_token(u);
+    }
+    let bpe = b.build().map_err(|e| anyhow::anyhow!("building SentencePiece BPE from GGUF: {e}"))?;
+    let mut t = Tokenizer::new(bpe);
+    let prefix = c.metadata.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(true);
+    let replace = NormalizerWrapper::Replace(Replace::new(" ", "▁").map_err(|e| anyhow::anyhow!("{e}"))?);
+    if prefix {
+        t.with_normalizer(Some(tokenizers::normalizers::Sequence::new(vec![
+            NormalizerWrapper::Prepend(tokenizers::normalizers::prepend::Prepend::new("▁".into())),
+            replace,
+        ])));
+    } else {
+        t.with_normalizer(Some(replace));
+    }
+    t.with_decoder(Some(DecSeq::new(vec![
+        DecoderWrapper::Replace(Replace::new("▁", " ").map_err(|e| anyhow::anyhow!("{e}"))?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ])));
+    add_control_tokens(&mut t, c, &tokens)?;
+    Ok(t)
+}
+
+fn byte_level_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
     let tokens = c.metadata.get("tokenizer.ggml.tokens").context("GGUF has no tokenizer.ggml.tokens")?.to_vec()?;
     let merges = c.metadata.get("tokenizer.ggml.merges").context("GGUF has no tokenizer.ggml.merges")?.to_vec()?;
     let vocab: tokenizers::models::bpe::Vocab = tokens

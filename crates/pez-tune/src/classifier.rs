@@ -12,6 +12,8 @@ pub struct Classifier<'a> {
     /// First token of each verbalizer.
     pub verbalizer_ids: Vec<u32>,
     pub template_ids: Vec<u32>,
+    /// Put in front of the prompt for models that expect it (see `LoadedLm::bos`).
+    pub bos: Option<u32>,
     /// Longest text (in tokens) that fits the context next to the prompt and the template.
     pub max_text_tokens: usize,
     pub warnings: Vec<String>,
@@ -20,7 +22,7 @@ pub struct Classifier<'a> {
 impl<'a> Classifier<'a> {
     /// Verbalizers that are several tokens are scored by their first token (a warning says so); two verbalizers
     /// with the same first token are an error.
-    pub fn new(model: &'a dyn LanguageModel, tok: &'a Tokenizer, task: &TaskSpec, prompt_len: usize) -> Result<Self> {
+    pub fn new(model: &'a dyn LanguageModel, tok: &'a Tokenizer, bos: Option<u32>, task: &TaskSpec, prompt_len: usize) -> Result<Self> {
         let mut verbalizer_ids = Vec::new();
         let mut warnings = Vec::new();
         for v in &task.verbalizers {
@@ -39,11 +41,11 @@ impl<'a> Classifier<'a> {
         }
         let template_ids = tokenizer::encode(tok, &task.template)?;
         let ctx = model.info().max_positions;
-        if prompt_len + template_ids.len() + 1 > ctx {
+        let fixed = prompt_len + template_ids.len() + bos.is_some() as usize;
+        if fixed + 1 > ctx {
             bail!("prompt ({prompt_len}) + template ({}) leave no room for text in a context of {ctx}", template_ids.len());
         }
-        let max_text_tokens = ctx - prompt_len - template_ids.len();
-        Ok(Self { model, tokenizer: tok, verbalizer_ids, template_ids, max_text_tokens, warnings })
+        Ok(Self { model, tokenizer: tok, verbalizer_ids, template_ids, bos, max_text_tokens: ctx - fixed, warnings })
     }
 
     /// Text ids (truncated to fit the context: the start of the text is kept) followed by the template ids.
@@ -54,10 +56,20 @@ impl<'a> Classifier<'a> {
         Ok(ids)
     }
 
-    /// Input embeddings `[b, P + S, d]` for `[prompt ; row]` (right-padded) and each row's length.
+    /// `[bos ; prompt]` embeddings, or `None` when both are absent.
+    fn prefix(&self, prompt: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let bos = self.bos.map(|b| self.model.embed_ids(&[b])).transpose()?;
+        Ok(match (bos, prompt) {
+            (Some(b), Some(p)) => Some(Tensor::cat(&[&b.to_dtype(p.dtype())?, p], 0)?),
+            (Some(b), None) => Some(b),
+            (None, p) => p.cloned(),
+        })
+    }
+
+    /// Input embeddings `[b, P + S, d]` for `[bos ; prompt ; row]` (right-padded) and each row's length.
     pub fn inputs(&self, prompt: Option<&Tensor>, rows: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>)> {
         let (rest, lengths) = pez_models::embed_batch(self.model, rows)?;
-        match prompt {
+        match self.prefix(prompt)?.as_ref() {
             None => Ok((rest, lengths)),
             Some(p) => {
                 let (pl, d) = p.dims2()?;
@@ -99,14 +111,17 @@ impl<'a> Classifier<'a> {
     }
 
     /// Mean next-token cross-entropy of a prompt under the model (nats per predicted token).
+    /// With a BOS token the first prompt token is predicted too.
     pub fn fluency(&self, prompt: &Tensor, ids: &[u32]) -> Result<Tensor> {
-        let p = ids.len();
-        if p < 2 {
+        let x = self.prefix(Some(prompt))?.expect("a prompt");
+        let first = self.bos.is_none() as usize; // the first prompt token without BOS has no context
+        let n = x.dim(0)?;
+        if ids.len() <= first {
             return Ok(Tensor::zeros((), prompt.dtype(), prompt.device())?);
         }
-        let h = self.model.hidden_states(&prompt.unsqueeze(0)?, &[p])?.get(0)?;
-        let lp = ops::log_softmax_last(&self.model.lm_head(&h.narrow(0, 0, p - 1)?)?)?;
-        let next = Tensor::new(&ids[1..], prompt.device())?.unsqueeze(1)?;
+        let h = self.model.hidden_states(&x.unsqueeze(0)?, &[n])?.get(0)?;
+        let lp = ops::log_softmax_last(&self.model.lm_head(&h.narrow(0, 0, n - 1)?)?)?;
+        let next = Tensor::new(&ids[first..], prompt.device())?.unsqueeze(1)?;
         Ok(lp.gather(&next, 1)?.mean_all()?.neg()?)
     }
 

@@ -162,7 +162,7 @@ pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>) -> Result<PromptArti
     if cfg.fluency > 0.0 && model.info().arch == "t5" {
         bail!("fluency needs a causal LM; {} is an encoder-decoder", cfg.model);
     }
-    let clf = Classifier::new(model, &lm.tokenizer, &task, cfg.prompt_len)?;
+    let clf = Classifier::new(model, &lm.tokenizer, lm.bos, &task, cfg.prompt_len)?;
     for w in &clf.warnings {
         eprintln!("warning: {w}");
     }

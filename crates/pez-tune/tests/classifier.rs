@@ -9,7 +9,8 @@ use pez_tune::Classifier;
 fn texts_longer_than_the_context_are_truncated_keeping_prompt_and_template() {
     let lm = load_lm("smollm2-135m", DType::F32, &Device::Cpu).unwrap();
     let task = TaskSpec::resolve("sst2").unwrap();
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, &task, 10).unwrap();
+    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, 10).unwrap();
+    assert_eq!(lm.bos, None, "SmolLM2's GGUF asks for no BOS");
     let template = tokenizer::encode(&lm.tokenizer, " It was").unwrap();
     assert_eq!(clf.template_ids, template);
     assert_eq!(clf.max_text_tokens, lm.model.info().max_positions - 10 - template.len());
@@ -29,7 +30,7 @@ fn verbalizers_are_single_tokens_for_the_built_in_tasks() {
     let lm = load_lm("smollm2-135m", DType::F32, &Device::Cpu).unwrap();
     for name in ["sst2", "agnews"] {
         let task = TaskSpec::resolve(name).unwrap();
-        let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, &task, 10).unwrap();
+        let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, 10).unwrap();
         assert!(clf.warnings.is_empty(), "{name}: {:?}", clf.warnings);
         for (v, id) in task.verbalizers.iter().zip(&clf.verbalizer_ids) {
             assert_eq!(&tokenizer::decode(&lm.tokenizer, &[*id]).unwrap(), v);
