@@ -170,6 +170,62 @@ def gemma3_real(gguf):
     (d / "sst2_dev_ids.json").write_text(json.dumps(dict(source="shared/data/sst2/dev.tsv", ids=ids)))
 
 
+TRANSFER_WORDS = ("[UNK] It was negative positive the a film movie great bad good awful fun dull plot actors story "
+                  "is not very really best worst boring lovely").split()
+TRANSFER_ROWS = [("the film is great", 1), ("a bad movie", 0), ("really good story", 1), ("awful actors", 0),
+                 ("very fun plot", 1), ("the worst film", 0), ("lovely movie", 1), ("boring story", 0),
+                 ("not good", 0), ("the best actors", 1), ("a dull plot", 0), ("great fun", 1)]
+TRANSFER_PROMPTS = ["", "film great bad movie", "positive negative the story"]
+
+
+@torch.no_grad()
+def transfer():
+    """Tiny word-level tokenizer + tiny GPT-2 / OPT / T5 with tokenizers, a 12-row task, and the accuracy of three
+    prompts computed independently with transformers: the reference for the transfer pipeline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    t = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TRANSFER_WORDS)}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    d = FIX / "transfer"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{l}\n" for s, l in TRANSFER_ROWS))
+    (d / "task.toml").write_text('name = "tiny-sst2"\ntemplate = " It was"\nverbalizers = [" negative", " positive"]\n'
+                                 'label_names = ["negative", "positive"]\ndev = "dev.tsv"\n[format]\ndelimiter = "\\t"\n'
+                                 'header = true\nquoting = false\ntext_columns = ["sentence"]\nlabel_column = "label"\n')
+    V = 64
+    cfgs = {
+        "gpt2": (tf.GPT2LMHeadModel, tf.GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=4, n_positions=32)),
+        "opt": (tf.OPTForCausalLM, tf.OPTConfig(vocab_size=V, hidden_size=32, ffn_dim=48, num_hidden_layers=2, num_attention_heads=4,
+                                                max_position_embeddings=32, word_embed_proj_dim=32, pad_token_id=1)),
+        "t5": (tf.T5ForConditionalGeneration, tf.T5Config(vocab_size=V, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+                                                           relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+                                                           tie_word_embeddings=False, decoder_start_token_id=0)),
+    }
+    enc = lambda s: t.encode(s).ids
+    verb = [enc(" negative")[0], enc(" positive")[0]]
+    expected, margins = {}, {}
+    for name, (cls, cfg) in cfgs.items():
+        torch.manual_seed(5)
+        m = cls(cfg).eval()
+        md = save_model(f"transfer/{name}", m)
+        t.save(str(md / "tokenizer.json"))
+        expected[name] = {}
+        margins[name] = {}
+        for prompt in TRANSFER_PROMPTS:
+            correct, margin = [], []
+            for text, label in TRANSFER_ROWS:
+                ids = (enc(prompt) if prompt else []) + enc(text) + enc(" It was")
+                x = torch.tensor([ids])
+                if name == "t5":
+                    logits = m(input_ids=x, decoder_input_ids=torch.zeros(1, 1, dtype=torch.long)).logits[0, -1]
+                else:
+                    logits = m(input_ids=x).logits[0, -1]
+                correct.append(int(int(logits[verb].argmax()) == label))
+                margin.append(float(logits[verb[1]] - logits[verb[0]]))
+            expected[name][prompt] = correct
+            margins[name][prompt] = margin
+    (d / "expected.json").write_text(json.dumps(dict(prompts=TRANSFER_PROMPTS, correct=expected, margin=margins), indent=1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smollm2", help="path to SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -194,6 +250,7 @@ def main():
         "bert": bert,
         "clip": lambda: clip("clip", "quick_gelu"),
         "openclip": lambda: clip("openclip", "gelu"),
+        "transfer": transfer,
     }
     for name, job in jobs.items():
         if a.only and name not in a.only:

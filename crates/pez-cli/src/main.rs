@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod eval;
 mod next_token;
+mod transfer;
 mod tune;
 
 #[global_allocator]
@@ -25,6 +26,8 @@ enum Command {
     Tune(tune::Args),
     /// Accuracy of a prompt (learned, given as text, or none) on a task's data.
     Eval(eval::Args),
+    /// Score learned prompts on other models: tables, CSV, JSON and a plot.
+    Transfer(transfer::Args),
 }
 
 fn main() {
@@ -34,6 +37,7 @@ fn main() {
         Command::NextToken(a) => next_token::run(a),
         Command::Tune(a) => tune::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Transfer(a) => transfer::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

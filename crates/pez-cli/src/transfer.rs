@@ -1,0 +1,46 @@
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "sst2")]
+    task: String,
+    /// Run directories, prompt.json files, or folders of run directories.
+    #[arg(long, num_args = 1.., required = true)]
+    prompts: Vec<PathBuf>,
+    /// Target models (names, GGUF files or Hugging Face directories); the source model may be one of them.
+    #[arg(long, num_args = 1.., required = true)]
+    models: Vec<String>,
+    /// Prompts per method, best by holdout accuracy.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Data file (default: the task's dev split).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Output folder (default evals/<task>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let t0 = Instant::now();
+    let grid = pez_transfer::Grid::new(&a.task, &a.prompts, a.top, a.data.as_deref())?;
+    let mut scores = vec![];
+    for m in &a.models {
+        let s = grid.score_model(m, a.batch_size, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
+        for x in &s {
+            eprintln!("          {:<14} {:6.2}%  {:?}", x.method, x.accuracy * 100.0, x.prompt);
+        }
+        scores.extend(s);
+    }
+    let out = a.out.unwrap_or_else(|| PathBuf::from("evals").join(&a.task));
+    let cmd: Vec<String> = std::env::args().collect();
+    let header = format!("Command: `{}`  \nData: {} ({} examples). Wall time {:.0} s.", cmd.join(" "), grid.data_source.display(), grid.data.len(), t0.elapsed().as_secs_f64());
+    pez_transfer::report::write_all(&out, &grid.task.name, &scores, &header)?;
+    println!("{}", std::fs::read_to_string(out.join("transfer.md"))?);
+    eprintln!("wrote {}/transfer.{{md,csv,svg}} and transfer_scores.json", out.display());
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The transfer grid: prompts learned on a source model, re-tokenized and scored on target models.
+//!
+//! For each method (empty template, and each tuning method found among the prompts) the top-k prompts by
+//! holdout accuracy are scored on every target; cells are mean ± std over those prompts, and each method is
+//! compared with the empty template by a paired t-test over the same examples.
+
+pub mod report;
+pub mod stats;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use pez_models::{load_lm, tokenizer};
+use pez_tasks::{Example, PromptArtifact, TaskSpec};
+use pez_tune::Classifier;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One prompt's result on one target model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromptScore {
+    pub method: String,
+    pub prompt: String,
+    pub source: Option<PathBuf>,
+    pub holdout_accuracy: Option<f64>,
+    pub model: String,
+    pub accuracy: f64,
+    /// 1 where the prediction was right, per example, in data order.
+    pub correct: Vec<u8>,
+}
+
+/// The method label of an artifact: PEZ with a fluency term is reported apart from plain PEZ.
+pub fn method_label(a: &PromptArtifact) -> String {
+    let fluency = a.config.get("fluency").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    if a.method == "pez" && fluency > 0.0 {
+        "pez+fluency".into()
+    } else {
+        a.method.clone()
+    }
+}
+
+/// `prompt.json` files given directly or found one level inside the given directories.
+pub fn find_artifacts(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PromptArtifact)>> {
+    let mut out = vec![];
+    for p in paths {
+        let candidates: Vec<PathBuf> = if p.is_file() {
+            vec![p.clone()]
+        } else if p.join("prompt.json").exists() {
+            vec![p.join("prompt.json")]
+        } else {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path().join("prompt.json")))
+                .filter(|f| f.exists())
+                .collect();
+            v.sort();
+            v
+        };
+        for c in candidates {
+            out.push((c.clone(), PromptArtifact::read(&c)?));
+        }
+    }
+    Ok(out)
+}
+
+/// The top-k prompts of each method by holdout accuracy (soft prompts are skipped: they do not transfer).
+pub fn select_top(arts: Vec<(PathBuf, PromptArtifact)>, k: usize, task: &str) -> Result<BTreeMap<String, Vec<(PathBuf, PromptArtifact)>>> {
+    let mut by: BTreeMap<String, Vec<(PathBuf, PromptArtifact)>> = BTreeMap::new();
+    for (p, a) in arts {
+        if a.task != task {
+            bail!("{}: learned for task `{}`, not `{task}`", p.display(), a.task);
+        }
+        if a.method == "soft" {
+            eprintln!("skipping {}: a soft prompt is not text and cannot be re-tokenized for another model", p.display());
+            continue;
+        }
+        by.entry(method_label(&a)).or_default().push((p, a));
+    }
+    for v in by.values_mut() {
+        v.sort_by(|x, y| y.1.holdout_accuracy.unwrap_or(0.0).total_cmp(&x.1.holdout_accuracy.unwrap_or(0.0)));
+        v.truncate(k);
+    }
+    Ok(by)
+}
+
+/// Scores `prompt` (text; empty for the template alone) on a loaded model.
+pub fn score_prompt(lm: &pez_models::LoadedLm, task: &TaskSpec, prompt: &str, data: &[Example], batch: usize) -> Result<Vec<u8>> {
+    let ids = if prompt.is_empty() { vec![] } else { tokenizer::encode(&lm.tokenizer, prompt)? };
+    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, task, ids.len())?;
+    let p: Option<Tensor> = if ids.is_empty() { None } else { Some(lm.model.embed_ids(&ids)?) };
+    let (pred, _) = clf.predict(p.as_ref(), data, batch)?;
+    Ok(pred.iter().zip(data).map(|(p, e)| (*p == e.label) as u8).collect())
+}
+
+pub struct Grid {
+    pub task: TaskSpec,
+    pub data: Vec<Example>,
+    pub data_source: PathBuf,
+    pub methods: BTreeMap<String, Vec<(PathBuf, PromptArtifact)>>,
+}
+
+impl Grid {
+    pub fn new(task: &str, prompts: &[PathBuf], top: usize, data: Option<&Path>) -> Result<Self> {
+        let task = TaskSpec::resolve(task)?;
+        let methods = select_top(find_artifacts(prompts)?, top, &task.name)?;
+        if let Some((p, a)) = methods.values().flatten().next() {
+            for (q, b) in methods.values().flatten() {
+                if (&b.template, &b.verbalizers) != (&a.template, &a.verbalizers) {
+                    bail!("{} and {} use different templates or verbalizers", p.display(), q.display());
+                }
+            }
+        }
+        let d = task.load("dev", data)?;
+        Ok(Self { task, data: d.examples, data_source: d.source, methods })
+    }
+
+    /// Scores the empty template and every selected prompt on one model.
+    pub fn score_model(&self, model: &str, batch: usize, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
+        let lm = load_lm(model, DType::F32, &Device::Cpu)?;
+        let mut out = vec![];
+        let mut one = |method: &str, prompt: &str, source: Option<PathBuf>, holdout: Option<f64>| -> Result<()> {
+            progress(&format!("{model}: {method} {prompt:?}"));
+            let correct = score_prompt(&lm, &self.task, prompt, &self.data, batch)?;
+            let accuracy = correct.iter().map(|&c| c as f64).sum::<f64>() / correct.len() as f64;
+            out.push(PromptScore { method: method.into(), prompt: prompt.into(), source, holdout_accuracy: holdout, model: model.into(), accuracy, correct });
+            Ok(())
+        };
+        one("empty", "", None, None)?;
+        for (m, arts) in &self.methods {
+            for (p, a) in arts {
+                one(m, &a.prompt, Some(p.clone()), a.holdout_accuracy)?;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,78 @@
+//! The transfer pipeline on tiny random GPT-2, OPT and T5 checkpoints (with a word-level tokenizer), against an
+//! independent computation with transformers (scripts/make_fixtures.py, job `transfer`).
+
+use candle_core::{DType, Device, Tensor};
+use pez_tasks::TaskSpec;
+use pez_tune::Classifier;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(serde::Deserialize)]
+struct Expected {
+    prompts: Vec<String>,
+    correct: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    margin: BTreeMap<String, BTreeMap<String, Vec<f32>>>,
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer")
+}
+
+fn artifact(dir: &std::path::Path, method: &str, prompt: &str, holdout: f64, fluency: f64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let a = pez_tasks::PromptArtifact {
+        format: 1, prompt: prompt.into(), token_ids: vec![], method: method.into(), source_model: "tiny".into(),
+        task: "tiny-sst2".into(), template: " It was".into(), verbalizers: vec![" negative".into(), " positive".into()],
+        label_names: vec!["negative".into(), "positive".into()], holdout_accuracy: Some(holdout), dev_accuracy: None,
+        fluency_log_ppl: None, step: 1, seed: 0, config: serde_json::json!({"fluency": fluency}),
+    };
+    a.write(&dir.join("prompt.json")).unwrap();
+}
+
+#[test]
+fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
+    let exp: Expected = serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
+    let task_file = fixtures().join("task.toml");
+    let runs = tempfile::tempdir().unwrap();
+    // Two "pez+fluency" prompts (the better one by holdout should be kept with --top 1) and one "pez" prompt.
+    artifact(&runs.path().join("a"), "pez", &exp.prompts[1], 0.9, 0.003);
+    artifact(&runs.path().join("b"), "pez", &exp.prompts[2], 0.5, 0.003);
+    artifact(&runs.path().join("c"), "pez", &exp.prompts[2], 0.7, 0.0);
+    artifact(&runs.path().join("d"), "soft", "ignored", 1.0, 0.0);
+    let grid = pez_transfer::Grid::new(task_file.to_str().unwrap(), &[runs.path().to_path_buf()], 1, None).unwrap();
+    assert_eq!(grid.methods.keys().collect::<Vec<_>>(), vec!["pez", "pez+fluency"], "soft prompts are skipped");
+    assert_eq!(grid.methods["pez+fluency"][0].1.prompt, exp.prompts[1], "top-1 by holdout accuracy");
+
+    let mut all = vec![];
+    for arch in ["gpt2", "opt", "t5"] {
+        let model = fixtures().join(arch);
+        let scores = grid.score_model(model.to_str().unwrap(), 5, &mut |_| {}).unwrap();
+        let want = &exp.correct[arch];
+        for s in &scores {
+            assert_eq!(&s.correct, &want[&s.prompt], "{arch} {} {:?}", s.method, s.prompt);
+        }
+        assert_eq!(scores.len(), 3);
+        // The logit margins agree numerically, not only the decisions.
+        let lm = pez_models::load_lm(model.to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
+        let task = TaskSpec::resolve(task_file.to_str().unwrap()).unwrap();
+        let data = task.load("dev", None).unwrap().examples;
+        for prompt in &exp.prompts {
+            let ids = if prompt.is_empty() { vec![] } else { pez_models::tokenizer::encode(&lm.tokenizer, prompt).unwrap() };
+            let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, ids.len()).unwrap();
+            let p: Option<Tensor> = (!ids.is_empty()).then(|| lm.model.embed_ids(&ids).unwrap());
+            let (_, probs) = clf.predict(p.as_ref(), &data, 4).unwrap();
+            for (pr, m) in probs.iter().zip(&exp.margin[arch][prompt]) {
+                let ours = (pr[1] / pr[0]).ln();
+                assert!((ours - m).abs() < 1e-3, "{arch} {prompt:?}: margin {ours} vs transformers {m}");
+            }
+        }
+        all.extend(scores);
+    }
+    let out = tempfile::tempdir().unwrap();
+    pez_transfer::report::write_all(out.path(), "tiny-sst2", &all, "test").unwrap();
+    let csv = std::fs::read_to_string(out.path().join("transfer.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 3);
+    let t5_empty: f64 = exp.correct["t5"][""].iter().map(|&c| c as f64).sum::<f64>() / 12.0;
+    assert!(csv.contains(&format!("empty,{},{t5_empty:.6}", fixtures().join("t5").display())), "{csv}");
+    assert!(std::fs::read_to_string(out.path().join("transfer.svg")).unwrap().starts_with("<svg"));
+}
