@@ -1,0 +1,58 @@
+//! Seconds per PEZ step (label CE + fluency, forward + backward to the prompt, projection, Adafactor) on SST-2
+//! train batches.    cargo bench -p pez-tune --bench tune_step -- [model] [batch] [steps]
+//! The PyTorch yardstick for the same step is scripts/torch_pez_step.py.
+
+use candle_core::{DType, Device};
+use pez_core::{Method, Optimizer, OptimizerKind, Pez, Projector};
+use pez_models::load_lm;
+use pez_tasks::TaskSpec;
+use pez_tune::Classifier;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
+
+struct Obj<'a> {
+    clf: &'a Classifier<'a>,
+    batch: Vec<(Vec<u32>, usize)>,
+}
+impl pez_core::Objective for Obj<'_> {
+    fn loss_and_grad(&mut self, p: &candle_core::Tensor, ids: &[u32]) -> anyhow::Result<(f32, candle_core::Tensor)> {
+        self.clf.loss_and_grad(p, ids, &self.batch, 0.003)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    pez_models::alloc::keep_freed_memory();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let model = args.first().cloned().unwrap_or_else(|| "smollm2-135m".into());
+    let bs: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(16);
+    let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let lm = load_lm(&model, DType::F32, &Device::Cpu)?;
+    let task = TaskSpec::resolve("sst2")?;
+    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, 10)?;
+    let train = task.load("train", None)?.examples;
+    let allowed = pez_tune::run::allowed_tokens(lm.model.as_ref(), &lm.tokenizer);
+    let init = lm.model.embed_ids(&clf.verbalizer_ids.iter().cycle().take(10).copied().collect::<Vec<_>>())?;
+    let mut pez = Pez::new(Method::Pez, Projector::new(lm.model.token_embeddings(), &allowed)?, &init,
+                           Optimizer::new(OptimizerKind::Adafactor, 0.0), steps, 0.3, 0)?;
+    let mut times = vec![];
+    let mut tokens = 0;
+    for s in 0..steps + 1 {
+        // Fixed, spread-out batches (the same ones every run) so timings compare.
+        let batch: Vec<(Vec<u32>, usize)> = (0..bs).map(|i| {
+            let e = &train[(s * bs + i) * 4099 % train.len()];
+            (clf.encode(&e.text).unwrap(), e.label)
+        }).collect();
+        tokens += batch.iter().map(|b| b.0.len() + 10).sum::<usize>();
+        let t = Instant::now();
+        pez.step(&mut Obj { clf: &clf, batch })?;
+        if s > 0 {
+            times.push(t.elapsed().as_secs_f64()); // step 0 is warm-up
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!("model {model}, batch {bs}, prompt 10, fluency 0.003, {} timed steps, {:.1} tokens per row", times.len(), tokens as f64 / ((steps + 1) * bs) as f64);
+    println!("seconds per PEZ step: mean {mean:.3}, min {:.3}, max {:.3}", times.iter().cloned().fold(f64::MAX, f64::min), times.iter().cloned().fold(0.0, f64::max));
+    Ok(())
+}
