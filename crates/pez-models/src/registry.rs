@@ -73,12 +73,15 @@ impl ModelSpec {
             }
             Some(t) => {
                 let repo = &t["hub:".len()..];
-                hub_snapshot(repo).map(Self::HfDir).with_context(|| {
-                    format!(
-                        "model `{name}` ({repo}) is not in the Hugging Face hub cache; download it with \
-                         `huggingface-cli download {repo}` or pass a directory with config.json and *.safetensors"
-                    )
-                })
+                match hub_snapshot(repo) {
+                    Some(d) => Ok(Self::HfDir(d)),
+                    None => download(repo).map(Self::HfDir).with_context(|| {
+                        format!(
+                            "model `{name}` ({repo}) is not in the Hugging Face hub cache and could not be downloaded; \
+                             download it with `huggingface-cli download {repo}` or pass a directory with config.json and *.safetensors"
+                        )
+                    }),
+                }
             }
             None => match hub_snapshot(name) {
                 Some(d) => Ok(Self::HfDir(d)),
@@ -89,6 +92,36 @@ impl ModelSpec {
             },
         }
     }
+}
+
+/// Downloads what a model directory needs (config, tokenizer, safetensors weights, sharded or not) from the
+/// Hugging Face hub into its cache, unless `HF_HUB_OFFLINE=1`. Returns the snapshot directory.
+pub fn download(repo: &str) -> Result<PathBuf> {
+    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+        bail!("HF_HUB_OFFLINE=1: not downloading {repo}");
+    }
+    let api = hf_hub::api::sync::ApiBuilder::new().with_progress(true).build()?;
+    let r = api.model(repo.to_string());
+    let config = r.get("config.json").with_context(|| format!("downloading {repo}/config.json"))?;
+    for f in ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"] {
+        let _ = r.get(f); // whichever the repository has
+    }
+    match r.get("model.safetensors.index.json") {
+        Ok(index) => {
+            let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index)?)?;
+            let mut shards: Vec<String> = idx["weight_map"].as_object().context("bad safetensors index")?
+                .values().filter_map(|v| v.as_str().map(String::from)).collect();
+            shards.sort();
+            shards.dedup();
+            for s in shards {
+                r.get(&s).with_context(|| format!("downloading {repo}/{s}"))?;
+            }
+        }
+        Err(_) => {
+            r.get("model.safetensors").with_context(|| format!("downloading {repo}/model.safetensors (only safetensors weights are read)"))?;
+        }
+    }
+    Ok(config.parent().context("snapshot directory")?.to_path_buf())
 }
 
 /// A language model with its tokenizer.
