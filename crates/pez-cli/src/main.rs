@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod distill;
 mod eval;
 mod next_token;
 mod transfer;
@@ -28,6 +29,8 @@ enum Command {
     Eval(eval::Args),
     /// Score learned prompts on other models: tables, CSV, JSON and a plot.
     Transfer(transfer::Args),
+    /// Shorten a long prompt: a prompt of ratio x its tokens whose text features match the original's.
+    Distill(distill::Args),
 }
 
 fn main() {
@@ -38,6 +41,7 @@ fn main() {
         Command::Tune(a) => tune::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Transfer(a) => transfer::run(a),
+        Command::Distill(a) => distill::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -16,7 +16,11 @@ use tokenizers::Tokenizer;
 pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
     let tj = dir.join("tokenizer.json");
     if tj.exists() {
-        return Tokenizer::from_file(&tj).map_err(|e| anyhow::anyhow!("reading {}: {e}", tj.display()));
+        let mut t = Tokenizer::from_file(&tj).map_err(|e| anyhow::anyhow!("reading {}: {e}", tj.display()))?;
+        // Some files (sentence-transformers) pad or truncate every input to a fixed length; we never want that.
+        t.with_padding(None);
+        t.with_truncation(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(t);
     }
     let (v, m) = (dir.join("vocab.json"), dir.join("merges.txt"));
     if v.exists() && m.exists() {

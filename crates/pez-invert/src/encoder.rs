@@ -1,0 +1,81 @@
+//! Text encoders as PEZ sees them: a prompt's embedding rows in, one feature vector out, with the encoder's own
+//! framing tokens added around the prompt.
+
+use anyhow::Result;
+use candle_core::Tensor;
+use pez_models::bert::Bert;
+use pez_models::clip::ClipText;
+
+pub trait TextEncoder {
+    /// The matrix prompts are made of `[vocab, d]`.
+    fn token_embeddings(&self) -> &Tensor;
+    /// Features `[1, f]` of a prompt given as embedding rows `[P, d]`.
+    fn features(&self, prompt: &Tensor) -> Result<Tensor>;
+}
+
+/// BERT sentence encoder: `[CLS] prompt [SEP]`, mean-pooled (sentence-transformers).
+pub struct BertEncoder {
+    pub bert: Bert,
+    pub cls: u32,
+    pub sep: u32,
+}
+
+impl TextEncoder for BertEncoder {
+    fn token_embeddings(&self) -> &Tensor {
+        self.bert.token_embeddings()
+    }
+    fn features(&self, prompt: &Tensor) -> Result<Tensor> {
+        let e = self.bert.token_embeddings();
+        let idx = |i: u32| e.index_select(&Tensor::new(&[i], e.device()).unwrap(), 0);
+        let x = Tensor::cat(&[&idx(self.cls)?, prompt, &idx(self.sep)?], 0)?.unsqueeze(0)?;
+        let n = x.dim(1)?;
+        self.bert.encode(&x, &[n])
+    }
+}
+
+/// CLIP text tower: `<start_of_text> prompt <end_of_text>`, features at the end-of-text token.
+pub struct ClipEncoder {
+    pub text: ClipText,
+    pub sot: u32,
+    pub eot: u32,
+}
+
+impl TextEncoder for ClipEncoder {
+    fn token_embeddings(&self) -> &Tensor {
+        self.text.token_embeddings()
+    }
+    fn features(&self, prompt: &Tensor) -> Result<Tensor> {
+        let e = self.text.token_embeddings();
+        let idx = |i: u32| e.index_select(&Tensor::new(&[i], e.device()).unwrap(), 0);
+        let x = Tensor::cat(&[&idx(self.sot)?, prompt, &idx(self.eot)?], 0)?.unsqueeze(0)?;
+        let n = x.dim(1)?;
+        self.text.features(&x, &[n - 1])
+    }
+}
+
+/// Loads a text encoder by name or directory: a BERT sentence encoder (`minilm-l6`) or a CLIP model's text tower.
+pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)> {
+    use anyhow::{bail, Context};
+    use candle_core::{DType, Device};
+    let dir = match pez_models::ModelSpec::resolve(name)? {
+        pez_models::ModelSpec::HfDir(d) => d,
+        pez_models::ModelSpec::Gguf(p) => bail!("{}: a text encoder is a Hugging Face directory, not GGUF", p.display()),
+    };
+    let tok = pez_models::tokenizer::from_dir(&dir)?;
+    let id = |t: &str| tok.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
+    #[derive(serde::Deserialize)]
+    struct Mt {
+        model_type: String,
+    }
+    let mt: Mt = pez_models::weights::read_config(&dir)?;
+    let enc: Box<dyn TextEncoder> = match mt.model_type.as_str() {
+        "bert" => Box::new(BertEncoder { bert: Bert::from_dir(&dir, DType::F32, &Device::Cpu)?, cls: id("[CLS]")?, sep: id("[SEP]")? }),
+        "clip" => Box::new(ClipEncoder {
+            text: pez_models::clip::Clip::from_dir(&dir, DType::F32, &Device::Cpu)?.text,
+            sot: id("<|startoftext|>")?,
+            eot: id("<|endoftext|>")?,
+        }),
+        other => bail!("{}: model_type `{other}` is not a text encoder (bert, clip)", dir.display()),
+    };
+    Ok((enc, tok))
+}
