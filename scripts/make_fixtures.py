@@ -226,10 +226,29 @@ def transfer():
     (d / "expected.json").write_text(json.dumps(dict(prompts=TRANSFER_PROMPTS, correct=expected, margin=margins), indent=1))
 
 
+@torch.no_grad()
+def minilm_real(d):
+    """Mean-pooled last hidden states of all-MiniLM-L6-v2 (the real safetensors) for a few sentences."""
+    d = pathlib.Path(d)
+    tok = tf.AutoTokenizer.from_pretrained(d)
+    m = tf.AutoModel.from_pretrained(d, dtype=torch.float32).eval()
+    texts = ["a photo of a cat", "Hard prompts made easy: gradient-based discrete optimization for prompt tuning and discovery",
+             "an astronaut riding a horse on mars, 8k, octane render"]
+    out = []
+    for t in texts:
+        enc = tok(t, return_tensors="pt")
+        h = m(**enc).last_hidden_state[0]
+        out.append(dict(text=t, ids=enc["input_ids"][0].tolist(), mean_pooled=h.mean(0).tolist()))
+    o = FIX / "minilm_real"
+    o.mkdir(parents=True, exist_ok=True)
+    (o / "features.json").write_text(json.dumps(out))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smollm2", help="path to SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--gemma3", help="path to gemma-3-270m-q4_k_m.gguf")
+    ap.add_argument("--minilm", help="path to the all-MiniLM-L6-v2 directory")
     ap.add_argument("--only", nargs="*")
     a = ap.parse_args()
     jobs = {
@@ -257,6 +276,9 @@ def main():
             continue
         job()
         print("wrote", FIX / name)
+    if a.minilm:
+        minilm_real(a.minilm)
+        print("wrote", FIX / "minilm_real")
     if a.gemma3:
         gemma3_real(a.gemma3)
         print("wrote", FIX / "gemma3_real")
