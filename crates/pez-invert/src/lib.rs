@@ -3,6 +3,7 @@
 //! prompt by mean cosine, measured before each update (as the reference).
 
 pub mod encoder;
+pub mod image;
 
 use anyhow::{bail, Result};
 use candle_core::{Tensor, Var, D};
