@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod distill;
 mod eval;
+mod invert;
 mod next_token;
 mod transfer;
 mod tune;
@@ -31,6 +32,10 @@ enum Command {
     Transfer(transfer::Args),
     /// Shorten a long prompt: a prompt of ratio x its tokens whose text features match the original's.
     Distill(distill::Args),
+    /// Find a short prompt whose CLIP text features match one or more images.
+    Invert(invert::InvertArgs),
+    /// Mean CLIP cosine between a text prompt and images.
+    Score(invert::ScoreArgs),
 }
 
 fn main() {
@@ -42,6 +47,8 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Transfer(a) => transfer::run(a),
         Command::Distill(a) => distill::run(a),
+        Command::Invert(a) => invert::run_invert(a),
+        Command::Score(a) => invert::run_score(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

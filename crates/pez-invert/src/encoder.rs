@@ -79,3 +79,46 @@ pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)>
     };
     Ok((enc, tok))
 }
+
+/// A CLIP model for image inversion: the text tower as a `TextEncoder`, the vision tower, and the image
+/// normalisation (from `preprocessor_config.json` when present, else OpenAI's).
+pub struct ClipModel {
+    pub text: ClipEncoder,
+    pub vision: pez_models::clip::ClipVision,
+    pub tokenizer: tokenizers::Tokenizer,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl ClipModel {
+    pub fn load(name: &str) -> Result<Self> {
+        use anyhow::{bail, Context};
+        use candle_core::{DType, Device};
+        let dir = match pez_models::ModelSpec::resolve(name)? {
+            pez_models::ModelSpec::HfDir(d) => d,
+            pez_models::ModelSpec::Gguf(p) => bail!("{}: CLIP models are Hugging Face directories", p.display()),
+        };
+        let tokenizer = pez_models::tokenizer::from_dir(&dir)?;
+        let id = |t: &str| tokenizer.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
+        let (sot, eot) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
+        let clip = pez_models::clip::Clip::from_dir(&dir, DType::F32, &Device::Cpu)?;
+        let (mut mean, mut std) = (crate::image::OPENAI_MEAN, crate::image::OPENAI_STD);
+        if let Ok(s) = std::fs::read_to_string(dir.join("preprocessor_config.json")) {
+            let v: serde_json::Value = serde_json::from_str(&s)?;
+            let three = |k: &str| -> Option<[f32; 3]> {
+                let a = v.get(k)?.as_array()?;
+                Some([a.first()?.as_f64()? as f32, a.get(1)?.as_f64()? as f32, a.get(2)?.as_f64()? as f32])
+            };
+            mean = three("image_mean").unwrap_or(mean);
+            std = three("image_std").unwrap_or(std);
+        }
+        Ok(Self { text: ClipEncoder { text: clip.text, sot, eot }, vision: clip.vision, tokenizer, mean, std })
+    }
+
+    /// Projected image features `[n, f]` of image files.
+    pub fn image_features(&self, paths: &[std::path::PathBuf]) -> Result<Tensor> {
+        let size = self.vision.image_size();
+        let px = paths.iter().map(|p| crate::image::preprocess(p, size, self.mean, self.std)).collect::<Result<Vec<_>>>()?;
+        self.vision.features(&Tensor::stack(&px, 0)?)
+    }
+}
