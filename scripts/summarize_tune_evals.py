@@ -41,7 +41,7 @@ def table(task, runs):
 
 
 print("## SST-2 (SmolLM2-135M-Instruct, dev = 872 sentences)\n")
-print(table("sst2", ["pez-fluency0.003", "pez-fluency0", "autoprompt-sgd", "fluentprompt", "soft"]))
+print(table("sst2", ["pez-fluency0.003", "pez-fluency0.003-s1", "pez-fluency0", "autoprompt-sgd", "fluentprompt", "soft"]))
 print("\n'steps' is the step of the best prompt by holdout accuracy (ties keep the later one). Soft: the prompt text is only "
       "the nearest tokens; its accuracy is the soft prompt's.\n")
 print("## AG News few-shot (dev = dev_1k)\n")
