@@ -13,6 +13,12 @@ pub trait TextEncoder {
     fn features(&self, prompt: &Tensor) -> Result<Tensor>;
 }
 
+/// `[first ; prompt ; last]` as one batch row `[1, P + 2, d]`: the encoder's framing tokens around the prompt.
+fn framed(e: &Tensor, first: u32, prompt: &Tensor, last: u32) -> Result<Tensor> {
+    let row = |i: u32| e.index_select(&Tensor::new(&[i], e.device())?, 0);
+    Ok(Tensor::cat(&[&row(first)?, prompt, &row(last)?], 0)?.unsqueeze(0)?)
+}
+
 /// BERT sentence encoder: `[CLS] prompt [SEP]`, mean-pooled (sentence-transformers).
 pub struct BertEncoder {
     pub bert: Bert,
@@ -25,11 +31,8 @@ impl TextEncoder for BertEncoder {
         self.bert.token_embeddings()
     }
     fn features(&self, prompt: &Tensor) -> Result<Tensor> {
-        let e = self.bert.token_embeddings();
-        let idx = |i: u32| e.index_select(&Tensor::new(&[i], e.device()).unwrap(), 0);
-        let x = Tensor::cat(&[&idx(self.cls)?, prompt, &idx(self.sep)?], 0)?.unsqueeze(0)?;
-        let n = x.dim(1)?;
-        self.bert.encode(&x, &[n])
+        let x = framed(self.bert.token_embeddings(), self.cls, prompt, self.sep)?;
+        self.bert.encode(&x, &[x.dim(1)?])
     }
 }
 
@@ -45,11 +48,8 @@ impl TextEncoder for ClipEncoder {
         self.text.token_embeddings()
     }
     fn features(&self, prompt: &Tensor) -> Result<Tensor> {
-        let e = self.text.token_embeddings();
-        let idx = |i: u32| e.index_select(&Tensor::new(&[i], e.device()).unwrap(), 0);
-        let x = Tensor::cat(&[&idx(self.sot)?, prompt, &idx(self.eot)?], 0)?.unsqueeze(0)?;
-        let n = x.dim(1)?;
-        self.text.features(&x, &[n - 1])
+        let x = framed(self.text.token_embeddings(), self.sot, prompt, self.eot)?;
+        self.text.features(&x, &[x.dim(1)? - 1])
     }
 }
 

@@ -1,7 +1,8 @@
 //! BERT encoder (all-MiniLM-L6-v2): word + position + token-type embeddings, post-LayerNorm blocks with erf-GELU,
 //! mean pooling over real tokens (sentence-transformers).
 
-use crate::ops::{self, attention, layer_norm, linear, merge_heads, split_heads};
+use crate::layers::{LayerNorm, Linear as Lin};
+use crate::ops::{self, attention, merge_heads, split_heads};
 use crate::weights::{read_config, Weights};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -23,25 +24,15 @@ pub struct BertConfig {
 fn eps() -> f64 { 1e-12 }
 fn act() -> String { "gelu".into() }
 
-struct Lin(Tensor, Tensor);
-impl Lin {
-    fn load(w: &Weights, p: &str) -> Result<Self> {
-        Ok(Self(w.get(&format!("{p}.weight"))?, w.get(&format!("{p}.bias"))?))
-    }
-    fn fwd(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        linear(x, &self.0, Some(&self.1))
-    }
-}
-
 struct Block {
     q: Lin,
     k: Lin,
     v: Lin,
     attn_out: Lin,
-    attn_ln: Lin,
+    attn_ln: LayerNorm,
     inter: Lin,
     out: Lin,
-    out_ln: Lin,
+    out_ln: LayerNorm,
 }
 
 pub struct Bert {
@@ -50,7 +41,7 @@ pub struct Bert {
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
-    emb_ln: Lin,
+    emb_ln: LayerNorm,
     blocks: Vec<Block>,
 }
 
@@ -70,10 +61,10 @@ impl Bert {
                     k: Lin::load(&w, &format!("{p}.attention.self.key"))?,
                     v: Lin::load(&w, &format!("{p}.attention.self.value"))?,
                     attn_out: Lin::load(&w, &format!("{p}.attention.output.dense"))?,
-                    attn_ln: Lin::load(&w, &format!("{p}.attention.output.LayerNorm"))?,
+                    attn_ln: LayerNorm::load(&w, &format!("{p}.attention.output.LayerNorm"), cfg.layer_norm_eps)?,
                     inter: Lin::load(&w, &format!("{p}.intermediate.dense"))?,
                     out: Lin::load(&w, &format!("{p}.output.dense"))?,
-                    out_ln: Lin::load(&w, &format!("{p}.output.LayerNorm"))?,
+                    out_ln: LayerNorm::load(&w, &format!("{p}.output.LayerNorm"), cfg.layer_norm_eps)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -82,7 +73,7 @@ impl Bert {
             word: w.get("embeddings.word_embeddings.weight")?,
             position: w.get("embeddings.position_embeddings.weight")?,
             token_type: w.get("embeddings.token_type_embeddings.weight")?,
-            emb_ln: Lin::load(&w, "embeddings.LayerNorm")?,
+            emb_ln: LayerNorm::load(&w, "embeddings.LayerNorm", cfg.layer_norm_eps)?,
             blocks,
             cfg,
         })
@@ -96,19 +87,17 @@ impl Bert {
     /// Last hidden states `[b, s, d]` for right-padded word embeddings (token type 0 everywhere).
     pub fn hidden_states(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (_, s, _) = embeds.dims3()?;
-        let eps = self.cfg.layer_norm_eps;
-        let ln = |x: &Tensor, p: &Lin| layer_norm(x, &p.0, &p.1, eps);
         let e = embeds.broadcast_add(&self.position.narrow(0, 0, s)?)?.broadcast_add(&self.token_type.get(0)?)?;
-        let mut h = ln(&e, &self.emb_ln)?;
+        let mut h = self.emb_ln.fwd(&e)?;
         let mask = ops::key_padding_mask(lengths, s, embeds.dtype(), embeds.device())?;
         let heads = self.cfg.num_attention_heads;
         let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
         for b in &self.blocks {
             let (q, k, v) = (split_heads(&b.q.fwd(&h)?, heads)?, split_heads(&b.k.fwd(&h)?, heads)?, split_heads(&b.v.fwd(&h)?, heads)?);
             let a = b.attn_out.fwd(&merge_heads(&attention(&q, &k, &v, Some(&mask), scale)?)?)?;
-            h = ln(&(h + a)?, &b.attn_ln)?;
+            h = b.attn_ln.fwd(&(h + a)?)?;
             let m = b.out.fwd(&self.act.apply(&b.inter.fwd(&h)?)?)?;
-            h = ln(&(h + m)?, &b.out_ln)?;
+            h = b.out_ln.fwd(&(h + m)?)?;
         }
         Ok(h)
     }

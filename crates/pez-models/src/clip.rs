@@ -3,7 +3,8 @@
 //! hidden state at the end-of-text token, linear projection. Vision: patch embedding, class token, pre-LN,
 //! transformer, LayerNorm of the class token, linear projection.
 
-use crate::ops::{self, attention, layer_norm, linear, merge_heads, split_heads};
+use crate::layers::{LayerNorm, Linear as Lin};
+use crate::ops::{self, attention, linear, merge_heads, split_heads};
 use crate::weights::{read_config, Weights};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
@@ -36,26 +37,13 @@ pub struct ClipConfig {
     pub projection_dim: usize,
 }
 
-struct Lin(Tensor, Tensor);
-impl Lin {
-    fn load(w: &Weights, p: &str) -> Result<Self> {
-        Ok(Self(w.get(&format!("{p}.weight"))?, w.get(&format!("{p}.bias"))?))
-    }
-    fn fwd(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        linear(x, &self.0, Some(&self.1))
-    }
-    fn ln(&self, x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-        layer_norm(x, &self.0, &self.1, eps)
-    }
-}
-
 struct Block {
-    ln1: Lin,
+    ln1: LayerNorm,
     q: Lin,
     k: Lin,
     v: Lin,
     out: Lin,
-    ln2: Lin,
+    ln2: LayerNorm,
     fc1: Lin,
     fc2: Lin,
 }
@@ -73,12 +61,12 @@ impl Encoder {
             .map(|i| {
                 let p = format!("{p}.encoder.layers.{i}");
                 Ok(Block {
-                    ln1: Lin::load(w, &format!("{p}.layer_norm1"))?,
+                    ln1: LayerNorm::load(w, &format!("{p}.layer_norm1"), cfg.layer_norm_eps)?,
                     q: Lin::load(w, &format!("{p}.self_attn.q_proj"))?,
                     k: Lin::load(w, &format!("{p}.self_attn.k_proj"))?,
                     v: Lin::load(w, &format!("{p}.self_attn.v_proj"))?,
                     out: Lin::load(w, &format!("{p}.self_attn.out_proj"))?,
-                    ln2: Lin::load(w, &format!("{p}.layer_norm2"))?,
+                    ln2: LayerNorm::load(w, &format!("{p}.layer_norm2"), cfg.layer_norm_eps)?,
                     fc1: Lin::load(w, &format!("{p}.mlp.fc1"))?,
                     fc2: Lin::load(w, &format!("{p}.mlp.fc2"))?,
                 })
@@ -90,12 +78,11 @@ impl Encoder {
     fn forward(&self, mut h: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let heads = self.cfg.num_attention_heads;
         let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
-        let eps = self.cfg.layer_norm_eps;
         for b in &self.blocks {
-            let x = b.ln1.ln(&h, eps)?;
+            let x = b.ln1.fwd(&h)?;
             let (q, k, v) = (split_heads(&b.q.fwd(&x)?, heads)?, split_heads(&b.k.fwd(&x)?, heads)?, split_heads(&b.v.fwd(&x)?, heads)?);
             h = (h + b.out.fwd(&merge_heads(&attention(&q, &k, &v, mask, scale)?)?)?)?;
-            let x = b.ln2.ln(&h, eps)?;
+            let x = b.ln2.fwd(&h)?;
             h = (&h + b.fc2.fwd(&self.act.apply(&b.fc1.fwd(&x)?)?)?)?;
         }
         Ok(h)
@@ -106,16 +93,17 @@ pub struct ClipText {
     token: Tensor,
     position: Tensor,
     encoder: Encoder,
-    final_ln: Lin,
+    final_ln: LayerNorm,
     projection: Tensor,
 }
 
 impl ClipText {
     pub fn load(w: &Weights, cfg: TowerConfig) -> Result<Self> {
+        let eps = cfg.layer_norm_eps;
         Ok(Self {
             token: w.get("text_model.embeddings.token_embedding.weight")?,
             position: w.get("text_model.embeddings.position_embedding.weight")?,
-            final_ln: Lin::load(w, "text_model.final_layer_norm")?,
+            final_ln: LayerNorm::load(w, "text_model.final_layer_norm", eps)?,
             projection: w.get("text_projection.weight")?,
             encoder: Encoder::load(w, "text_model", cfg)?,
         })
@@ -137,7 +125,7 @@ impl ClipText {
         }
         let h = embeds.broadcast_add(&self.position.narrow(0, 0, s)?)?;
         let mask = ops::causal_mask(s, None, embeds.dtype(), embeds.device())?;
-        Ok(self.final_ln.ln(&self.encoder.forward(h, Some(&mask))?, self.encoder.cfg.layer_norm_eps)?)
+        Ok(self.final_ln.fwd(&self.encoder.forward(h, Some(&mask))?)?)
     }
 
     /// Projected text features `[b, proj]`, pooled at each row's end-of-text position.
@@ -151,21 +139,22 @@ pub struct ClipVision {
     class: Tensor,
     patch: Tensor,
     position: Tensor,
-    pre_ln: Lin,
+    pre_ln: LayerNorm,
     encoder: Encoder,
-    post_ln: Lin,
+    post_ln: LayerNorm,
     projection: Tensor,
 }
 
 impl ClipVision {
     pub fn load(w: &Weights, cfg: TowerConfig) -> Result<Self> {
         let p = "vision_model";
+        let eps = cfg.layer_norm_eps;
         Ok(Self {
             class: w.get(&format!("{p}.embeddings.class_embedding"))?,
             patch: w.get(&format!("{p}.embeddings.patch_embedding.weight"))?,
             position: w.get(&format!("{p}.embeddings.position_embedding.weight"))?,
-            pre_ln: Lin::load(w, &format!("{p}.pre_layrnorm"))?,
-            post_ln: Lin::load(w, &format!("{p}.post_layernorm"))?,
+            pre_ln: LayerNorm::load(w, &format!("{p}.pre_layrnorm"), eps)?,
+            post_ln: LayerNorm::load(w, &format!("{p}.post_layernorm"), eps)?,
             projection: w.get("visual_projection.weight")?,
             encoder: Encoder::load(w, p, cfg)?,
         })
@@ -189,9 +178,8 @@ impl ClipVision {
         let x = linear(&patches, &self.patch.reshape((d, c * p * p))?, None)?;
         let cls = self.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
         let h = Tensor::cat(&[&cls.contiguous()?, &x], 1)?.broadcast_add(&self.position)?;
-        let eps = self.encoder.cfg.layer_norm_eps;
-        let h = self.encoder.forward(self.pre_ln.ln(&h, eps)?, None)?;
-        let pooled = self.post_ln.ln(&h.narrow(1, 0, 1)?.squeeze(1)?, eps)?;
+        let h = self.encoder.forward(self.pre_ln.fwd(&h)?, None)?;
+        let pooled = self.post_ln.fwd(&h.narrow(1, 0, 1)?.squeeze(1)?)?;
         Ok(linear(&pooled, &self.projection, None)?)
     }
 }

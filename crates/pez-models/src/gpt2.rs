@@ -1,6 +1,7 @@
 //! GPT-2: learned absolute positions, pre-LayerNorm blocks, tanh-GELU MLP, LM head tied to the token embeddings.
 
-use crate::ops::{self, attention, conv1d_linear, layer_norm, linear, merge_heads, split_heads};
+use crate::layers::LayerNorm as Ln;
+use crate::ops::{self, attention, conv1d_linear, linear, merge_heads, split_heads};
 use crate::weights::Weights;
 use crate::{LanguageModel, LmInfo};
 use anyhow::{bail, Result};
@@ -21,16 +22,6 @@ pub struct Gpt2Config {
 }
 fn default_eps() -> f64 { 1e-5 }
 fn default_act() -> String { "gelu_new".into() }
-
-struct Ln(Tensor, Tensor);
-impl Ln {
-    fn load(w: &Weights, p: &str) -> Result<Self> {
-        Ok(Self(w.get(&format!("{p}.weight"))?, w.get(&format!("{p}.bias"))?))
-    }
-    fn fwd(&self, x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-        layer_norm(x, &self.0, &self.1, eps)
-    }
-}
 
 struct Block {
     ln_1: Ln,
@@ -61,10 +52,10 @@ impl Gpt2 {
             .map(|i| {
                 let p = format!("h.{i}");
                 Ok(Block {
-                    ln_1: Ln::load(&w, &format!("{p}.ln_1"))?,
+                    ln_1: Ln::load(&w, &format!("{p}.ln_1"), cfg.layer_norm_epsilon)?,
                     c_attn: pair(&format!("{p}.attn.c_attn"))?,
                     attn_proj: pair(&format!("{p}.attn.c_proj"))?,
-                    ln_2: Ln::load(&w, &format!("{p}.ln_2"))?,
+                    ln_2: Ln::load(&w, &format!("{p}.ln_2"), cfg.layer_norm_epsilon)?,
                     c_fc: pair(&format!("{p}.mlp.c_fc"))?,
                     mlp_proj: pair(&format!("{p}.mlp.c_proj"))?,
                 })
@@ -82,7 +73,7 @@ impl Gpt2 {
         Ok(Self {
             act: ops::Activation::from_hf(&cfg.activation_function)?,
             wpe: w.get("wpe.weight")?,
-            ln_f: Ln::load(&w, "ln_f")?,
+            ln_f: Ln::load(&w, "ln_f", cfg.layer_norm_epsilon)?,
             wte,
             blocks,
             info,
@@ -106,18 +97,17 @@ impl LanguageModel for Gpt2 {
         }
         let mask = ops::causal_mask(s, None, embeds.dtype(), embeds.device())?;
         let mut h = embeds.broadcast_add(&self.wpe.narrow(0, 0, s)?)?;
-        let eps = c.layer_norm_epsilon;
         for b in &self.blocks {
-            let qkv = conv1d_linear(&b.ln_1.fwd(&h, eps)?, &b.c_attn.0, &b.c_attn.1)?;
+            let qkv = conv1d_linear(&b.ln_1.fwd(&h)?, &b.c_attn.0, &b.c_attn.1)?;
             let q = split_heads(&qkv.narrow(2, 0, d)?, c.n_head)?;
             let k = split_heads(&qkv.narrow(2, d, d)?, c.n_head)?;
             let v = split_heads(&qkv.narrow(2, 2 * d, d)?, c.n_head)?;
             let a = attention(&q, &k, &v, Some(&mask), 1.0 / ((d / c.n_head) as f64).sqrt())?;
             h = (h + conv1d_linear(&merge_heads(&a)?, &b.attn_proj.0, &b.attn_proj.1)?)?;
-            let m = self.act.apply(&conv1d_linear(&b.ln_2.fwd(&h, eps)?, &b.c_fc.0, &b.c_fc.1)?)?;
+            let m = self.act.apply(&conv1d_linear(&b.ln_2.fwd(&h)?, &b.c_fc.0, &b.c_fc.1)?)?;
             h = (h + conv1d_linear(&m, &b.mlp_proj.0, &b.mlp_proj.1)?)?;
         }
-        Ok(self.ln_f.fwd(&h, eps)?)
+        Ok(self.ln_f.fwd(&h)?)
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.wte, None)?)

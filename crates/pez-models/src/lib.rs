@@ -9,6 +9,7 @@ pub mod bert;
 pub mod clip;
 pub mod gemma3;
 pub mod gpt2;
+pub mod layers;
 pub mod llama;
 pub mod opt;
 pub mod ops;

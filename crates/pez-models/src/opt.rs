@@ -1,7 +1,8 @@
 //! OPT: learned positions offset by 2, pre-LayerNorm blocks (post-LN for opt-350m), ReLU MLP, optional
 //! projections between a smaller word-embedding size and the hidden size (opt-350m), tied LM head.
 
-use crate::ops::{self, attention, layer_norm, linear, merge_heads, split_heads};
+use crate::layers::{LayerNorm as Ln, Linear as Lin};
+use crate::ops::{self, attention, linear, merge_heads, split_heads};
 use crate::weights::Weights;
 use crate::{LanguageModel, LmInfo};
 use anyhow::{bail, Result};
@@ -29,25 +30,6 @@ fn relu() -> String { "relu".into() }
 
 /// OPT's learned positions start at index 2 (a fairseq legacy).
 const POSITION_OFFSET: usize = 2;
-
-struct Lin(Tensor, Option<Tensor>);
-impl Lin {
-    fn load(w: &Weights, p: &str) -> Result<Self> {
-        Ok(Self(w.get(&format!("{p}.weight"))?, w.get_opt(&format!("{p}.bias"))))
-    }
-    fn fwd(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        linear(x, &self.0, self.1.as_ref())
-    }
-}
-struct Ln(Tensor, Tensor);
-impl Ln {
-    fn load(w: &Weights, p: &str) -> Result<Self> {
-        Ok(Self(w.get(&format!("{p}.weight"))?, w.get(&format!("{p}.bias"))?))
-    }
-    fn fwd(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        layer_norm(x, &self.0, &self.1, 1e-5)
-    }
-}
 
 struct Block {
     q: Lin,
@@ -79,19 +61,19 @@ impl Opt {
             .map(|i| {
                 let p = format!("layers.{i}");
                 Ok(Block {
-                    q: Lin::load(&w, &format!("{p}.self_attn.q_proj"))?,
-                    k: Lin::load(&w, &format!("{p}.self_attn.k_proj"))?,
-                    v: Lin::load(&w, &format!("{p}.self_attn.v_proj"))?,
-                    out: Lin::load(&w, &format!("{p}.self_attn.out_proj"))?,
-                    attn_ln: Ln::load(&w, &format!("{p}.self_attn_layer_norm"))?,
-                    fc1: Lin::load(&w, &format!("{p}.fc1"))?,
-                    fc2: Lin::load(&w, &format!("{p}.fc2"))?,
-                    final_ln: Ln::load(&w, &format!("{p}.final_layer_norm"))?,
+                    q: Lin::load_optional_bias(&w, &format!("{p}.self_attn.q_proj"))?,
+                    k: Lin::load_optional_bias(&w, &format!("{p}.self_attn.k_proj"))?,
+                    v: Lin::load_optional_bias(&w, &format!("{p}.self_attn.v_proj"))?,
+                    out: Lin::load_optional_bias(&w, &format!("{p}.self_attn.out_proj"))?,
+                    attn_ln: Ln::load(&w, &format!("{p}.self_attn_layer_norm"), 1e-5)?,
+                    fc1: Lin::load_optional_bias(&w, &format!("{p}.fc1"))?,
+                    fc2: Lin::load_optional_bias(&w, &format!("{p}.fc2"))?,
+                    final_ln: Ln::load(&w, &format!("{p}.final_layer_norm"), 1e-5)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let final_ln = if w.contains("final_layer_norm.weight") {
-            Some(Ln::load(&w, "final_layer_norm")?)
+            Some(Ln::load(&w, "final_layer_norm", 1e-5)?)
         } else {
             None
         };
@@ -101,7 +83,7 @@ impl Opt {
             hidden_size: cfg.word_embed_proj_dim.unwrap_or(cfg.hidden_size),
             max_positions: cfg.max_position_embeddings,
             num_layers: blocks.len(),
-            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| [&b.q.0, &b.k.0, &b.v.0, &b.out.0, &b.fc1.0, &b.fc2.0])),
+            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| [&b.q.w, &b.k.w, &b.v.w, &b.out.w, &b.fc1.w, &b.fc2.w])),
         };
         Ok(Self {
             act: ops::Activation::from_hf(&cfg.activation_function)?,
