@@ -4,15 +4,9 @@
 mod common;
 use candle_core::{DType, Device, Tensor};
 use pez_models::{load_lm, tokenizer};
+use common::NextToken;
 use serde::Deserialize;
 
-#[derive(Deserialize)]
-struct NextToken {
-    text: String,
-    ids: Vec<u32>,
-    top_ids: Vec<Vec<u32>>,
-    top_logprobs: Vec<Vec<f32>>,
-}
 
 #[derive(Deserialize)]
 struct DevIds {

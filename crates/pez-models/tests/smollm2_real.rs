@@ -3,6 +3,7 @@
 mod common;
 use candle_core::{DType, Device, Tensor};
 use pez_models::{load_lm, tokenizer};
+use common::NextToken;
 use serde::Deserialize;
 
 fn model_path() -> std::path::PathBuf {
@@ -11,13 +12,6 @@ fn model_path() -> std::path::PathBuf {
     p
 }
 
-#[derive(Deserialize)]
-struct NextToken {
-    text: String,
-    ids: Vec<u32>,
-    top_ids: Vec<Vec<u32>>,
-    top_logprobs: Vec<Vec<f32>>,
-}
 
 #[test]
 fn next_token_logprobs_match_transformers() {

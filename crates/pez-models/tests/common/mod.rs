@@ -85,3 +85,13 @@ pub fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
         .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
 }
+
+/// One text of a `next_token.json` fixture: its token ids and, at every position, transformers' top-20 next
+/// tokens with their log-probs.
+#[derive(serde::Deserialize)]
+pub struct NextToken {
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub top_ids: Vec<Vec<u32>>,
+    pub top_logprobs: Vec<Vec<f32>>,
+}
