@@ -2,9 +2,9 @@
 //! and MLP, RMSNorm on queries and keys, interleaved sliding-window and global layers with their own rope bases,
 //! grouped-query attention scaled by `query_pre_attn_scalar^-1/2`, tanh-GELU gated MLP, tied LM head.
 
-use crate::ops::{self, apply_rope, attention, linear, merge_heads, rms_norm, rope_tables, split_heads};
+use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, rope_tables, split_heads};
 use crate::weights::{gguf_f32, gguf_u32, Weights};
-use crate::{LanguageModel, LmInfo};
+use crate::{KvCache, LanguageModel, LmInfo};
 use anyhow::Result;
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
@@ -176,43 +176,58 @@ impl LanguageModel for Gemma3 {
         &self.embed
     }
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
+        Ok(self.run(embeds, None)?.0)
+    }
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(Some(self.run(embeds, past)?))
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(linear(hidden, &self.embed, None)?)
+    }
+}
+
+impl Gemma3 {
+    /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
+    fn run(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
         let (dt, dev) = (embeds.dtype(), embeds.device());
+        let p = KvCache::len_of(past);
         let ((g_theta, g_factor), (l_theta, l_factor)) = c.rope();
         let tables = |theta: f64, factor: f64| -> Result<(Tensor, Tensor)> {
-            let (cos, sin) = rope_tables(s, c.head_dim, theta, dt, dev)?;
+            let (cos, sin) = rope_tables(p, s, c.head_dim, theta, dt, dev)?;
             if factor == 1.0 {
                 return Ok((cos, sin));
             }
             // Linear scaling divides positions by `factor`; rebuild the tables at fractional positions.
-            let pos: Vec<f64> = (0..s).map(|p| p as f64 / factor).collect();
+            let pos: Vec<f64> = (p..p + s).map(|i| i as f64 / factor).collect();
             Ok(ops::rope_tables_at(&pos, c.head_dim, theta, dt, dev)?)
         };
         let global = tables(g_theta, g_factor)?;
         let local = tables(l_theta, l_factor)?;
-        let global_mask = ops::causal_mask(s, None, dt, dev)?;
-        let local_mask = ops::causal_mask(s, Some(c.sliding_window), dt, dev)?;
+        let global_mask = ops::causal_mask_after(s, p, None, dt, dev)?;
+        let local_mask = ops::causal_mask_after(s, p, Some(c.sliding_window), dt, dev)?;
         let eps = c.rms_norm_eps;
         let scale = 1.0 / c.query_pre_attn_scalar.sqrt();
         let mut h = (embeds * (c.hidden_size as f64).sqrt())?;
+        let mut cache = Vec::with_capacity(self.blocks.len());
         for (i, b) in self.blocks.iter().enumerate() {
+            let (past_k, past_v) = KvCache::layer(past, i);
             let ((cos, sin), mask) = if c.is_sliding(i) { (&local, &local_mask) } else { (&global, &global_mask) };
             let x = rms_norm(&h, &b.input_norm, eps)?;
             let q = rms_norm(&split_heads(&linear(&x, &b.q, None)?, c.num_attention_heads)?, &b.q_norm, eps)?;
             let k = rms_norm(&split_heads(&linear(&x, &b.k, None)?, c.num_key_value_heads)?, &b.k_norm, eps)?;
             let v = split_heads(&linear(&x, &b.v, None)?, c.num_key_value_heads)?;
-            let (q, k) = (apply_rope(&q, cos, sin)?, apply_rope(&k, cos, sin)?);
+            let (q, k) = (apply_rope(&q, cos, sin)?, after_past(past_k, &apply_rope(&k, cos, sin)?)?);
+            let v = after_past(past_v, &v)?;
             let a = linear(&merge_heads(&attention(&q, &k, &v, Some(mask), scale)?)?, &b.o, None)?;
+            cache.push((k, v));
             h = (h + rms_norm(&a, &b.post_attn_norm, eps)?)?;
             let x = rms_norm(&h, &b.pre_ff_norm, eps)?;
             let m = (self.act.apply(&linear(&x, &b.gate, None)?)? * linear(&x, &b.up, None)?)?;
             h = (h + rms_norm(&linear(&m, &b.down, None)?, &b.post_ff_norm, eps)?)?;
         }
-        Ok(rms_norm(&h, &self.norm, eps)?)
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear(hidden, &self.embed, None)?)
+        Ok((rms_norm(&h, &self.norm, eps)?, KvCache { len: p + s, layers: cache }))
     }
 }
 

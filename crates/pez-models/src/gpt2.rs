@@ -1,9 +1,9 @@
 //! GPT-2: learned absolute positions, pre-LayerNorm blocks, tanh-GELU MLP, LM head tied to the token embeddings.
 
 use crate::layers::LayerNorm as Ln;
-use crate::ops::{self, attention, conv1d_linear, linear, merge_heads, split_heads};
+use crate::ops::{self, after_past, attention, conv1d_linear, linear, merge_heads, split_heads};
 use crate::weights::Weights;
-use crate::{LanguageModel, LmInfo};
+use crate::{KvCache, LanguageModel, LmInfo};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use serde::Deserialize;
@@ -90,26 +90,40 @@ impl LanguageModel for Gpt2 {
         &self.wte
     }
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
+        Ok(self.run(embeds, None)?.0)
+    }
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(Some(self.run(embeds, past)?))
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(linear(hidden, &self.wte, None)?)
+    }
+}
+
+impl Gpt2 {
+    /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
+    fn run(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, d) = embeds.dims3()?;
-        if s > c.n_positions {
-            bail!("sequence of {s} tokens exceeds GPT-2's {} positions", c.n_positions);
+        let p = KvCache::len_of(past);
+        if p + s > c.n_positions {
+            bail!("sequence of {} tokens exceeds GPT-2's {} positions", p + s, c.n_positions);
         }
-        let mask = ops::causal_mask(s, None, embeds.dtype(), embeds.device())?;
-        let mut h = embeds.broadcast_add(&self.wpe.narrow(0, 0, s)?)?;
-        for b in &self.blocks {
+        let mask = ops::causal_mask_after(s, p, None, embeds.dtype(), embeds.device())?;
+        let mut h = embeds.broadcast_add(&self.wpe.narrow(0, p, s)?)?;
+        let mut cache = Vec::with_capacity(self.blocks.len());
+        for (i, b) in self.blocks.iter().enumerate() {
+            let (past_k, past_v) = KvCache::layer(past, i);
             let qkv = conv1d_linear(&b.ln_1.fwd(&h)?, &b.c_attn.0, &b.c_attn.1)?;
             let q = split_heads(&qkv.narrow(2, 0, d)?, c.n_head)?;
-            let k = split_heads(&qkv.narrow(2, d, d)?, c.n_head)?;
-            let v = split_heads(&qkv.narrow(2, 2 * d, d)?, c.n_head)?;
+            let k = after_past(past_k, &split_heads(&qkv.narrow(2, d, d)?, c.n_head)?)?;
+            let v = after_past(past_v, &split_heads(&qkv.narrow(2, 2 * d, d)?, c.n_head)?)?;
             let a = attention(&q, &k, &v, Some(&mask), 1.0 / ((d / c.n_head) as f64).sqrt())?;
+            cache.push((k, v));
             h = (h + conv1d_linear(&merge_heads(&a)?, &b.attn_proj.0, &b.attn_proj.1)?)?;
             let m = self.act.apply(&conv1d_linear(&b.ln_2.fwd(&h)?, &b.c_fc.0, &b.c_fc.1)?)?;
             h = (h + conv1d_linear(&m, &b.mlp_proj.0, &b.mlp_proj.1)?)?;
         }
-        Ok(self.ln_f.fwd(&h)?)
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear(hidden, &self.wte, None)?)
+        Ok((self.ln_f.fwd(&h)?, KvCache { len: p + s, layers: cache }))
     }
 }

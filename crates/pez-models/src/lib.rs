@@ -64,11 +64,42 @@ pub trait LanguageModel: Send + Sync {
         self.lm_head(&ops::gather_rows(&h, &last)?)
     }
 
+    /// Causal decoders only: hidden states `[b, s, d]` of rows that continue `past` (keys and values of earlier
+    /// positions, batch 1, shared by every row), and the cache extended by these rows. With `b = 1` the returned
+    /// cache can be continued again. `None` for models that cannot continue from a cache (encoders, T5).
+    ///
+    /// A learned prompt is the same prefix in every row: its keys and values are computed once and reused,
+    /// and gradients still flow back through them to the prompt.
+    fn forward_after(&self, _embeds: &Tensor, _past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(None)
+    }
+
     /// Embedding rows for token ids: `[n] -> [n, d]`.
     fn embed_ids(&self, ids: &[u32]) -> Result<Tensor> {
         let e = self.token_embeddings();
         let idx = Tensor::new(ids, e.device())?;
         Ok(e.index_select(&idx, 0)?)
+    }
+}
+
+/// Keys and values of every attention layer for the positions seen so far: one `(k, v)` per layer, each
+/// `[1, kv_heads, len, head_dim]` (keys already rotated where the model uses rotary positions).
+#[derive(Clone)]
+pub struct KvCache {
+    pub len: usize,
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    /// The `(k, v)` of layer `i`, or `None` for an empty cache.
+    pub fn layer(past: Option<&KvCache>, i: usize) -> (Option<&Tensor>, Option<&Tensor>) {
+        match past {
+            Some(c) => (Some(&c.layers[i].0), Some(&c.layers[i].1)),
+            None => (None, None),
+        }
+    }
+    pub fn len_of(past: Option<&KvCache>) -> usize {
+        past.map_or(0, |c| c.len)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Llama (SmolLM2): pre-RMSNorm decoder with rotary positions, grouped-query attention and a SwiGLU MLP.
 
-use crate::ops::{self, apply_rope, attention, linear, rms_norm, rope_tables, split_heads, merge_heads};
+use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, rope_tables, split_heads};
 use crate::weights::{gguf_f32, gguf_u32, Weights};
-use crate::{LanguageModel, LmInfo};
+use crate::{KvCache, LanguageModel, LmInfo};
 use anyhow::Result;
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
@@ -122,29 +122,43 @@ impl LanguageModel for Llama {
         &self.embed
     }
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
+        Ok(self.run(embeds, None)?.0)
+    }
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(Some(self.run(embeds, past)?))
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(linear(hidden, &self.head, None)?)
+    }
+}
+
+impl Llama {
+    /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
+    fn run(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
         let (dt, dev) = (embeds.dtype(), embeds.device());
         let hd = c.head_dim();
-        let (cos, sin) = rope_tables(s, hd, c.rope_theta, dt, dev)?;
-        let mask = ops::causal_mask(s, None, dt, dev)?;
+        let p = KvCache::len_of(past);
+        let (cos, sin) = rope_tables(p, s, hd, c.rope_theta, dt, dev)?;
+        let mask = ops::causal_mask_after(s, p, None, dt, dev)?;
         let kvh = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
         let mut h = embeds.clone();
-        for b in &self.blocks {
+        let mut cache = Vec::with_capacity(self.blocks.len());
+        for (i, b) in self.blocks.iter().enumerate() {
+            let (past_k, past_v) = KvCache::layer(past, i);
             let x = rms_norm(&h, &b.input_norm, c.rms_norm_eps)?;
             let q = apply_rope(&split_heads(&linear(&x, &b.q, None)?, c.num_attention_heads)?, &cos, &sin)?;
-            let k = apply_rope(&split_heads(&linear(&x, &b.k, None)?, kvh)?, &cos, &sin)?;
-            let v = split_heads(&linear(&x, &b.v, None)?, kvh)?;
+            let k = after_past(past_k, &apply_rope(&split_heads(&linear(&x, &b.k, None)?, kvh)?, &cos, &sin)?)?;
+            let v = after_past(past_v, &split_heads(&linear(&x, &b.v, None)?, kvh)?)?;
             let a = attention(&q, &k, &v, Some(&mask), 1.0 / (hd as f64).sqrt())?;
+            cache.push((k, v));
             h = (h + linear(&merge_heads(&a)?, &b.o, None)?)?;
             let x = rms_norm(&h, &b.post_norm, c.rms_norm_eps)?;
             let m = (linear(&x, &b.gate, None)?.silu()? * linear(&x, &b.up, None)?)?;
             h = (h + linear(&m, &b.down, None)?)?;
         }
-        Ok(rms_norm(&h, &self.norm, c.rms_norm_eps)?)
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear(hidden, &self.head, None)?)
+        Ok((rms_norm(&h, &self.norm, c.rms_norm_eps)?, KvCache { len: p + s, layers: cache }))
     }
 }
 

@@ -146,17 +146,24 @@ pub const MASKED: f64 = -1e9;
 
 /// Additive causal mask `[s, s]`: 0 where key <= query (and within `window` if given), MASKED elsewhere.
 pub fn causal_mask(s: usize, window: Option<usize>, dtype: DType, dev: &Device) -> Result<Tensor> {
-    let mut m = vec![0f32; s * s];
-    for q in 0..s {
-        for k in 0..s {
+    causal_mask_after(s, 0, window, dtype, dev)
+}
+
+/// Causal mask `[s, past + s]` for `s` queries at positions `past..past + s` over keys at `0..past + s`.
+pub fn causal_mask_after(s: usize, past: usize, window: Option<usize>, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let keys = past + s;
+    let mut m = vec![0f32; s * keys];
+    for i in 0..s {
+        let q = past + i;
+        for k in 0..keys {
             let future = k > q;
             let too_far = window.is_some_and(|w| q >= w && k <= q - w);
             if future || too_far {
-                m[q * s + k] = MASKED as f32;
+                m[i * keys + k] = MASKED as f32;
             }
         }
     }
-    Tensor::from_vec(m, (s, s), dev)?.to_dtype(dtype)
+    Tensor::from_vec(m, (s, keys), dev)?.to_dtype(dtype)
 }
 
 /// Additive key-padding mask `[b, 1, 1, s]` from per-row lengths (right padding).
@@ -201,9 +208,10 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     x.transpose(1, 2)?.reshape((b, s, h * d))
 }
 
-/// Rotary position embedding tables `(cos, sin)`, each `[s, d]`, in the half-split layout of Hugging Face.
-pub fn rope_tables(s: usize, d: usize, theta: f64, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
-    let pos: Vec<f64> = (0..s).map(|p| p as f64).collect();
+/// Rotary position embedding tables `(cos, sin)`, each `[s, d]`, for positions `past..past + s`, in the half-split
+/// layout of Hugging Face.
+pub fn rope_tables(past: usize, s: usize, d: usize, theta: f64, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let pos: Vec<f64> = (past..past + s).map(|p| p as f64).collect();
     rope_tables_at(&pos, d, theta, dtype, dev)
 }
 
@@ -245,4 +253,16 @@ pub fn gather_rows(x: &Tensor, positions: &[usize]) -> Result<Tensor> {
         .map(|(i, &p)| x.get(i)?.get(p))
         .collect::<Result<Vec<_>>>()?;
     Tensor::stack(&rows, 0)
+}
+
+/// Prepends cached keys or values of earlier positions (batch 1, shared by every row) to `x: [b, h, s, d]`.
+pub fn after_past(past: Option<&Tensor>, x: &Tensor) -> Result<Tensor> {
+    match past {
+        None => Ok(x.clone()),
+        Some(p) => {
+            let (b, h, _, d) = x.dims4()?;
+            let p = p.broadcast_as((b, h, p.dim(2)?, d))?;
+            Tensor::cat(&[&p, x], 2)?.contiguous()
+        }
+    }
 }

@@ -2,9 +2,9 @@
 //! projections between a smaller word-embedding size and the hidden size (opt-350m), tied LM head.
 
 use crate::layers::{LayerNorm as Ln, Linear as Lin};
-use crate::ops::{self, attention, linear, merge_heads, split_heads};
+use crate::ops::{self, after_past, attention, linear, merge_heads, split_heads};
 use crate::weights::Weights;
-use crate::{LanguageModel, LmInfo};
+use crate::{KvCache, LanguageModel, LmInfo};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use serde::Deserialize;
@@ -99,32 +99,32 @@ impl Opt {
     }
 }
 
-impl LanguageModel for Opt {
-    fn info(&self) -> &LmInfo {
-        &self.info
-    }
-    fn token_embeddings(&self) -> &Tensor {
-        &self.embed
-    }
-    fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
+impl Opt {
+    /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
+    fn run(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
-        if s > c.max_position_embeddings {
-            bail!("sequence of {s} tokens exceeds OPT's {} positions", c.max_position_embeddings);
+        let p = KvCache::len_of(past);
+        if p + s > c.max_position_embeddings {
+            bail!("sequence of {} tokens exceeds OPT's {} positions", p + s, c.max_position_embeddings);
         }
-        let mask = ops::causal_mask(s, None, embeds.dtype(), embeds.device())?;
+        let mask = ops::causal_mask_after(s, p, None, embeds.dtype(), embeds.device())?;
         let mut h = match &self.project_in {
             Some(p) => linear(embeds, p, None)?,
             None => embeds.clone(),
         };
-        h = h.broadcast_add(&self.positions.narrow(0, POSITION_OFFSET, s)?)?;
+        h = h.broadcast_add(&self.positions.narrow(0, POSITION_OFFSET + p, s)?)?;
         let heads = c.num_attention_heads;
         let scale = 1.0 / ((c.hidden_size / heads) as f64).sqrt();
         let pre = c.do_layer_norm_before;
-        for b in &self.blocks {
+        let mut cache = Vec::with_capacity(self.blocks.len());
+        for (i, b) in self.blocks.iter().enumerate() {
+            let (past_k, past_v) = KvCache::layer(past, i);
             let x = if pre { b.attn_ln.fwd(&h)? } else { h.clone() };
-            let (q, k, v) = (b.q.fwd(&x)?, b.k.fwd(&x)?, b.v.fwd(&x)?);
-            let a = attention(&split_heads(&q, heads)?, &split_heads(&k, heads)?, &split_heads(&v, heads)?, Some(&mask), scale)?;
+            let k = after_past(past_k, &split_heads(&b.k.fwd(&x)?, heads)?)?;
+            let v = after_past(past_v, &split_heads(&b.v.fwd(&x)?, heads)?)?;
+            let a = attention(&split_heads(&b.q.fwd(&x)?, heads)?, &k, &v, Some(&mask), scale)?;
+            cache.push((k, v));
             h = (h + b.out.fwd(&merge_heads(&a)?)?)?;
             if !pre {
                 h = b.attn_ln.fwd(&h)?;
@@ -141,7 +141,22 @@ impl LanguageModel for Opt {
         if let Some(p) = &self.project_out {
             h = linear(&h, p, None)?;
         }
-        Ok(h)
+        Ok((h, KvCache { len: p + s, layers: cache }))
+    }
+}
+
+impl LanguageModel for Opt {
+    fn info(&self) -> &LmInfo {
+        &self.info
+    }
+    fn token_embeddings(&self) -> &Tensor {
+        &self.embed
+    }
+    fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
+        Ok(self.run(embeds, None)?.0)
+    }
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(Some(self.run(embeds, past)?))
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.embed, None)?)

@@ -52,3 +52,42 @@ macro_rules! model_tests {
     )*};
 }
 model_tests!(gpt2, opt, opt350, llama, gemma3);
+
+/// A shared prefix run once and continued from its key/value cache gives the hidden states of running
+/// `[prefix ; row]` whole, and gradients reach the prefix through the cache.
+fn prefix_cache(name: &str) {
+    let model = load_hf_model(&fixture(name), DType::F64, &Device::Cpu).unwrap();
+    let m: &dyn LanguageModel = model.as_ref();
+    let d = m.info().hidden_size;
+    let (p, s) = (3, 7);
+    let prefix = random(&[1, p, d], 3, DType::F64);
+    let rows = random(&[2, s, d], 4, DType::F64);
+    let lengths = [s, 4];
+    let whole = Tensor::cat(&[&prefix.broadcast_as((2, p, d)).unwrap(), &rows], 1).unwrap();
+    let want = m.hidden_states(&whole, &[p + s, p + 4]).unwrap();
+    let (hp, cache) = m.forward_after(&prefix, None).unwrap().expect("a causal decoder continues from a cache");
+    let (hr, cache2) = m.forward_after(&rows, Some(&cache)).unwrap().unwrap();
+    assert_eq!((cache.len, cache2.len), (p, p + s));
+    let err_prefix = max_abs_diff(&hp.get(0).unwrap(), &want.get(0).unwrap().narrow(0, 0, p).unwrap());
+    let err_rows = max_abs_diff_rows(&hr, &want.narrow(1, p, s).unwrap(), &lengths);
+    eprintln!("{name}: cached vs whole: prefix {err_prefix:.2e}, rows {err_rows:.2e}");
+    assert!(err_prefix < 1e-10 && err_rows < 1e-10, "{name}: cache changes the result ({err_prefix}, {err_rows})");
+    let v = m.info().vocab_size;
+    let w = random(&[2, v], 5, DType::F64);
+    let loss = |pre: &Tensor| {
+        let (hp, cache) = m.forward_after(pre, None).unwrap().unwrap();
+        let (hr, _) = m.forward_after(&rows, Some(&cache)).unwrap().unwrap();
+        let last = pez_models::ops::gather_rows(&hr, &[s - 1, 3]).unwrap();
+        let lp = pez_models::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
+        (lp * &w).unwrap().sum_all().unwrap().add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
+    };
+    check_grad(&prefix, loss, 12, 1e-3);
+}
+
+mod prefix_cache {
+    #[test] fn gpt2() { super::prefix_cache("gpt2") }
+    #[test] fn opt() { super::prefix_cache("opt") }
+    #[test] fn opt350() { super::prefix_cache("opt350") }
+    #[test] fn llama() { super::prefix_cache("llama") }
+    #[test] fn gemma3() { super::prefix_cache("gemma3") }
+}

@@ -2,9 +2,18 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, Var, D};
-use pez_models::{ops, tokenizer, LanguageModel};
+use pez_models::{ops, tokenizer, KvCache, LanguageModel};
 use pez_tasks::{Example, TaskSpec};
 use tokenizers::Tokenizer;
+
+/// The `[bos ; prompt]` prefix shared by every row, run once (see `Classifier::prefix`).
+pub struct Prefix {
+    /// `[p, d]`; `None` without BOS and prompt.
+    pub embeds: Option<Tensor>,
+    /// Its final hidden states `[p, d]` and keys/values, for causal decoders.
+    pub hidden: Option<Tensor>,
+    pub cache: Option<KvCache>,
+}
 
 pub struct Classifier<'a> {
     pub model: &'a dyn LanguageModel,
@@ -57,7 +66,7 @@ impl<'a> Classifier<'a> {
     }
 
     /// `[bos ; prompt]` embeddings, or `None` when both are absent.
-    fn prefix(&self, prompt: Option<&Tensor>) -> Result<Option<Tensor>> {
+    fn prefix_embeds(&self, prompt: Option<&Tensor>) -> Result<Option<Tensor>> {
         let bos = self.bos.map(|b| self.model.embed_ids(&[b])).transpose()?;
         Ok(match (bos, prompt) {
             (Some(b), Some(p)) => Some(Tensor::cat(&[&b.to_dtype(p.dtype())?, p], 0)?),
@@ -66,23 +75,34 @@ impl<'a> Classifier<'a> {
         })
     }
 
-    /// Input embeddings `[b, P + S, d]` for `[bos ; prompt ; row]` (right-padded) and each row's length.
-    pub fn inputs(&self, prompt: Option<&Tensor>, rows: &[Vec<u32>]) -> Result<(Tensor, Vec<usize>)> {
-        let (rest, lengths) = pez_models::embed_batch(self.model, rows)?;
-        match self.prefix(prompt)?.as_ref() {
-            None => Ok((rest, lengths)),
-            Some(p) => {
-                let (pl, d) = p.dims2()?;
-                let p = p.unsqueeze(0)?.broadcast_as((rows.len(), pl, d))?;
-                Ok((Tensor::cat(&[&p, &rest.to_dtype(p.dtype())?], 1)?, lengths.iter().map(|l| l + pl).collect()))
-            }
+    /// Runs the `[bos ; prompt]` prefix that every row shares once. Causal decoders keep its keys and values, so
+    /// rows continue from them; other models (T5) get the prefix embeddings put in front of every row.
+    pub fn prefix(&self, prompt: Option<&Tensor>) -> Result<Prefix> {
+        let Some(embeds) = self.prefix_embeds(prompt)? else { return Ok(Prefix { embeds: None, hidden: None, cache: None }) };
+        match self.model.forward_after(&embeds.unsqueeze(0)?, None)? {
+            Some((h, cache)) => Ok(Prefix { embeds: Some(embeds), hidden: Some(h.get(0)?), cache: Some(cache) }),
+            None => Ok(Prefix { embeds: Some(embeds), hidden: None, cache: None }),
         }
     }
 
-    /// Verbalizer log-probabilities (normalised over the verbalizers) `[b, labels]`.
-    pub fn label_logprobs(&self, prompt: Option<&Tensor>, rows: &[Vec<u32>]) -> Result<Tensor> {
-        let (x, lengths) = self.inputs(prompt, rows)?;
-        let logits = self.model.next_token_logits(&x, &lengths)?;
+    /// Verbalizer log-probabilities (normalised over the verbalizers) `[b, labels]` of rows after `prefix`.
+    pub fn label_logprobs(&self, prefix: &Prefix, rows: &[Vec<u32>]) -> Result<Tensor> {
+        let (rest, lengths) = pez_models::embed_batch(self.model, rows)?;
+        let logits = match (&prefix.cache, &prefix.embeds) {
+            (Some(cache), Some(p)) => {
+                let (h, _) = self.model.forward_after(&rest.to_dtype(p.dtype())?, Some(cache))?.expect("a decoder");
+                let last: Vec<usize> = lengths.iter().map(|&l| l - 1).collect();
+                self.model.lm_head(&ops::gather_rows(&h, &last)?)?
+            }
+            (None, Some(p)) => {
+                let (pl, d) = p.dims2()?;
+                let p = p.unsqueeze(0)?.broadcast_as((rows.len(), pl, d))?;
+                let x = Tensor::cat(&[&p, &rest.to_dtype(p.dtype())?], 1)?;
+                let lengths: Vec<usize> = lengths.iter().map(|l| l + pl).collect();
+                self.model.next_token_logits(&x, &lengths)?
+            }
+            (_, None) => self.model.next_token_logits(&rest, &lengths)?,
+        };
         self.verbalizer_logprobs(&logits)
     }
 
@@ -97,11 +117,12 @@ impl<'a> Classifier<'a> {
         let encoded = examples.iter().map(|e| self.encode(&e.text)).collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].len());
+        let prefix = self.prefix(prompt)?;
         let mut pred = vec![0; examples.len()];
         let mut probs = vec![vec![]; examples.len()];
         for chunk in order.chunks(batch.max(1)) {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-            let lp = self.label_logprobs(prompt, &rows)?.exp()?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let lp = self.label_logprobs(&prefix, &rows)?.exp()?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             for (&i, p) in chunk.iter().zip(lp) {
                 pred[i] = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
                 probs[i] = p;
@@ -110,36 +131,41 @@ impl<'a> Classifier<'a> {
         Ok((pred, probs))
     }
 
-    /// Mean next-token cross-entropy of a prompt under the model (nats per predicted token).
+    /// Mean next-token cross-entropy of the prompt in `prefix` under the model (nats per predicted token).
     /// With a BOS token the first prompt token is predicted too.
-    pub fn fluency(&self, prompt: &Tensor, ids: &[u32]) -> Result<Tensor> {
-        let x = self.prefix(Some(prompt))?.expect("a prompt");
+    pub fn fluency(&self, prefix: &Prefix, ids: &[u32]) -> Result<Tensor> {
+        let x = prefix.embeds.as_ref().expect("a prompt");
         let first = self.bos.is_none() as usize; // the first prompt token without BOS has no context
         let n = x.dim(0)?;
         if ids.len() <= first {
-            return Ok(Tensor::zeros((), prompt.dtype(), prompt.device())?);
+            return Ok(Tensor::zeros((), x.dtype(), x.device())?);
         }
-        let h = self.model.hidden_states(&x.unsqueeze(0)?, &[n])?.get(0)?;
+        let h = match &prefix.hidden {
+            Some(h) => h.clone(),
+            None => self.model.hidden_states(&x.unsqueeze(0)?, &[n])?.get(0)?,
+        };
         let lp = ops::log_softmax_last(&self.model.lm_head(&h.narrow(0, 0, n - 1)?)?)?;
-        let next = Tensor::new(&ids[first..], prompt.device())?.unsqueeze(1)?;
+        let next = Tensor::new(&ids[first..], x.device())?.unsqueeze(1)?;
         Ok(lp.gather(&next, 1)?.mean_all()?.neg()?)
     }
 
     /// Loss `(1 - w) * label CE + w * fluency` at `prompt` and its gradient with respect to `prompt`.
     ///
-    /// Rows are sorted by length and run in sub-batches of `SUB_BATCH`, so short rows are not padded to the
-    /// longest row of the whole batch; one backward pass runs over all of them.
+    /// The prefix runs once for the whole batch (and serves the fluency term too). Rows are sorted by length and
+    /// run in sub-batches of `SUB_BATCH`, so short rows are not padded to the longest row of the whole batch; one
+    /// backward pass runs over all of them.
     pub fn loss_and_grad(&self, prompt: &Tensor, ids: &[u32], batch: &[(Vec<u32>, usize)], w: f64) -> Result<(f32, Tensor)> {
         const SUB_BATCH: usize = 4;
         let var = Var::from_tensor(prompt)?;
         let p = var.as_tensor();
+        let prefix = self.prefix(Some(p))?;
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by_key(|&i| batch[i].0.len());
         let mut ce_sum: Option<Tensor> = None;
         for chunk in order.chunks(SUB_BATCH) {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| batch[i].0.clone()).collect();
             let labels: Vec<u32> = chunk.iter().map(|&i| batch[i].1 as u32).collect();
-            let lp = self.label_logprobs(Some(p), &rows)?;
+            let lp = self.label_logprobs(&prefix, &rows)?;
             let picked = lp.gather(&Tensor::new(labels.as_slice(), p.device())?.unsqueeze(1)?, D::Minus1)?.sum_all()?;
             ce_sum = Some(match ce_sum {
                 Some(s) => (s + picked)?,
@@ -147,7 +173,7 @@ impl<'a> Classifier<'a> {
             });
         }
         let ce = (ce_sum.ok_or_else(|| anyhow::anyhow!("empty batch"))? * (-1.0 / batch.len() as f64))?;
-        let loss = if w > 0.0 { ((ce * (1.0 - w))? + (self.fluency(p, ids)? * w)?)? } else { ce };
+        let loss = if w > 0.0 { ((ce * (1.0 - w))? + (self.fluency(&prefix, ids)? * w)?)? } else { ce };
         let grads = loss.backward()?;
         let g = grads.get(p).cloned().ok_or_else(|| anyhow::anyhow!("no gradient reached the prompt"))?;
         Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, g))

@@ -228,7 +228,7 @@ pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>) -> Result<PromptArti
             let (pred, _) = clf.predict(Some(&p), &data.holdout, cfg.eval_batch)?;
             let gold: Vec<usize> = data.holdout.iter().map(|e| e.label).collect();
             let acc = Accuracy::from_predictions(&pred, &gold, task.num_labels()).accuracy;
-            let flu = clf.fluency(&pez.projector.rows(&ids)?, &ids)?.to_scalar::<f32>()? as f64;
+            let flu = clf.fluency(&clf.prefix(Some(&pez.projector.rows(&ids)?))?, &ids)?.to_scalar::<f32>()? as f64;
             let is_best = best.as_ref().is_none_or(|b| acc >= b.holdout_accuracy); // ties keep the later prompt
             if is_best {
                 let soft = (cfg.method == Method::Soft).then(|| pez.state.soft.clone());
