@@ -1,9 +1,10 @@
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor};
-use pez_models::{load_lm, tokenizer};
+use candle_core::{DType, Device};
+use pez_models::load_lm;
+use pez_tasks::artifact::write_atomic;
 use pez_tasks::metrics::Accuracy;
-use pez_tasks::{PromptArtifact, TaskSpec};
-use pez_tune::Classifier;
+use pez_tasks::TaskSpec;
+use pez_tune::{Classifier, LearnedPrompt};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -29,46 +30,42 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Also write every example's predicted label and label probabilities (JSON lines, data order).
+    #[arg(long)]
+    predictions: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let artifact = a.prompt_file.as_ref().map(|p| PromptArtifact::read(p)).transpose()?;
-    let task_name = a.task.clone().or_else(|| artifact.as_ref().map(|x| x.task.clone()));
-    let Some(task_name) = task_name else { bail!("give a task (sst2, amazon, agnews, or a .toml file)") };
-    let mut task = TaskSpec::resolve(&task_name)?;
-    if let Some(x) = &artifact {
-        // The artifact's template and verbalizers are what the prompt was learned with.
-        task.template = x.template.clone();
-        task.verbalizers = x.verbalizers.clone();
-        task.label_names = x.label_names.clone();
-    }
-    if artifact.is_none() && a.prompt.is_none() && !a.empty {
+    if a.prompt_file.is_none() && a.prompt.is_none() && !a.empty {
         bail!("give --prompt-file, --prompt or --empty");
     }
+    let task = a.task.as_deref().map(TaskSpec::resolve).transpose()?;
     let lm = load_lm(&a.model, DType::F32, &Device::Cpu)?;
-    let prompt_text = match (&artifact, &a.prompt) {
-        (Some(x), _) => x.prompt.clone(),
-        (None, Some(p)) => p.clone(),
-        _ => String::new(),
+    let learned = match (&a.prompt_file, &a.prompt) {
+        (Some(f), _) => LearnedPrompt::from_artifact(f, task, &lm)?,
+        (None, p) => {
+            let Some(task) = task else { bail!("give a task (sst2, amazon, agnews, or a .toml file)") };
+            LearnedPrompt::from_text(task, p.as_deref().unwrap_or(""), &lm)?
+        }
     };
-    let ids = if prompt_text.is_empty() { vec![] } else { tokenizer::encode(&lm.tokenizer, &prompt_text)? };
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, ids.len())?;
+    let task = &learned.task;
+    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, task, learned.len())?;
     for w in &clf.warnings {
         eprintln!("warning: {w}");
     }
-    let soft_file = a.prompt_file.as_ref().map(|p| if p.is_dir() { p.clone() } else { p.parent().unwrap_or(p).to_path_buf() }).map(|d| d.join("soft_prompt.safetensors"));
-    let prompt: Option<Tensor> = match (&artifact, soft_file) {
-        (Some(x), Some(f)) if x.method == "soft" => {
-            let mut t = candle_core::safetensors::load(&f, &Device::Cpu)?;
-            Some(t.remove("soft_prompt").ok_or_else(|| anyhow::anyhow!("{}: no soft_prompt tensor", f.display()))?)
-        }
-        _ if ids.is_empty() => None,
-        _ => Some(lm.model.embed_ids(&ids)?),
-    };
     let data = task.load("dev", a.data.as_deref())?;
-    let (pred, _) = clf.predict(prompt.as_ref(), &data.examples, a.batch_size)?;
+    let (pred, probs) = clf.predict(learned.embeds.as_ref(), &data.examples, a.batch_size)?;
     let gold: Vec<usize> = data.examples.iter().map(|e| e.label).collect();
     let acc = Accuracy::from_predictions(&pred, &gold, task.num_labels());
+    if let Some(path) = &a.predictions {
+        let mut out = String::new();
+        for (i, (p, pr)) in pred.iter().zip(&probs).enumerate() {
+            out += &serde_json::to_string(&serde_json::json!({"index": i, "label": task.label_names[*p], "label_index": p, "probs": pr}))?;
+            out.push('\n');
+        }
+        write_atomic(path, out.as_bytes())?;
+    }
+    let prompt_text = &learned.text;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({
             "task": task.name, "model": lm.source, "data": data.source, "prompt": prompt_text, "accuracy": acc,

@@ -6,6 +6,11 @@ use pez_models::{ops, tokenizer, KvCache, LanguageModel};
 use pez_tasks::{Example, TaskSpec};
 use tokenizers::Tokenizer;
 
+/// The predicted label: the highest score (log-probability or probability), the later label on a tie.
+pub fn best_label(scores: &[f32]) -> usize {
+    scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+}
+
 /// The `[bos ; prompt]` prefix shared by every row, run once (see `Classifier::prefix`).
 pub struct Prefix {
     /// `[p, d]`; `None` without BOS and prompt.
@@ -124,7 +129,7 @@ impl<'a> Classifier<'a> {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
             let lp = self.label_logprobs(&prefix, &rows)?.exp()?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             for (&i, p) in chunk.iter().zip(lp) {
-                pred[i] = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+                pred[i] = best_label(&p);
                 probs[i] = p;
             }
         }

@@ -1,0 +1,193 @@
+//! Classification workers: one thread per base model owns its weights and the prefix caches of its
+//! classifiers, and scores queued texts in batches.
+
+use crate::config::{classifier_name, ServeConfig};
+use anyhow::{anyhow, Result};
+use candle_core::{DType, Device};
+use pez_models::load_lm;
+use pez_tune::{Classifier, LearnedPrompt, Prefix};
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// What the API knows about a classifier.
+#[derive(Debug, Clone)]
+pub struct ClassifierInfo {
+    pub name: String,
+    pub base: String,
+    pub task: String,
+    pub prompt: String,
+    pub template: String,
+    pub labels: Vec<String>,
+    /// Text tokens kept before truncation (prompt and template always fit).
+    pub max_text_tokens: usize,
+    worker: usize,
+    slot: usize,
+}
+
+/// One text's result: the label, log-probabilities over the labels (normalised over the verbalizers, as
+/// `pez eval`), and the tokens the model read for it (prompt, text after truncation, template).
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub label: usize,
+    pub logprobs: Vec<f32>,
+    pub tokens: usize,
+    pub truncated: bool,
+}
+
+struct Job {
+    slot: usize,
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Scored>, String>>,
+}
+
+pub struct ClassifierPool {
+    pub classifiers: BTreeMap<String, ClassifierInfo>,
+    workers: Vec<mpsc::Sender<Job>>,
+}
+
+impl ClassifierPool {
+    /// Loads every base model that has classifiers and prepares their prefixes (blocking: minutes for big models).
+    pub fn start(cfg: &ServeConfig) -> Result<Self> {
+        let mut classifiers = BTreeMap::new();
+        let mut workers = vec![];
+        for base in &cfg.models {
+            let entries: Vec<(String, std::path::PathBuf)> = cfg
+                .classifiers
+                .iter()
+                .filter(|c| c.base.as_deref().unwrap_or(&cfg.models[0].name) == base.name)
+                .map(|c| (classifier_name(c), c.prompt.clone()))
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel::<Job>();
+            let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<ClassifierInfo>>>();
+            let (path, name, max_batch, worker) = (base.path().to_string(), base.name.clone(), cfg.max_batch, workers.len());
+            std::thread::Builder::new().name(format!("classify-{name}")).spawn(move || {
+                worker_main(&path, &name, worker, entries, max_batch, rx, ready_tx)
+            })?;
+            let infos = ready_rx.recv().map_err(|_| anyhow!("the worker for `{}` died while loading", base.name))??;
+            for i in infos {
+                classifiers.insert(i.name.clone(), i);
+            }
+            workers.push(tx);
+        }
+        Ok(Self { classifiers, workers })
+    }
+
+    /// Scores `texts` with classifier `name`; results in input order.
+    pub async fn classify(&self, name: &str, texts: Vec<String>) -> Result<Vec<Scored>> {
+        let info = self.classifiers.get(name).ok_or_else(|| anyhow!("unknown classifier `{name}`"))?;
+        let (reply, rx) = oneshot::channel();
+        self.workers[info.worker].send(Job { slot: info.slot, texts, reply }).map_err(|_| anyhow!("the classifier worker has stopped"))?;
+        rx.await.map_err(|_| anyhow!("the classifier worker dropped the request"))?.map_err(|e| anyhow!(e))
+    }
+}
+
+fn worker_main(
+    path: &str,
+    base: &str,
+    worker: usize,
+    entries: Vec<(String, std::path::PathBuf)>,
+    max_batch: usize,
+    rx: mpsc::Receiver<Job>,
+    ready: mpsc::Sender<Result<Vec<ClassifierInfo>>>,
+) {
+    let lm = match load_lm(path, DType::F32, &Device::Cpu) {
+        Ok(lm) => lm,
+        Err(e) => {
+            let _ = ready.send(Err(e.context(format!("loading base model `{base}` ({path})"))));
+            return;
+        }
+    };
+    // Built inside the thread: a classifier borrows the model and tokenizer that live here.
+    let built: Result<Vec<(ClassifierInfo, Classifier, Prefix)>> = entries
+        .iter()
+        .enumerate()
+        .map(|(slot, (name, prompt_path))| {
+            let learned = LearnedPrompt::from_artifact(prompt_path, None, &lm).map_err(|e| e.context(format!("classifier `{name}`")))?;
+            let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &learned.task, learned.len())?;
+            for w in &clf.warnings {
+                eprintln!("classifier `{name}`: warning: {w}");
+            }
+            let prefix = clf.prefix(learned.embeds.as_ref())?;
+            let info = ClassifierInfo {
+                name: name.clone(),
+                base: base.to_string(),
+                task: learned.task.name.clone(),
+                prompt: learned.text.clone(),
+                template: learned.task.template.clone(),
+                labels: learned.task.label_names.clone(),
+                max_text_tokens: clf.max_text_tokens,
+                worker,
+                slot,
+            };
+            Ok((info, clf, prefix))
+        })
+        .collect();
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if ready.send(Ok(built.iter().map(|b| b.0.clone()).collect())).is_err() {
+        return;
+    }
+    // Wait for one job, then take whatever else is queued (up to `max_batch` texts) and score it together.
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].texts.len();
+        while n < max_batch {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.texts.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score_jobs(&built, &jobs)))
+            .unwrap_or_else(|_| Err(anyhow!("the classifier panicked")));
+        match results {
+            Ok(per_job) => {
+                for (j, r) in jobs.into_iter().zip(per_job) {
+                    let _ = j.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                for j in jobs {
+                    let _ = j.reply.send(Err(format!("{e:#}")));
+                }
+            }
+        }
+    }
+}
+
+/// Rows of the same classifier are sorted by length and run in chunks (less padding), after its cached prefix.
+fn score_jobs(built: &[(ClassifierInfo, Classifier, Prefix)], jobs: &[Job]) -> Result<Vec<Vec<Scored>>> {
+    const CHUNK: usize = 8;
+    let mut out: Vec<Vec<Option<Scored>>> = jobs.iter().map(|j| vec![None; j.texts.len()]).collect();
+    for (slot, (info, clf, prefix)) in built.iter().enumerate() {
+        let mut rows = vec![];
+        for (ji, j) in jobs.iter().enumerate().filter(|(_, j)| j.slot == slot) {
+            for (ti, t) in j.texts.iter().enumerate() {
+                let full = pez_models::tokenizer::encode(clf.tokenizer, t)?.len();
+                rows.push((ji, ti, clf.encode(t)?, full > info.max_text_tokens));
+            }
+        }
+        rows.sort_by_key(|r| r.2.len());
+        let fixed = prefix.embeds.as_ref().map_or(0, |e| e.dim(0).unwrap_or(0));
+        for chunk in rows.chunks(CHUNK) {
+            let ids: Vec<Vec<u32>> = chunk.iter().map(|r| r.2.clone()).collect();
+            let lp = clf.label_logprobs(prefix, &ids)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            for (r, lp) in chunk.iter().zip(lp) {
+                let label = pez_tune::classifier::best_label(&lp);
+                out[r.0][r.1] = Some(Scored { label, logprobs: lp, tokens: fixed + r.2.len(), truncated: r.3 });
+            }
+        }
+    }
+    Ok(out.into_iter().map(|v| v.into_iter().map(|s| s.expect("every text scored")).collect()).collect())
+}
