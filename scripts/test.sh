@@ -5,3 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo test --release --workspace
+# pez-serve end to end on the real model, through the official openai client (needs the models from setup.sh).
+bash scripts/serve_check.sh
