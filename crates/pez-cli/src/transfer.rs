@@ -10,8 +10,17 @@ pub struct Args {
     #[arg(long, num_args = 1.., required = true)]
     prompts: Vec<PathBuf>,
     /// Target models (names, GGUF files or Hugging Face directories); the source model may be one of them.
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "endpoint")]
     models: Vec<String>,
+    /// OpenAI-compatible endpoints as targets (e.g. http://127.0.0.1:8080), each with an --endpoint-model.
+    #[arg(long, requires = "endpoint_model")]
+    endpoint: Vec<String>,
+    /// The model name to ask each --endpoint for (in the same order).
+    #[arg(long)]
+    endpoint_model: Vec<String>,
+    /// pez: pez-serve's /v1/classify (the same numbers as in-process); openai: /v1/completions with logprobs.
+    #[arg(long, value_enum, default_value = "pez")]
+    endpoint_api: pez_transfer::endpoint::Api,
     /// Prompts per method, best by holdout accuracy.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -31,6 +40,17 @@ pub fn run(a: Args) -> Result<()> {
     let mut scores = vec![];
     for m in &a.models {
         let s = grid.score_model(m, a.batch_size, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
+        for x in &s {
+            eprintln!("          {:<14} {:6.2}%  {:?}", x.method, x.accuracy * 100.0, x.prompt);
+        }
+        scores.extend(s);
+    }
+    if a.endpoint.len() != a.endpoint_model.len() {
+        anyhow::bail!("give one --endpoint-model per --endpoint ({} endpoints, {} models)", a.endpoint.len(), a.endpoint_model.len());
+    }
+    for (url, model) in a.endpoint.iter().zip(&a.endpoint_model) {
+        let ep = pez_transfer::endpoint::Endpoint::new(url, model, a.endpoint_api);
+        let s = grid.score_endpoint(&ep, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
         for x in &s {
             eprintln!("          {:<14} {:6.2}%  {:?}", x.method, x.accuracy * 100.0, x.prompt);
         }

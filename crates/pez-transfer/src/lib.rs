@@ -4,14 +4,15 @@
 //! holdout accuracy are scored on every target; cells are mean ± std over those prompts, and each method is
 //! compared with the empty template by a paired t-test over the same examples.
 
+pub mod endpoint;
 pub mod report;
 pub mod stats;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use pez_models::{load_lm, tokenizer};
+use candle_core::{DType, Device};
+use pez_models::load_lm;
 use pez_tasks::{Example, PromptArtifact, TaskSpec};
-use pez_tune::Classifier;
+use pez_tune::{Classifier, LearnedPrompt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,13 +83,11 @@ pub fn select_top(arts: Vec<(PathBuf, PromptArtifact)>, k: usize, task: &str) ->
     Ok(by)
 }
 
-/// Scores `prompt` (text; empty for the template alone) on a loaded model.
-pub fn score_prompt(lm: &pez_models::LoadedLm, task: &TaskSpec, prompt: &str, data: &[Example], batch: usize) -> Result<Vec<u8>> {
-    let ids = if prompt.is_empty() { vec![] } else { tokenizer::encode(&lm.tokenizer, prompt)? };
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, task, ids.len())?;
-    let p: Option<Tensor> = if ids.is_empty() { None } else { Some(lm.model.embed_ids(&ids)?) };
-    let (pred, _) = clf.predict(p.as_ref(), data, batch)?;
-    Ok(pred.iter().zip(data).map(|(p, e)| (*p == e.label) as u8).collect())
+/// Predicted labels for `prompt` (text, re-tokenized for the model; empty for the template alone) on a loaded model.
+pub fn predict_prompt(lm: &pez_models::LoadedLm, task: &TaskSpec, prompt: &str, data: &[Example], batch: usize) -> Result<Vec<usize>> {
+    let learned = LearnedPrompt::from_text(task.clone(), prompt, lm)?;
+    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &learned.task, learned.len())?;
+    Ok(clf.predict(learned.embeds.as_ref(), data, batch)?.0)
 }
 
 pub struct Grid {
@@ -113,15 +112,25 @@ impl Grid {
         Ok(Self { task, data: d.examples, data_source: d.source, methods })
     }
 
-    /// Scores the empty template and every selected prompt on one model.
+    /// Scores the empty template and every selected prompt on one in-process model.
     pub fn score_model(&self, model: &str, batch: usize, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
         let lm = load_lm(model, DType::F32, &Device::Cpu)?;
+        self.score_target(model, &mut |prompt| predict_prompt(&lm, &self.task, prompt, &self.data, batch), progress)
+    }
+
+    /// Scores them on a model behind an endpoint.
+    pub fn score_endpoint(&self, ep: &endpoint::Endpoint, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
+        self.score_target(&ep.label(), &mut |prompt| ep.predict(&self.task, prompt, &self.data), progress)
+    }
+
+    fn score_target(&self, target: &str, predict: &mut dyn FnMut(&str) -> Result<Vec<usize>>, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
         let mut out = vec![];
         let mut one = |method: &str, prompt: &str, source: Option<PathBuf>, holdout: Option<f64>| -> Result<()> {
-            progress(&format!("{model}: {method} {prompt:?}"));
-            let correct = score_prompt(&lm, &self.task, prompt, &self.data, batch)?;
+            progress(&format!("{target}: {method} {prompt:?}"));
+            let pred = predict(prompt)?;
+            let correct: Vec<u8> = pred.iter().zip(&self.data).map(|(p, e)| (*p == e.label) as u8).collect();
             let accuracy = correct.iter().map(|&c| c as f64).sum::<f64>() / correct.len() as f64;
-            out.push(PromptScore { method: method.into(), prompt: prompt.into(), source, holdout_accuracy: holdout, model: model.into(), accuracy, correct });
+            out.push(PromptScore { method: method.into(), prompt: prompt.into(), source, holdout_accuracy: holdout, model: target.into(), accuracy, correct });
             Ok(())
         };
         one("empty", "", None, None)?;

@@ -1,6 +1,6 @@
 //! The HTTP API: OpenAI-shaped routes where a classifier is a model name; base models go to mistral.rs.
 
-use crate::pool::{ClassifierPool, Scored};
+use crate::pool::{AdHoc, ClassifierPool, Scored};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -264,25 +264,55 @@ async fn completions(State(s): State<AppState>, body: Bytes) -> Result<Response,
 async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let v = parse_body(&body)?;
     let model = model_of(&v)?;
-    let info = match s.pool.classifiers.get(&model) {
-        Some(i) => i.clone(),
+    let texts;
+    let (labels, scored) = match s.pool.classifiers.get(&model) {
+        Some(info) => {
+            texts = texts_of(v.get("input"), "input")?;
+            (info.labels.clone(), run_classifier(&s, &model, texts).await?)
+        }
         None if s.bases.iter().any(|b| b.name == model) => {
-            return Err(ApiError::bad_request(format!("`{model}` is a base model; /v1/classify takes a classifier")))
+            // A base model with the classifier in the request: `prompt` (optional), `template`, `verbalizers`.
+            let adhoc = ad_hoc(&v).map_err(|m| ApiError::bad_request(format!("`{model}` is a base model: {m}")))?;
+            let labels = match v.get("labels") {
+                Some(l) => serde_json::from_value::<Vec<String>>(l.clone()).map_err(|_| ApiError::bad_request("`labels` must be an array of strings"))?,
+                None => adhoc.verbalizers.iter().map(|w| w.trim().to_string()).collect(),
+            };
+            if labels.len() != adhoc.verbalizers.len() {
+                return Err(ApiError::bad_request("`labels` and `verbalizers` differ in length"));
+            }
+            texts = texts_of(v.get("input"), "input")?;
+            let scored = s.pool.classify_ad_hoc(&model, adhoc, texts).await.map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
+            (labels, scored)
         }
         None => return Err(ApiError::unknown_model(&model)),
     };
-    let texts = texts_of(v.get("input"), "input")?;
-    let scored = run_classifier(&s, &model, texts).await?;
     let data: Vec<Value> = scored
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let probs: serde_json::Map<String, Value> = info.labels.iter().zip(&r.logprobs).map(|(l, lp)| (l.clone(), json!(lp.exp()))).collect();
-            let logprobs: serde_json::Map<String, Value> = info.labels.iter().zip(&r.logprobs).map(|(l, lp)| (l.clone(), json!(lp))).collect();
-            json!({"index": i, "label": info.labels[r.label], "label_index": r.label, "probs": probs, "logprobs": logprobs, "truncated": r.truncated})
+            let probs: serde_json::Map<String, Value> = labels.iter().zip(&r.logprobs).map(|(l, lp)| (l.clone(), json!(lp.exp()))).collect();
+            let logprobs: serde_json::Map<String, Value> = labels.iter().zip(&r.logprobs).map(|(l, lp)| (l.clone(), json!(lp))).collect();
+            json!({"index": i, "label": labels[r.label], "label_index": r.label, "probs": probs, "logprobs": logprobs, "truncated": r.truncated})
         })
         .collect();
     Ok(Json(json!({"object": "list", "model": model, "data": data, "usage": usage(&scored, 0)})).into_response())
+}
+
+fn ad_hoc(v: &Value) -> Result<AdHoc, String> {
+    let template = v.get("template").and_then(Value::as_str).ok_or("give `template` and `verbalizers` for an ad-hoc classifier, or use a classifier")?;
+    let verbalizers: Vec<String> = v
+        .get("verbalizers")
+        .and_then(|x| serde_json::from_value(x.clone()).ok())
+        .ok_or("`verbalizers` must be an array of strings")?;
+    if verbalizers.len() < 2 {
+        return Err("give at least two verbalizers".into());
+    }
+    let prompt = match v.get("prompt") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(p)) => p.clone(),
+        Some(_) => return Err("`prompt` must be a string".into()),
+    };
+    Ok(AdHoc { prompt, template: template.to_string(), verbalizers })
 }
 
 async fn models(State(s): State<AppState>) -> Json<Value> {

@@ -36,6 +36,9 @@ struct Args {
     /// Texts scored together at most, per base model.
     #[arg(long)]
     max_batch: Option<usize>,
+    /// Sequences mistral.rs schedules together for plain generation (default: --max-concurrency).
+    #[arg(long)]
+    engine_max_seqs: Option<usize>,
     /// Do not start the mistral.rs engine: classifiers only (fast start; plain generation is refused).
     #[arg(long)]
     no_generation: bool,
@@ -43,7 +46,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    pez_models::alloc::keep_freed_memory();
+    if std::env::var_os("PEZ_KEEP_FREED").is_some() { pez_models::alloc::keep_freed_memory(); }
     if let Err(e) = run(Args::parse()).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -88,7 +91,7 @@ async fn run(a: Args) -> Result<()> {
         None
     } else {
         eprintln!("starting mistral.rs for {:?} ...", engine_models.iter().map(|m| &m.0).collect::<Vec<_>>());
-        let mut b = MistralRsForServerBuilder::new().with_max_seqs(cfg.max_concurrency);
+        let mut b = MistralRsForServerBuilder::new().with_max_seqs(a.engine_max_seqs.unwrap_or(cfg.max_concurrency));
         for (name, sel) in engine_models {
             b = b.add_model_with_alias(name.clone(), name, sel);
         }

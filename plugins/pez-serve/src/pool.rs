@@ -21,7 +21,6 @@ pub struct ClassifierInfo {
     pub labels: Vec<String>,
     /// Text tokens kept before truncation (prompt and template always fit).
     pub max_text_tokens: usize,
-    worker: usize,
     slot: usize,
 }
 
@@ -35,22 +34,32 @@ pub struct Scored {
     pub truncated: bool,
 }
 
+/// A classifier given in the request itself (for scoring arbitrary prompts, e.g. `pez transfer --endpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AdHoc {
+    pub prompt: String,
+    pub template: String,
+    pub verbalizers: Vec<String>,
+}
+
 struct Job {
-    slot: usize,
+    /// A configured classifier, or an ad-hoc one.
+    slot: Result<usize, AdHoc>,
     texts: Vec<String>,
     reply: oneshot::Sender<Result<Vec<Scored>, String>>,
 }
 
 pub struct ClassifierPool {
     pub classifiers: BTreeMap<String, ClassifierInfo>,
-    workers: Vec<mpsc::Sender<Job>>,
+    /// The worker of each base model (by name).
+    workers: BTreeMap<String, mpsc::Sender<Job>>,
 }
 
 impl ClassifierPool {
     /// Loads every base model that has classifiers and prepares their prefixes (blocking: minutes for big models).
     pub fn start(cfg: &ServeConfig) -> Result<Self> {
         let mut classifiers = BTreeMap::new();
-        let mut workers = vec![];
+        let mut workers = BTreeMap::new();
         for base in &cfg.models {
             let entries: Vec<(String, std::path::PathBuf)> = cfg
                 .classifiers
@@ -58,20 +67,17 @@ impl ClassifierPool {
                 .filter(|c| c.base.as_deref().unwrap_or(&cfg.models[0].name) == base.name)
                 .map(|c| (classifier_name(c), c.prompt.clone()))
                 .collect();
-            if entries.is_empty() {
-                continue;
-            }
             let (tx, rx) = mpsc::channel::<Job>();
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<ClassifierInfo>>>();
-            let (path, name, max_batch, worker) = (base.path().to_string(), base.name.clone(), cfg.max_batch, workers.len());
+            let (path, name, max_batch, _) = (base.path().to_string(), base.name.clone(), cfg.max_batch, base.name.clone());
             std::thread::Builder::new().name(format!("classify-{name}")).spawn(move || {
-                worker_main(&path, &name, worker, entries, max_batch, rx, ready_tx)
+                worker_main(&path, &name, entries, max_batch, rx, ready_tx)
             })?;
             let infos = ready_rx.recv().map_err(|_| anyhow!("the worker for `{}` died while loading", base.name))??;
             for i in infos {
                 classifiers.insert(i.name.clone(), i);
             }
-            workers.push(tx);
+            workers.insert(base.name.clone(), tx);
         }
         Ok(Self { classifiers, workers })
     }
@@ -79,8 +85,18 @@ impl ClassifierPool {
     /// Scores `texts` with classifier `name`; results in input order.
     pub async fn classify(&self, name: &str, texts: Vec<String>) -> Result<Vec<Scored>> {
         let info = self.classifiers.get(name).ok_or_else(|| anyhow!("unknown classifier `{name}`"))?;
+        self.submit(&info.base, Ok(info.slot), texts).await
+    }
+
+    /// Scores `texts` on base model `base` with a classifier given in the request.
+    pub async fn classify_ad_hoc(&self, base: &str, adhoc: AdHoc, texts: Vec<String>) -> Result<Vec<Scored>> {
+        self.submit(base, Err(adhoc), texts).await
+    }
+
+    async fn submit(&self, base: &str, slot: Result<usize, AdHoc>, texts: Vec<String>) -> Result<Vec<Scored>> {
+        let worker = self.workers.get(base).ok_or_else(|| anyhow!("unknown base model `{base}`"))?;
         let (reply, rx) = oneshot::channel();
-        self.workers[info.worker].send(Job { slot: info.slot, texts, reply }).map_err(|_| anyhow!("the classifier worker has stopped"))?;
+        worker.send(Job { slot, texts, reply }).map_err(|_| anyhow!("the classifier worker has stopped"))?;
         rx.await.map_err(|_| anyhow!("the classifier worker dropped the request"))?.map_err(|e| anyhow!(e))
     }
 }
@@ -88,7 +104,6 @@ impl ClassifierPool {
 fn worker_main(
     path: &str,
     base: &str,
-    worker: usize,
     entries: Vec<(String, std::path::PathBuf)>,
     max_batch: usize,
     rx: mpsc::Receiver<Job>,
@@ -120,7 +135,6 @@ fn worker_main(
                 template: learned.task.template.clone(),
                 labels: learned.task.label_names.clone(),
                 max_text_tokens: clf.max_text_tokens,
-                worker,
                 slot,
             };
             Ok((info, clf, prefix))
@@ -136,6 +150,8 @@ fn worker_main(
     if ready.send(Ok(built.iter().map(|b| b.0.clone()).collect())).is_err() {
         return;
     }
+    // Ad-hoc classifiers, built on first use and kept (a transfer run sends one prompt many times).
+    let mut adhoc: Vec<(AdHoc, Classifier, Prefix)> = vec![];
     // Wait for one job, then take whatever else is queued (up to `max_batch` texts) and score it together.
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -149,7 +165,19 @@ fn worker_main(
                 Err(_) => break,
             }
         }
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score_jobs(&built, &jobs)))
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for j in &jobs {
+                if let Err(a) = &j.slot {
+                    if !adhoc.iter().any(|x| &x.0 == a) {
+                        if adhoc.len() >= MAX_AD_HOC {
+                            adhoc.remove(0);
+                        }
+                        adhoc.push(build_ad_hoc(&lm, a)?);
+                    }
+                }
+            }
+            score_jobs(&built, &adhoc, &jobs)
+        }))
             .unwrap_or_else(|_| Err(anyhow!("the classifier panicked")));
         match results {
             Ok(per_job) => {
@@ -166,16 +194,31 @@ fn worker_main(
     }
 }
 
+const MAX_AD_HOC: usize = 16;
+
+fn build_ad_hoc<'a>(lm: &'a pez_models::LoadedLm, a: &AdHoc) -> Result<(AdHoc, Classifier<'a>, Prefix)> {
+    let task = pez_tasks::TaskSpec {
+        name: "ad-hoc".into(), template: a.template.clone(), verbalizers: a.verbalizers.clone(),
+        label_names: a.verbalizers.clone(), format: pez_tasks::data::Format::sst2(), train: None, dev: None,
+    };
+    let learned = LearnedPrompt::from_text(task, &a.prompt, lm)?;
+    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &learned.task, learned.len())?;
+    let prefix = clf.prefix(learned.embeds.as_ref())?;
+    Ok((a.clone(), clf, prefix))
+}
+
 /// Rows of the same classifier are sorted by length and run in chunks (less padding), after its cached prefix.
-fn score_jobs(built: &[(ClassifierInfo, Classifier, Prefix)], jobs: &[Job]) -> Result<Vec<Vec<Scored>>> {
+fn score_jobs(built: &[(ClassifierInfo, Classifier, Prefix)], adhoc: &[(AdHoc, Classifier, Prefix)], jobs: &[Job]) -> Result<Vec<Vec<Scored>>> {
     const CHUNK: usize = 8;
     let mut out: Vec<Vec<Option<Scored>>> = jobs.iter().map(|j| vec![None; j.texts.len()]).collect();
-    for (slot, (info, clf, prefix)) in built.iter().enumerate() {
+    let configured = built.iter().enumerate().map(|(slot, (_, c, p))| (Ok(slot), c, p));
+    let given = adhoc.iter().map(|(a, c, p)| (Err(a.clone()), c, p));
+    for (key, clf, prefix) in configured.chain(given) {
         let mut rows = vec![];
-        for (ji, j) in jobs.iter().enumerate().filter(|(_, j)| j.slot == slot) {
+        for (ji, j) in jobs.iter().enumerate().filter(|(_, j)| j.slot == key) {
             for (ti, t) in j.texts.iter().enumerate() {
                 let full = pez_models::tokenizer::encode(clf.tokenizer, t)?.len();
-                rows.push((ji, ti, clf.encode(t)?, full > info.max_text_tokens));
+                rows.push((ji, ti, clf.encode(t)?, full > clf.max_text_tokens));
             }
         }
         rows.sort_by_key(|r| r.2.len());

@@ -150,7 +150,8 @@ async fn errors_in_openai_shape() {
         ("/v1/classify", r#"{"model": "tiny-pez", "input": ["ok", "  "]}"#, StatusCode::BAD_REQUEST, "`input` 1 is empty"),
         ("/v1/classify", r#"{"model": "tiny-pez", "input": [1, 2]}"#, StatusCode::BAD_REQUEST, "array of strings"),
         ("/v1/classify", r#"{"model": "nope", "input": "x"}"#, StatusCode::NOT_FOUND, "does not exist"),
-        ("/v1/classify", r#"{"model": "tiny-gpt2", "input": "x"}"#, StatusCode::BAD_REQUEST, "base model"),
+        ("/v1/classify", r#"{"model": "tiny-gpt2", "input": "x"}"#, StatusCode::BAD_REQUEST, "is a base model: give `template`"),
+        ("/v1/classify", r#"{"model": "tiny-gpt2", "input": "x", "template": " It was", "verbalizers": [" good"]}"#, StatusCode::BAD_REQUEST, "two verbalizers"),
         ("/v1/chat/completions", r#"{"model": "tiny-pez"}"#, StatusCode::BAD_REQUEST, "messages"),
         ("/v1/chat/completions", r#"{"model": "tiny-pez", "messages": [{"role": "system", "content": "x"}]}"#, StatusCode::BAD_REQUEST, "no user message"),
         ("/v1/chat/completions", r#"{"model": "tiny-pez", "messages": [{"role": "user", "content": ""}]}"#, StatusCode::BAD_REQUEST, "empty"),
@@ -202,4 +203,36 @@ async fn saturated_server_answers_429() {
     drop(held);
     let (st, _, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-pez", "input": "the film is great"}"#).await;
     assert_eq!(st, StatusCode::OK);
+}
+
+/// `pez transfer` with pez-serve as an endpoint target gives the same per-example results as the in-process
+/// target for the same model (a real server on a loopback port, ad-hoc classifiers in the requests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_endpoint_equals_in_process() {
+    let s = server(64);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = s.app.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let runs = s.runs.path().to_path_buf();
+    let model = fixtures().join("gpt2").to_string_lossy().into_owned();
+    let (local, remote) = tokio::task::spawn_blocking(move || {
+        let task = fixtures().join("task.toml");
+        let grid = pez_transfer::Grid::new(task.to_str().unwrap(), &[runs], 5, None).unwrap();
+        let local = grid.score_model(&model, 8, &mut |_| {}).unwrap();
+        let ep = pez_transfer::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_transfer::endpoint::Api::Pez);
+        let remote = grid.score_endpoint(&ep, &mut |_| {}).unwrap();
+        (local, remote)
+    })
+    .await
+    .unwrap();
+    assert_eq!(local.len(), 3, "empty template + two prompts");
+    assert_eq!(local.len(), remote.len());
+    for (l, r) in local.iter().zip(&remote) {
+        assert_eq!((&l.method, &l.prompt), (&r.method, &r.prompt));
+        assert_eq!(l.correct, r.correct, "{} {:?}", l.method, l.prompt);
+        assert_eq!(l.accuracy, r.accuracy);
+        eprintln!("{} {:?}: in-process {:.4}, endpoint {:.4}", l.method, l.prompt, l.accuracy, r.accuracy);
+    }
 }
