@@ -43,8 +43,7 @@ pub fn run(a: Args) -> Result<()> {
     let best = invert(enc.as_ref(), &tok, &target, &cfg, |_, _| {})?;
     // Baselines: the long prompt cut to the same length, and the best of as many random prompts as PEZ steps.
     let truncated = score_ids(enc.as_ref(), &ids[..len], &target)?;
-    let allowed = pez_invert::allowed_tokens(&tok, emb.dim(0)?, &a.block);
-    let pool: Vec<u32> = allowed.iter().enumerate().filter(|(_, &x)| x).map(|(i, _)| i as u32).collect();
+    let pool = &best.pool;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed ^ 0xBA5E);
     let mut random_best = f64::MIN;
     for _ in 0..a.steps {

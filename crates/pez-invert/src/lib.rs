@@ -19,18 +19,16 @@ pub use encoder::TextEncoder;
 /// (case-insensitive), the paper's safety blocklist.
 pub fn allowed_tokens(tok: &Tokenizer, vocab: usize, block: &[String]) -> Vec<bool> {
     let block: Vec<String> = block.iter().map(|b| b.to_lowercase()).filter(|b| !b.is_empty()).collect();
-    let specials: std::collections::HashSet<u32> =
-        tok.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(i, _)| i).collect();
+    let readable = pez_models::tokenizer::readable_tokens(tok, vocab);
     (0..vocab as u32)
         .map(|i| {
             let Some(raw) = tok.id_to_token(i) else { return false };
             let text = tok.decode(&[i], false).unwrap_or_default().to_lowercase();
             let raw_l = raw.to_lowercase();
-            !specials.contains(&i)
+            readable[i as usize]
                 && !(raw.starts_with('[') && raw.ends_with(']'))
                 && !(raw.starts_with('<') && raw.ends_with('>'))
                 && !text.trim().is_empty()
-                && !text.contains('\u{FFFD}')
                 && !block.iter().any(|b| text.contains(b.as_str()) || raw_l.contains(b.as_str()))
         })
         .collect()
@@ -82,6 +80,9 @@ pub struct Inversion {
     /// Mean cosine of the best prompt's features to the targets.
     pub cosine: f64,
     pub step: usize,
+    /// The token ids the prompt could use (after the blocklist), for baselines drawn from the same tokens.
+    #[serde(skip)]
+    pub pool: Vec<u32>,
 }
 
 /// Runs PEZ from a random allowed-token prompt towards `targets: [n, f]`.
@@ -98,16 +99,18 @@ pub fn invert(encoder: &dyn TextEncoder, tok: &Tokenizer, targets: &Tensor, cfg:
     let projector = Projector::new(emb, &allowed)?;
     let mut pez = Pez::new(Method::Pez, projector, &init, Optimizer::new(OptimizerKind::Adamw, cfg.weight_decay), cfg.steps, cfg.lr, cfg.seed)?;
     let mut obj = FeatureObjective { encoder, targets: targets.clone() };
-    let mut best = Inversion { prompt: String::new(), token_ids: vec![], cosine: f64::MIN, step: 0 };
+    let mut best = Inversion { prompt: String::new(), token_ids: vec![], cosine: f64::MIN, step: 0, pool: vec![] };
     for step in 0..cfg.steps {
         // The loss is evaluated at the projected prompt before the update: that is the hard prompt's score.
         let r = pez.step(&mut obj)?;
         let cos = 1.0 - r.loss as f64;
         if cos > best.cosine {
-            best = Inversion { prompt: tok.decode(&r.ids, true).map_err(|e| anyhow::anyhow!("{e}"))?, token_ids: r.ids, cosine: cos, step };
+            best.prompt = tok.decode(&r.ids, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (best.token_ids, best.cosine, best.step) = (r.ids, cos, step);
         }
         progress(step, best.cosine);
     }
+    best.pool = pool;
     Ok(best)
 }
 

@@ -181,3 +181,19 @@ pub fn encode(t: &Tokenizer, text: &str) -> Result<Vec<u32>> {
 pub fn decode(t: &Tokenizer, ids: &[u32]) -> Result<String> {
     t.decode(ids, false).map_err(|e| anyhow::anyhow!("decoding: {e}"))
 }
+
+/// Token ids a prompt may use: not special, inside the tokenizer's vocabulary (embedding matrices may have padding
+/// rows past it), and decoding on their own to text without U+FFFD (no partial UTF-8 byte pieces), so a prompt's
+/// text re-tokenizes to itself.
+pub fn readable_tokens(tok: &Tokenizer, vocab: usize) -> Vec<bool> {
+    let mut allowed: Vec<bool> = (0..vocab as u32).map(|i| tok.decode(&[i], false).map(|s| !s.contains('\u{FFFD}')).unwrap_or(false)).collect();
+    for (id, t) in tok.get_added_tokens_decoder() {
+        if t.special && (id as usize) < vocab {
+            allowed[id as usize] = false;
+        }
+    }
+    for a in allowed.iter_mut().skip(tok.get_vocab_size(true)) {
+        *a = false;
+    }
+    allowed
+}

@@ -81,19 +81,7 @@ struct Checkpoint {
 /// Tokens a prompt may use: everything but the tokenizer's special tokens and the byte-level pieces that are not
 /// text on their own (they decode to U+FFFD, so the prompt's text would not re-tokenize to them for transfer).
 pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer) -> Vec<bool> {
-    let v = model.info().vocab_size;
-    let mut allowed: Vec<bool> = (0..v as u32).map(|i| tok.decode(&[i], false).map(|s| !s.contains('\u{FFFD}')).unwrap_or(false)).collect();
-    for (id, t) in tok.get_added_tokens_decoder() {
-        if t.special && (id as usize) < v {
-            allowed[id as usize] = false;
-        }
-    }
-    // Ids past the tokenizer's vocabulary (padding rows of the embedding matrix) decode to nothing.
-    let tv = tok.get_vocab_size(true);
-    for a in allowed.iter_mut().skip(tv) {
-        *a = false;
-    }
-    allowed
+    pez_models::tokenizer::readable_tokens(tok, model.info().vocab_size)
 }
 
 struct Data {
