@@ -2,9 +2,9 @@
 //! and MLP, RMSNorm on queries and keys, interleaved sliding-window and global layers with their own rope bases,
 //! grouped-query attention scaled by `query_pre_attn_scalar^-1/2`, tanh-GELU gated MLP, tied LM head.
 
-use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, rope_tables, split_heads};
+use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, split_heads};
 use crate::weights::{gguf_f32, gguf_u32, Weights};
-use crate::{KvCache, LanguageModel, LmInfo};
+use crate::{KvCache, LanguageModel, LmInfo, Packed};
 use anyhow::Result;
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
@@ -176,10 +176,13 @@ impl LanguageModel for Gemma3 {
         &self.embed
     }
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
-        Ok(self.run(embeds, None)?.0)
+        Ok(self.run(embeds, None, None)?.0)
     }
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past)?))
+        Ok(Some(self.run(embeds, past, None)?))
+    }
+    fn forward_packed(&self, embeds: &Tensor, packed: &Packed, past: Option<&KvCache>) -> Result<Option<Tensor>> {
+        Ok(Some(self.run(embeds, past, Some(packed))?.0))
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.embed, None)?)
@@ -188,25 +191,29 @@ impl LanguageModel for Gemma3 {
 
 impl Gemma3 {
     /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
-    fn run(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<(Tensor, KvCache)> {
+    /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
+    fn run(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
         let (dt, dev) = (embeds.dtype(), embeds.device());
         let p = KvCache::len_of(past);
         let ((g_theta, g_factor), (l_theta, l_factor)) = c.rope();
+        // Absolute positions of the tokens; linear rope scaling divides them by `factor`.
+        let positions: Vec<usize> = match packed {
+            None => (p..p + s).collect(),
+            Some(k) => k.positions(p),
+        };
         let tables = |theta: f64, factor: f64| -> Result<(Tensor, Tensor)> {
-            let (cos, sin) = rope_tables(p, s, c.head_dim, theta, dt, dev)?;
-            if factor == 1.0 {
-                return Ok((cos, sin));
-            }
-            // Linear scaling divides positions by `factor`; rebuild the tables at fractional positions.
-            let pos: Vec<f64> = (p..p + s).map(|i| i as f64 / factor).collect();
+            let pos: Vec<f64> = positions.iter().map(|&i| i as f64 / factor).collect();
             Ok(ops::rope_tables_at(&pos, c.head_dim, theta, dt, dev)?)
         };
         let global = tables(g_theta, g_factor)?;
         let local = tables(l_theta, l_factor)?;
-        let global_mask = ops::causal_mask_after(s, p, None, dt, dev)?;
-        let local_mask = ops::causal_mask_after(s, p, Some(c.sliding_window), dt, dev)?;
+        let mask = |window: Option<usize>| match packed {
+            None => ops::causal_mask_after(s, p, window, dt, dev),
+            Some(k) => ops::packed_mask(k, p, window, dt, dev),
+        };
+        let (global_mask, local_mask) = (mask(None)?, mask(Some(c.sliding_window))?);
         let eps = c.rms_norm_eps;
         let scale = 1.0 / c.query_pre_attn_scalar.sqrt();
         let mut h = (embeds * (c.hidden_size as f64).sqrt())?;

@@ -3,7 +3,7 @@
 use crate::layers::LayerNorm as Ln;
 use crate::ops::{self, after_past, attention, conv1d_linear, linear, merge_heads, split_heads};
 use crate::weights::Weights;
-use crate::{KvCache, LanguageModel, LmInfo};
+use crate::{KvCache, LanguageModel, LmInfo, Packed};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use serde::Deserialize;
@@ -90,10 +90,13 @@ impl LanguageModel for Gpt2 {
         &self.wte
     }
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
-        Ok(self.run(embeds, None)?.0)
+        Ok(self.run(embeds, None, None)?.0)
     }
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past)?))
+        Ok(Some(self.run(embeds, past, None)?))
+    }
+    fn forward_packed(&self, embeds: &Tensor, packed: &Packed, past: Option<&KvCache>) -> Result<Option<Tensor>> {
+        Ok(Some(self.run(embeds, past, Some(packed))?.0))
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.wte, None)?)
@@ -102,15 +105,20 @@ impl LanguageModel for Gpt2 {
 
 impl Gpt2 {
     /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
-    fn run(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<(Tensor, KvCache)> {
+    /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
+    fn run(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, d) = embeds.dims3()?;
         let p = KvCache::len_of(past);
-        if p + s > c.n_positions {
-            bail!("sequence of {} tokens exceeds GPT-2's {} positions", p + s, c.n_positions);
+        let (positions, mask) = match packed {
+            None => (self.wpe.narrow(0, p, s)?, ops::causal_mask_after(s, p, None, embeds.dtype(), embeds.device())?),
+            Some(k) => (ops::rows_at(&self.wpe, &k.positions(p))?, ops::packed_mask(k, p, None, embeds.dtype(), embeds.device())?),
+        };
+        let end = p + packed.map_or(s, |k| k.pos.iter().max().map_or(0, |m| m + 1));
+        if end > c.n_positions {
+            bail!("sequence of {end} tokens exceeds GPT-2's {} positions", c.n_positions);
         }
-        let mask = ops::causal_mask_after(s, p, None, embeds.dtype(), embeds.device())?;
-        let mut h = embeds.broadcast_add(&self.wpe.narrow(0, p, s)?)?;
+        let mut h = embeds.broadcast_add(&positions)?;
         let mut cache = Vec::with_capacity(self.blocks.len());
         for (i, b) in self.blocks.iter().enumerate() {
             let (past_k, past_v) = KvCache::layer(past, i);

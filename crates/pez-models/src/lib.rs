@@ -74,6 +74,12 @@ pub trait LanguageModel: Send + Sync {
         Ok(None)
     }
 
+    /// Causal decoders only: hidden states `[1, T, d]` of several rows packed into one sequence without padding
+    /// (see `Packed`), each continuing `past`. One large matmul per weight instead of one per padded sub-batch.
+    fn forward_packed(&self, _embeds: &Tensor, _packed: &Packed, _past: Option<&KvCache>) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
     /// Embedding rows for token ids: `[n] -> [n, d]`.
     fn embed_ids(&self, ids: &[u32]) -> Result<Tensor> {
         let e = self.token_embeddings();
@@ -100,6 +106,30 @@ impl KvCache {
     }
     pub fn len_of(past: Option<&KvCache>) -> usize {
         past.map_or(0, |c| c.len)
+    }
+}
+
+/// Rows packed into one sequence: token `t` belongs to row `row[t]` at position `pos[t]` of that row (counted
+/// after any cached prefix). A token attends to the cache and to the earlier tokens of its own row only.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub row: Vec<usize>,
+    pub pos: Vec<usize>,
+}
+
+impl Packed {
+    pub fn new(lengths: &[usize]) -> Self {
+        let row = lengths.iter().enumerate().flat_map(|(r, &l)| std::iter::repeat(r).take(l)).collect();
+        let pos = lengths.iter().flat_map(|&l| 0..l).collect();
+        Self { row, pos }
+    }
+    /// Index in the packed sequence of each row's last token.
+    pub fn last_tokens(&self) -> Vec<usize> {
+        (0..self.row.len()).filter(|&t| t + 1 == self.row.len() || self.row[t + 1] != self.row[t]).collect()
+    }
+    /// Absolute positions (after `past` cached ones).
+    pub fn positions(&self, past: usize) -> Vec<usize> {
+        self.pos.iter().map(|&p| past + p).collect()
     }
 }
 

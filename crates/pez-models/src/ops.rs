@@ -166,6 +166,30 @@ pub fn causal_mask_after(s: usize, past: usize, window: Option<usize>, dtype: DT
     Tensor::from_vec(m, (s, keys), dev)?.to_dtype(dtype)
 }
 
+/// Mask `[T, past + T]` for rows packed into one sequence: every token sees the `past` cached positions and the
+/// earlier tokens of its own row (within `window` of its absolute position, if given).
+pub fn packed_mask(packed: &crate::Packed, past: usize, window: Option<usize>, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let t = packed.row.len();
+    let keys = past + t;
+    let mut m = vec![MASKED as f32; t * keys];
+    for i in 0..t {
+        let q = past + packed.pos[i];
+        let visible = |k: usize| window.is_none_or(|w| q < w || k > q - w);
+        for k in 0..past {
+            if visible(k) {
+                m[i * keys + k] = 0.0;
+            }
+        }
+        for j in 0..t {
+            let k = past + packed.pos[j];
+            if packed.row[j] == packed.row[i] && k <= q && visible(k) {
+                m[i * keys + past + j] = 0.0;
+            }
+        }
+    }
+    Tensor::from_vec(m, (t, keys), dev)?.to_dtype(dtype)
+}
+
 /// Additive key-padding mask `[b, 1, 1, s]` from per-row lengths (right padding).
 pub fn key_padding_mask(lengths: &[usize], s: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
     let mut m = vec![0f32; lengths.len() * s];
@@ -243,6 +267,12 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
+}
+
+/// Rows `idx` of a 2-D table `[n, d] -> [idx.len(), d]`.
+pub fn rows_at(table: &Tensor, idx: &[usize]) -> Result<Tensor> {
+    let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    table.index_select(&Tensor::new(idx.as_slice(), table.device())?, 0)
 }
 
 /// Rows `positions[i]` of `x[i]`: `[b, s, d] -> [b, d]`.

@@ -4,7 +4,7 @@
 use crate::layers::{LayerNorm as Ln, Linear as Lin};
 use crate::ops::{self, after_past, attention, linear, merge_heads, split_heads};
 use crate::weights::Weights;
-use crate::{KvCache, LanguageModel, LmInfo};
+use crate::{KvCache, LanguageModel, LmInfo, Packed};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use serde::Deserialize;
@@ -101,19 +101,27 @@ impl Opt {
 
 impl Opt {
     /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
-    fn run(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<(Tensor, KvCache)> {
+    /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
+    fn run(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
         let p = KvCache::len_of(past);
-        if p + s > c.max_position_embeddings {
-            bail!("sequence of {} tokens exceeds OPT's {} positions", p + s, c.max_position_embeddings);
+        let end = p + packed.map_or(s, |k| k.pos.iter().max().map_or(0, |m| m + 1));
+        if end > c.max_position_embeddings {
+            bail!("sequence of {end} tokens exceeds OPT's {} positions", c.max_position_embeddings);
         }
-        let mask = ops::causal_mask_after(s, p, None, embeds.dtype(), embeds.device())?;
+        let (positions, mask) = match packed {
+            None => (self.positions.narrow(0, POSITION_OFFSET + p, s)?, ops::causal_mask_after(s, p, None, embeds.dtype(), embeds.device())?),
+            Some(k) => {
+                let at: Vec<usize> = k.positions(p).iter().map(|&x| x + POSITION_OFFSET).collect();
+                (ops::rows_at(&self.positions, &at)?, ops::packed_mask(k, p, None, embeds.dtype(), embeds.device())?)
+            }
+        };
         let mut h = match &self.project_in {
             Some(p) => linear(embeds, p, None)?,
             None => embeds.clone(),
         };
-        h = h.broadcast_add(&self.positions.narrow(0, POSITION_OFFSET + p, s)?)?;
+        h = h.broadcast_add(&positions)?;
         let heads = c.num_attention_heads;
         let scale = 1.0 / ((c.hidden_size / heads) as f64).sqrt();
         let pre = c.do_layer_norm_before;
@@ -153,10 +161,13 @@ impl LanguageModel for Opt {
         &self.embed
     }
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
-        Ok(self.run(embeds, None)?.0)
+        Ok(self.run(embeds, None, None)?.0)
     }
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past)?))
+        Ok(Some(self.run(embeds, past, None)?))
+    }
+    fn forward_packed(&self, embeds: &Tensor, packed: &Packed, past: Option<&KvCache>) -> Result<Option<Tensor>> {
+        Ok(Some(self.run(embeds, past, Some(packed))?.0))
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.embed, None)?)

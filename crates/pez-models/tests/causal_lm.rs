@@ -72,8 +72,25 @@ fn prefix_cache(name: &str) {
     let err_rows = max_abs_diff_rows(&hr, &want.narrow(1, p, s).unwrap(), &lengths);
     eprintln!("{name}: cached vs whole: prefix {err_prefix:.2e}, rows {err_rows:.2e}");
     assert!(err_prefix < 1e-10 && err_rows < 1e-10, "{name}: cache changes the result ({err_prefix}, {err_rows})");
+    // The same rows packed into one sequence without padding give the same hidden states.
+    let packed = pez_models::Packed::new(&lengths);
+    let flat = Tensor::cat(&[&rows.get(0).unwrap().narrow(0, 0, s).unwrap(), &rows.get(1).unwrap().narrow(0, 0, 4).unwrap()], 0).unwrap();
+    let hk = m.forward_packed(&flat.unsqueeze(0).unwrap(), &packed, Some(&cache)).unwrap().unwrap().get(0).unwrap();
+    let err_packed = max_abs_diff(&hk.narrow(0, 0, s).unwrap(), &hr.get(0).unwrap())
+        .max(max_abs_diff(&hk.narrow(0, s, 4).unwrap(), &hr.get(1).unwrap().narrow(0, 0, 4).unwrap()));
+    eprintln!("{name}: packed vs padded rows {err_packed:.2e}");
+    assert!(err_packed < 1e-10, "{name}: packing changes the result ({err_packed})");
+    assert_eq!(packed.last_tokens(), vec![s - 1, s + 3]);
     let v = m.info().vocab_size;
     let w = random(&[2, v], 5, DType::F64);
+    let packed_loss = |pre: &Tensor| {
+        let (hp, cache) = m.forward_after(pre, None).unwrap().unwrap();
+        let h = m.forward_packed(&flat.unsqueeze(0).unwrap(), &packed, Some(&cache)).unwrap().unwrap().get(0).unwrap();
+        let last = pez_models::ops::rows_at(&h, &packed.last_tokens()).unwrap();
+        let lp = pez_models::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
+        (lp * &w).unwrap().sum_all().unwrap().add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
+    };
+    check_grad(&prefix, packed_loss, 12, 1e-3);
     let loss = |pre: &Tensor| {
         let (hp, cache) = m.forward_after(pre, None).unwrap().unwrap();
         let (hr, _) = m.forward_after(&rows, Some(&cache)).unwrap().unwrap();

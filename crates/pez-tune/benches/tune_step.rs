@@ -44,11 +44,16 @@ fn main() -> anyhow::Result<()> {
             let e = &train[(s * bs + i) * 4099 % train.len()];
             (clf.encode(&e.text).unwrap(), e.label)
         }).collect();
-        tokens += batch.iter().map(|b| b.0.len() + 10).sum::<usize>();
+        let batch_tokens = batch.iter().map(|b| b.0.len()).sum::<usize>();
+        tokens += batch_tokens + 10 * bs;
         let t = Instant::now();
         pez.step(&mut Obj { clf: &clf, batch })?;
+        let dt = t.elapsed().as_secs_f64();
+        if std::env::args().any(|a| a == "--verbose") {
+            eprintln!("step {s}: {batch_tokens} row tokens, {dt:.3} s");
+        }
         if s > 0 {
-            times.push(t.elapsed().as_secs_f64()); // step 0 is warm-up
+            times.push(dt); // step 0 is warm-up
         }
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, Var, D};
-use pez_models::{ops, tokenizer, KvCache, LanguageModel};
+use pez_models::{ops, tokenizer, KvCache, LanguageModel, Packed};
 use pez_tasks::{Example, TaskSpec};
 use tokenizers::Tokenizer;
 
@@ -92,21 +92,38 @@ impl<'a> Classifier<'a> {
 
     /// Verbalizer log-probabilities (normalised over the verbalizers) `[b, labels]` of rows after `prefix`.
     pub fn label_logprobs(&self, prefix: &Prefix, rows: &[Vec<u32>]) -> Result<Tensor> {
-        let (rest, lengths) = pez_models::embed_batch(self.model, rows)?;
-        let logits = match (&prefix.cache, &prefix.embeds) {
-            (Some(cache), Some(p)) => {
-                let (h, _) = self.model.forward_after(&rest.to_dtype(p.dtype())?, Some(cache))?.expect("a decoder");
-                let last: Vec<usize> = lengths.iter().map(|&l| l - 1).collect();
-                self.model.lm_head(&ops::gather_rows(&h, &last)?)?
+        if let (Some(cache), Some(p)) = (&prefix.cache, &prefix.embeds) {
+            // Rows packed into sequences of up to PACK_TOKENS after the cached prefix: no padding, large matmuls.
+            // (Attention inside a pack is computed across rows and masked, so packs are kept short.)
+            const PACK_TOKENS: usize = 256;
+            let mut logits = vec![];
+            let mut start = 0;
+            while start < rows.len() {
+                let mut end = start + 1;
+                let mut tokens = rows[start].len();
+                while end < rows.len() && tokens + rows[end].len() <= PACK_TOKENS {
+                    tokens += rows[end].len();
+                    end += 1;
+                }
+                let pack = &rows[start..end];
+                let packed = Packed::new(&pack.iter().map(Vec::len).collect::<Vec<_>>());
+                let x = self.model.embed_ids(&pack.concat())?.to_dtype(p.dtype())?.unsqueeze(0)?;
+                let h = self.model.forward_packed(&x, &packed, Some(cache))?.expect("a decoder").get(0)?;
+                logits.push(self.model.lm_head(&ops::rows_at(&h, &packed.last_tokens())?)?);
+                start = end;
             }
-            (None, Some(p)) => {
+            return self.verbalizer_logprobs(&Tensor::cat(&logits, 0)?);
+        }
+        let (rest, lengths) = pez_models::embed_batch(self.model, rows)?;
+        let logits = match &prefix.embeds {
+            Some(p) => {
                 let (pl, d) = p.dims2()?;
                 let p = p.unsqueeze(0)?.broadcast_as((rows.len(), pl, d))?;
                 let x = Tensor::cat(&[&p, &rest.to_dtype(p.dtype())?], 1)?;
                 let lengths: Vec<usize> = lengths.iter().map(|l| l + pl).collect();
                 self.model.next_token_logits(&x, &lengths)?
             }
-            (_, None) => self.model.next_token_logits(&rest, &lengths)?,
+            None => self.model.next_token_logits(&rest, &lengths)?,
         };
         self.verbalizer_logprobs(&logits)
     }
@@ -156,9 +173,9 @@ impl<'a> Classifier<'a> {
 
     /// Loss `(1 - w) * label CE + w * fluency` at `prompt` and its gradient with respect to `prompt`.
     ///
-    /// The prefix runs once for the whole batch (and serves the fluency term too). Rows are sorted by length and
-    /// run in sub-batches of `SUB_BATCH`, so short rows are not padded to the longest row of the whole batch; one
-    /// backward pass runs over all of them.
+    /// The prefix runs once for the whole batch (and serves the fluency term too); decoders then take the rows
+    /// packed without padding. Other models (T5) get rows sorted by length in padded sub-batches of `SUB_BATCH`,
+    /// so short rows are not padded to the longest row of the whole batch. One backward pass runs over all.
     pub fn loss_and_grad(&self, prompt: &Tensor, ids: &[u32], batch: &[(Vec<u32>, usize)], w: f64) -> Result<(f32, Tensor)> {
         const SUB_BATCH: usize = 4;
         let var = Var::from_tensor(prompt)?;
@@ -167,7 +184,9 @@ impl<'a> Classifier<'a> {
         let mut order: Vec<usize> = (0..batch.len()).collect();
         order.sort_by_key(|&i| batch[i].0.len());
         let mut ce_sum: Option<Tensor> = None;
-        for chunk in order.chunks(SUB_BATCH) {
+        // Packed rows (decoders with a prefix cache) carry no padding: one call takes them all.
+        let sub = if prefix.cache.is_some() { batch.len().max(1) } else { SUB_BATCH };
+        for chunk in order.chunks(sub) {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| batch[i].0.clone()).collect();
             let labels: Vec<u32> = chunk.iter().map(|&i| batch[i].1 as u32).collect();
             let lp = self.label_logprobs(&prefix, &rows)?;

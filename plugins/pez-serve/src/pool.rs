@@ -207,9 +207,10 @@ fn build_ad_hoc<'a>(lm: &'a pez_models::LoadedLm, a: &AdHoc) -> Result<(AdHoc, C
     Ok((a.clone(), clf, prefix))
 }
 
-/// Rows of the same classifier are sorted by length and run in chunks (less padding), after its cached prefix.
+/// Rows of the same classifier are sorted by length and scored together after its cached prefix
+/// (`Classifier::label_logprobs` packs them without padding, or pads chunks of similar length for T5).
 fn score_jobs(built: &[(ClassifierInfo, Classifier, Prefix)], adhoc: &[(AdHoc, Classifier, Prefix)], jobs: &[Job]) -> Result<Vec<Vec<Scored>>> {
-    const CHUNK: usize = 8;
+    const CHUNK: usize = 32;
     let mut out: Vec<Vec<Option<Scored>>> = jobs.iter().map(|j| vec![None; j.texts.len()]).collect();
     let configured = built.iter().enumerate().map(|(slot, (_, c, p))| (Ok(slot), c, p));
     let given = adhoc.iter().map(|(a, c, p)| (Err(a.clone()), c, p));
