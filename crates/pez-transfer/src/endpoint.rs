@@ -12,7 +12,8 @@ pub enum Api {
     Pez,
     /// `/v1/completions` of any OpenAI-compatible server: one request per example, `prompt + text + template` as
     /// one string (the server tokenizes it whole), the label whose verbalizer has the highest log-probability
-    /// among the top 20 alternatives; a verbalizer not among them counts as -inf.
+    /// among the top 20 alternatives; a verbalizer not among them counts as -inf. Only the order of the values is
+    /// used (mistral.rs 0.8.1 was seen returning positive "logprob" values there).
     Openai,
 }
 
@@ -82,8 +83,7 @@ impl Endpoint {
                 "model": self.model, "prompt": format!("{prompt}{}{}", e.text, task.template),
                 "max_tokens": 1, "temperature": 0, "logprobs": 20,
             }))?;
-            let top = v["choices"][0]["logprobs"]["top_logprobs"][0].as_object().context("no `logprobs.top_logprobs` in the answer")?;
-            let scores: Vec<f64> = task.verbalizers.iter().map(|w| top.get(w).and_then(Value::as_f64).unwrap_or(f64::NEG_INFINITY)).collect();
+            let scores = verbalizer_scores(&v, &task.verbalizers)?;
             if scores.iter().all(|s| s.is_infinite()) {
                 unseen += 1;
             }
@@ -93,5 +93,50 @@ impl Endpoint {
             eprintln!("warning: {} of {} examples had no verbalizer among the top 20 tokens (counted as label 0)", unseen, data.len());
         }
         Ok(out)
+    }
+}
+
+/// The score of each verbalizer among the alternatives of a completion's first token (-inf where absent).
+/// Reads OpenAI's legacy shape (`logprobs.top_logprobs[0]`: token -> logprob) and the chat-style shape some servers
+/// (mistral.rs) return for completions (`logprobs.content[0].top_logprobs`: a list of entries whose text is in
+/// `token`, or in `bytes` as a string when `token` is the id).
+pub fn verbalizer_scores(answer: &Value, verbalizers: &[String]) -> Result<Vec<f64>> {
+    let lp = &answer["choices"][0]["logprobs"];
+    let mut alternatives: Vec<(String, f64)> = vec![];
+    if let Some(top) = lp["top_logprobs"][0].as_object() {
+        alternatives = top.iter().filter_map(|(t, v)| Some((t.clone(), v.as_f64()?))).collect();
+    } else if let Some(top) = lp["content"][0]["top_logprobs"].as_array() {
+        for e in top {
+            let text = e["token"].as_str().or_else(|| e["bytes"].as_str());
+            if let (Some(t), Some(v)) = (text, e["logprob"].as_f64()) {
+                alternatives.push((t.to_string(), v));
+            }
+        }
+    } else {
+        bail!("the answer has no top log-probabilities (ask for `logprobs`): {}", lp);
+    }
+    Ok(verbalizers
+        .iter()
+        .map(|w| alternatives.iter().filter(|(t, _)| t == w).map(|x| x.1).fold(f64::NEG_INFINITY, f64::max))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_logprob_shapes() {
+        let v = [" negative".to_string(), " positive".to_string()];
+        let legacy = json!({"choices": [{"text": " great", "logprobs": {"tokens": [" great"], "token_logprobs": [-0.5],
+            "top_logprobs": [{" great": -0.5, " positive": -1.25, " good": -2.0}]}}]});
+        assert_eq!(verbalizer_scores(&legacy, &v).unwrap(), vec![f64::NEG_INFINITY, -1.25]);
+        // As mistral.rs 0.8.1 answers /v1/completions (token ids in `token`, text in `bytes`).
+        let chat_style = json!({"choices": [{"text": "a", "logprobs": {"content": [{"token": " a", "logprob": -0.1,
+            "top_logprobs": [{"token": 253, "logprob": -0.1, "bytes": " a"}, {"token": 4135, "logprob": -2.5, "bytes": " negative"},
+                             {"token": 3426, "logprob": -1.5, "bytes": " positive"}]}]}}]});
+        assert_eq!(verbalizer_scores(&chat_style, &v).unwrap(), vec![-2.5, -1.5]);
+        let none = json!({"choices": [{"text": "a", "logprobs": null}]});
+        assert!(verbalizer_scores(&none, &v).is_err());
     }
 }
