@@ -24,4 +24,9 @@ run sst2/pez-fluency0 tune sst2 --fluency 0 --steps 150 $SST --out evals/sst2/pe
 run sst2/autoprompt-sgd tune sst2 --method autoprompt-sgd --steps 150 $SST --out evals/sst2/autoprompt-sgd
 run sst2/fluentprompt tune sst2 --method fluentprompt --fluency 0.003 --steps 150 $SST --out evals/sst2/fluentprompt
 run sst2/soft tune sst2 --method soft --steps 150 $SST --out evals/sst2/soft
+# Second seeds (seed 1) for the transfer grid.
+run sst2/pez-fluency0.003-s1 tune sst2 --fluency 0.003 --steps 150 --seed 1 $SST --out evals/sst2/pez-fluency0.003-s1
+run sst2/pez-fluency0-s1 tune sst2 --fluency 0 --steps 150 --seed 1 $SST --out evals/sst2/pez-fluency0-s1
+run sst2/autoprompt-sgd-s1 tune sst2 --method autoprompt-sgd --steps 150 --seed 1 $SST --out evals/sst2/autoprompt-sgd-s1
+run sst2/fluentprompt-s1 tune sst2 --method fluentprompt --fluency 0.003 --steps 150 --seed 1 $SST --out evals/sst2/fluentprompt-s1
 echo "== done" | tee -a "$LOG"
