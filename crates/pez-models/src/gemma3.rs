@@ -178,11 +178,8 @@ impl LanguageModel for Gemma3 {
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
         Ok(self.run(embeds, None, None)?.0)
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past, None)?))
-    }
-    fn forward_packed(&self, embeds: &Tensor, packed: &Packed, past: Option<&KvCache>) -> Result<Option<Tensor>> {
-        Ok(Some(self.run(embeds, past, Some(packed))?.0))
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(Some(self.run(embeds, past, packed)?))
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.embed, None)?)
@@ -199,21 +196,15 @@ impl Gemma3 {
         let p = KvCache::len_of(past);
         let ((g_theta, g_factor), (l_theta, l_factor)) = c.rope();
         // Absolute positions of the tokens; linear rope scaling divides them by `factor`.
-        let positions: Vec<usize> = match packed {
-            None => (p..p + s).collect(),
-            Some(k) => k.positions(p),
-        };
+        let positions = ops::token_positions(s, p, packed);
         let tables = |theta: f64, factor: f64| -> Result<(Tensor, Tensor)> {
             let pos: Vec<f64> = positions.iter().map(|&i| i as f64 / factor).collect();
             Ok(ops::rope_tables_at(&pos, c.head_dim, theta, dt, dev)?)
         };
         let global = tables(g_theta, g_factor)?;
         let local = tables(l_theta, l_factor)?;
-        let mask = |window: Option<usize>| match packed {
-            None => ops::causal_mask_after(s, p, window, dt, dev),
-            Some(k) => ops::packed_mask(k, p, window, dt, dev),
-        };
-        let (global_mask, local_mask) = (mask(None)?, mask(Some(c.sliding_window))?);
+        let global_mask = ops::attention_mask(s, p, packed, None, dt, dev)?;
+        let local_mask = ops::attention_mask(s, p, packed, Some(c.sliding_window), dt, dev)?;
         let eps = c.rms_norm_eps;
         let scale = 1.0 / c.query_pre_attn_scalar.sqrt();
         let mut h = (embeds * (c.hidden_size as f64).sqrt())?;

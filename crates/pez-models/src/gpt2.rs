@@ -92,11 +92,8 @@ impl LanguageModel for Gpt2 {
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
         Ok(self.run(embeds, None, None)?.0)
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past, None)?))
-    }
-    fn forward_packed(&self, embeds: &Tensor, packed: &Packed, past: Option<&KvCache>) -> Result<Option<Tensor>> {
-        Ok(Some(self.run(embeds, past, Some(packed))?.0))
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(Some(self.run(embeds, past, packed)?))
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.wte, None)?)
@@ -110,15 +107,13 @@ impl Gpt2 {
         let c = &self.cfg;
         let (_, s, d) = embeds.dims3()?;
         let p = KvCache::len_of(past);
-        let (positions, mask) = match packed {
-            None => (self.wpe.narrow(0, p, s)?, ops::causal_mask_after(s, p, None, embeds.dtype(), embeds.device())?),
-            Some(k) => (ops::rows_at(&self.wpe, &k.positions(p))?, ops::packed_mask(k, p, None, embeds.dtype(), embeds.device())?),
-        };
-        let end = p + packed.map_or(s, |k| k.pos.iter().max().map_or(0, |m| m + 1));
+        let pos = ops::token_positions(s, p, packed);
+        let end = pos.iter().max().map_or(p, |m| m + 1);
         if end > c.n_positions {
             bail!("sequence of {end} tokens exceeds GPT-2's {} positions", c.n_positions);
         }
-        let mut h = embeds.broadcast_add(&positions)?;
+        let mask = ops::attention_mask(s, p, packed, None, embeds.dtype(), embeds.device())?;
+        let mut h = embeds.broadcast_add(&ops::rows_at(&self.wpe, &pos)?)?;
         let mut cache = Vec::with_capacity(self.blocks.len());
         for (i, b) in self.blocks.iter().enumerate() {
             let (past_k, past_v) = KvCache::layer(past, i);

@@ -64,19 +64,14 @@ pub trait LanguageModel: Send + Sync {
         self.lm_head(&ops::gather_rows(&h, &last)?)
     }
 
-    /// Causal decoders only: hidden states `[b, s, d]` of rows that continue `past` (keys and values of earlier
-    /// positions, batch 1, shared by every row), and the cache extended by these rows. With `b = 1` the returned
-    /// cache can be continued again. `None` for models that cannot continue from a cache (encoders, T5).
+    /// Causal decoders only: hidden states of rows that continue `past` (keys and values of earlier positions,
+    /// batch 1, shared by every row), and the cache extended by these tokens. `embeds` is `[b, s, d]`, or with
+    /// `packed` `[1, T, d]` holding several rows without padding (see `Packed`). With `b = 1` and no packing the
+    /// returned cache can be continued again. `None` for models that cannot continue from a cache (encoders, T5).
     ///
     /// A learned prompt is the same prefix in every row: its keys and values are computed once and reused,
     /// and gradients still flow back through them to the prompt.
-    fn forward_after(&self, _embeds: &Tensor, _past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(None)
-    }
-
-    /// Causal decoders only: hidden states `[1, T, d]` of several rows packed into one sequence without padding
-    /// (see `Packed`), each continuing `past`. One large matmul per weight instead of one per padded sub-batch.
-    fn forward_packed(&self, _embeds: &Tensor, _packed: &Packed, _past: Option<&KvCache>) -> Result<Option<Tensor>> {
+    fn forward_after(&self, _embeds: &Tensor, _past: Option<&KvCache>, _packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
         Ok(None)
     }
 

@@ -1,6 +1,6 @@
 //! Llama (SmolLM2): pre-RMSNorm decoder with rotary positions, grouped-query attention and a SwiGLU MLP.
 
-use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, rope_tables, split_heads};
+use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, split_heads};
 use crate::weights::{gguf_f32, gguf_u32, Weights};
 use crate::{KvCache, LanguageModel, LmInfo, Packed};
 use anyhow::Result;
@@ -124,11 +124,8 @@ impl LanguageModel for Llama {
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
         Ok(self.run(embeds, None, None)?.0)
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past, None)?))
-    }
-    fn forward_packed(&self, embeds: &Tensor, packed: &Packed, past: Option<&KvCache>) -> Result<Option<Tensor>> {
-        Ok(Some(self.run(embeds, past, Some(packed))?.0))
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(Some(self.run(embeds, past, packed)?))
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.head, None)?)
@@ -144,13 +141,9 @@ impl Llama {
         let (dt, dev) = (embeds.dtype(), embeds.device());
         let hd = c.head_dim();
         let p = KvCache::len_of(past);
-        let ((cos, sin), mask) = match packed {
-            None => (rope_tables(p, s, hd, c.rope_theta, dt, dev)?, ops::causal_mask_after(s, p, None, dt, dev)?),
-            Some(k) => {
-                let pos: Vec<f64> = k.positions(p).iter().map(|&x| x as f64).collect();
-                (ops::rope_tables_at(&pos, hd, c.rope_theta, dt, dev)?, ops::packed_mask(k, p, None, dt, dev)?)
-            }
-        };
+        let pos: Vec<f64> = ops::token_positions(s, p, packed).iter().map(|&x| x as f64).collect();
+        let (cos, sin) = ops::rope_tables_at(&pos, hd, c.rope_theta, dt, dev)?;
+        let mask = ops::attention_mask(s, p, packed, None, dt, dev)?;
         let kvh = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
         let mut h = embeds.clone();
         let mut cache = Vec::with_capacity(self.blocks.len());

@@ -149,6 +149,22 @@ pub fn causal_mask(s: usize, window: Option<usize>, dtype: DType, dev: &Device) 
     causal_mask_after(s, 0, window, dtype, dev)
 }
 
+/// Absolute positions of `s` new tokens after `past` cached ones: consecutive, or per row when `packed`.
+pub fn token_positions(s: usize, past: usize, packed: Option<&crate::Packed>) -> Vec<usize> {
+    match packed {
+        None => (past..past + s).collect(),
+        Some(k) => k.positions(past),
+    }
+}
+
+/// The additive attention mask `[s, past + s]` of `s` new tokens: causal, or per row when `packed`.
+pub fn attention_mask(s: usize, past: usize, packed: Option<&crate::Packed>, window: Option<usize>, dtype: DType, dev: &Device) -> Result<Tensor> {
+    match packed {
+        None => causal_mask_after(s, past, window, dtype, dev),
+        Some(k) => packed_mask(k, past, window, dtype, dev),
+    }
+}
+
 /// Causal mask `[s, past + s]` for `s` queries at positions `past..past + s` over keys at `0..past + s`.
 pub fn causal_mask_after(s: usize, past: usize, window: Option<usize>, dtype: DType, dev: &Device) -> Result<Tensor> {
     let keys = past + s;
@@ -232,14 +248,8 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     x.transpose(1, 2)?.reshape((b, s, h * d))
 }
 
-/// Rotary position embedding tables `(cos, sin)`, each `[s, d]`, for positions `past..past + s`, in the half-split
-/// layout of Hugging Face.
-pub fn rope_tables(past: usize, s: usize, d: usize, theta: f64, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
-    let pos: Vec<f64> = (past..past + s).map(|p| p as f64).collect();
-    rope_tables_at(&pos, d, theta, dtype, dev)
-}
-
-/// Rotary tables at arbitrary (e.g. linearly scaled) positions.
+/// Rotary position embedding tables `(cos, sin)`, each `[positions, d]`, in the half-split layout of Hugging Face,
+/// at arbitrary (e.g. packed or linearly scaled) positions.
 pub fn rope_tables_at(pos: &[f64], d: usize, theta: f64, dtype: DType, dev: &Device) -> Result<(Tensor, Tensor)> {
     let (s, half) = (pos.len(), d / 2);
     let mut cos = vec![0f32; s * d];

@@ -106,22 +106,17 @@ impl Opt {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
         let p = KvCache::len_of(past);
-        let end = p + packed.map_or(s, |k| k.pos.iter().max().map_or(0, |m| m + 1));
+        let pos: Vec<usize> = ops::token_positions(s, p, packed).iter().map(|&x| x + POSITION_OFFSET).collect();
+        let end = pos.iter().max().map_or(p, |m| m + 1 - POSITION_OFFSET);
         if end > c.max_position_embeddings {
             bail!("sequence of {end} tokens exceeds OPT's {} positions", c.max_position_embeddings);
         }
-        let (positions, mask) = match packed {
-            None => (self.positions.narrow(0, POSITION_OFFSET + p, s)?, ops::causal_mask_after(s, p, None, embeds.dtype(), embeds.device())?),
-            Some(k) => {
-                let at: Vec<usize> = k.positions(p).iter().map(|&x| x + POSITION_OFFSET).collect();
-                (ops::rows_at(&self.positions, &at)?, ops::packed_mask(k, p, None, embeds.dtype(), embeds.device())?)
-            }
-        };
+        let mask = ops::attention_mask(s, p, packed, None, embeds.dtype(), embeds.device())?;
         let mut h = match &self.project_in {
             Some(p) => linear(embeds, p, None)?,
             None => embeds.clone(),
         };
-        h = h.broadcast_add(&positions)?;
+        h = h.broadcast_add(&ops::rows_at(&self.positions, &pos)?)?;
         let heads = c.num_attention_heads;
         let scale = 1.0 / ((c.hidden_size / heads) as f64).sqrt();
         let pre = c.do_layer_norm_before;
@@ -163,11 +158,8 @@ impl LanguageModel for Opt {
     fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
         Ok(self.run(embeds, None, None)?.0)
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past, None)?))
-    }
-    fn forward_packed(&self, embeds: &Tensor, packed: &Packed, past: Option<&KvCache>) -> Result<Option<Tensor>> {
-        Ok(Some(self.run(embeds, past, Some(packed))?.0))
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
+        Ok(Some(self.run(embeds, past, packed)?))
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.embed, None)?)

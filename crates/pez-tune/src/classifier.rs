@@ -84,7 +84,7 @@ impl<'a> Classifier<'a> {
     /// rows continue from them; other models (T5) get the prefix embeddings put in front of every row.
     pub fn prefix(&self, prompt: Option<&Tensor>) -> Result<Prefix> {
         let Some(embeds) = self.prefix_embeds(prompt)? else { return Ok(Prefix { embeds: None, hidden: None, cache: None }) };
-        match self.model.forward_after(&embeds.unsqueeze(0)?, None)? {
+        match self.model.forward_after(&embeds.unsqueeze(0)?, None, None)? {
             Some((h, cache)) => Ok(Prefix { embeds: Some(embeds), hidden: Some(h.get(0)?), cache: Some(cache) }),
             None => Ok(Prefix { embeds: Some(embeds), hidden: None, cache: None }),
         }
@@ -108,7 +108,7 @@ impl<'a> Classifier<'a> {
                 let pack = &rows[start..end];
                 let packed = Packed::new(&pack.iter().map(Vec::len).collect::<Vec<_>>());
                 let x = self.model.embed_ids(&pack.concat())?.to_dtype(p.dtype())?.unsqueeze(0)?;
-                let h = self.model.forward_packed(&x, &packed, Some(cache))?.expect("a decoder").get(0)?;
+                let h = self.model.forward_after(&x, Some(cache), Some(&packed))?.expect("a decoder").0.get(0)?;
                 logits.push(self.model.lm_head(&ops::rows_at(&h, &packed.last_tokens())?)?);
                 start = end;
             }
