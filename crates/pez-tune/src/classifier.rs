@@ -64,10 +64,16 @@ impl<'a> Classifier<'a> {
 
     /// Text ids (truncated to fit the context: the start of the text is kept) followed by the template ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_noting_truncation(text)?.0)
+    }
+
+    /// `encode`, and whether the text was cut to fit.
+    pub fn encode_noting_truncation(&self, text: &str) -> Result<(Vec<u32>, bool)> {
         let mut ids = tokenizer::encode(self.tokenizer, text)?;
+        let truncated = ids.len() > self.max_text_tokens;
         ids.truncate(self.max_text_tokens);
         ids.extend_from_slice(&self.template_ids);
-        Ok(ids)
+        Ok((ids, truncated))
     }
 
     /// `[bos ; prompt]` embeddings, or `None` when both are absent.

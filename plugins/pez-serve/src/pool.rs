@@ -218,8 +218,8 @@ fn score_jobs(built: &[(ClassifierInfo, Classifier, Prefix)], adhoc: &[(AdHoc, C
         let mut rows = vec![];
         for (ji, j) in jobs.iter().enumerate().filter(|(_, j)| j.slot == key) {
             for (ti, t) in j.texts.iter().enumerate() {
-                let full = pez_models::tokenizer::encode(clf.tokenizer, t)?.len();
-                rows.push((ji, ti, clf.encode(t)?, full > clf.max_text_tokens));
+                let (ids, truncated) = clf.encode_noting_truncation(t)?;
+                rows.push((ji, ti, ids, truncated));
             }
         }
         rows.sort_by_key(|r| r.2.len());
