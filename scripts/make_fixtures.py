@@ -5,7 +5,7 @@ Writes crates/pez-models/tests/fixtures/<arch>/{config.json, model.safetensors, 
 The Rust golden tests load the checkpoint with our code and compare against `expected.safetensors`.
 With --smollm2 GGUF it also writes reference log-probs and tokenizer ids for the real SmolLM2 weights.
 
-    pip install torch transformers gguf safetensors
+    pip install torch transformers gguf safetensors open-clip-torch
     python scripts/make_fixtures.py [--smollm2 models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf]
 """
 import argparse, json, os, pathlib
@@ -118,6 +118,40 @@ def clip(name, act):
     image_features = m.visual_projection(vm.pooler_output)
     expected(d, input_ids=ids, eot=eot, text_hidden=tm.last_hidden_state, text_features=text_features,
              pixel_values=pixels, image_features=image_features)
+
+
+@torch.no_grad()
+def openclip_native():
+    """A tiny random OpenCLIP model made by open_clip itself, saved in open_clip's own layout (open_clip_config.json
+    with model_cfg/preprocess_cfg, state-dict names such as transformer.resblocks.0.attn.in_proj_weight), once as
+    safetensors and once as a PyTorch pickle; expected = open_clip's encode_text / encode_image."""
+    import open_clip
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    vocab = 64
+    model_cfg = dict(embed_dim=24, quick_gelu=False,
+                     vision_cfg=dict(image_size=32, layers=2, width=32, head_width=8, patch_size=8, mlp_ratio=1.5),
+                     text_cfg=dict(context_length=16, vocab_size=vocab, width=32, heads=4, layers=2, mlp_ratio=1.5))
+    m = open_clip.CLIP(**model_cfg).eval()
+    gp = torch.Generator().manual_seed(1)
+    for p in m.parameters():
+        p.add_(0.1 * torch.randn(p.shape, generator=gp))
+    config = dict(model_cfg=model_cfg, preprocess_cfg=dict(mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3]))
+    sd = {k: v.contiguous() for k, v in m.state_dict().items()}
+    ids = torch.randint(1, vocab - 2, (2, 16), generator=g)  # CLIP.encode_text takes the whole context
+    eot = torch.tensor([6, 4])
+    for i, p in enumerate(eot):
+        ids[i, p] = vocab - 1  # open_clip pools at the argmax id: the end-of-text token is the largest
+        ids[i, p + 1:] = 0
+    pixels = torch.randn(2, 3, 32, 32, generator=g)
+    for name, write in [("openclip_native", lambda d: save_file(sd, d / "open_clip_model.safetensors")),
+                        ("openclip_native_bin", lambda d: torch.save(sd, d / "open_clip_pytorch_model.bin"))]:
+        d = FIX / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "open_clip_config.json").write_text(json.dumps(config, indent=1))
+        write(d)
+        expected(d, input_ids=ids, eot=eot, text_features=m.encode_text(ids), pixel_values=pixels,
+                 image_features=m.encode_image(pixels))
 
 
 def gemma3_cfg():
@@ -269,6 +303,7 @@ def main():
         "bert": bert,
         "clip": lambda: clip("clip", "quick_gelu"),
         "openclip": lambda: clip("openclip", "gelu"),
+        "openclip_native": openclip_native,
         "transfer": transfer,
     }
     for name, job in jobs.items():

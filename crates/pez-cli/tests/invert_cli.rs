@@ -6,12 +6,22 @@ use std::process::Command;
 
 #[test]
 fn invert_then_score_agree_on_the_tiny_clip() {
+    invert_then_score("openclip", &["config.json", "model.safetensors"]);
+}
+
+/// The same with a model in open_clip's own layout (made by open_clip, weights as a PyTorch pickle).
+#[test]
+fn invert_then_score_agree_on_an_open_clip_layout_model() {
+    invert_then_score("openclip_native_bin", &["open_clip_config.json", "open_clip_pytorch_model.bin"]);
+}
+
+fn invert_then_score(fixture: &str, files: &[&str]) {
     let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures");
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny-clip");
     std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fx.join("openclip").join(f), model.join(f)).unwrap();
+    for f in files {
+        std::fs::copy(fx.join(fixture).join(f), model.join(f)).unwrap();
     }
     let words = ["[UNK]", "It", "was", "negative", "positive", "the", "a", "film", "movie", "great", "bad", "good", "awful", "fun",
                  "dull", "plot", "actors", "story", "is", "not", "very", "really", "best", "worst", "boring", "lovely"];

@@ -67,7 +67,11 @@ pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)>
     struct Mt {
         model_type: String,
     }
-    let mt: Mt = pez_models::weights::read_config(&dir)?;
+    let mt: Mt = if pez_models::clip::is_open_clip_dir(&dir) && !dir.join("config.json").exists() {
+        Mt { model_type: "clip".into() }
+    } else {
+        pez_models::weights::read_config(&dir)?
+    };
     let enc: Box<dyn TextEncoder> = match mt.model_type.as_str() {
         "bert" => Box::new(BertEncoder { bert: Bert::from_dir(&dir, DType::F32, &Device::Cpu)?, cls: id("[CLS]")?, sep: id("[SEP]")? }),
         "clip" => Box::new(ClipEncoder {
@@ -81,7 +85,7 @@ pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)>
 }
 
 /// A CLIP model for image inversion: the text tower as a `TextEncoder`, the vision tower, and the image
-/// normalisation (from `preprocessor_config.json` when present, else OpenAI's).
+/// normalisation (from `preprocessor_config.json` or `open_clip_config.json` when present, else OpenAI's).
 pub struct ClipModel {
     pub text: ClipEncoder,
     pub vision: pez_models::clip::ClipVision,
@@ -102,16 +106,7 @@ impl ClipModel {
         let id = |t: &str| tokenizer.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
         let (sot, eot) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
         let clip = pez_models::clip::Clip::from_dir(&dir, DType::F32, &Device::Cpu)?;
-        let (mut mean, mut std) = (crate::image::OPENAI_MEAN, crate::image::OPENAI_STD);
-        if let Ok(s) = std::fs::read_to_string(dir.join("preprocessor_config.json")) {
-            let v: serde_json::Value = serde_json::from_str(&s)?;
-            let three = |k: &str| -> Option<[f32; 3]> {
-                let a = v.get(k)?.as_array()?;
-                Some([a.first()?.as_f64()? as f32, a.get(1)?.as_f64()? as f32, a.get(2)?.as_f64()? as f32])
-            };
-            mean = three("image_mean").unwrap_or(mean);
-            std = three("image_std").unwrap_or(std);
-        }
+        let (mean, std) = pez_models::clip::image_mean_std(&dir)?.unwrap_or((crate::image::OPENAI_MEAN, crate::image::OPENAI_STD));
         Ok(Self { text: ClipEncoder { text: clip.text, sot, eot }, vision: clip.vision, tokenizer, mean, std })
     }
 

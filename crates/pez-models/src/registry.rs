@@ -102,6 +102,15 @@ pub fn download(repo: &str) -> Result<PathBuf> {
     }
     let api = hf_hub::api::sync::ApiBuilder::new().with_progress(true).build()?;
     let r = api.model(repo.to_string());
+    if r.get("config.json").is_err() {
+        // An open_clip-only repository: its config, weights (safetensors, else the PyTorch pickle) and tokenizer.
+        let config = r.get("open_clip_config.json").with_context(|| format!("downloading {repo}/config.json or open_clip_config.json"))?;
+        if r.get("open_clip_model.safetensors").is_err() {
+            r.get("open_clip_pytorch_model.bin").with_context(|| format!("downloading {repo}'s open_clip weights"))?;
+        }
+        let _ = r.get("tokenizer.json");
+        return Ok(config.parent().context("snapshot directory")?.to_path_buf());
+    }
     let config = r.get("config.json").with_context(|| format!("downloading {repo}/config.json"))?;
     for f in ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"] {
         let _ = r.get(f); // whichever the repository has

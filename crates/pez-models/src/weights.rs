@@ -130,13 +130,15 @@ pub fn hub_snapshot(repo: &str) -> Option<PathBuf> {
     let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
     let refs = std::fs::read_to_string(repo_dir.join("refs/main")).ok();
     let snapshots = repo_dir.join("snapshots");
+    // open_clip-only repositories have `open_clip_config.json` instead of `config.json`.
+    let has_config = |p: &Path| p.join("config.json").exists() || p.join("open_clip_config.json").exists();
     if let Some(r) = refs {
         let p = snapshots.join(r.trim());
-        if p.join("config.json").exists() {
+        if has_config(&p) {
             return Some(p);
         }
     }
-    std::fs::read_dir(&snapshots).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.join("config.json").exists())
+    std::fs::read_dir(&snapshots).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| has_config(p))
 }
 
 /// Metadata helpers for GGUF files.

@@ -100,6 +100,45 @@ fn openclip_golden_gelu() {
     clip_golden("openclip")
 }
 
+/// open_clip's own layout (made by open_clip, not transformers): safetensors and PyTorch pickle weights.
+fn openclip_native_golden(name: &str) {
+    let dir = fixture(name);
+    let m = Clip::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+    let exp = expected(name);
+    let ids: Vec<u32> = common::ids(&exp["input_ids"]).concat();
+    let emb = m.text.token_embeddings().index_select(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap(), 0).unwrap().reshape((2, 16, 32)).unwrap();
+    let terr = max_abs_diff(&m.text.features(&emb, &usizes(&exp["eot"])).unwrap(), &exp["text_features"]);
+    let ierr = max_abs_diff(&m.vision.features(&exp["pixel_values"]).unwrap(), &exp["image_features"]);
+    eprintln!("{name}: text features {terr:.2e}, image features {ierr:.2e}");
+    assert!(terr < 1e-4 && ierr < 1e-4);
+    let (mean, std) = pez_models::clip::image_mean_std(&dir).unwrap().expect("preprocess_cfg");
+    assert_eq!((mean, std), ([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]));
+}
+
+#[test]
+fn openclip_native_safetensors_golden() {
+    openclip_native_golden("openclip_native")
+}
+
+#[test]
+fn openclip_native_pickle_golden() {
+    openclip_native_golden("openclip_native_bin")
+}
+
+#[test]
+fn openclip_native_refuses_unsupported_towers() {
+    let dir = std::env::temp_dir().join(format!("pez-openclip-attnpool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture("openclip_native");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("open_clip_config.json")).unwrap()).unwrap();
+    cfg["model_cfg"]["vision_cfg"]["attentional_pool"] = true.into();
+    std::fs::write(dir.join("open_clip_config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(src.join("open_clip_model.safetensors"), dir.join("open_clip_model.safetensors")).unwrap();
+    let err = Clip::from_dir(&dir, DType::F32, &Device::Cpu).err().expect("must refuse").to_string();
+    assert!(err.contains("attentional_pool"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn clip_text_grad() {
     let m = Clip::from_dir(&fixture("openclip"), DType::F64, &Device::Cpu).unwrap();

@@ -21,4 +21,16 @@ fn hub_cache_snapshot_resolves_and_missing_models_say_how_to_get_them() {
     let err = pez_models::load_lm("gpt2-xl", DType::F32, &Device::Cpu).err().unwrap();
     let msg = format!("{err:#}");
     assert!(msg.contains("openai-community/gpt2-xl") && msg.contains("huggingface-cli download"), "{msg}");
+
+    // An open_clip-only repository (open_clip_config.json, no config.json) resolves and loads as well.
+    let snap = cache.path().join("models--tiny-org--tiny-openclip/snapshots/4567def");
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in ["open_clip_config.json", "open_clip_model.safetensors"] {
+        std::fs::copy(common::fixture("openclip_native").join(f), snap.join(f)).unwrap();
+    }
+    let pez_models::ModelSpec::HfDir(dir) = pez_models::ModelSpec::resolve("tiny-org/tiny-openclip").unwrap() else {
+        panic!("not a directory")
+    };
+    let clip = pez_models::clip::Clip::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(clip.text.context_length(), 16);
 }
