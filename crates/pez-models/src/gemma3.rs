@@ -222,7 +222,7 @@ impl Gemma3 {
             cache.push((k, v));
             h = (h + rms_norm(&a, &b.post_attn_norm, eps)?)?;
             let x = rms_norm(&h, &b.pre_ff_norm, eps)?;
-            let m = (self.act.apply(&linear(&x, &b.gate, None)?)? * linear(&x, &b.up, None)?)?;
+            let m = self.act.gated(&linear(&x, &b.gate, None)?, &linear(&x, &b.up, None)?)?;
             h = (h + rms_norm(&linear(&m, &b.down, None)?, &b.post_ff_norm, eps)?)?;
         }
         Ok((rms_norm(&h, &self.norm, eps)?, KvCache { len: p + s, layers: cache }))

@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod bert;
 pub mod clip;
+pub mod fused;
 pub mod gemma3;
 pub mod gpt2;
 pub mod layers;

@@ -157,7 +157,7 @@ impl Llama {
             cache.push((k, v));
             h = (h + linear(&merge_heads(&a)?, &b.o, None)?)?;
             let x = rms_norm(&h, &b.post_norm, c.rms_norm_eps)?;
-            let m = (linear(&x, &b.gate, None)?.silu()? * linear(&x, &b.up, None)?)?;
+            let m = ops::Activation::Silu.gated(&linear(&x, &b.gate, None)?, &linear(&x, &b.up, None)?)?;
             h = (h + linear(&m, &b.down, None)?)?;
         }
         Ok((rms_norm(&h, &self.norm, c.rms_norm_eps)?, KvCache { len: p + s, layers: cache }))

@@ -3,44 +3,53 @@
 //! candle's fused kernels (`candle_nn::ops::{layer_norm, rms_norm, softmax_last_dim}`, `rope*`) record no
 //! backward, so gradients through them silently vanish. Everything here is composed of ops that do.
 
+use crate::fused;
 use candle_core::{DType, Device, Result, Tensor, D};
 
 /// `x @ w^T + b` for a frozen weight `w: [out, in]` (PyTorch `nn.Linear` layout).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = frozen_matmul(x, &w.t()?, w)?;
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
+    frozen_matmul(x, &w.t()?, w, b)
 }
 
 /// `x @ w + b` for a weight stored as `[in, out]` (GPT-2's `Conv1D`).
 pub fn conv1d_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    frozen_matmul(x, w, &w.t()?)?.broadcast_add(b)
+    frozen_matmul(x, w, &w.t()?, Some(b))
 }
 
-/// `x @ w_io` over the last dimension of `x: [.., in]`, with `w_io: [in, out]` and `w_oi` its transpose (views).
+/// `x @ w_io + b` over the last dimension of `x: [.., in]`, with `w_io: [in, out]` and `w_oi` its transpose
+/// (views), all frozen.
 ///
 /// candle's matmul backward always computes the gradient of both operands; for a frozen weight that is wasted
-/// work (and, with a batch-broadcast weight, a `[batch, in, out]` temporary per layer). This op records a backward
-/// that returns only the input gradient, `grad @ w_oi`.
-fn frozen_matmul(x: &Tensor, w_io: &Tensor, w_oi: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (inp, out) = w_io.dims2()?;
-    let x2 = x.reshape(((), inp))?;
-    let y = if x.track_op() {
-        x2.contiguous()?.apply_op1(FrozenMatmul { w_io: w_io.clone(), w_oi: w_oi.clone() })?
-    } else {
-        x2.matmul(w_io)?
-    };
-    let mut out_dims = dims;
-    *out_dims.last_mut().unwrap() = out;
-    y.reshape(out_dims)
+/// work (and, with a batch-broadcast weight, a `[batch, in, out]` temporary per layer), and the reshapes and
+/// the bias add around it are graph nodes of their own. This op is one node whose backward returns only the
+/// input gradient, `grad @ w_oi`.
+fn frozen_matmul(x: &Tensor, w_io: &Tensor, w_oi: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    if x.track_op() {
+        return x.contiguous()?.apply_op1(FrozenMatmul { w_io: w_io.clone(), w_oi: w_oi.clone(), b: b.cloned() });
+    }
+    let y = FrozenMatmul::affine(x, w_io, b)?;
+    Ok(y)
 }
 
 struct FrozenMatmul {
     w_io: Tensor,
     w_oi: Tensor,
+    b: Option<Tensor>,
+}
+
+impl FrozenMatmul {
+    /// `x @ w + b` on the last dimension, untracked.
+    fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let (inp, out) = w.dims2()?;
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().unwrap() = out;
+        let y = x.reshape(((), inp))?.matmul(w)?;
+        let y = match b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        y.reshape(dims)
+    }
 }
 
 impl candle_core::CustomOp1 for FrozenMatmul {
@@ -56,7 +65,7 @@ impl candle_core::CustomOp1 for FrozenMatmul {
             CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], l.shape(), &Device::Cpu)?,
             _ => candle_core::bail!("frozen-matmul: unsupported dtype {:?}", s.dtype()),
         };
-        let y = x.matmul(&self.w_io)?;
+        let y = Self::affine(&x, &self.w_io, self.b.as_ref())?.contiguous()?;
         let shape = y.shape().clone();
         let (storage, layout) = y.storage_and_layout();
         match &*storage {
@@ -65,31 +74,19 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         }
     }
 
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_y.matmul(&self.w_oi)?))
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(Self::affine(grad_y, &self.w_oi, None)?.reshape(x.shape())?))
     }
 }
 
-/// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * w + b`.
+/// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * w + b` (frozen `w`, `b`).
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let xc = x.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
-    xn.broadcast_mul(w)?.broadcast_add(b)
+    fused::layer_norm(x, w, b, eps)
 }
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x^2) + eps) * scale` (Llama, T5, Gemma with scale = 1 + w).
 pub fn rms_norm(x: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(scale)
-}
-
-/// Softmax over the last dimension. The max is detached: softmax is shift invariant, so its gradient is zero.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    fused::rms_norm(x, scale, eps)
 }
 
 /// Log-softmax over the last dimension.
@@ -137,6 +134,15 @@ impl Activation {
             Self::QuickGelu => quick_gelu(x),
             Self::Relu => x.relu(),
             Self::Silu => x.silu(),
+        }
+    }
+
+    /// `act(gate) * up`, the gated MLP of Llama (SiLU), Gemma and T5 v1.1 (tanh GELU); fused where we have a kernel.
+    pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Silu => fused::gated(fused::Gate::Silu, gate, up),
+            Self::GeluTanh => fused::gated(fused::Gate::GeluTanh, gate, up),
+            _ => self.apply(gate)?.mul(up),
         }
     }
 }
@@ -217,35 +223,29 @@ pub fn key_padding_mask(lengths: &[usize], s: usize, dtype: DType, dev: &Device)
     Tensor::from_vec(m, (lengths.len(), 1, 1, s), dev)?.to_dtype(dtype)
 }
 
-/// Scaled dot-product attention. `q: [b, h, sq, d]`, `k, v: [b, kvh, sk, d]` (grouped-query heads are repeated);
-/// `mask` is additive and broadcast to `[b, h, sq, sk]`.
+/// Scaled dot-product attention. `q: [b, h, sq, d]`, `k, v: [b, kvh, sk, d]` (grouped-query heads: each
+/// key/value head serves `h / kvh` query heads); `mask` is additive, constant, and broadcast to `[b, h, sq, sk]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
-    let (b, h, _, d) = q.dims4()?;
+    let (b, h, sq, d) = q.dims4()?;
     let (_, kvh, sk, _) = k.dims4()?;
-    let (k, v) = if kvh == h {
-        (k.clone(), v.clone())
-    } else {
-        let rep = h / kvh;
-        let expand = |t: &Tensor| t.unsqueeze(2)?.broadcast_as((b, kvh, rep, sk, d))?.reshape((b, h, sk, d));
-        (expand(k)?, expand(v)?)
-    };
-    let mut scores = (q.matmul(&k.t()?)? * scale)?;
-    if let Some(m) = mask {
-        scores = scores.broadcast_add(m)?;
-    }
-    softmax_last(&scores)?.matmul(&v)
+    // The query heads of one key/value head attend as one block of `h / kvh * sq` rows: keys and values are
+    // never copied per query head.
+    let q = q.contiguous()?.reshape((b, kvh, h / kvh * sq, d))?;
+    let scores = q.matmul(&k.t()?)?;
+    let p = fused::masked_softmax(&scores, mask, scale, &(b, h, sq, sk).into())?;
+    p.matmul(v)?.reshape((b, h, sq, d))
 }
 
 /// `[b, s, h*d] -> [b, h, s, d]`
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, s, hd) = x.dims3()?;
-    x.reshape((b, s, heads, hd / heads))?.transpose(1, 2)?.contiguous()
+    fused::swap_middle(x, (b, s, heads, hd / heads), (b, heads, s, hd / heads).into())
 }
 
 /// `[b, h, s, d] -> [b, s, h*d]`
 pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
     let (b, h, s, d) = x.dims4()?;
-    x.transpose(1, 2)?.reshape((b, s, h * d))
+    fused::swap_middle(x, (b, h, s, d), (b, s, h * d).into())
 }
 
 /// Rotary position embedding tables `(cos, sin)`, each `[positions, d]`, in the half-split layout of Hugging Face,
@@ -270,13 +270,9 @@ pub fn rope_tables_at(pos: &[f64], d: usize, theta: f64, dtype: DType, dev: &Dev
     ))
 }
 
-/// Applies rotary embeddings to `x: [b, h, s, d]`: `x * cos + rotate_half(x) * sin`.
+/// Applies rotary embeddings to `x: [b, h, s, d]`: `x * cos + rotate_half(x) * sin` (tables `[s, d]`).
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(cos)?.add(&rotated.broadcast_mul(sin)?)
+    fused::rope(x, cos, sin)
 }
 
 /// Rows `idx` of a 2-D table `[n, d] -> [idx.len(), d]`.
