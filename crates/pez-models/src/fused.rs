@@ -1,10 +1,10 @@
-//! Fused CPU kernels with hand-written backward passes for the elementwise parts of a transformer block:
-//! RMSNorm, LayerNorm, scaled + masked softmax, rotary embeddings and gated activations.
+//! Fused CPU kernels with hand-written backward passes for the parts of a transformer block between the weight
+//! matrices: RMSNorm, LayerNorm, attention, rotary embeddings, gated activations, head layout swaps.
 //!
-//! Composed from candle primitives each of these records 5-10 graph nodes, and candle's backward then
+//! Composed from candle primitives each of these records 3-10 graph nodes, and candle's backward then
 //! allocates a zero gradient and a sum for every node and also differentiates the constant operands (norm
-//! weights, masks, rope tables). Here each is one node whose backward returns only the input gradient, one
-//! pass over the rows. Weights, masks and tables are frozen: they are captured, not differentiated.
+//! weights, masks, rope tables). Here each is one node whose backward returns only the input gradients.
+//! Weights, masks and tables are frozen: they are captured, not differentiated.
 //! Correctness: the golden tests compare forwards with transformers, the gradient checks compare every
 //! backward with finite differences (f64).
 
@@ -207,99 +207,6 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Softmax of scaled, masked scores: y = softmax(scale * x + mask).  dx = scale * y * (g - sum(g * y)).
-
-struct Softmax {
-    /// Additive mask rows `[mask_rows, n]`; score row `r` reads mask row `r % mask_rows`.
-    mask: Option<Tensor>,
-    mask_rows: usize,
-    n: usize,
-    scale: f64,
-}
-
-struct SoftmaxFwd<'a>(&'a Softmax);
-struct SoftmaxBwd<'a>(&'a Softmax);
-
-impl Kernel for SoftmaxFwd<'_> {
-    fn width(&self) -> usize {
-        self.0.n
-    }
-    fn row<T: Float + Send + Sync>(&self, r: usize, ins: &[&[T]], out: &mut [T]) {
-        let n = self.0.n;
-        let x = &ins[0][r * n..(r + 1) * n];
-        let scale: T = c(self.0.scale);
-        match self.0.mask {
-            Some(_) => {
-                let m = (r % self.0.mask_rows) * n;
-                let m = &ins[1][m..m + n];
-                for j in 0..n {
-                    out[j] = x[j] * scale + m[j];
-                }
-            }
-            None => {
-                for j in 0..n {
-                    out[j] = x[j] * scale;
-                }
-            }
-        }
-        let max = out.iter().fold(T::neg_infinity(), |a, &v| a.max(v));
-        let mut sum = T::zero();
-        for v in out.iter_mut() {
-            *v = (*v - max).exp();
-            sum = sum + *v;
-        }
-        for v in out.iter_mut() {
-            *v = *v / sum;
-        }
-    }
-}
-
-impl Kernel for SoftmaxBwd<'_> {
-    fn width(&self) -> usize {
-        self.0.n
-    }
-    fn row<T: Float + Send + Sync>(&self, r: usize, ins: &[&[T]], out: &mut [T]) {
-        let n = self.0.n;
-        let (y, g) = (&ins[0][r * n..(r + 1) * n], &ins[1][r * n..(r + 1) * n]);
-        let gy = dot(g, y);
-        let scale: T = c(self.0.scale);
-        for j in 0..n {
-            out[j] = scale * y[j] * (g[j] - gy);
-        }
-    }
-}
-
-impl candle_core::CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "fused-softmax"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let mask: Vec<&Tensor> = self.mask.iter().collect();
-        Ok((launch(&SoftmaxFwd(self), &[(s, l)], &mask, l.shape().elem_count())?, l.shape().clone()))
-    }
-    fn bwd(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(apply(&SoftmaxBwd(self), &[y, g], x.shape())?))
-    }
-}
-
-/// `softmax(scale * x + mask)` over the last dimension of `x: [.., rows, n]`. The mask is constant and either
-/// `[rows', n]` with `rows'` dividing the leading rows (repeated: a causal mask shared by batch and heads), or
-/// any shape that broadcasts to `full` (materialised).
-pub fn masked_softmax(x: &Tensor, mask: Option<&Tensor>, scale: f64, full: &Shape) -> Result<Tensor> {
-    let n = x.dim(candle_core::D::Minus1)?;
-    let mask = match mask {
-        None => None,
-        Some(m) if m.rank() == 2 && m.dim(1)? == n && (x.elem_count() / n) % m.dim(0)? == 0 => Some(m.contiguous()?),
-        Some(m) => Some(m.broadcast_as(full)?.contiguous()?),
-    };
-    if mask.as_ref().is_some_and(|m| m.track_op()) {
-        candle_core::bail!("masked_softmax: the mask must be constant");
-    }
-    let mask_rows = mask.as_ref().map_or(1, |m| m.elem_count() / n);
-    x.contiguous()?.apply_op1(Softmax { mask, mask_rows, n, scale })
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Rotary embedding, half-split layout: y = x * cos + rot(x) * sin, rot(x) = [-x2, x1].
 // dx = g * cos + rot^T(g * sin), rot^T(u) = [u2, -u1].
 
@@ -488,4 +395,152 @@ pub fn swap_middle(x: &Tensor, (a, m, n, d): (usize, usize, usize, usize), out: 
         candle_core::bail!("swap_middle: {:?} is not [{a}, {m}, {n}, {d}] / {out:?}", x.dims());
     }
     x.contiguous()?.apply_op1(Swap { m, n, d, out })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attention: O = softmax(scale * Q K^T + M) V, per batch row and key/value head, the query heads of that
+// key/value head (grouped-query attention) taken together as one block of rows. The forward keeps the
+// probabilities P for the backward:
+//   dP = dO V^T,  dS = scale * P * (dP - rowsum(dP * P)),  dQ = dS K,  dK = dS^T Q,  dV = P^T dO.
+// Blocks run in parallel, each with single-threaded matrix products (candle's batched matmul parallelises
+// inside every small product instead, which costs more than it gains at these sizes).
+
+/// `c[m, n] (+)= a[m, k] b[k, n]`, row-major `c`; `a` and `b` given with (row, column) strides.
+#[allow(clippy::too_many_arguments)]
+fn mm<T: Float + 'static>(m: usize, n: usize, k: usize, c: &mut [T], a: &[T], (a_rs, a_cs): (usize, usize), b: &[T], (b_rs, b_cs): (usize, usize)) {
+    assert!(c.len() >= m * n && a.len() > (m - 1) * a_rs + (k - 1) * a_cs && b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // SAFETY: the bounds above cover every element gemm reads and writes.
+    unsafe {
+        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), a_cs as isize, a_rs as isize,
+                   b.as_ptr(), b_cs as isize, b_rs as isize, T::zero(), T::one(), false, false, false, gemm::Parallelism::None)
+    }
+}
+
+struct Attention {
+    mask: Option<Tensor>,
+    mask_rows: usize,
+    scale: f64,
+    /// `(b, h, kvh, sq, sk, d)`
+    dims: (usize, usize, usize, usize, usize, usize),
+    probs: std::sync::Mutex<Option<Tensor>>,
+}
+
+/// Contiguous f32/f64 data of a tensor.
+fn data<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
+    t.flatten_all()?.to_vec1::<T>()
+}
+
+impl Attention {
+    fn forward<T: WithDType + Float + 'static>(&self, q: &[T], k: &[T], v: &[T], mask: &[T]) -> (Vec<T>, Vec<T>) {
+        let (b, h, kvh, sq, sk, d) = self.dims;
+        let rows = h / kvh * sq;
+        let mut out = vec![T::zero(); b * h * sq * d];
+        let mut probs = vec![T::zero(); b * h * sq * sk];
+        let scale: T = c(self.scale);
+        out.par_chunks_mut(rows * d).zip(probs.par_chunks_mut(rows * sk)).enumerate().for_each(|(blk, (o, p))| {
+            let (qb, kb) = (&q[blk * rows * d..], &k[blk * sk * d..(blk + 1) * sk * d]);
+            mm(rows, sk, d, p, qb, (d, 1), kb, (1, d));
+            for (r, row) in p.chunks_mut(sk).enumerate() {
+                let m = if mask.is_empty() { None } else { Some(((blk * rows + r) % self.mask_rows) * sk) };
+                let mut max = T::neg_infinity();
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x = *x * scale + m.map_or(T::zero(), |m| mask[m + j]);
+                    max = Float::max(max, *x);
+                }
+                let mut sum = T::zero();
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum = sum + *x;
+                }
+                row.iter_mut().for_each(|x| *x = *x / sum);
+            }
+            mm(rows, d, sk, o, p, (sk, 1), &v[blk * sk * d..(blk + 1) * sk * d], (d, 1));
+        });
+        (out, probs)
+    }
+
+    fn backward<T: WithDType + Float + 'static>(&self, q: &[T], k: &[T], v: &[T], p: &[T], g: &[T]) -> (Vec<T>, Vec<T>, Vec<T>) {
+        let (b, h, kvh, sq, sk, d) = self.dims;
+        let rows = h / kvh * sq;
+        let (mut dq, mut dk, mut dv) = (vec![T::zero(); b * h * sq * d], vec![T::zero(); b * kvh * sk * d], vec![T::zero(); b * kvh * sk * d]);
+        let scale: T = c(self.scale);
+        dq.par_chunks_mut(rows * d).zip(dk.par_chunks_mut(sk * d)).zip(dv.par_chunks_mut(sk * d)).enumerate().for_each(
+            |(blk, ((dq, dk), dv))| {
+                let (qb, gb) = (&q[blk * rows * d..(blk + 1) * rows * d], &g[blk * rows * d..(blk + 1) * rows * d]);
+                let (kb, vb) = (&k[blk * sk * d..(blk + 1) * sk * d], &v[blk * sk * d..(blk + 1) * sk * d]);
+                let pb = &p[blk * rows * sk..(blk + 1) * rows * sk];
+                let mut ds = vec![T::zero(); rows * sk];
+                mm(rows, sk, d, &mut ds, gb, (d, 1), vb, (1, d)); // dP
+                for (dsr, pr) in ds.chunks_mut(sk).zip(pb.chunks(sk)) {
+                    let dot = dot(dsr, pr);
+                    dsr.iter_mut().zip(pr).for_each(|(x, &y)| *x = scale * y * (*x - dot));
+                }
+                mm(rows, d, sk, dq, &ds, (sk, 1), kb, (d, 1));
+                mm(sk, d, rows, dk, &ds, (1, sk), qb, (d, 1));
+                mm(sk, d, rows, dv, pb, (1, sk), gb, (d, 1));
+            },
+        );
+        (dq, dk, dv)
+    }
+}
+
+impl candle_core::CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn go<T: WithDType + Float + 'static>(op: &Attention, parts: [(&CpuStorage, &Layout); 3]) -> Result<(CpuStorage, Tensor)> {
+            let s = parts.map(|(s, l)| {
+                let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused attention: non-contiguous input".into()))?;
+                Ok::<_, candle_core::Error>(&T::cpu_storage_as_slice(s)?[a..b])
+            });
+            let [q, k, v] = [s[0].as_ref(), s[1].as_ref(), s[2].as_ref()].map(|x| x.map_err(|e| candle_core::Error::Msg(e.to_string())));
+            let mask = match &op.mask {
+                Some(m) => data::<T>(m)?,
+                None => vec![],
+            };
+            let (out, probs) = op.forward(q?, k?, v?, &mask);
+            let (b, h, _, sq, sk, _) = op.dims;
+            Ok((T::to_cpu_storage_owned(out), Tensor::from_vec(probs, (b, h, sq, sk), &Device::Cpu)?))
+        }
+        let parts = [(s1, l1), (s2, l2), (s3, l3)];
+        let (out, probs) = match s1.dtype() {
+            DType::F32 => go::<f32>(self, parts)?,
+            DType::F64 => go::<f64>(self, parts)?,
+            dt => candle_core::bail!("fused attention takes f32 or f64, not {dt:?}"),
+        };
+        *self.probs.lock().expect("probabilities") = Some(probs);
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _o: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let p = self.probs.lock().expect("probabilities").clone().ok_or_else(|| candle_core::Error::Msg("fused attention: no forward".into()))?;
+        fn go<T: WithDType + Float + 'static>(op: &Attention, q: &Tensor, k: &Tensor, v: &Tensor, p: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+            let (dq, dk, dv) = op.backward(&data::<T>(q)?, &data::<T>(k)?, &data::<T>(v)?, &data::<T>(p)?, &data::<T>(g)?);
+            Ok((Tensor::from_vec(dq, q.shape(), &Device::Cpu)?, Tensor::from_vec(dk, k.shape(), &Device::Cpu)?, Tensor::from_vec(dv, v.shape(), &Device::Cpu)?))
+        }
+        let (dq, dk, dv) = match q.dtype() {
+            DType::F32 => go::<f32>(self, q, k, v, &p, g)?,
+            _ => go::<f64>(self, q, k, v, &p, g)?,
+        };
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// `softmax(scale * q k^T + mask) v` for `q: [b, h, sq, d]`, `k, v: [b, kvh, sk, d]` (each key/value head
+/// serves `h / kvh` query heads) and a constant additive mask that broadcasts to `[b, h, sq, sk]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let (b, h, sq, d) = q.dims4()?;
+    let (_, kvh, sk, _) = k.dims4()?;
+    if h % kvh != 0 || v.dims() != k.dims() || k.dim(0)? != b || k.dim(3)? != d {
+        candle_core::bail!("attention: q {:?}, k {:?}, v {:?}", q.dims(), k.dims(), v.dims());
+    }
+    let mask = match mask {
+        None => None,
+        Some(m) if m.track_op() => candle_core::bail!("attention: the mask must be constant"),
+        Some(m) if m.dims() == [sq, sk] => Some(m.contiguous()?),
+        Some(m) => Some(m.broadcast_as((b, h, sq, sk))?.contiguous()?),
+    };
+    let mask_rows = mask.as_ref().map_or(1, |m| m.elem_count() / sk);
+    let op = Attention { mask, mask_rows, scale, dims: (b, h, kvh, sq, sk, d), probs: Default::default() };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }

@@ -226,14 +226,7 @@ pub fn key_padding_mask(lengths: &[usize], s: usize, dtype: DType, dev: &Device)
 /// Scaled dot-product attention. `q: [b, h, sq, d]`, `k, v: [b, kvh, sk, d]` (grouped-query heads: each
 /// key/value head serves `h / kvh` query heads); `mask` is additive, constant, and broadcast to `[b, h, sq, sk]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
-    let (b, h, sq, d) = q.dims4()?;
-    let (_, kvh, sk, _) = k.dims4()?;
-    // The query heads of one key/value head attend as one block of `h / kvh * sq` rows: keys and values are
-    // never copied per query head.
-    let q = q.contiguous()?.reshape((b, kvh, h / kvh * sq, d))?;
-    let scores = q.matmul(&k.t()?)?;
-    let p = fused::masked_softmax(&scores, mask, scale, &(b, h, sq, sk).into())?;
-    p.matmul(v)?.reshape((b, h, sq, d))
+    fused::attention(q, k, v, mask, scale)
 }
 
 /// `[b, s, h*d] -> [b, h, s, d]`

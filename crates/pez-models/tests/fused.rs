@@ -38,24 +38,28 @@ fn rms_norm_and_layer_norm() {
     }));
 }
 
-fn softmax_reference(x: &Tensor, mask: &Tensor, scale: f64) -> Tensor {
-    let z = (x * scale).unwrap().broadcast_add(mask).unwrap();
-    let e = z.broadcast_sub(&z.max_keepdim(D::Minus1).unwrap()).unwrap().exp().unwrap();
-    e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
+/// `softmax(scale * q k^T + mask) v` composed from candle ops, key/value heads repeated for grouped queries.
+fn attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Tensor {
+    let (b, h, _, d) = q.dims4().unwrap();
+    let (_, kvh, sk, _) = k.dims4().unwrap();
+    let expand = |t: &Tensor| t.unsqueeze(2).unwrap().broadcast_as((b, kvh, h / kvh, sk, d)).unwrap().reshape((b, h, sk, d)).unwrap();
+    let (k, v) = (expand(k), expand(v));
+    let z = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap().broadcast_add(mask).unwrap();
+    let e = z.broadcast_sub(&z.max_keepdim(D::Minus1).unwrap().detach()).unwrap().exp().unwrap();
+    e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap().matmul(&v).unwrap()
 }
 
 #[test]
-fn masked_softmax_with_shared_and_broadcast_masks() {
-    let x = random(&[2, 3, 4, 6], 4, DType::F64);
-    let full = candle_core::Shape::from((2, 3, 4, 6));
-    // A causal-style mask `[4, 6]` shared by batch and heads (read row by row, repeated).
+fn attention_with_grouped_heads_and_both_mask_kinds() {
+    // 6 query heads on 2 key/value heads; 4 new queries after 2 cached positions.
+    let (q, k, v) = (random(&[2, 6, 4, 8], 4, DType::F64), random(&[2, 2, 6, 8], 5, DType::F64), random(&[2, 2, 6, 8], 6, DType::F64));
+    // A causal mask `[sq, sk]` shared by batch and heads, and a key-padding mask `[b, 1, 1, sk]`.
     let causal = pez_models::ops::causal_mask_after(4, 2, None, DType::F64, &Device::Cpu).unwrap();
-    assert_close("softmax, [sq, sk] mask", compare(&[x.clone()], |t| fused::masked_softmax(&t[0], Some(&causal), 0.7, &full).unwrap(),
-        |t| softmax_reference(&t[0], &causal, 0.7)));
-    // A key-padding mask `[b, 1, 1, sk]` (materialised to the full shape).
     let pad = pez_models::ops::key_padding_mask(&[6, 3], 6, DType::F64, &Device::Cpu).unwrap();
-    assert_close("softmax, [b, 1, 1, sk] mask", compare(&[x], |t| fused::masked_softmax(&t[0], Some(&pad), 1.3, &full).unwrap(),
-        |t| softmax_reference(&t[0], &pad, 1.3)));
+    for (name, mask, scale) in [("attention, causal mask", &causal, 0.35), ("attention, key-padding mask", &pad, 1.3)] {
+        assert_close(name, compare(&[q.clone(), k.clone(), v.clone()], |t| fused::attention(&t[0], &t[1], &t[2], Some(mask), scale).unwrap(),
+            |t| attention_reference(&t[0], &t[1], &t[2], mask, scale)));
+    }
 }
 
 #[test]
