@@ -1,5 +1,6 @@
 //! Fused CPU kernels with hand-written backward passes for the parts of a transformer block between the weight
-//! matrices: RMSNorm, LayerNorm, attention, rotary embeddings, gated activations, head layout swaps.
+//! matrices, and the frozen-weight linear maps themselves: RMSNorm, LayerNorm, attention, rotary embeddings,
+//! gated activations, head layout swaps, linear.
 //!
 //! Composed from candle primitives each of these records 3-10 graph nodes, and candle's backward then
 //! allocates a zero gradient and a sum for every node and also differentiates the constant operands (norm
@@ -36,16 +37,16 @@ fn launch<K: Kernel>(k: &K, args: &[(&CpuStorage, &Layout)], tensors: &[&Tensor]
 }
 
 fn run<T: WithDType + Float, K: Kernel>(k: &K, parts: &[(&CpuStorage, &Layout)], n_out: usize) -> Result<Vec<T>> {
-    let ins = parts
-        .iter()
-        .map(|(s, l)| {
-            let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused kernel: non-contiguous input".into()))?;
-            Ok(&T::cpu_storage_as_slice(s)?[a..b])
-        })
-        .collect::<Result<Vec<&[T]>>>()?;
+    let ins = parts.iter().map(|&p| storage_slice::<T>(p)).collect::<Result<Vec<&[T]>>>()?;
     let mut out = vec![T::zero(); n_out];
     out.par_chunks_mut(k.width()).enumerate().for_each(|(r, o)| k.row(r, &ins, o));
     Ok(out)
+}
+
+/// The elements of a contiguous CPU storage as `T`.
+fn storage_slice<'a, T: WithDType>((s, l): (&'a CpuStorage, &Layout)) -> Result<&'a [T]> {
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused kernel: non-contiguous input".into()))?;
+    Ok(&T::cpu_storage_as_slice(s)?[a..b])
 }
 
 /// Runs a (backward) kernel over tensors into a new tensor of `shape`.
@@ -57,6 +58,20 @@ fn apply<K: Kernel>(k: &K, tensors: &[&Tensor], shape: &Shape) -> Result<Tensor>
         CpuStorage::F64(v) => Tensor::from_vec(v, shape, &Device::Cpu),
         _ => unreachable!("launch returns f32 or f64"),
     }
+}
+
+/// Runs `f` on the data of CPU tensors as `T` slices (made contiguous first; no other copy).
+fn on_slices<T: WithDType, R>(ts: &[&Tensor], f: impl FnOnce(&[&[T]]) -> R) -> Result<R> {
+    let ts = ts.iter().map(|t| t.contiguous()).collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let slices = guards
+        .iter()
+        .map(|(s, l)| match &**s {
+            Storage::Cpu(c) => storage_slice::<T>((c, l)),
+            _ => candle_core::bail!("fused kernels run on the CPU"),
+        })
+        .collect::<Result<Vec<&[T]>>>()?;
+    Ok(f(&slices))
 }
 
 fn c<T: Float>(x: f64) -> T {
@@ -405,15 +420,82 @@ pub fn swap_middle(x: &Tensor, (a, m, n, d): (usize, usize, usize, usize), out: 
 // Blocks run in parallel, each with single-threaded matrix products (candle's batched matmul parallelises
 // inside every small product instead, which costs more than it gains at these sizes).
 
-/// `c[m, n] (+)= a[m, k] b[k, n]`, row-major `c`; `a` and `b` given with (row, column) strides.
+/// `c[m, n] = a[m, k] b[k, n]` (or `c += a b` with `accumulate`), row-major `c`; `a` and `b` given with (row,
+/// column) strides. `parallel`: gemm splits the product over rayon's threads (for one large product).
 #[allow(clippy::too_many_arguments)]
-fn mm<T: Float + 'static>(m: usize, n: usize, k: usize, c: &mut [T], a: &[T], (a_rs, a_cs): (usize, usize), b: &[T], (b_rs, b_cs): (usize, usize)) {
+fn mm<T: Float + 'static>(m: usize, n: usize, k: usize, c: &mut [T], a: &[T], (a_rs, a_cs): (usize, usize), b: &[T], (b_rs, b_cs): (usize, usize), accumulate: bool, parallel: bool) {
+    if m == 0 || n == 0 || k == 0 {
+        return; // nothing to add (c starts zeroed, or holds what is accumulated onto)
+    }
     assert!(c.len() >= m * n && a.len() > (m - 1) * a_rs + (k - 1) * a_cs && b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     // SAFETY: the bounds above cover every element gemm reads and writes.
     unsafe {
-        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), a_cs as isize, a_rs as isize,
-                   b.as_ptr(), b_cs as isize, b_rs as isize, T::zero(), T::one(), false, false, false, gemm::Parallelism::None)
+        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, accumulate, a.as_ptr(), a_cs as isize, a_rs as isize,
+                   b.as_ptr(), b_cs as isize, b_rs as isize, T::one(), T::one(), false, false, false, par)
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Linear map with a frozen weight: y = x W + b over the last dimension, dx = dy W^T. candle's matmul backward
+// also computes the weight's gradient (and the reshapes and bias add around it are nodes of their own); here the
+// product runs on the storages directly and the backward is the input gradient only.
+
+struct Linear {
+    /// `[in, out]`, any strides (a transposed view of PyTorch's `[out, in]` is fine).
+    w_io: Tensor,
+    /// Its transpose `[out, in]`, for the backward.
+    w_oi: Tensor,
+    b: Option<Tensor>,
+}
+
+/// `x[rows, in] @ w + b` with `w` read through its layout.
+fn affine<T: WithDType + Float + 'static>(x: &[T], w: &Tensor, b: Option<&Tensor>) -> Result<Vec<T>> {
+    let (inp, out) = w.dims2()?;
+    let rows = x.len() / inp;
+    let (ws, wl) = w.storage_and_layout();
+    let Storage::Cpu(ws) = &*ws else { candle_core::bail!("fused linear runs on the CPU") };
+    let stride = wl.stride();
+    let wd = &T::cpu_storage_as_slice(ws)?[wl.start_offset()..];
+    let mut y = match b {
+        Some(b) => on_slices::<T, _>(&[b], |s| s[0].repeat(rows))?,
+        None => vec![T::zero(); rows * out],
+    };
+    mm(rows, out, inp, &mut y, x, (inp, 1), wd, (stride[0], stride[1]), b.is_some(), true);
+    Ok(y)
+}
+
+impl candle_core::CustomOp1 for Linear {
+    fn name(&self) -> &'static str {
+        "fused-frozen-linear"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let y = match s.dtype() {
+            DType::F32 => CpuStorage::F32(affine(storage_slice::<f32>((s, l))?, &self.w_io, self.b.as_ref())?),
+            DType::F64 => CpuStorage::F64(affine(storage_slice::<f64>((s, l))?, &self.w_io, self.b.as_ref())?),
+            dt => candle_core::bail!("fused linear takes f32 or f64, not {dt:?}"),
+        };
+        let mut dims = l.dims().to_vec();
+        *dims.last_mut().expect("rank >= 1") = self.w_io.dim(1)?;
+        Ok((y, dims.into()))
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let dx = match g.dtype() {
+            DType::F32 => Tensor::from_vec(on_slices::<f32, _>(&[g], |s| affine(s[0], &self.w_oi, None))??, x.shape(), &Device::Cpu)?,
+            _ => Tensor::from_vec(on_slices::<f64, _>(&[g], |s| affine(s[0], &self.w_oi, None))??, x.shape(), &Device::Cpu)?,
+        };
+        Ok(Some(dx))
+    }
+}
+
+/// `x @ w_io + b` over the last dimension of `x: [.., in]`, with `w_io: [in, out]` and `w_oi` its transpose
+/// (views of the same frozen weight) and a frozen bias `[out]`.
+pub fn linear(x: &Tensor, w_io: &Tensor, w_oi: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let inp = w_io.dim(0)?;
+    if x.dim(candle_core::D::Minus1)? != inp {
+        candle_core::bail!("linear: input {:?} does not end in {inp}", x.dims());
+    }
+    x.contiguous()?.apply_op1(Linear { w_io: w_io.clone(), w_oi: w_oi.clone(), b: b.cloned() })
 }
 
 struct Attention {
@@ -425,10 +507,6 @@ struct Attention {
     probs: std::sync::Mutex<Option<Tensor>>,
 }
 
-/// Contiguous f32/f64 data of a tensor.
-fn data<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    t.flatten_all()?.to_vec1::<T>()
-}
 
 impl Attention {
     fn forward<T: WithDType + Float + 'static>(&self, q: &[T], k: &[T], v: &[T], mask: &[T]) -> (Vec<T>, Vec<T>) {
@@ -439,7 +517,7 @@ impl Attention {
         let scale: T = c(self.scale);
         out.par_chunks_mut(rows * d).zip(probs.par_chunks_mut(rows * sk)).enumerate().for_each(|(blk, (o, p))| {
             let (qb, kb) = (&q[blk * rows * d..], &k[blk * sk * d..(blk + 1) * sk * d]);
-            mm(rows, sk, d, p, qb, (d, 1), kb, (1, d));
+            mm(rows, sk, d, p, qb, (d, 1), kb, (1, d), false, false);
             for (r, row) in p.chunks_mut(sk).enumerate() {
                 let m = if mask.is_empty() { None } else { Some(((blk * rows + r) % self.mask_rows) * sk) };
                 let mut max = T::neg_infinity();
@@ -454,7 +532,7 @@ impl Attention {
                 }
                 row.iter_mut().for_each(|x| *x = *x / sum);
             }
-            mm(rows, d, sk, o, p, (sk, 1), &v[blk * sk * d..(blk + 1) * sk * d], (d, 1));
+            mm(rows, d, sk, o, p, (sk, 1), &v[blk * sk * d..(blk + 1) * sk * d], (d, 1), false, false);
         });
         (out, probs)
     }
@@ -470,14 +548,14 @@ impl Attention {
                 let (kb, vb) = (&k[blk * sk * d..(blk + 1) * sk * d], &v[blk * sk * d..(blk + 1) * sk * d]);
                 let pb = &p[blk * rows * sk..(blk + 1) * rows * sk];
                 let mut ds = vec![T::zero(); rows * sk];
-                mm(rows, sk, d, &mut ds, gb, (d, 1), vb, (1, d)); // dP
+                mm(rows, sk, d, &mut ds, gb, (d, 1), vb, (1, d), false, false); // dP
                 for (dsr, pr) in ds.chunks_mut(sk).zip(pb.chunks(sk)) {
                     let dot = dot(dsr, pr);
                     dsr.iter_mut().zip(pr).for_each(|(x, &y)| *x = scale * y * (*x - dot));
                 }
-                mm(rows, d, sk, dq, &ds, (sk, 1), kb, (d, 1));
-                mm(sk, d, rows, dk, &ds, (1, sk), qb, (d, 1));
-                mm(sk, d, rows, dv, pb, (1, sk), gb, (d, 1));
+                mm(rows, d, sk, dq, &ds, (sk, 1), kb, (d, 1), false, false);
+                mm(sk, d, rows, dk, &ds, (1, sk), qb, (d, 1), false, false);
+                mm(sk, d, rows, dv, pb, (1, sk), gb, (d, 1), false, false);
             },
         );
         (dq, dk, dv)
@@ -490,16 +568,9 @@ impl candle_core::CustomOp3 for Attention {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         fn go<T: WithDType + Float + 'static>(op: &Attention, parts: [(&CpuStorage, &Layout); 3]) -> Result<(CpuStorage, Tensor)> {
-            let s = parts.map(|(s, l)| {
-                let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused attention: non-contiguous input".into()))?;
-                Ok::<_, candle_core::Error>(&T::cpu_storage_as_slice(s)?[a..b])
-            });
-            let [q, k, v] = [s[0].as_ref(), s[1].as_ref(), s[2].as_ref()].map(|x| x.map_err(|e| candle_core::Error::Msg(e.to_string())));
-            let mask = match &op.mask {
-                Some(m) => data::<T>(m)?,
-                None => vec![],
-            };
-            let (out, probs) = op.forward(q?, k?, v?, &mask);
+            let (q, k, v) = (storage_slice::<T>(parts[0])?, storage_slice::<T>(parts[1])?, storage_slice::<T>(parts[2])?);
+            let mask: Vec<&Tensor> = op.mask.iter().collect();
+            let (out, probs) = on_slices::<T, _>(&mask, |m| op.forward(q, k, v, m.first().copied().unwrap_or(&[])))?;
             let (b, h, _, sq, sk, _) = op.dims;
             Ok((T::to_cpu_storage_owned(out), Tensor::from_vec(probs, (b, h, sq, sk), &Device::Cpu)?))
         }
@@ -515,7 +586,7 @@ impl candle_core::CustomOp3 for Attention {
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _o: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let p = self.probs.lock().expect("probabilities").clone().ok_or_else(|| candle_core::Error::Msg("fused attention: no forward".into()))?;
         fn go<T: WithDType + Float + 'static>(op: &Attention, q: &Tensor, k: &Tensor, v: &Tensor, p: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-            let (dq, dk, dv) = op.backward(&data::<T>(q)?, &data::<T>(k)?, &data::<T>(v)?, &data::<T>(p)?, &data::<T>(g)?);
+            let (dq, dk, dv) = on_slices::<T, _>(&[q, k, v, p, g], |s| op.backward(s[0], s[1], s[2], s[3], s[4]))?;
             Ok((Tensor::from_vec(dq, q.shape(), &Device::Cpu)?, Tensor::from_vec(dk, k.shape(), &Device::Cpu)?, Tensor::from_vec(dv, v.shape(), &Device::Cpu)?))
         }
         let (dq, dk, dv) = match q.dtype() {

@@ -6,77 +6,15 @@
 use crate::fused;
 use candle_core::{DType, Device, Result, Tensor, D};
 
-/// `x @ w^T + b` for a frozen weight `w: [out, in]` (PyTorch `nn.Linear` layout).
+/// `x @ w^T + b` for a frozen weight `w: [out, in]` (PyTorch `nn.Linear` layout); the backward computes only the
+/// input gradient (see `fused::linear`).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    frozen_matmul(x, &w.t()?, w, b)
+    fused::linear(x, &w.t()?, w, b)
 }
 
 /// `x @ w + b` for a weight stored as `[in, out]` (GPT-2's `Conv1D`).
 pub fn conv1d_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    frozen_matmul(x, w, &w.t()?, Some(b))
-}
-
-/// `x @ w_io + b` over the last dimension of `x: [.., in]`, with `w_io: [in, out]` and `w_oi` its transpose
-/// (views), all frozen.
-///
-/// candle's matmul backward always computes the gradient of both operands; for a frozen weight that is wasted
-/// work (and, with a batch-broadcast weight, a `[batch, in, out]` temporary per layer), and the reshapes and
-/// the bias add around it are graph nodes of their own. This op is one node whose backward returns only the
-/// input gradient, `grad @ w_oi`.
-fn frozen_matmul(x: &Tensor, w_io: &Tensor, w_oi: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    if x.track_op() {
-        return x.contiguous()?.apply_op1(FrozenMatmul { w_io: w_io.clone(), w_oi: w_oi.clone(), b: b.cloned() });
-    }
-    let y = FrozenMatmul::affine(x, w_io, b)?;
-    Ok(y)
-}
-
-struct FrozenMatmul {
-    w_io: Tensor,
-    w_oi: Tensor,
-    b: Option<Tensor>,
-}
-
-impl FrozenMatmul {
-    /// `x @ w + b` on the last dimension, untracked.
-    fn affine(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        let (inp, out) = w.dims2()?;
-        let mut dims = x.dims().to_vec();
-        *dims.last_mut().unwrap() = out;
-        let y = x.reshape(((), inp))?.matmul(w)?;
-        let y = match b {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        y.reshape(dims)
-    }
-}
-
-impl candle_core::CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(&self, s: &candle_core::CpuStorage, l: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use candle_core::{backend::BackendStorage, CpuStorage};
-        let (start, end) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("frozen-matmul: non-contiguous input".into()))?;
-        let x = match s {
-            CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], l.shape(), &Device::Cpu)?,
-            CpuStorage::F64(v) => Tensor::from_slice(&v[start..end], l.shape(), &Device::Cpu)?,
-            _ => candle_core::bail!("frozen-matmul: unsupported dtype {:?}", s.dtype()),
-        };
-        let y = Self::affine(&x, &self.w_io, self.b.as_ref())?.contiguous()?;
-        let shape = y.shape().clone();
-        let (storage, layout) = y.storage_and_layout();
-        match &*storage {
-            candle_core::Storage::Cpu(c) if layout.start_offset() == 0 && layout.is_contiguous() => Ok((c.clone(), shape)),
-            _ => candle_core::bail!("frozen-matmul: unexpected output layout"),
-        }
-    }
-
-    fn bwd(&self, x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(Self::affine(grad_y, &self.w_oi, None)?.reshape(x.shape())?))
-    }
+    fused::linear(x, w, &w.t()?, Some(b))
 }
 
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * w + b` (frozen `w`, `b`).

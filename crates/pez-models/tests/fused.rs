@@ -86,3 +86,14 @@ fn rope_gated_and_head_swaps() {
     assert_close("merge_heads", compare(&[x], |t| pez_models::ops::merge_heads(&t[0]).unwrap(),
         |t| t[0].transpose(1, 2).unwrap().reshape((2, 5, 24)).unwrap()));
 }
+
+#[test]
+fn frozen_linear_in_both_weight_layouts() {
+    let x = random(&[2, 3, 8], 10, DType::F64);
+    let (w, b) = (random(&[5, 8], 11, DType::F64), random(&[5], 12, DType::F64));
+    assert_close("linear [out, in] + bias", compare(&[x.clone()], |t| pez_models::ops::linear(&t[0], &w, Some(&b)).unwrap(),
+        |t| t[0].broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap()));
+    let w_io = random(&[8, 5], 13, DType::F64);
+    assert_close("conv1d linear [in, out] + bias", compare(&[x], |t| pez_models::ops::conv1d_linear(&t[0], &w_io, &b).unwrap(),
+        |t| t[0].broadcast_matmul(&w_io).unwrap().broadcast_add(&b).unwrap()));
+}
