@@ -221,10 +221,11 @@ impl T5 {
     }
 
     fn feed_forward(&self, f: &Ff, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.act.apply(&linear(x, &f.wi_0, None)?)?;
-        if let Some(wi_1) = &f.wi_1 {
-            h = (h * linear(x, wi_1, None)?)?;
-        }
+        let gate = linear(x, &f.wi_0, None)?;
+        let h = match &f.wi_1 {
+            Some(wi_1) => self.act.gated(&gate, &linear(x, wi_1, None)?)?,
+            None => self.act.apply(&gate)?,
+        };
         Ok(linear(&h, &f.wo, None)?)
     }
 
