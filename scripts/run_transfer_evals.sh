@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The transfer grid end to end: the SST-2 prompts learned on SmolLM2-135M (scripts/run_tune_evals.sh: two seeds of
+# The transfer grid end to end: the SST-2 prompts learned on SmolLM2-135M (scripts/run_tune_evals.sh: four seeds of
 # each method) scored on the source and on Gemma 3 270M, written to evals/sst2/transfer.{md,csv,svg} and
 # transfer_scores.json. Extra targets are passed through, e.g. a pez-serve or other OpenAI-compatible endpoint:
 #   bash scripts/run_transfer_evals.sh --endpoint http://127.0.0.1:8080 --endpoint-model smollm2-135m
@@ -10,7 +10,7 @@ PEZ=${PEZ:-${CARGO_TARGET_DIR:-target}/release/pez}
 cargo build --release -q -p pez-cli
 runs=()
 for m in pez-fluency0.003 pez-fluency0 autoprompt-sgd fluentprompt; do
-  for d in "evals/sst2/$m" "evals/sst2/$m-s1"; do
+  for d in "evals/sst2/$m" "evals/sst2/$m"-s[0-9]; do
     [ -f "$d/prompt.json" ] && runs+=("$d")
   done
 done

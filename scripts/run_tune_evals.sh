@@ -2,6 +2,7 @@
 # The tuning results in evals/: SmolLM2-135M on SST-2 (empty template, PEZ with and without fluency, three
 # baselines) and few-shot AG News. Writes run directories under evals/ and a log with wall times.
 #   bash scripts/run_tune_evals.sh            (about an hour on 2 CPU cores)
+#   ONLY='sst2/*-s2' bash scripts/run_tune_evals.sh   (only the runs whose name matches the pattern)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEZ=${PEZ:-${CARGO_TARGET_DIR:-target}/release/pez}
@@ -9,6 +10,7 @@ LOG=evals/tune_log.txt
 mkdir -p evals/sst2 evals/agnews
 run() { # name, then pez arguments
   local name=$1; shift
+  [[ -n "${ONLY:-}" && "$name" != $ONLY ]] && return 0
   local t0=$(date +%s)
   echo "== $name: pez $*" | tee -a "$LOG"
   "$PEZ" "$@" > "evals/$name.out.json"
@@ -29,4 +31,13 @@ run sst2/pez-fluency0.003-s1 tune sst2 --fluency 0.003 --steps 150 --seed 1 $SST
 run sst2/pez-fluency0-s1 tune sst2 --fluency 0 --steps 150 --seed 1 $SST --out evals/sst2/pez-fluency0-s1
 run sst2/autoprompt-sgd-s1 tune sst2 --method autoprompt-sgd --steps 150 --seed 1 $SST --out evals/sst2/autoprompt-sgd-s1
 run sst2/fluentprompt-s1 tune sst2 --method fluentprompt --fluency 0.003 --steps 150 --seed 1 $SST --out evals/sst2/fluentprompt-s1
-echo "== done" | tee -a "$LOG"
+# Third and fourth seeds (seeds 2 and 3).
+run sst2/pez-fluency0.003-s2 tune sst2 --fluency 0.003 --steps 150 --seed 2 $SST --out evals/sst2/pez-fluency0.003-s2
+run sst2/pez-fluency0-s2 tune sst2 --fluency 0 --steps 150 --seed 2 $SST --out evals/sst2/pez-fluency0-s2
+run sst2/autoprompt-sgd-s2 tune sst2 --method autoprompt-sgd --steps 150 --seed 2 $SST --out evals/sst2/autoprompt-sgd-s2
+run sst2/fluentprompt-s2 tune sst2 --method fluentprompt --fluency 0.003 --steps 150 --seed 2 $SST --out evals/sst2/fluentprompt-s2
+run sst2/pez-fluency0.003-s3 tune sst2 --fluency 0.003 --steps 150 --seed 3 $SST --out evals/sst2/pez-fluency0.003-s3
+run sst2/pez-fluency0-s3 tune sst2 --fluency 0 --steps 150 --seed 3 $SST --out evals/sst2/pez-fluency0-s3
+run sst2/autoprompt-sgd-s3 tune sst2 --method autoprompt-sgd --steps 150 --seed 3 $SST --out evals/sst2/autoprompt-sgd-s3
+run sst2/fluentprompt-s3 tune sst2 --method fluentprompt --fluency 0.003 --steps 150 --seed 3 $SST --out evals/sst2/fluentprompt-s3
+if [ -z "${ONLY:-}" ]; then echo "== done" | tee -a "$LOG"; fi

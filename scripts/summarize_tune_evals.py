@@ -20,6 +20,11 @@ def empty(task):
     return json.loads((E / f"{task}/empty.out.json").read_text())["accuracy"]
 
 
+def shown(prompt):
+    """A prompt as one table cell: newlines and tabs written as escapes."""
+    return prompt.replace("|", "/").replace("\n", "\\n").replace("\t", "\\t")
+
+
 def table(task, runs):
     e = empty(task)
     out = [f"| run | method | fluency w | steps | holdout acc | dev acc | Δ vs empty | prompt log-ppl | wall (s) | prompt |",
@@ -36,12 +41,13 @@ def table(task, runs):
         dev = a["dev_accuracy"]
         out.append(f"| {r} | {a['method']} | {c['fluency']} | {steps} | {a['holdout_accuracy']*100:.1f} | {dev*100:.2f} | "
                    f"{(dev - e['accuracy'])*100:+.2f} | {a['fluency_log_ppl']:.2f} | {walls.get(task + '/' + r, {}).get('wall', '')} | "
-                   f"`{a['prompt'].replace('|', '/')}` |")
+                   f"`{shown(a['prompt'])}` |")
     return "\n".join(out)
 
 
 print("## SST-2 (SmolLM2-135M-Instruct, dev = 872 sentences)\n")
-print(table("sst2", ["pez-fluency0.003", "pez-fluency0.003-s1", "pez-fluency0", "autoprompt-sgd", "fluentprompt", "soft"]))
+methods = ["pez-fluency0.003", "pez-fluency0", "autoprompt-sgd", "fluentprompt", "soft"]
+print(table("sst2", [m + s for m in methods for s in ["", "-s1", "-s2", "-s3"]]))
 print("\n'steps' is the step of the best prompt by holdout accuracy (ties keep the later one). Soft: the prompt text is only "
       "the nearest tokens; its accuracy is the soft prompt's.\n")
 print("## AG News few-shot (dev = dev_1k)\n")

@@ -6,8 +6,8 @@
 //! allocates a zero gradient and a sum for every node and also differentiates the constant operands (norm
 //! weights, masks, rope tables). Here each is one node whose backward returns only the input gradients.
 //! Weights, masks and tables are frozen: they are captured, not differentiated.
-//! Correctness: the golden tests compare forwards with transformers, the gradient checks compare every
-//! backward with finite differences (f64).
+//! Correctness: `tests/fused.rs` compares each op (values and input gradients) with the same maths composed
+//! from candle ops; the golden tests and finite-difference gradient checks of every architecture run through them.
 
 use candle_core::{backend::BackendStorage, CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
 use num_traits::Float;
