@@ -18,7 +18,8 @@ pub struct Args {
     /// The model name to ask each --endpoint for (in the same order).
     #[arg(long)]
     endpoint_model: Vec<String>,
-    /// pez: pez-serve's /v1/classify (the same numbers as in-process); openai: /v1/completions with logprobs.
+    /// pez: pez-serve's /v1/classify (the same numbers as in-process); openai: /v1/completions with logprobs (the
+    /// verbalizers must be among the server's top 20 next tokens; more than 5% of examples without them is an error).
     #[arg(long, value_enum, default_value = "pez")]
     endpoint_api: pez_transfer::endpoint::Api,
     /// Prompts per method, best by holdout accuracy.

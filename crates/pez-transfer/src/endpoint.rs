@@ -89,11 +89,25 @@ impl Endpoint {
             }
             out.push(scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i));
         }
-        if unseen > 0 {
-            eprintln!("warning: {} of {} examples had no verbalizer among the top 20 tokens (counted as label 0)", unseen, data.len());
-        }
+        check_unseen(unseen, data.len())?;
         Ok(out)
     }
+}
+
+/// Examples whose verbalizers are all missing from the top-20 alternatives cannot be scored (they count as label 0):
+/// a few are tolerated with a warning, more than 5% make the accuracy meaningless and are an error.
+fn check_unseen(unseen: usize, total: usize) -> Result<()> {
+    if unseen * 20 > total {
+        bail!(
+            "{unseen} of {total} examples had no verbalizer among the endpoint's top 20 alternatives, so its accuracy \
+             cannot be measured with --endpoint-api openai (the model prefers other next tokens after the template); \
+             for pez-serve use --endpoint-api pez, which scores the verbalizers directly"
+        );
+    }
+    if unseen > 0 {
+        eprintln!("warning: {unseen} of {total} examples had no verbalizer among the top 20 tokens (counted as label 0)");
+    }
+    Ok(())
 }
 
 /// The score of each verbalizer among the alternatives of a completion's first token (-inf where absent).
@@ -124,6 +138,13 @@ pub fn verbalizer_scores(answer: &Value, verbalizers: &[String]) -> Result<Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_unscorable_examples_are_an_error() {
+        assert!(super::check_unseen(0, 60).is_ok() && super::check_unseen(3, 60).is_ok());
+        let e = super::check_unseen(60, 60).unwrap_err().to_string();
+        assert!(e.contains("60 of 60") && e.contains("--endpoint-api pez"), "{e}");
+    }
 
     #[test]
     fn reads_both_logprob_shapes() {

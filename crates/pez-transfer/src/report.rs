@@ -89,7 +89,7 @@ pub fn write_all(dir: &Path, task: &str, scores: &[PromptScore], header: &str) -
     md.push_str("\n## Prompts\n\n| method | model | accuracy | holdout (source) | prompt |\n|---|---|---|---|---|\n");
     for s in scores {
         writeln!(md, "| {} | {} | {:.2} | {} | `{}` |", s.method, s.model, s.accuracy * 100.0,
-                 s.holdout_accuracy.map(|h| format!("{:.1}", h * 100.0)).unwrap_or("–".into()), s.prompt.replace('|', "\\|").replace('`', "'"))?;
+                 s.holdout_accuracy.map(|h| format!("{:.1}", h * 100.0)).unwrap_or("–".into()), table_cell(&s.prompt))?;
     }
     std::fs::write(dir.join("transfer.md"), md)?;
     // CSV
@@ -141,4 +141,17 @@ fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> Str
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// A prompt inside a Markdown table cell (in backticks): pipes escaped, newlines and tabs written as `\n`, `\t`.
+fn table_cell(prompt: &str) -> String {
+    prompt.replace('|', "\\|").replace('`', "'").replace('\n', "\\n").replace('\t', "\\t")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_prompt_stays_in_one_table_cell() {
+        assert_eq!(super::table_cell("a|b`c\n\td"), "a\\|b'c\\n\\td");
+    }
 }
