@@ -23,8 +23,17 @@ pub struct Args {
     /// Substrings no chosen token may contain (comma separated).
     #[arg(long, value_delimiter = ',')]
     block: Vec<String>,
+    /// Tokens the short prompt may use: the whole vocabulary (the paper), or only the long prompt's own tokens.
+    #[arg(long, value_enum, default_value_t = Vocab::All)]
+    vocab: Vocab,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum Vocab {
+    All,
+    Prompt,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -39,9 +48,11 @@ pub fn run(a: Args) -> Result<()> {
     let len = ((ids.len() as f64 * a.ratio).round() as usize).max(1);
     let emb = enc.token_embeddings();
     let target = enc.features(&emb.index_select(&candle_core::Tensor::new(ids.as_slice(), emb.device())?, 0)?)?;
-    let cfg = InvertConfig { prompt_len: len, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone() };
+    let cfg = InvertConfig { prompt_len: len, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(),
+        only: (a.vocab == Vocab::Prompt).then(|| ids.clone()) };
     let best = invert(enc.as_ref(), &tok, &target, &cfg, |_, _| {})?;
-    // Baselines: the long prompt cut to the same length, and the best of as many random prompts as PEZ steps.
+    // Baselines: the long prompt cut to the same length, and the best of as many random prompts as PEZ steps,
+    // drawn from the tokens PEZ may use.
     let truncated = score_ids(enc.as_ref(), &ids[..len], &target)?;
     let pool = &best.pool;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed ^ 0xBA5E);
@@ -54,7 +65,8 @@ pub fn run(a: Args) -> Result<()> {
         "model": a.model, "original": a.prompt, "original_tokens": ids.len(), "ratio": a.ratio, "length": len,
         "prompt": best.prompt, "token_ids": best.token_ids, "cosine": best.cosine, "best_step": best.step,
         "truncated": tok.decode(&ids[..len], true).unwrap_or_default(), "truncated_cosine": truncated,
-        "random_best_cosine": random_best, "random_prompts": a.steps, "config": cfg,
+        "random_best_cosine": random_best, "random_prompts": a.steps,
+        "vocab": if a.vocab == Vocab::Prompt { "prompt" } else { "all" }, "config": cfg,
     });
     if a.json {
         println!("{}", serde_json::to_string(&out)?);

@@ -35,7 +35,7 @@ pub fn run_invert(a: InvertArgs) -> Result<()> {
     }
     let m = ClipModel::load(&a.model)?;
     let targets = m.image_features(&a.images)?;
-    let cfg = InvertConfig { prompt_len: a.prompt_len, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone() };
+    let cfg = InvertConfig { prompt_len: a.prompt_len, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(), only: None };
     let every = (a.steps / 20).max(1);
     let best = invert(&m.text, &m.tokenizer, &targets, &cfg, |s, c| {
         if (s + 1) % every == 0 {

@@ -64,12 +64,15 @@ pub struct InvertConfig {
     pub weight_decay: f64,
     pub seed: u64,
     pub block: Vec<String>,
+    /// If given, the only token ids a prompt may use (still subject to `block`), e.g. a long prompt's own tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<u32>>,
 }
 
 impl Default for InvertConfig {
     /// The paper's image-inversion settings (AdamW lr 0.1, weight decay 0.1), 16 tokens, 3000 steps.
     fn default() -> Self {
-        Self { prompt_len: 16, steps: 3000, lr: 0.1, weight_decay: 0.1, seed: 0, block: vec![] }
+        Self { prompt_len: 16, steps: 3000, lr: 0.1, weight_decay: 0.1, seed: 0, block: vec![], only: None }
     }
 }
 
@@ -88,7 +91,11 @@ pub struct Inversion {
 /// Runs PEZ from a random allowed-token prompt towards `targets: [n, f]`.
 pub fn invert(encoder: &dyn TextEncoder, tok: &Tokenizer, targets: &Tensor, cfg: &InvertConfig, mut progress: impl FnMut(usize, f64)) -> Result<Inversion> {
     let emb = encoder.token_embeddings();
-    let allowed = allowed_tokens(tok, emb.dim(0)?, &cfg.block);
+    let mut allowed = allowed_tokens(tok, emb.dim(0)?, &cfg.block);
+    if let Some(only) = &cfg.only {
+        let keep: std::collections::HashSet<u32> = only.iter().copied().collect();
+        allowed.iter_mut().enumerate().for_each(|(i, a)| *a &= keep.contains(&(i as u32)));
+    }
     let pool: Vec<u32> = allowed.iter().enumerate().filter(|(_, &a)| a).map(|(i, _)| i as u32).collect();
     if pool.is_empty() {
         bail!("the blocklist excludes every token");

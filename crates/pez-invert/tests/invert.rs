@@ -50,3 +50,20 @@ fn blocked_substrings_never_appear_across_seeds() {
         }
     }
 }
+
+#[test]
+fn an_allowlist_keeps_prompts_to_its_tokens_and_the_pool_says_so() {
+    let (enc, tok) = tiny();
+    let target_ids = tok.encode("great film fun plot", false).unwrap().get_ids().to_vec();
+    let target = enc.features(&enc.token_embeddings().index_select(&candle_core::Tensor::new(target_ids.as_slice(), &Device::Cpu).unwrap(), 0).unwrap()).unwrap();
+    let only: Vec<u32> = ["bad", "dull", "plot", "story"].iter().map(|w| tok.token_to_id(w).unwrap()).collect();
+    for seed in 0..10 {
+        let r = invert(&enc, &tok, &target, &InvertConfig { prompt_len: 3, steps: 30, seed, only: Some(only.clone()), ..InvertConfig::default() }, |_, _| {}).unwrap();
+        assert!(r.token_ids.iter().all(|i| only.contains(i)), "seed {seed}: {:?} outside {only:?}", r.token_ids);
+        let mut pool = r.pool.clone();
+        pool.sort();
+        let mut want = only.clone();
+        want.sort();
+        assert_eq!(pool, want);
+    }
+}
