@@ -67,7 +67,7 @@ pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)>
     struct Mt {
         model_type: String,
     }
-    let mt: Mt = if pez_models::clip::is_open_clip_dir(&dir) && !dir.join("config.json").exists() {
+    let mt: Mt = if pez_models::clip::is_open_clip_dir(&dir) {
         Mt { model_type: "clip".into() }
     } else {
         pez_models::weights::read_config(&dir)?

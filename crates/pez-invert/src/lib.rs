@@ -98,7 +98,7 @@ pub fn invert(encoder: &dyn TextEncoder, tok: &Tokenizer, targets: &Tensor, cfg:
     }
     let pool: Vec<u32> = allowed.iter().enumerate().filter(|(_, &a)| a).map(|(i, _)| i as u32).collect();
     if pool.is_empty() {
-        bail!("the blocklist excludes every token");
+        bail!("no token is left to choose from (the blocklist, or the blocklist with the allowlist, excludes every one)");
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let init_ids: Vec<u32> = (0..cfg.prompt_len).map(|_| pool[rng.gen_range(0..pool.len())]).collect();

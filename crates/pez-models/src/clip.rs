@@ -193,20 +193,21 @@ pub struct Clip {
 }
 
 impl Clip {
-    /// A Hugging Face `CLIPModel` directory (`config.json`), else an open_clip one (`open_clip_config.json`).
+    /// A Hugging Face `CLIPModel` directory (`config.json`), or an open_clip one (`open_clip_config.json` only).
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let (cfg, w) = if dir.join("config.json").exists() || !is_open_clip_dir(dir) {
-            (read_config::<ClipConfig>(dir)?, Weights::from_safetensors_dir(dir, dtype, device)?)
-        } else {
+        let (cfg, w) = if is_open_clip_dir(dir) {
             open_clip::load(dir, dtype, device)?
+        } else {
+            (read_config::<ClipConfig>(dir)?, Weights::from_safetensors_dir(dir, dtype, device)?)
         };
         Ok(Self { text: ClipText::load(&w, cfg.text_config)?, vision: ClipVision::load(&w, cfg.vision_config)? })
     }
 }
 
-/// Whether `dir` holds a model in open_clip's own layout.
+/// Whether `dir` holds a model only in open_clip's own layout (`open_clip_config.json` and no Hugging Face
+/// `config.json`; repositories with both are read through the Hugging Face layout).
 pub fn is_open_clip_dir(dir: &Path) -> bool {
-    dir.join(open_clip::CONFIG).exists()
+    dir.join(open_clip::CONFIG).exists() && !dir.join("config.json").exists()
 }
 
 /// The image normalisation a CLIP directory declares (`preprocessor_config.json`'s image_mean/std, or

@@ -82,6 +82,22 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     a.iter().zip(b).fold(T::zero(), |s, (&x, &y)| s + x * y)
 }
 
+/// `c[m, n] = a[m, k] b[k, n]` (or `c += a b` with `accumulate`), row-major `c`; `a` and `b` given with (row,
+/// column) strides. `parallel`: gemm splits the product over rayon's threads (for one large product).
+#[allow(clippy::too_many_arguments)]
+fn mm<T: Float + 'static>(m: usize, n: usize, k: usize, c: &mut [T], a: &[T], (a_rs, a_cs): (usize, usize), b: &[T], (b_rs, b_cs): (usize, usize), accumulate: bool, parallel: bool) {
+    if m == 0 || n == 0 || k == 0 {
+        return; // nothing to add (c starts zeroed, or holds what is accumulated onto)
+    }
+    assert!(c.len() >= m * n && a.len() > (m - 1) * a_rs + (k - 1) * a_cs && b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the bounds above cover every element gemm reads and writes.
+    unsafe {
+        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, accumulate, a.as_ptr(), a_cs as isize, a_rs as isize,
+                   b.as_ptr(), b_cs as isize, b_rs as isize, T::one(), T::one(), false, false, false, par)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // RMSNorm: y = x * inv * w, inv = (mean(x^2) + eps)^-1/2.
 // dx = inv * g * w - x * inv^3 * sum(g * w * x) / d.
@@ -333,19 +349,23 @@ impl Kernel for Gated {
 }
 
 impl Gated {
-    /// Both input gradients in one pass over the gate's activation, each into its own contiguous buffer.
-    fn grads<T: WithDType + Float>(&self, a: &[T], b: &[T], g: &[T]) -> (Vec<T>, Vec<T>) {
+    /// Both input gradients `(da, db)` in one pass over the gate's activation, each its own contiguous tensor.
+    fn grads<T: WithDType + Float>(&self, a: &Tensor, b: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
         let n = self.n;
-        let (mut da, mut db) = (vec![T::zero(); a.len()], vec![T::zero(); a.len()]);
-        da.par_chunks_mut(n).zip(db.par_chunks_mut(n)).enumerate().for_each(|(r, (da, db))| {
-            for i in 0..n {
-                let j = r * n + i;
-                let (f, df) = act(self.gate, a[j]);
-                da[i] = g[j] * b[j] * df;
-                db[i] = g[j] * f;
-            }
-        });
-        (da, db)
+        let (da, db) = on_slices::<T, _>(&[a, b, g], |s| {
+            let (a, b, g) = (s[0], s[1], s[2]);
+            let (mut da, mut db) = (vec![T::zero(); a.len()], vec![T::zero(); a.len()]);
+            da.par_chunks_mut(n).zip(db.par_chunks_mut(n)).enumerate().for_each(|(r, (da, db))| {
+                for i in 0..n {
+                    let j = r * n + i;
+                    let (f, df) = act(self.gate, a[j]);
+                    da[i] = g[j] * b[j] * df;
+                    db[i] = g[j] * f;
+                }
+            });
+            (da, db)
+        })?;
+        Ok((Tensor::from_vec(da, a.shape(), &Device::Cpu)?, Tensor::from_vec(db, a.shape(), &Device::Cpu)?))
     }
 }
 
@@ -358,14 +378,8 @@ impl candle_core::CustomOp2 for Gated {
     }
     fn bwd(&self, a: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (da, db) = match a.dtype() {
-            DType::F32 => {
-                let (da, db) = on_slices::<f32, _>(&[a, b, g], |s| self.grads(s[0], s[1], s[2]))?;
-                (Tensor::from_vec(da, a.shape(), &Device::Cpu)?, Tensor::from_vec(db, a.shape(), &Device::Cpu)?)
-            }
-            _ => {
-                let (da, db) = on_slices::<f64, _>(&[a, b, g], |s| self.grads(s[0], s[1], s[2]))?;
-                (Tensor::from_vec(da, a.shape(), &Device::Cpu)?, Tensor::from_vec(db, a.shape(), &Device::Cpu)?)
-            }
+            DType::F32 => self.grads::<f32>(a, b, g)?,
+            _ => self.grads::<f64>(a, b, g)?,
         };
         Ok((Some(da), Some(db)))
     }
@@ -422,30 +436,6 @@ pub fn swap_middle(x: &Tensor, (a, m, n, d): (usize, usize, usize, usize), out: 
         candle_core::bail!("swap_middle: {:?} is not [{a}, {m}, {n}, {d}] / {out:?}", x.dims());
     }
     x.contiguous()?.apply_op1(Swap { m, n, d, out })
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Attention: O = softmax(scale * Q K^T + M) V, per batch row and key/value head, the query heads of that
-// key/value head (grouped-query attention) taken together as one block of rows. The forward keeps the
-// probabilities P for the backward:
-//   dP = dO V^T,  dS = scale * P * (dP - rowsum(dP * P)),  dQ = dS K,  dK = dS^T Q,  dV = P^T dO.
-// Blocks run in parallel, each with single-threaded matrix products (candle's batched matmul parallelises
-// inside every small product instead, which costs more than it gains at these sizes).
-
-/// `c[m, n] = a[m, k] b[k, n]` (or `c += a b` with `accumulate`), row-major `c`; `a` and `b` given with (row,
-/// column) strides. `parallel`: gemm splits the product over rayon's threads (for one large product).
-#[allow(clippy::too_many_arguments)]
-fn mm<T: Float + 'static>(m: usize, n: usize, k: usize, c: &mut [T], a: &[T], (a_rs, a_cs): (usize, usize), b: &[T], (b_rs, b_cs): (usize, usize), accumulate: bool, parallel: bool) {
-    if m == 0 || n == 0 || k == 0 {
-        return; // nothing to add (c starts zeroed, or holds what is accumulated onto)
-    }
-    assert!(c.len() >= m * n && a.len() > (m - 1) * a_rs + (k - 1) * a_cs && b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
-    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: the bounds above cover every element gemm reads and writes.
-    unsafe {
-        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, accumulate, a.as_ptr(), a_cs as isize, a_rs as isize,
-                   b.as_ptr(), b_cs as isize, b_rs as isize, T::one(), T::one(), false, false, false, par)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -510,6 +500,14 @@ pub fn linear(x: &Tensor, w_io: &Tensor, w_oi: &Tensor, b: Option<&Tensor>) -> R
     x.contiguous()?.apply_op1(Linear { w_io: w_io.clone(), w_oi: w_oi.clone(), b: b.cloned() })
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Attention: O = softmax(scale * Q K^T + M) V, per batch row and key/value head, the query heads of that
+// key/value head (grouped-query attention) taken together as one block of rows. The forward keeps the
+// probabilities P for the backward:
+//   dP = dO V^T,  dS = scale * P * (dP - rowsum(dP * P)),  dQ = dS K,  dK = dS^T Q,  dV = P^T dO.
+// Blocks run in parallel, each with single-threaded matrix products (candle's batched matmul parallelises
+// inside every small product instead, which costs more than it gains at these sizes).
+
 struct Attention {
     mask: Option<Tensor>,
     mask_rows: usize,
@@ -518,7 +516,6 @@ struct Attention {
     dims: (usize, usize, usize, usize, usize, usize),
     probs: std::sync::Mutex<Option<Tensor>>,
 }
-
 
 impl Attention {
     fn forward<T: WithDType + Float + 'static>(&self, q: &[T], k: &[T], v: &[T], mask: &[T]) -> (Vec<T>, Vec<T>) {

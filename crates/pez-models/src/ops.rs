@@ -1,7 +1,9 @@
-//! Differentiable building blocks, written from candle primitives that record a backward pass.
+//! Differentiable building blocks the models call: our fused kernels with hand-written backward passes
+//! (`crate::fused`: linear, norms, attention, rope, gated activations, head swaps), candle primitives that record
+//! a backward pass (log-softmax, activations), and the masks and rope tables (constants).
 //!
-//! candle's fused kernels (`candle_nn::ops::{layer_norm, rms_norm, softmax_last_dim}`, `rope*`) record no
-//! backward, so gradients through them silently vanish. Everything here is composed of ops that do.
+//! candle's own fused kernels (`candle_nn::ops::{layer_norm, rms_norm, softmax_last_dim}`, `rope*`) record no
+//! backward, so gradients through them silently vanish: they are not used.
 
 use crate::fused;
 use candle_core::{DType, Device, Result, Tensor, D};
