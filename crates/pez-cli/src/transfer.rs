@@ -20,7 +20,7 @@ pub struct Args {
     endpoint_model: Vec<String>,
     /// pez: pez-serve's /v1/classify (the same numbers as in-process); openai: /v1/completions with logprobs (the
     /// verbalizers must be among the server's top 20 next tokens; more than 5% of examples without them is an error).
-    #[arg(long, value_enum, default_value = "pez")]
+    #[arg(long, default_value = "pez")]
     endpoint_api: pez_transfer::endpoint::Api,
     /// Prompts per method, best by holdout accuracy.
     #[arg(long, default_value_t = 5)]
@@ -30,6 +30,9 @@ pub struct Args {
     data: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Label calibration on in-process targets: none, or content-free (estimated on each target model).
+    #[arg(long, default_value = "none")]
+    calibration: pez_classify::Calibration,
     /// Output folder (default evals/<task>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -37,21 +40,24 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
+    // The endpoints are checked before anything is scored (minutes of work lost to a typo otherwise).
+    if a.endpoint.len() != a.endpoint_model.len() {
+        anyhow::bail!("give one --endpoint-model per --endpoint ({} endpoints, {} models)", a.endpoint.len(), a.endpoint_model.len());
+    }
+    let endpoints = a.endpoint.iter().zip(&a.endpoint_model)
+        .map(|(url, model)| pez_transfer::endpoint::Endpoint::new(url, model, a.endpoint_api))
+        .collect::<Result<Vec<_>>>()?;
     let grid = pez_transfer::Grid::new(&a.task, &a.prompts, a.top, a.data.as_deref())?;
     let mut scores = vec![];
     for m in &a.models {
-        let s = grid.score_model(m, a.batch_size, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
+        let s = grid.score_model(m, a.batch_size, a.calibration, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
         for x in &s {
             eprintln!("          {:<14} {:6.2}%  {:?}", x.method, x.accuracy * 100.0, x.prompt);
         }
         scores.extend(s);
     }
-    if a.endpoint.len() != a.endpoint_model.len() {
-        anyhow::bail!("give one --endpoint-model per --endpoint ({} endpoints, {} models)", a.endpoint.len(), a.endpoint_model.len());
-    }
-    for (url, model) in a.endpoint.iter().zip(&a.endpoint_model) {
-        let ep = pez_transfer::endpoint::Endpoint::new(url, model, a.endpoint_api);
-        let s = grid.score_endpoint(&ep, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
+    for ep in &endpoints {
+        let s = grid.score_endpoint(ep, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
         for x in &s {
             eprintln!("          {:<14} {:6.2}%  {:?}", x.method, x.accuracy * 100.0, x.prompt);
         }

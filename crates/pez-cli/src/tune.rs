@@ -1,5 +1,6 @@
 use anyhow::Result;
 use pez_core::{Method, OptimizerKind};
+use pez_tasks::{Calibration, HoldoutRule};
 use pez_tune::TuneConfig;
 use std::path::PathBuf;
 
@@ -32,6 +33,25 @@ pub struct Args {
     /// Training examples held out to pick the best prompt (ignored with --shots).
     #[arg(long, default_value_t = 5000)]
     holdout: usize,
+    /// Which train rows the holdout is drawn from: random (the paper), or long (rows of 10+ words, like the
+    /// whole sentences of SST-2's dev and test; see pez_tasks::data::HoldoutRule).
+    #[arg(long, default_value = "random")]
+    holdout_rule: HoldoutRule,
+    /// Label calibration for the holdout, the dev pass and the prompt's later use: none, or content-free
+    /// (Zhao et al. 2021; recorded in prompt.json).
+    #[arg(long, default_value = "none")]
+    calibration: Calibration,
+    /// Best-of-N: run N seeds (from --seed) one after another, each in <out>/s<seed>, and write
+    /// <out>/summary.{json,md} (default out: runs/<task>-<method>).
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Seeds ranked in the summary's top list (by holdout accuracy).
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// The paper's protocol: batch 32, 5,000 steps, a random 5,000-example holdout scored every 100 steps, no
+    /// calibration (overrides those flags).
+    #[arg(long)]
+    paper: bool,
     /// Few-shot: K examples per class to train on and another K per class as the holdout.
     #[arg(long)]
     shots: Option<usize>,
@@ -66,26 +86,34 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let artifact = if let Some(dir) = &a.resume {
-        pez_tune::tune(None, Some(dir))?
-    } else {
-        let task = a.task.clone().ok_or_else(|| anyhow::anyhow!("give a task (sst2, amazon, agnews, or a .toml file) or --resume DIR"))?;
-        let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}-s{}", task.trim_end_matches(".toml"), a.method, a.seed)));
-        let lr = a.lr.unwrap_or(match a.optimizer {
-            OptimizerKind::Adafactor => 0.3,
-            OptimizerKind::Adamw => 0.1,
-        });
-        let cfg = TuneConfig {
-            task, model: a.model, fluency: a.fluency, prompt_len: a.prompt_len, steps: a.steps, batch_size: a.batch_size,
-            lr, optimizer: a.optimizer, weight_decay: a.weight_decay, eval_every: a.eval_every, holdout: a.holdout,
-            shots: a.shots, epochs: a.epochs, method: a.method, seed: a.seed, random_init: a.random_init,
-            train: a.train, dev: a.dev, skip_dev: a.skip_dev, eval_batch: a.eval_batch, out,
-        };
-        if !(0.0..=1.0).contains(&cfg.fluency) {
-            anyhow::bail!("--fluency must be in [0, 1], got {}", cfg.fluency);
-        }
-        pez_tune::tune(Some(cfg), None)?
+    let Some(task) = a.task.clone() else {
+        let Some(dir) = &a.resume else { anyhow::bail!("give a task (sst2, amazon, agnews, or a .toml file) or --resume DIR") };
+        println!("{}", serde_json::to_string_pretty(&pez_tune::tune(None, Some(dir))?)?);
+        return Ok(());
     };
-    println!("{}", serde_json::to_string_pretty(&artifact)?);
+    let mut cfg = TuneConfig {
+        out: a.out.clone().unwrap_or_else(|| TuneConfig::default_out(&task, a.method, a.seed)),
+        task, model: a.model, fluency: a.fluency, prompt_len: a.prompt_len, steps: a.steps, batch_size: a.batch_size,
+        lr: a.lr.unwrap_or(TuneConfig::default_lr(a.optimizer)), optimizer: a.optimizer, weight_decay: a.weight_decay,
+        eval_every: a.eval_every, holdout: a.holdout, holdout_rule: a.holdout_rule, calibration: a.calibration, shots: a.shots,
+        epochs: a.epochs, method: a.method, seed: a.seed, random_init: a.random_init, train: a.train, dev: a.dev,
+        skip_dev: a.skip_dev, eval_batch: a.eval_batch,
+    };
+    if a.paper {
+        (cfg.batch_size, cfg.steps, cfg.holdout, cfg.eval_every) = (32, 5000, 5000, 100);
+        (cfg.holdout_rule, cfg.calibration) = (HoldoutRule::Random, Calibration::None);
+    }
+    if a.resume.is_some() {
+        anyhow::bail!("--resume DIR continues a run with its own configuration: give no task with it");
+    }
+    if a.seeds > 1 {
+        cfg.validate()?;
+        let root = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
+        let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top)?;
+        print!("{}", pez_tune::sweep::markdown(&s));
+        eprintln!("wrote {}/summary.json and summary.md", root.display());
+        return Ok(());
+    }
+    println!("{}", serde_json::to_string_pretty(&pez_tune::tune(Some(cfg), None)?)?);
     Ok(())
 }

@@ -146,3 +146,28 @@ fn multi_token_verbalizer_is_scored_by_its_first_token_with_a_warning() {
     assert!(e.contains("\" superlatively\" is") && e.contains("scoring its first token"), "{e}");
 }
 
+
+/// With stderr not a terminal (a pipe, as in `pez tune ... 2> run.log`), progress comes as plain timed lines:
+/// one at the start, then step, rate, ETA and loss every `PEZ_PROGRESS_SECS` (0 here: every step).
+#[test]
+fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = ok(pez()
+        .args(["tune", fx.join("task.toml").to_str().unwrap(), "--model", fx.join("gpt2").to_str().unwrap()])
+        .args(["--train", fx.join("dev.tsv").to_str().unwrap(), "--steps", "6", "--batch-size", "2", "--eval-every", "3"])
+        .args(["--holdout", "4", "--prompt-len", "2", "--out", out.to_str().unwrap()])
+        .env("PEZ_PROGRESS_SECS", "0")
+        .output()
+        .unwrap());
+    let e = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("[tune ")).collect();
+    assert!(lines[0].ends_with("starting: 6 steps"), "{e}");
+    for step in 1..=6 {
+        assert!(lines.iter().any(|l| l.contains(&format!("] {step}/6 steps (")) && l.contains("ETA") && l.contains("loss")), "step {step}: {e}");
+    }
+    assert!(lines.iter().any(|l| l.contains("holdout") && l.contains("best")), "{e}");
+    assert!(lines.last().unwrap().contains("done: 6/6 steps"), "{e}");
+    assert!(!e.contains('\r') && !e.contains("\x1b["), "no bar escapes in a log: {e:?}");
+}

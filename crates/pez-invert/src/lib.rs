@@ -2,6 +2,7 @@
 //! prompts' or images'). Loss = 1 - mean cosine(text features, each target); best prompt = the best projected
 //! prompt by mean cosine, measured before each update (as the reference).
 
+pub mod distill;
 pub mod encoder;
 pub mod image;
 

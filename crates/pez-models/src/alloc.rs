@@ -13,5 +13,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Tells mimalloc never to return freed memory to the OS (purge delay -1).
 pub fn keep_freed_memory() {
+    // SAFETY: mi_option_set only stores an integer in mimalloc's global option table (an atomic write); it takes
+    // no pointers and is valid to call at any time, from any thread, before or after allocations.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }

@@ -4,7 +4,7 @@
 
 use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, split_heads};
 use crate::weights::{gguf_f32, gguf_u32, Weights};
-use crate::{KvCache, LanguageModel, LmInfo, Packed};
+use crate::{CausalDecoder, KvCache, LmInfo, Packed};
 use anyhow::Result;
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
@@ -168,28 +168,20 @@ impl Gemma3 {
     }
 }
 
-impl LanguageModel for Gemma3 {
+
+impl CausalDecoder for Gemma3 {
     fn info(&self) -> &LmInfo {
         &self.info
     }
     fn token_embeddings(&self) -> &Tensor {
         &self.embed
     }
-    fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
-        Ok(self.run(embeds, None, None)?.0)
+    fn head(&self) -> &Tensor {
+        &self.embed
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past, packed)?))
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear(hidden, &self.embed, None)?)
-    }
-}
-
-impl Gemma3 {
     /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
     /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
-    fn run(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
         let (dt, dev) = (embeds.dtype(), embeds.device());
@@ -229,8 +221,17 @@ impl Gemma3 {
     }
 }
 
+impl Gemma3 {
+    /// From a llama.cpp GGUF file's tensors (renamed to Hugging Face's; its norm scales already hold 1 + w).
+    pub fn from_gguf(w: &Weights, content: &gguf_file::Content) -> Result<Self> {
+        let cfg = Gemma3Config::from_gguf(content)?;
+        let renamed = w.names().map(|n| Ok((hf_name_from_gguf(n), w.get(n)?))).collect::<Result<_>>()?;
+        Self::load(&w.renamed(renamed), cfg, true)
+    }
+}
+
 /// Renames llama.cpp's Gemma 3 tensor names to Hugging Face's (without the `model.` prefix).
-pub fn hf_name_from_gguf(name: &str) -> String {
+fn hf_name_from_gguf(name: &str) -> String {
     match name {
         "token_embd.weight" => return "embed_tokens.weight".into(),
         "output_norm.weight" => return "norm.weight".into(),

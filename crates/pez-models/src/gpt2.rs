@@ -1,9 +1,9 @@
 //! GPT-2: learned absolute positions, pre-LayerNorm blocks, tanh-GELU MLP, LM head tied to the token embeddings.
 
 use crate::layers::LayerNorm as Ln;
-use crate::ops::{self, after_past, attention, conv1d_linear, linear, merge_heads, split_heads};
+use crate::ops::{self, after_past, attention, conv1d_linear, merge_heads, split_heads};
 use crate::weights::Weights;
-use crate::{KvCache, LanguageModel, LmInfo, Packed};
+use crate::{CausalDecoder, KvCache, LmInfo, Packed};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use serde::Deserialize;
@@ -82,28 +82,20 @@ impl Gpt2 {
     }
 }
 
-impl LanguageModel for Gpt2 {
+
+impl CausalDecoder for Gpt2 {
     fn info(&self) -> &LmInfo {
         &self.info
     }
     fn token_embeddings(&self) -> &Tensor {
         &self.wte
     }
-    fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
-        Ok(self.run(embeds, None, None)?.0)
+    fn head(&self) -> &Tensor {
+        &self.wte
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past, packed)?))
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear(hidden, &self.wte, None)?)
-    }
-}
-
-impl Gpt2 {
     /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
     /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
-    fn run(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, d) = embeds.dims3()?;
         let p = KvCache::len_of(past);

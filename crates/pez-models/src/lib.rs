@@ -65,15 +65,9 @@ pub trait LanguageModel: Send + Sync {
         self.lm_head(&ops::gather_rows(&h, &last)?)
     }
 
-    /// Causal decoders only: hidden states of rows that continue `past` (keys and values of earlier positions,
-    /// batch 1, shared by every row), and the cache extended by these tokens. `embeds` is `[b, s, d]`, or with
-    /// `packed` `[1, T, d]` holding several rows without padding (see `Packed`). With `b = 1` and no packing the
-    /// returned cache can be continued again. `None` for models that cannot continue from a cache (encoders, T5).
-    ///
-    /// A learned prompt is the same prefix in every row: its keys and values are computed once and reused,
-    /// and gradients still flow back through them to the prompt.
-    fn forward_after(&self, _embeds: &Tensor, _past: Option<&KvCache>, _packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(None)
+    /// The model as a causal decoder that can continue from cached keys and values, if it is one (T5 is not).
+    fn as_decoder(&self) -> Option<&dyn CausalDecoder> {
+        None
     }
 
     /// Embedding rows for token ids: `[n] -> [n, d]`.
@@ -81,6 +75,42 @@ pub trait LanguageModel: Send + Sync {
         let e = self.token_embeddings();
         let idx = Tensor::new(ids, e.device())?;
         Ok(e.index_select(&idx, 0)?)
+    }
+}
+
+/// A causal decoder (GPT-2, OPT, Llama, Gemma 3): what each one defines; `LanguageModel` follows from it.
+pub trait CausalDecoder: Send + Sync {
+    fn info(&self) -> &LmInfo;
+    fn token_embeddings(&self) -> &Tensor;
+    /// The LM head's weight `[vocab, d]` (the token embeddings when tied).
+    fn head(&self) -> &Tensor;
+
+    /// Hidden states of rows that continue `past` (keys and values of earlier positions, batch 1, shared by every
+    /// row), and the cache extended by these tokens. `embeds` is `[b, s, d]`, or with `packed` `[1, T, d]` holding
+    /// several rows without padding (see `Packed`). With `b = 1` and no packing the returned cache can be
+    /// continued again.
+    ///
+    /// A learned prompt is the same prefix in every row: its keys and values are computed once and reused,
+    /// and gradients still flow back through them to the prompt.
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)>;
+}
+
+impl<T: CausalDecoder> LanguageModel for T {
+    fn info(&self) -> &LmInfo {
+        CausalDecoder::info(self)
+    }
+    fn token_embeddings(&self) -> &Tensor {
+        CausalDecoder::token_embeddings(self)
+    }
+    /// Causal models ignore the padding: it sits after every real token.
+    fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
+        Ok(self.forward_after(embeds, None, None)?.0)
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(ops::linear(hidden, self.head(), None)?)
+    }
+    fn as_decoder(&self) -> Option<&dyn CausalDecoder> {
+        Some(self)
     }
 }
 

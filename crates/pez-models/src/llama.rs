@@ -2,7 +2,7 @@
 
 use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, split_heads};
 use crate::weights::{gguf_f32, gguf_u32, Weights};
-use crate::{KvCache, LanguageModel, LmInfo, Packed};
+use crate::{CausalDecoder, KvCache, LmInfo, Packed};
 use anyhow::Result;
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
@@ -114,28 +114,20 @@ impl Llama {
     }
 }
 
-impl LanguageModel for Llama {
+
+impl CausalDecoder for Llama {
     fn info(&self) -> &LmInfo {
         &self.info
     }
     fn token_embeddings(&self) -> &Tensor {
         &self.embed
     }
-    fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
-        Ok(self.run(embeds, None, None)?.0)
+    fn head(&self) -> &Tensor {
+        &self.head
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past, packed)?))
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear(hidden, &self.head, None)?)
-    }
-}
-
-impl Llama {
     /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
     /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
-    fn run(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
         let (dt, dev) = (embeds.dtype(), embeds.device());
@@ -164,15 +156,34 @@ impl Llama {
     }
 }
 
+impl Llama {
+    /// From a llama.cpp GGUF file's tensors: renamed to Hugging Face's names, Q/K rows put back in its order.
+    pub fn from_gguf(w: &Weights, content: &gguf_file::Content) -> Result<Self> {
+        let cfg = LlamaConfig::from_gguf(content)?;
+        let (heads, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads));
+        let mut renamed = std::collections::HashMap::new();
+        for name in w.names() {
+            let mut t = w.get(name)?;
+            if name.ends_with("attn_q.weight") {
+                t = unpermute_qk(&t, heads)?;
+            } else if name.ends_with("attn_k.weight") {
+                t = unpermute_qk(&t, kv)?;
+            }
+            renamed.insert(hf_name_from_gguf(name), t);
+        }
+        Self::load(&w.renamed(renamed), cfg)
+    }
+}
+
 /// Undoes llama.cpp's reordering of Q/K rows (its rope pairs adjacent dims; Hugging Face's pairs the halves).
-pub fn unpermute_qk(w: &Tensor, heads: usize) -> Result<Tensor> {
+fn unpermute_qk(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     let hd = out / heads;
     Ok(w.reshape((heads, hd / 2, 2, inp))?.transpose(1, 2)?.reshape((out, inp))?)
 }
 
 /// Renames llama.cpp's tensor names to Hugging Face's for the Llama layout.
-pub fn hf_name_from_gguf(name: &str) -> String {
+fn hf_name_from_gguf(name: &str) -> String {
     let map = [
         ("token_embd.weight", "model.embed_tokens.weight"),
         ("output_norm.weight", "model.norm.weight"),
@@ -201,4 +212,3 @@ pub fn hf_name_from_gguf(name: &str) -> String {
     }
     name.into()
 }
-

@@ -4,7 +4,7 @@
 use crate::layers::{LayerNorm as Ln, Linear as Lin};
 use crate::ops::{self, after_past, attention, linear, merge_heads, split_heads};
 use crate::weights::Weights;
-use crate::{KvCache, LanguageModel, LmInfo, Packed};
+use crate::{CausalDecoder, KvCache, LmInfo, Packed};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use serde::Deserialize;
@@ -99,10 +99,19 @@ impl Opt {
     }
 }
 
-impl Opt {
+impl CausalDecoder for Opt {
+    fn info(&self) -> &LmInfo {
+        &self.info
+    }
+    fn token_embeddings(&self) -> &Tensor {
+        &self.embed
+    }
+    fn head(&self) -> &Tensor {
+        &self.embed
+    }
     /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
     /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
-    fn run(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
+    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let (_, s, _) = embeds.dims3()?;
         let p = KvCache::len_of(past);
@@ -145,23 +154,5 @@ impl Opt {
             h = linear(&h, p, None)?;
         }
         Ok((h, KvCache { len: p + s, layers: cache }))
-    }
-}
-
-impl LanguageModel for Opt {
-    fn info(&self) -> &LmInfo {
-        &self.info
-    }
-    fn token_embeddings(&self) -> &Tensor {
-        &self.embed
-    }
-    fn hidden_states(&self, embeds: &Tensor, _lengths: &[usize]) -> Result<Tensor> {
-        Ok(self.run(embeds, None, None)?.0)
-    }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<Option<(Tensor, KvCache)>> {
-        Ok(Some(self.run(embeds, past, packed)?))
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear(hidden, &self.embed, None)?)
     }
 }

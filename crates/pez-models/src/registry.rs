@@ -28,17 +28,20 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("openclip-vit-h-14", "hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
 ];
 
-/// Where models fetched by `scripts/setup.sh` live: `$PEZ_MODELS`, else `./models` if it exists, else the
-/// `models/` folder of the checkout this binary was built from.
+/// Where models fetched by `scripts/setup.sh` live, found at run time: `$PEZ_MODELS`; else a `models/` folder
+/// holding one of them in the current directory or a parent (the checkout where setup ran); else the user's cache
+/// (`$XDG_CACHE_HOME/pez/models`, default `~/.cache/pez/models`).
 pub fn models_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("PEZ_MODELS") {
         return PathBuf::from(p);
     }
-    let local = PathBuf::from("models");
-    if local.is_dir() {
-        return local;
+    let locals: Vec<&str> = KNOWN.iter().filter_map(|(_, t)| t.strip_prefix("local:")).map(|t| t.split('/').next().unwrap_or(t)).collect();
+    let has_models = |d: &Path| locals.iter().any(|l| d.join(l).exists());
+    if let Some(d) = std::env::current_dir().ok().and_then(|c| c.ancestors().map(|a| a.join("models")).find(|d| has_models(d))) {
+        return d;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    cache.unwrap_or_else(|| PathBuf::from(".")).join("pez/models")
 }
 
 /// A model named by the user, resolved to files.
@@ -195,32 +198,8 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<LoadedLm>
     let (w, content) = Weights::from_gguf(path, dtype, device)?;
     let arch = crate::weights::gguf_str(&content, "general.architecture")?;
     let model: Box<dyn LanguageModel> = match arch.as_str() {
-        "llama" => {
-            let cfg = llama::LlamaConfig::from_gguf(&content)?;
-            let (heads, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads));
-            let mut renamed = std::collections::HashMap::new();
-            for name in content.tensor_infos.keys() {
-                let mut t = w.get(name)?;
-                if name.ends_with("attn_q.weight") {
-                    t = llama::unpermute_qk(&t, heads)?;
-                } else if name.ends_with("attn_k.weight") {
-                    t = llama::unpermute_qk(&t, kv)?;
-                }
-                renamed.insert(llama::hf_name_from_gguf(name), t);
-            }
-            let w = Weights::new(renamed, path.display().to_string(), dtype, device.clone());
-            Box::new(llama::Llama::load(&w, cfg)?)
-        }
-        "gemma3" => {
-            let cfg = gemma3::Gemma3Config::from_gguf(&content)?;
-            let renamed = content
-                .tensor_infos
-                .keys()
-                .map(|n| Ok((gemma3::hf_name_from_gguf(n), w.get(n)?)))
-                .collect::<Result<_>>()?;
-            let w = Weights::new(renamed, path.display().to_string(), dtype, device.clone());
-            Box::new(gemma3::Gemma3::load(&w, cfg, true)?)
-        }
+        "llama" => Box::new(llama::Llama::from_gguf(&w, &content)?),
+        "gemma3" => Box::new(gemma3::Gemma3::from_gguf(&w, &content)?),
         other => bail!("{}: GGUF architecture `{other}` is not supported", path.display()),
     };
     Ok(LoadedLm { model, tokenizer: tokenizer::from_gguf(&content)?, bos: tokenizer::gguf_bos(&content), source: path.display().to_string() })

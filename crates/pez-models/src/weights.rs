@@ -59,6 +59,16 @@ impl Weights {
         Ok((Self::new(tensors, path.display().to_string(), dtype, device.clone()), content))
     }
 
+    /// The same checkpoint's tensors under other names (e.g. llama.cpp's renamed to Hugging Face's).
+    pub fn renamed(&self, tensors: HashMap<String, Tensor>) -> Self {
+        Self::new(tensors, self.source.clone(), self.dtype, self.device.clone())
+    }
+
+    /// Every tensor name in the checkpoint.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
     /// Uses the first prefix (e.g. `"transformer."`) under which `probe` exists; checkpoints saved from a
     /// task head carry one, bare models do not.
     pub fn detect_prefix(mut self, candidates: &[&str], probe: &str) -> Self {

@@ -58,6 +58,7 @@ model_tests!(gpt2, opt, opt350, llama, gemma3);
 fn prefix_cache(name: &str) {
     let model = load_hf_model(&fixture(name), DType::F64, &Device::Cpu).unwrap();
     let m: &dyn LanguageModel = model.as_ref();
+    let dec = m.as_decoder().expect("a causal decoder continues from a cache");
     let d = m.info().hidden_size;
     let (p, s) = (3, 7);
     let prefix = random(&[1, p, d], 3, DType::F64);
@@ -65,8 +66,8 @@ fn prefix_cache(name: &str) {
     let lengths = [s, 4];
     let whole = Tensor::cat(&[&prefix.broadcast_as((2, p, d)).unwrap(), &rows], 1).unwrap();
     let want = m.hidden_states(&whole, &[p + s, p + 4]).unwrap();
-    let (hp, cache) = m.forward_after(&prefix, None, None).unwrap().expect("a causal decoder continues from a cache");
-    let (hr, cache2) = m.forward_after(&rows, Some(&cache), None).unwrap().unwrap();
+    let (hp, cache) = dec.forward_after(&prefix, None, None).unwrap();
+    let (hr, cache2) = dec.forward_after(&rows, Some(&cache), None).unwrap();
     assert_eq!((cache.len, cache2.len), (p, p + s));
     let err_prefix = max_abs_diff(&hp.get(0).unwrap(), &want.get(0).unwrap().narrow(0, 0, p).unwrap());
     let err_rows = max_abs_diff_rows(&hr, &want.narrow(1, p, s).unwrap(), &lengths);
@@ -75,7 +76,7 @@ fn prefix_cache(name: &str) {
     // The same rows packed into one sequence without padding give the same hidden states.
     let packed = pez_models::Packed::new(&lengths);
     let flat = Tensor::cat(&[&rows.get(0).unwrap().narrow(0, 0, s).unwrap(), &rows.get(1).unwrap().narrow(0, 0, 4).unwrap()], 0).unwrap();
-    let hk = m.forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed)).unwrap().unwrap().0.get(0).unwrap();
+    let hk = dec.forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed)).unwrap().0.get(0).unwrap();
     let err_packed = max_abs_diff(&hk.narrow(0, 0, s).unwrap(), &hr.get(0).unwrap())
         .max(max_abs_diff(&hk.narrow(0, s, 4).unwrap(), &hr.get(1).unwrap().narrow(0, 0, 4).unwrap()));
     eprintln!("{name}: packed vs padded rows {err_packed:.2e}");
@@ -84,16 +85,16 @@ fn prefix_cache(name: &str) {
     let v = m.info().vocab_size;
     let w = random(&[2, v], 5, DType::F64);
     let packed_loss = |pre: &Tensor| {
-        let (hp, cache) = m.forward_after(pre, None, None).unwrap().unwrap();
-        let h = m.forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed)).unwrap().unwrap().0.get(0).unwrap();
+        let (hp, cache) = dec.forward_after(pre, None, None).unwrap();
+        let h = dec.forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed)).unwrap().0.get(0).unwrap();
         let last = pez_models::ops::rows_at(&h, &packed.last_tokens()).unwrap();
         let lp = pez_models::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
         (lp * &w).unwrap().sum_all().unwrap().add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
     };
     check_grad(&prefix, packed_loss, 12, 1e-3);
     let loss = |pre: &Tensor| {
-        let (hp, cache) = m.forward_after(pre, None, None).unwrap().unwrap();
-        let (hr, _) = m.forward_after(&rows, Some(&cache), None).unwrap().unwrap();
+        let (hp, cache) = dec.forward_after(pre, None, None).unwrap();
+        let (hr, _) = dec.forward_after(&rows, Some(&cache), None).unwrap();
         let last = pez_models::ops::gather_rows(&hr, &[s - 1, 3]).unwrap();
         let lp = pez_models::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
         (lp * &w).unwrap().sum_all().unwrap().add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
@@ -107,4 +108,16 @@ mod prefix_cache {
     #[test] fn opt350() { super::prefix_cache("opt350") }
     #[test] fn llama() { super::prefix_cache("llama") }
     #[test] fn gemma3() { super::prefix_cache("gemma3") }
+}
+
+/// Every causal decoder says it is one (the prefix cache and packing depend on it); T5 says it is not.
+#[test]
+fn models_say_whether_they_are_causal_decoders() {
+    for name in ["gpt2", "opt", "opt350", "llama", "gemma3"] {
+        let m = load_hf_model(&fixture(name), DType::F32, &Device::Cpu).unwrap();
+        assert!(m.as_decoder().is_some(), "{name}");
+        assert_eq!(m.as_decoder().unwrap().info().arch, m.info().arch);
+    }
+    let t5 = load_hf_model(&fixture("t5"), DType::F32, &Device::Cpu).unwrap();
+    assert!(t5.as_decoder().is_none());
 }

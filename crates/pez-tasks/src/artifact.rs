@@ -18,11 +18,17 @@ pub struct PromptArtifact {
     pub method: String,
     pub source_model: String,
     pub task: String,
-    pub template: String,
-    pub verbalizers: Vec<String>,
-    pub label_names: Vec<String>,
+    /// Template, verbalizers and label names, flat in the JSON.
+    #[serde(flatten)]
+    pub prompt_format: crate::PromptFormat,
+    /// How label scores are calibrated when this prompt classifies (`none` for prompts written before it existed).
+    #[serde(default)]
+    pub calibration: crate::Calibration,
     pub holdout_accuracy: Option<f64>,
     pub dev_accuracy: Option<f64>,
+    /// Per dev class `(correct, total)`, by gold label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_per_class: Option<Vec<(usize, usize)>>,
     /// Mean next-token cross-entropy of the prompt under the source model (nats per token).
     pub fluency_log_ppl: Option<f64>,
     pub step: usize,

@@ -4,8 +4,9 @@
 pub mod artifact;
 pub mod data;
 pub mod metrics;
+pub mod sources;
 pub mod spec;
 
 pub use artifact::PromptArtifact;
-pub use data::{Dataset, Example};
-pub use spec::TaskSpec;
+pub use data::{Dataset, Example, HoldoutRule};
+pub use spec::{Calibration, DataSource, PromptFormat, TaskSpec};

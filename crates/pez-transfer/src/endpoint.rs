@@ -3,10 +3,11 @@
 //! `logprobs`, reading the verbalizers among the returned alternatives).
 
 use anyhow::{bail, Context, Result};
+use pez_classify::api::{ClassifyRequest, ClassifyResponse, Input};
 use pez_tasks::{Example, TaskSpec};
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     /// pez-serve's `/v1/classify` on a base model with `prompt`, `template` and `verbalizers` in the request.
     Pez,
@@ -15,6 +16,17 @@ pub enum Api {
     /// among the top 20 alternatives; a verbalizer not among them counts as -inf. Only the order of the values is
     /// used (mistral.rs 0.8.1 was seen returning positive "logprob" values there).
     Openai,
+}
+
+impl std::str::FromStr for Api {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "pez" => Ok(Self::Pez),
+            "openai" => Ok(Self::Openai),
+            o => bail!("unknown endpoint API `{o}` (pez, openai)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -26,9 +38,16 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(url: &str, model: &str, api: Api) -> Self {
+    /// Checks the URL's form (nothing is sent yet).
+    pub fn new(url: &str, model: &str, api: Api) -> Result<Self> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+            bail!("--endpoint {url:?} is not an http:// or https:// URL");
+        }
+        if model.trim().is_empty() {
+            bail!("--endpoint-model is empty");
+        }
         let url = url.trim_end_matches('/').trim_end_matches("/v1").to_string();
-        Self { url, model: model.into(), api }
+        Ok(Self { url, model: model.into(), api })
     }
 
     /// The name this target gets in tables.
@@ -44,10 +63,10 @@ impl Endpoint {
         }
     }
 
-    fn post(&self, path: &str, body: &Value) -> Result<Value> {
+    fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
         let url = format!("{}{path}", self.url);
         match ureq::post(&url).send_json(body) {
-            Ok(r) => r.into_json().with_context(|| format!("{url}: the answer is not JSON")),
+            Ok(r) => r.into_json().with_context(|| format!("{url}: the answer is not the expected JSON")),
             Err(ureq::Error::Status(code, r)) => {
                 let msg = r.into_string().unwrap_or_default();
                 bail!("{url}: HTTP {code}: {msg}")
@@ -59,18 +78,21 @@ impl Endpoint {
     fn predict_pez(&self, task: &TaskSpec, prompt: &str, data: &[Example]) -> Result<Vec<usize>> {
         let mut out = Vec::with_capacity(data.len());
         for chunk in data.chunks(64) {
-            let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
-            let v = self.post("/v1/classify", &json!({
-                "model": self.model, "input": texts, "prompt": prompt, "template": task.template,
-                "verbalizers": task.verbalizers, "labels": task.label_names,
-            }))?;
-            let rows = v["data"].as_array().context("no `data` in the answer")?;
-            if rows.len() != chunk.len() {
-                bail!("asked for {} labels, got {}", chunk.len(), rows.len());
+            let f = &task.prompt;
+            let req = ClassifyRequest {
+                model: self.model.clone(),
+                input: Input::Many(chunk.iter().map(|e| e.text.clone()).collect()),
+                prompt: Some(prompt.into()),
+                template: Some(f.template.clone()),
+                verbalizers: Some(f.verbalizers.clone()),
+                labels: Some(f.label_names.clone()),
+                calibration: None,
+            };
+            let v: ClassifyResponse = self.post("/v1/classify", &req)?;
+            if v.data.len() != chunk.len() {
+                bail!("asked for {} labels, got {}", chunk.len(), v.data.len());
             }
-            for r in rows {
-                out.push(r["label_index"].as_u64().context("no `label_index`")? as usize);
-            }
+            out.extend(v.data.iter().map(|r| r.label_index));
         }
         Ok(out)
     }
@@ -79,11 +101,11 @@ impl Endpoint {
         let mut out = Vec::with_capacity(data.len());
         let mut unseen = 0;
         for e in data {
-            let v = self.post("/v1/completions", &json!({
-                "model": self.model, "prompt": format!("{prompt}{}{}", e.text, task.template),
+            let v: Value = self.post("/v1/completions", &json!({
+                "model": self.model, "prompt": format!("{prompt}{}{}", e.text, task.prompt.template),
                 "max_tokens": 1, "temperature": 0, "logprobs": 20,
             }))?;
-            let scores = verbalizer_scores(&v, &task.verbalizers)?;
+            let scores = verbalizer_scores(&v, &task.prompt.verbalizers)?;
             if scores.iter().all(|s| s.is_infinite()) {
                 unseen += 1;
             }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use pez_models::load_lm;
 use pez_tasks::{Example, PromptArtifact, TaskSpec};
-use pez_tune::{Classifier, LearnedPrompt};
+use pez_classify::{Calibration, LearnedPrompt, Prompted};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,10 +84,12 @@ pub fn select_top(arts: Vec<(PathBuf, PromptArtifact)>, k: usize, task: &str) ->
 }
 
 /// Predicted labels for `prompt` (text, re-tokenized for the model; empty for the template alone) on a loaded model.
-pub fn predict_prompt(lm: &pez_models::LoadedLm, task: &TaskSpec, prompt: &str, data: &[Example], batch: usize) -> Result<Vec<usize>> {
-    let learned = LearnedPrompt::from_text(task.clone(), prompt, lm)?;
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &learned.task, learned.len())?;
-    Ok(clf.predict(learned.embeds.as_ref(), data, batch)?.0)
+/// With `calibration`, the prompt's label bias is estimated on this model.
+pub fn predict_prompt(lm: &pez_models::LoadedLm, task: &TaskSpec, prompt: &str, calibration: Calibration, data: &[Example], batch: usize) -> Result<Vec<usize>> {
+    let learned = LearnedPrompt { calibration, ..LearnedPrompt::from_text(task.prompt.clone(), prompt, lm)? };
+    let p = Prompted::new(lm, learned)?;
+    let texts: Vec<&str> = data.iter().map(|e| e.text.as_str()).collect();
+    Ok(p.predict(&texts, batch)?.labels)
 }
 
 pub struct Grid {
@@ -103,7 +105,7 @@ impl Grid {
         let methods = select_top(find_artifacts(prompts)?, top, &task.name)?;
         if let Some((p, a)) = methods.values().flatten().next() {
             for (q, b) in methods.values().flatten() {
-                if (&b.template, &b.verbalizers) != (&a.template, &a.verbalizers) {
+                if (&b.prompt_format.template, &b.prompt_format.verbalizers) != (&a.prompt_format.template, &a.prompt_format.verbalizers) {
                     bail!("{} and {} use different templates or verbalizers", p.display(), q.display());
                 }
             }
@@ -113,9 +115,10 @@ impl Grid {
     }
 
     /// Scores the empty template and every selected prompt on one in-process model.
-    pub fn score_model(&self, model: &str, batch: usize, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
+    /// With `calibration`, each prompt's label bias is estimated on this target.
+    pub fn score_model(&self, model: &str, batch: usize, calibration: Calibration, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
         let lm = load_lm(model, DType::F32, &Device::Cpu)?;
-        self.score_target(model, &mut |prompt| predict_prompt(&lm, &self.task, prompt, &self.data, batch), progress)
+        self.score_target(model, &mut |prompt| predict_prompt(&lm, &self.task, prompt, calibration, &self.data, batch), progress)
     }
 
     /// Scores them on a model behind an endpoint.

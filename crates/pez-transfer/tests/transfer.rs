@@ -1,9 +1,9 @@
 //! The transfer pipeline on tiny random GPT-2, OPT and T5 checkpoints (with a word-level tokenizer), against an
 //! independent computation with transformers (scripts/make_fixtures.py, job `transfer`).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use pez_tasks::TaskSpec;
-use pez_tune::Classifier;
+use pez_classify::{LearnedPrompt, Prompted};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -22,8 +22,7 @@ fn artifact(dir: &std::path::Path, method: &str, prompt: &str, holdout: f64, flu
     std::fs::create_dir_all(dir).unwrap();
     let a = pez_tasks::PromptArtifact {
         format: 1, prompt: prompt.into(), token_ids: vec![], method: method.into(), source_model: "tiny".into(),
-        task: "tiny-sst2".into(), template: " It was".into(), verbalizers: vec![" negative".into(), " positive".into()],
-        label_names: vec!["negative".into(), "positive".into()], holdout_accuracy: Some(holdout), dev_accuracy: None,
+        task: "tiny-sst2".into(), prompt_format: pez_tasks::PromptFormat::polarity(), calibration: Default::default(), holdout_accuracy: Some(holdout), dev_accuracy: None, dev_per_class: None,
         fluency_log_ppl: None, step: 1, seed: 0, config: serde_json::json!({"fluency": fluency}),
     };
     a.write(&dir.join("prompt.json")).unwrap();
@@ -46,7 +45,7 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
     let mut all = vec![];
     for arch in ["gpt2", "opt", "t5"] {
         let model = fixtures().join(arch);
-        let scores = grid.score_model(model.to_str().unwrap(), 5, &mut |_| {}).unwrap();
+        let scores = grid.score_model(model.to_str().unwrap(), 5, pez_classify::Calibration::None, &mut |_| {}).unwrap();
         let want = &exp.correct[arch];
         for s in &scores {
             assert_eq!(&s.correct, &want[&s.prompt], "{arch} {} {:?}", s.method, s.prompt);
@@ -57,10 +56,9 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
         let task = TaskSpec::resolve(task_file.to_str().unwrap()).unwrap();
         let data = task.load("dev", None).unwrap().examples;
         for prompt in &exp.prompts {
-            let ids = if prompt.is_empty() { vec![] } else { pez_models::tokenizer::encode(&lm.tokenizer, prompt).unwrap() };
-            let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, ids.len()).unwrap();
-            let p: Option<Tensor> = (!ids.is_empty()).then(|| lm.model.embed_ids(&ids).unwrap());
-            let (_, probs) = clf.predict(p.as_ref(), &data, 4).unwrap();
+            let p = Prompted::new(&lm, LearnedPrompt::from_text(task.prompt.clone(), prompt, &lm).unwrap()).unwrap();
+            let texts: Vec<&str> = data.iter().map(|e| e.text.as_str()).collect();
+            let probs = p.predict(&texts, 4).unwrap().probs;
             for (pr, m) in probs.iter().zip(&exp.margin[arch][prompt]) {
                 let ours = (pr[1] / pr[0]).ln();
                 assert!((ours - m).abs() < 1e-3, "{arch} {prompt:?}: margin {ours} vs transformers {m}");

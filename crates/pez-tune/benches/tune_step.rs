@@ -6,21 +6,12 @@ use candle_core::{DType, Device};
 use pez_core::{Method, Optimizer, OptimizerKind, Pez, Projector};
 use pez_models::load_lm;
 use pez_tasks::TaskSpec;
-use pez_tune::Classifier;
+use pez_classify::Classifier;
+use pez_tune::BatchObjective;
 use std::time::Instant;
 
 #[global_allocator]
 static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
-
-struct Obj<'a> {
-    clf: &'a Classifier<'a>,
-    batch: Vec<(Vec<u32>, usize)>,
-}
-impl pez_core::Objective for Obj<'_> {
-    fn loss_and_grad(&mut self, p: &candle_core::Tensor, ids: &[u32]) -> anyhow::Result<(f32, candle_core::Tensor)> {
-        self.clf.loss_and_grad(p, ids, &self.batch, 0.003)
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     pez_models::alloc::keep_freed_memory();
@@ -30,9 +21,9 @@ fn main() -> anyhow::Result<()> {
     let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let lm = load_lm(&model, DType::F32, &Device::Cpu)?;
     let task = TaskSpec::resolve("sst2")?;
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, 10)?;
+    let clf = Classifier::new(&lm, &task.prompt, 10)?;
     let train = task.load("train", None)?.examples;
-    let allowed = pez_tune::run::allowed_tokens(lm.model.as_ref(), &lm.tokenizer);
+    let allowed = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer);
     let init = lm.model.embed_ids(&clf.verbalizer_ids.iter().cycle().take(10).copied().collect::<Vec<_>>())?;
     let mut pez = Pez::new(Method::Pez, Projector::new(lm.model.token_embeddings(), &allowed)?, &init,
                            Optimizer::new(OptimizerKind::Adafactor, 0.0), steps, 0.3, 0)?;
@@ -47,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         let batch_tokens = batch.iter().map(|b| b.0.len()).sum::<usize>();
         tokens += batch_tokens + 10 * bs;
         let t = Instant::now();
-        pez.step(&mut Obj { clf: &clf, batch })?;
+        pez.step(&mut BatchObjective { clf: &clf, batch, fluency: 0.003 })?;
         let dt = t.elapsed().as_secs_f64();
         if std::env::args().any(|a| a == "--verbose") {
             eprintln!("step {s}: {batch_tokens} row tokens, {dt:.3} s");

@@ -1,9 +1,11 @@
-//! PEZ prompt tuning for text classification.
+//! PEZ prompt tuning for text classification: the configuration, the objective on a batch, and the run.
 
-pub mod classifier;
-pub mod learned;
+pub mod config;
+pub mod objective;
 pub mod run;
+pub mod sweep;
 
-pub use classifier::{Classifier, Prefix};
-pub use learned::LearnedPrompt;
-pub use run::{tune, TuneConfig};
+pub use config::TuneConfig;
+pub use objective::BatchObjective;
+pub use run::{allowed_tokens, tune, Checkpoint, EvalRecord, Run};
+pub use sweep::{sweep, Summary};

@@ -1,10 +1,18 @@
-//! The tuning run: data, PEZ loop, holdout selection, metrics, checkpoints and `prompt.json`.
+//! A tuning run: open (or resume) it, step, evaluate on the holdout, checkpoint, finish with the dev pass.
+//!
+//! ```text
+//! let mut run = Run::open(cfg, checkpoint, &lm)?;
+//! while !run.done() { run.step()?; if run.due() { run.evaluate()?; run.checkpoint()?; } }
+//! run.finish()
+//! ```
 
-use crate::classifier::Classifier;
+use crate::config::TuneConfig;
+use crate::objective::BatchObjective;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use pez_core::{Method, Objective, Optimizer, OptimizerKind, Pez, PezState, Projector};
-use pez_models::{load_lm, tokenizer, LanguageModel};
+use pez_classify::Classifier;
+use pez_core::{Method, Optimizer, Pez, PezState, Projector, StepReport};
+use pez_models::{load_lm, tokenizer, LanguageModel, LoadedLm};
 use pez_tasks::artifact::write_atomic;
 use pez_tasks::metrics::Accuracy;
 use pez_tasks::{Example, PromptArtifact, TaskSpec};
@@ -15,34 +23,6 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TuneConfig {
-    pub task: String,
-    pub model: String,
-    pub fluency: f64,
-    pub prompt_len: usize,
-    /// Optimisation steps; with `shots`, `epochs` passes over the few-shot set instead.
-    pub steps: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub optimizer: OptimizerKind,
-    pub weight_decay: f64,
-    pub eval_every: usize,
-    pub holdout: usize,
-    pub shots: Option<usize>,
-    pub epochs: usize,
-    pub method: Method,
-    pub seed: u64,
-    pub random_init: bool,
-    /// Train file (default: the task's train split).
-    pub train: Option<PathBuf>,
-    /// Dev file scored with the best prompt at the end (default: the task's dev split); `skip_dev` skips it.
-    pub dev: Option<PathBuf>,
-    pub skip_dev: bool,
-    pub eval_batch: usize,
-    pub out: PathBuf,
-}
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,8 +47,9 @@ struct Best {
     fluency_log_ppl: f64,
 }
 
+/// What a run must keep to continue exactly (`checkpoint.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Checkpoint {
+pub struct Checkpoint {
     config: TuneConfig,
     pez: PezState,
     best: Option<Best>,
@@ -76,6 +57,22 @@ struct Checkpoint {
     loss_sum: f64,
     loss_count: usize,
     elapsed_s: f64,
+    /// Written by `Run::finish`: the run is complete and its `prompt.json` final.
+    #[serde(default)]
+    pub finished: bool,
+}
+
+impl Checkpoint {
+    /// Seconds the run has taken so far (over every process that worked on it).
+    pub fn elapsed_s(&self) -> f64 {
+        self.elapsed_s
+    }
+
+    pub fn read(dir: &Path) -> Result<Self> {
+        let p = dir.join("checkpoint.json");
+        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+    }
 }
 
 /// Tokens a prompt may use: everything but the tokenizer's special tokens and the byte-level pieces that are not
@@ -84,6 +81,31 @@ pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer) ->
     pez_models::tokenizer::readable_tokens(tok, model.info().vocab_size)
 }
 
+/// Runs (or resumes, from `resume`'s checkpoint) a tuning run and returns its `prompt.json`.
+pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>) -> Result<PromptArtifact> {
+    let (cfg, ckpt) = match (cfg, resume) {
+        (_, Some(dir)) => {
+            let c = Checkpoint::read(dir)?;
+            let cfg = TuneConfig { out: dir.to_path_buf(), ..c.config.clone() };
+            (cfg, Some(c))
+        }
+        (Some(cfg), None) => (cfg, None),
+        (None, None) => bail!("nothing to run: give a configuration or --resume DIR"),
+    };
+    cfg.validate()?;
+    let lm = load_lm(&cfg.model, DType::F32, &Device::Cpu)?;
+    let mut run = Run::open(cfg, ckpt, &lm)?;
+    while !run.done() {
+        run.step()?;
+        if run.due() {
+            run.evaluate()?;
+            run.checkpoint()?;
+        }
+    }
+    run.finish()
+}
+
+/// Train rows (encoded, with labels), the holdout that picks the best prompt, and the dev split scored at the end.
 struct Data {
     train: Vec<(Vec<u32>, usize)>,
     holdout: Vec<Example>,
@@ -91,201 +113,246 @@ struct Data {
     steps: usize,
 }
 
-fn load_data(cfg: &TuneConfig, task: &TaskSpec, clf: &Classifier) -> Result<Data> {
-    let train_set = task.load("train", cfg.train.as_deref())?;
-    let (train, holdout) = match cfg.shots {
-        Some(k) => train_set.few_shot(k, task.num_labels(), cfg.seed)?,
-        None => train_set.split_holdout(cfg.holdout, cfg.seed),
-    };
-    let steps = match cfg.shots {
-        Some(_) => cfg.epochs * train.len().div_ceil(cfg.batch_size),
-        None => cfg.steps,
-    };
-    let dev = if cfg.skip_dev { None } else { Some(task.load("dev", cfg.dev.as_deref())?.examples) };
-    let train = train.iter().map(|e| Ok((clf.encode(&e.text)?, e.label))).collect::<Result<Vec<_>>>()?;
-    Ok(Data { train, holdout, dev, steps })
-}
+impl Data {
+    fn load(cfg: &TuneConfig, task: &TaskSpec, clf: &Classifier) -> Result<Self> {
+        let train_set = task.load("train", cfg.train.as_deref())?;
+        let (train, holdout) = match cfg.shots {
+            Some(k) => train_set.few_shot(k, task.num_labels(), cfg.seed)?,
+            None => train_set.split_holdout(cfg.holdout, cfg.seed, cfg.holdout_rule),
+        };
+        let steps = match cfg.shots {
+            Some(_) => cfg.epochs * train.len().div_ceil(cfg.batch_size),
+            None => cfg.steps,
+        };
+        let dev = if cfg.skip_dev { None } else { Some(task.load("dev", cfg.dev.as_deref())?.examples) };
+        let train = train.iter().map(|e| Ok((clf.encode(&e.text)?, e.label))).collect::<Result<Vec<_>>>()?;
+        Ok(Self { train, holdout, dev, steps })
+    }
 
-/// The batch of step `step` (1-based): epoch-wise shuffles seeded by (seed, epoch), so a resumed run sees the
-/// same batches.
-fn batch_indices(n: usize, bs: usize, seed: u64, step: usize) -> Vec<usize> {
-    let per_epoch = n.div_ceil(bs);
-    let (epoch, k) = ((step - 1) / per_epoch, (step - 1) % per_epoch);
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0000_0000 ^ epoch as u64));
-    idx[k * bs..((k + 1) * bs).min(n)].to_vec()
-}
-
-struct BatchObjective<'a> {
-    clf: &'a Classifier<'a>,
-    batch: Vec<(Vec<u32>, usize)>,
-    fluency: f64,
-}
-
-impl Objective for BatchObjective<'_> {
-    fn loss_and_grad(&mut self, prompt: &Tensor, ids: &[u32]) -> Result<(f32, Tensor)> {
-        self.clf.loss_and_grad(prompt, ids, &self.batch, self.fluency)
+    /// The batch of step `step` (1-based): epoch-wise shuffles seeded by (seed, epoch), so a resumed run sees the
+    /// same batches.
+    fn batch(&self, bs: usize, seed: u64, step: usize) -> Vec<(Vec<u32>, usize)> {
+        let n = self.train.len();
+        let per_epoch = n.div_ceil(bs);
+        let (epoch, k) = ((step - 1) / per_epoch, (step - 1) % per_epoch);
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0000_0000 ^ epoch as u64));
+        idx[k * bs..((k + 1) * bs).min(n)].iter().map(|&i| self.train[i].clone()).collect()
     }
 }
 
-/// Runs (or resumes) a tuning run and returns its `prompt.json`.
-pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>) -> Result<PromptArtifact> {
-    let (cfg, ckpt) = match (cfg, resume) {
-        (_, Some(dir)) => {
-            let p = dir.join("checkpoint.json");
-            let c: Checkpoint = serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)
-                .with_context(|| format!("parsing {}", p.display()))?;
-            let mut cfg = c.config.clone();
-            cfg.out = dir.to_path_buf();
-            (cfg, Some(c))
+pub struct Run<'a> {
+    cfg: TuneConfig,
+    task: TaskSpec,
+    lm: &'a LoadedLm,
+    clf: Classifier<'a>,
+    data: Data,
+    pez: Pez,
+    best: Option<Best>,
+    metrics_lines: usize,
+    /// Training loss since the last evaluation.
+    loss_sum: f64,
+    loss_count: usize,
+    /// Time spent before this process (a resumed run), and since it started.
+    elapsed0: f64,
+    t0: Instant,
+    progress: pez_progress::Progress,
+}
+
+impl<'a> Run<'a> {
+    /// A new run in `cfg.out`, or, with its checkpoint, the run that wrote it, continued exactly.
+    pub fn open(cfg: TuneConfig, ckpt: Option<Checkpoint>, lm: &'a LoadedLm) -> Result<Self> {
+        let task = TaskSpec::resolve(&cfg.task)?;
+        let model = lm.model.as_ref();
+        if cfg.fluency > 0.0 && model.as_decoder().is_none() {
+            bail!("fluency needs a causal decoder; {} ({}) is not one", cfg.model, model.info().arch);
         }
-        (Some(cfg), None) => (cfg, None),
-        (None, None) => bail!("nothing to run: give a configuration or --resume DIR"),
-    };
-    if cfg.prompt_len == 0 || cfg.batch_size == 0 || cfg.eval_every == 0 {
-        bail!("--prompt-len, --batch-size and --eval-every must be positive");
-    }
-    let task = TaskSpec::resolve(&cfg.task)?;
-    let lm = load_lm(&cfg.model, DType::F32, &Device::Cpu)?;
-    let model = lm.model.as_ref();
-    if cfg.fluency > 0.0 && model.info().arch == "t5" {
-        bail!("fluency needs a causal LM; {} is an encoder-decoder", cfg.model);
-    }
-    let clf = Classifier::new(model, &lm.tokenizer, lm.bos, &task, cfg.prompt_len)?;
-    for w in &clf.warnings {
-        eprintln!("warning: {w}");
-    }
-    let data = load_data(&cfg, &task, &clf)?;
-    std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
-    if ckpt.is_none() && cfg.out.join("checkpoint.json").exists() {
-        bail!("{} already holds a run: use --resume {} or another --out", cfg.out.display(), cfg.out.display());
-    }
-
-    let projector = Projector::new(model.token_embeddings(), &allowed_tokens(model, &lm.tokenizer))?;
-    let init = if cfg.random_init {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let ids: Vec<u32> = (0..cfg.prompt_len).map(|_| loop {
-            let i = rng.gen_range(0..model.info().vocab_size) as u32;
-            if projector.nearest(&model.embed_ids(&[i]).unwrap()).map(|n| n[0] == i).unwrap_or(false) { break i; }
-        }).collect();
-        model.embed_ids(&ids)?
-    } else {
-        // As the reference: the verbalizer tokens tiled to the prompt length.
-        let ids: Vec<u32> = clf.verbalizer_ids.iter().cycle().take(cfg.prompt_len).copied().collect();
-        model.embed_ids(&ids)?
-    };
-    let optimizer = Optimizer::new(cfg.optimizer, cfg.weight_decay);
-    let mut pez = Pez::new(cfg.method, projector, &init, optimizer, data.steps, cfg.lr, cfg.seed)?;
-
-    let metrics_path = cfg.out.join("metrics.jsonl");
-    let (mut best, mut metrics_lines, mut loss_sum, mut loss_count, mut elapsed0) = (None::<Best>, 0usize, 0f64, 0usize, 0f64);
-    if let Some(c) = ckpt {
-        pez.state = c.pez;
-        best = c.best;
-        metrics_lines = c.metrics_lines;
-        loss_sum = c.loss_sum;
-        loss_count = c.loss_count;
-        elapsed0 = c.elapsed_s;
-        // Drop evaluations written after the checkpoint: they will be redone identically.
-        let kept: Vec<String> = std::fs::read_to_string(&metrics_path).unwrap_or_default().lines().take(metrics_lines).map(String::from).collect();
-        write_atomic(&metrics_path, (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes())?;
-    } else {
-        write_atomic(&metrics_path, b"")?;
-    }
-
-    let bar = indicatif::ProgressBar::new(data.steps as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")?);
-    bar.set_position(pez.state.step as u64);
-    let t0 = Instant::now();
-    let prompt_of = |pez: &Pez, ids: &[u32]| -> Result<Tensor> {
-        Ok(match cfg.method {
-            Method::Soft => pez.soft_tensor()?,
-            _ => pez.projector.rows(ids)?,
-        })
-    };
-    while pez.state.step < data.steps {
-        let step = pez.state.step + 1;
-        let batch = batch_indices(data.train.len(), cfg.batch_size, cfg.seed, step).into_iter().map(|i| data.train[i].clone()).collect();
-        let mut obj = BatchObjective { clf: &clf, batch, fluency: cfg.fluency };
-        let r = pez.step(&mut obj)?;
-        loss_sum += r.loss as f64;
-        loss_count += 1;
-        if step % cfg.eval_every == 0 || step == data.steps {
-            let ids = pez.hard_ids()?;
-            let p = prompt_of(&pez, &ids)?;
-            let (pred, _) = clf.predict(Some(&p), &data.holdout, cfg.eval_batch)?;
-            let gold: Vec<usize> = data.holdout.iter().map(|e| e.label).collect();
-            let acc = Accuracy::from_predictions(&pred, &gold, task.num_labels()).accuracy;
-            let flu = clf.fluency(&clf.prefix(Some(&pez.projector.rows(&ids)?))?, &ids)?.to_scalar::<f32>()? as f64;
-            let is_best = best.as_ref().is_none_or(|b| acc >= b.holdout_accuracy); // ties keep the later prompt
-            if is_best {
-                let soft = (cfg.method == Method::Soft).then(|| pez.state.soft.clone());
-                best = Some(Best { step, holdout_accuracy: acc, ids: ids.clone(), soft, fluency_log_ppl: flu });
-            }
-            let rec = EvalRecord {
-                step,
-                train_loss: (loss_sum / loss_count.max(1) as f64) as f32,
-                holdout_accuracy: acc,
-                prompt: tokenizer::decode(&lm.tokenizer, &ids)?,
-                token_ids: ids,
-                fluency_log_ppl: flu,
-                best: is_best,
-                elapsed_s: elapsed0 + t0.elapsed().as_secs_f64(),
-            };
-            let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&metrics_path)?;
-            writeln!(f, "{}", serde_json::to_string(&rec)?)?;
-            metrics_lines += 1;
-            loss_sum = 0.0;
-            loss_count = 0;
-            let b = best.as_ref().unwrap();
-            let ck = Checkpoint { config: cfg.clone(), pez: pez.state.clone(), best: best.clone(), metrics_lines, loss_sum, loss_count, elapsed_s: rec.elapsed_s };
-            write_atomic(&cfg.out.join("checkpoint.json"), serde_json::to_string(&ck)?.as_bytes())?;
-            artifact(&cfg, &task, &lm.tokenizer, &lm.source, b, None)?.write(&cfg.out.join("prompt.json"))?;
-            bar.set_message(format!("loss {:.3}  holdout {:.1}%  best {:.1}%", rec.train_loss, acc * 100.0, b.holdout_accuracy * 100.0));
+        let clf = Classifier::new(lm, &task.prompt, cfg.prompt_len)?;
+        for w in &clf.warnings {
+            eprintln!("warning: {w}");
+        }
+        let data = Data::load(&cfg, &task, &clf)?;
+        std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
+        if ckpt.is_none() && cfg.out.join("checkpoint.json").exists() {
+            bail!("{} already holds a run: use --resume {} or another --out", cfg.out.display(), cfg.out.display());
+        }
+        let projector = Projector::new(model.token_embeddings(), &allowed_tokens(model, &lm.tokenizer))?;
+        let init_ids = if cfg.random_init {
+            random_prompt(&projector, model, cfg.prompt_len, cfg.seed)?
         } else {
-            bar.set_message(format!("loss {:.3}", r.loss));
+            // As the reference: the verbalizer tokens tiled to the prompt length.
+            clf.verbalizer_ids.iter().cycle().take(cfg.prompt_len).copied().collect()
+        };
+        let optimizer = Optimizer::new(cfg.optimizer, cfg.weight_decay);
+        let pez = Pez::new(cfg.method, projector, &model.embed_ids(&init_ids)?, optimizer, data.steps, cfg.lr, cfg.seed)?;
+        let progress = pez_progress::Progress::new(&format!("tune {}", cfg.out.display()), "steps", data.steps as u64);
+        let mut run = Self {
+            cfg, task, lm, clf, data, pez, best: None, metrics_lines: 0, loss_sum: 0.0, loss_count: 0, elapsed0: 0.0,
+            t0: Instant::now(), progress,
+        };
+        let metrics = run.metrics_path();
+        match ckpt {
+            Some(c) => {
+                run.pez.state = c.pez;
+                (run.best, run.metrics_lines, run.loss_sum, run.loss_count, run.elapsed0) = (c.best, c.metrics_lines, c.loss_sum, c.loss_count, c.elapsed_s);
+                // Drop evaluations written after the checkpoint: they will be redone identically.
+                let kept: Vec<String> = std::fs::read_to_string(&metrics).unwrap_or_default().lines().take(run.metrics_lines).map(String::from).collect();
+                write_atomic(&metrics, (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes())?;
+            }
+            None => write_atomic(&metrics, b"")?,
         }
-        bar.inc(1);
+        run.progress.set_position(run.pez.state.step as u64);
+        Ok(run)
     }
-    bar.finish();
-    let b = best.context("no evaluation happened")?;
-    let dev_acc = match &data.dev {
-        Some(dev) => {
-            let p = match &b.soft {
-                Some(s) => Tensor::from_slice(s, (cfg.prompt_len, model.info().hidden_size), &Device::Cpu)?,
-                None => pez.projector.rows(&b.ids)?,
-            };
-            let (pred, _) = clf.predict(Some(&p), dev, cfg.eval_batch)?;
-            let gold: Vec<usize> = dev.iter().map(|e| e.label).collect();
-            Some(Accuracy::from_predictions(&pred, &gold, task.num_labels()).accuracy)
+
+    fn metrics_path(&self) -> PathBuf {
+        self.cfg.out.join("metrics.jsonl")
+    }
+
+    pub fn done(&self) -> bool {
+        self.pez.state.step >= self.data.steps
+    }
+
+    /// Whether the step just taken is one to evaluate after (every `eval_every` steps, and the last).
+    pub fn due(&self) -> bool {
+        let step = self.pez.state.step;
+        step % self.cfg.eval_every == 0 || step == self.data.steps
+    }
+
+    /// One PEZ step on the next batch.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let batch = self.data.batch(self.cfg.batch_size, self.cfg.seed, self.pez.state.step + 1);
+        let r = self.pez.step(&mut BatchObjective { clf: &self.clf, batch, fluency: self.cfg.fluency })?;
+        self.loss_sum += r.loss as f64;
+        self.loss_count += 1;
+        self.progress.set_message(format!("loss {:.3}", r.loss));
+        self.progress.inc(1);
+        Ok(r)
+    }
+
+    /// The prompt's input rows: a hard prompt's embedding rows, or a soft prompt's vectors.
+    fn prompt_tensor(&self, ids: &[u32], soft: Option<&[f32]>) -> Result<Tensor> {
+        Ok(match soft {
+            Some(s) => Tensor::from_slice(s, (self.cfg.prompt_len, self.lm.model.info().hidden_size), &Device::Cpu)?,
+            None => self.pez.projector.rows(ids)?,
+        })
+    }
+
+    /// Accuracy of a prompt on examples.
+    fn accuracy(&self, prompt: &Tensor, examples: &[Example]) -> Result<Accuracy> {
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let prefix = self.clf.prefix(Some(prompt))?;
+        let offsets = self.clf.offsets(&prefix, self.cfg.calibration)?;
+        let pred = self.clf.predict(&prefix, &texts, self.cfg.eval_batch)?.calibrated(offsets.as_deref());
+        let gold: Vec<usize> = examples.iter().map(|e| e.label).collect();
+        Ok(Accuracy::from_predictions(&pred.labels, &gold, self.task.num_labels()))
+    }
+
+    /// Scores the current prompt on the holdout, keeps it if it is the best so far (ties keep the later prompt),
+    /// and appends a line to `metrics.jsonl`.
+    pub fn evaluate(&mut self) -> Result<EvalRecord> {
+        let step = self.pez.state.step;
+        let ids = self.pez.hard_ids()?;
+        let soft = (self.cfg.method == Method::Soft).then(|| self.pez.state.soft.clone());
+        let acc = self.accuracy(&self.prompt_tensor(&ids, soft.as_deref())?, &self.data.holdout)?.accuracy;
+        let hard = self.pez.projector.rows(&ids)?;
+        let flu = self.clf.fluency(&self.clf.prefix(Some(&hard))?, &ids)?.to_scalar::<f32>()? as f64;
+        let is_best = self.best.as_ref().is_none_or(|b| acc >= b.holdout_accuracy);
+        if is_best {
+            self.best = Some(Best { step, holdout_accuracy: acc, ids: ids.clone(), soft, fluency_log_ppl: flu });
         }
-        None => None,
-    };
-    if let Some(s) = &b.soft {
-        let t = Tensor::from_slice(s, (cfg.prompt_len, model.info().hidden_size), &Device::Cpu)?;
-        candle_core::safetensors::save(&[("soft_prompt", t)].into_iter().collect(), cfg.out.join("soft_prompt.safetensors"))?;
+        let rec = EvalRecord {
+            step,
+            train_loss: (self.loss_sum / self.loss_count.max(1) as f64) as f32,
+            holdout_accuracy: acc,
+            prompt: tokenizer::decode(&self.lm.tokenizer, &ids)?,
+            token_ids: ids,
+            fluency_log_ppl: flu,
+            best: is_best,
+            elapsed_s: self.elapsed(),
+        };
+        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(self.metrics_path())?;
+        writeln!(f, "{}", serde_json::to_string(&rec)?)?;
+        self.metrics_lines += 1;
+        (self.loss_sum, self.loss_count) = (0.0, 0);
+        let best = self.best.as_ref().map_or(0.0, |b| b.holdout_accuracy);
+        self.progress.set_message(format!("loss {:.3}  holdout {:.1}%  best {:.1}%", rec.train_loss, acc * 100.0, best * 100.0));
+        self.progress.line();
+        Ok(rec)
     }
-    let a = artifact(&cfg, &task, &lm.tokenizer, &lm.source, &b, dev_acc)?;
-    a.write(&cfg.out.join("prompt.json"))?;
-    Ok(a)
+
+    fn elapsed(&self) -> f64 {
+        self.elapsed0 + self.t0.elapsed().as_secs_f64()
+    }
+
+    /// Writes `checkpoint.json` and the best prompt so far as `prompt.json` (each atomically).
+    pub fn checkpoint(&self) -> Result<()> {
+        if let Some(b) = &self.best {
+            self.artifact(b, None)?.write(&self.cfg.out.join("prompt.json"))?;
+        }
+        self.write_checkpoint(false)
+    }
+
+    fn write_checkpoint(&self, finished: bool) -> Result<()> {
+        let ck = Checkpoint {
+            config: self.cfg.clone(), pez: self.pez.state.clone(), best: self.best.clone(), metrics_lines: self.metrics_lines,
+            loss_sum: self.loss_sum, loss_count: self.loss_count, elapsed_s: self.elapsed(), finished,
+        };
+        write_atomic(&self.cfg.out.join("checkpoint.json"), serde_json::to_string(&ck)?.as_bytes())
+    }
+
+    /// Scores the best prompt on the dev split, saves a soft prompt's vectors, and writes the final `prompt.json`.
+    pub fn finish(self) -> Result<PromptArtifact> {
+        let b = self.best.as_ref().context("no evaluation happened")?;
+        let best = self.prompt_tensor(&b.ids, b.soft.as_deref())?;
+        let dev = self.data.dev.as_ref().map(|dev| self.accuracy(&best, dev)).transpose()?;
+        if b.soft.is_some() {
+            candle_core::safetensors::save(&[("soft_prompt", best)].into_iter().collect(), self.cfg.out.join("soft_prompt.safetensors"))?;
+        }
+        let a = self.artifact(b, dev.as_ref())?;
+        a.write(&self.cfg.out.join("prompt.json"))?;
+        self.write_checkpoint(true)?;
+        self.progress.finish();
+        Ok(a)
+    }
+
+    fn artifact(&self, b: &Best, dev: Option<&Accuracy>) -> Result<PromptArtifact> {
+        Ok(PromptArtifact {
+            format: pez_tasks::artifact::FORMAT,
+            prompt: tokenizer::decode(&self.lm.tokenizer, &b.ids)?,
+            token_ids: b.ids.clone(),
+            method: self.cfg.method.to_string(),
+            source_model: self.lm.source.clone(),
+            task: self.task.name.clone(),
+            prompt_format: self.task.prompt.clone(),
+            calibration: self.cfg.calibration,
+            holdout_accuracy: Some(b.holdout_accuracy),
+            dev_accuracy: dev.map(|d| d.accuracy),
+            dev_per_class: dev.map(|d| d.per_class.clone()),
+            fluency_log_ppl: Some(b.fluency_log_ppl),
+            step: b.step,
+            seed: self.cfg.seed,
+            config: serde_json::to_value(&self.cfg)?,
+        })
+    }
 }
 
-fn artifact(cfg: &TuneConfig, task: &TaskSpec, tok: &tokenizers::Tokenizer, source: &str, b: &Best, dev: Option<f64>) -> Result<PromptArtifact> {
-    Ok(PromptArtifact {
-        format: pez_tasks::artifact::FORMAT,
-        prompt: tokenizer::decode(tok, &b.ids)?,
-        token_ids: b.ids.clone(),
-        method: cfg.method.to_string(),
-        source_model: source.to_string(),
-        task: task.name.clone(),
-        template: task.template.clone(),
-        verbalizers: task.verbalizers.clone(),
-        label_names: task.label_names.clone(),
-        holdout_accuracy: Some(b.holdout_accuracy),
-        dev_accuracy: dev,
-        fluency_log_ppl: Some(b.fluency_log_ppl),
-        step: b.step,
-        seed: cfg.seed,
-        config: serde_json::to_value(cfg)?,
-    })
+/// `len` random allowed tokens, each one that projects onto itself (a token whose embedding row duplicates an
+/// earlier one's would be replaced by it at the first projection). Bounded: a vocabulary where no drawn token
+/// projects onto itself is an error, not an endless loop.
+fn random_prompt(projector: &Projector, model: &dyn LanguageModel, len: usize, seed: u64) -> Result<Vec<u32>> {
+    const TRIES_PER_TOKEN: usize = 1000;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let vocab = model.info().vocab_size;
+    (0..len)
+        .map(|_| {
+            for _ in 0..TRIES_PER_TOKEN {
+                let i = rng.gen_range(0..vocab) as u32;
+                if projector.nearest(&model.embed_ids(&[i])?)?[0] == i {
+                    return Ok(i);
+                }
+            }
+            bail!("no random token that projects onto itself in {TRIES_PER_TOKEN} draws: use the default initialisation")
+        })
+        .collect()
 }

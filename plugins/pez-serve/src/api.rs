@@ -1,6 +1,7 @@
 //! The HTTP API: OpenAI-shaped routes where a classifier is a model name; base models go to mistral.rs.
 
-use crate::pool::{AdHoc, ClassifierPool, Scored};
+use crate::pool::{AdHoc, ClassifierPool, ClassifyError, Scored};
+use pez_classify::api::{Classification, ClassifyRequest, ClassifyResponse, LabelScores, Usage};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -171,13 +172,22 @@ fn target(s: &AppState, model: &str) -> Result<Target, ApiError> {
     }
 }
 
-async fn run_classifier(s: &AppState, model: &str, texts: Vec<String>) -> Result<Vec<Scored>, ApiError> {
-    s.pool.classify(model, texts).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"), "server_error"))
+impl From<ClassifyError> for ApiError {
+    fn from(e: ClassifyError) -> Self {
+        match e {
+            ClassifyError::BadRequest(m) => ApiError::bad_request(m),
+            ClassifyError::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m, "server_error"),
+        }
+    }
 }
 
-fn usage(scored: &[Scored], completion_tokens: usize) -> Value {
-    let prompt: usize = scored.iter().map(|x| x.tokens).sum();
-    json!({"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens})
+async fn run_classifier(s: &AppState, model: &str, texts: Vec<String>) -> Result<Vec<Scored>, ApiError> {
+    Ok(s.pool.classify(model, texts).await?)
+}
+
+fn usage(scored: &[Scored], completion_tokens: usize) -> Usage {
+    let prompt_tokens: usize = scored.iter().map(|x| x.tokens).sum();
+    Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
 }
 
 /// Labels sorted by log-probability, best first, at most `k`.
@@ -264,55 +274,30 @@ async fn completions(State(s): State<AppState>, body: Bytes) -> Result<Response,
 async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let v = parse_body(&body)?;
     let model = model_of(&v)?;
-    let texts;
+    let req: ClassifyRequest = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid classify request: {e}")))?;
     let (labels, scored) = match s.pool.classifiers.get(&model) {
-        Some(info) => {
-            texts = texts_of(v.get("input"), "input")?;
-            (info.labels.clone(), run_classifier(&s, &model, texts).await?)
-        }
+        Some(info) => (info.labels.clone(), run_classifier(&s, &model, req.input.texts().map_err(ApiError::bad_request)?).await?),
         None if s.bases.iter().any(|b| b.name == model) => {
             // A base model with the classifier in the request: `prompt` (optional), `template`, `verbalizers`.
-            let adhoc = ad_hoc(&v).map_err(|m| ApiError::bad_request(format!("`{model}` is a base model: {m}")))?;
-            let labels = match v.get("labels") {
-                Some(l) => serde_json::from_value::<Vec<String>>(l.clone()).map_err(|_| ApiError::bad_request("`labels` must be an array of strings"))?,
-                None => adhoc.verbalizers.iter().map(|w| w.trim().to_string()).collect(),
-            };
-            if labels.len() != adhoc.verbalizers.len() {
-                return Err(ApiError::bad_request("`labels` and `verbalizers` differ in length"));
-            }
-            texts = texts_of(v.get("input"), "input")?;
-            let scored = s.pool.classify_ad_hoc(&model, adhoc, texts).await.map_err(|e| ApiError::bad_request(format!("{e:#}")))?;
-            (labels, scored)
+            let (prompt, format) = req.ad_hoc().map_err(|m| ApiError::bad_request(format!("`{model}` is a base model: {m}")))?;
+            let texts = req.input.texts().map_err(ApiError::bad_request)?;
+            let labels = format.label_names.clone();
+            let calibration = req.calibration.unwrap_or_default();
+            (labels, s.pool.classify_ad_hoc(&model, AdHoc { prompt, format, calibration }, texts).await?)
         }
         None => return Err(ApiError::unknown_model(&model)),
     };
-    let data: Vec<Value> = scored
+    let scores = |f: &dyn Fn(f32) -> f32, lp: &[f32]| LabelScores(labels.iter().cloned().zip(lp.iter().map(|&x| f(x))).collect());
+    let data = scored
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let probs: serde_json::Map<String, Value> = labels.iter().zip(&r.logprobs).map(|(l, lp)| (l.clone(), json!(lp.exp()))).collect();
-            let logprobs: serde_json::Map<String, Value> = labels.iter().zip(&r.logprobs).map(|(l, lp)| (l.clone(), json!(lp))).collect();
-            json!({"index": i, "label": labels[r.label], "label_index": r.label, "probs": probs, "logprobs": logprobs, "truncated": r.truncated})
+        .map(|(index, r)| Classification {
+            index, label: labels[r.label].clone(), label_index: r.label, probs: scores(&f32::exp, &r.logprobs),
+            logprobs: scores(&|x| x, &r.logprobs), raw_probs: r.raw_logprobs.as_ref().map(|lp| scores(&f32::exp, lp)), truncated: r.truncated,
         })
         .collect();
-    Ok(Json(json!({"object": "list", "model": model, "data": data, "usage": usage(&scored, 0)})).into_response())
-}
-
-fn ad_hoc(v: &Value) -> Result<AdHoc, String> {
-    let template = v.get("template").and_then(Value::as_str).ok_or("give `template` and `verbalizers` for an ad-hoc classifier, or use a classifier")?;
-    let verbalizers: Vec<String> = v
-        .get("verbalizers")
-        .and_then(|x| serde_json::from_value(x.clone()).ok())
-        .ok_or("`verbalizers` must be an array of strings")?;
-    if verbalizers.len() < 2 {
-        return Err("give at least two verbalizers".into());
-    }
-    let prompt = match v.get("prompt") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(p)) => p.clone(),
-        Some(_) => return Err("`prompt` must be a string".into()),
-    };
-    Ok(AdHoc { prompt, template: template.to_string(), verbalizers })
+    let usage = usage(&scored, 0);
+    Ok(Json(ClassifyResponse { object: "list".into(), model, data, usage }).into_response())
 }
 
 async fn models(State(s): State<AppState>) -> Json<Value> {
@@ -325,6 +310,7 @@ async fn models(State(s): State<AppState>) -> Json<Value> {
         data.push(json!({
             "id": c.name, "object": "model", "created": s.created, "owned_by": "pez", "kind": "classifier",
             "base_model": c.base, "task": c.task, "prompt": c.prompt, "template": c.template, "labels": c.labels,
+            "calibration": c.calibration,
         }));
     }
     Json(json!({"object": "list", "data": data}))

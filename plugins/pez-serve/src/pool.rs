@@ -5,7 +5,8 @@ use crate::config::{classifier_name, ServeConfig};
 use anyhow::{anyhow, Result};
 use candle_core::{DType, Device};
 use pez_models::load_lm;
-use pez_tune::{Classifier, LearnedPrompt, Prefix};
+use pez_classify::{best_label, calibrated, LearnedPrompt, Prompted};
+use pez_tasks::{Calibration, PromptFormat};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -19,6 +20,7 @@ pub struct ClassifierInfo {
     pub prompt: String,
     pub template: String,
     pub labels: Vec<String>,
+    pub calibration: Calibration,
     /// Text tokens kept before truncation (prompt and template always fit).
     pub max_text_tokens: usize,
     slot: usize,
@@ -29,7 +31,10 @@ pub struct ClassifierInfo {
 #[derive(Debug, Clone)]
 pub struct Scored {
     pub label: usize,
+    /// Calibrated, for a calibrated classifier.
     pub logprobs: Vec<f32>,
+    /// The uncalibrated ones, for a calibrated classifier.
+    pub raw_logprobs: Option<Vec<f32>>,
     pub tokens: usize,
     pub truncated: bool,
 }
@@ -38,15 +43,32 @@ pub struct Scored {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AdHoc {
     pub prompt: String,
-    pub template: String,
-    pub verbalizers: Vec<String>,
+    pub format: PromptFormat,
+    pub calibration: Calibration,
+}
+
+/// Why a classification failed: the request's fault (a 4xx) or ours (a 5xx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassifyError {
+    /// The request cannot be served as asked (e.g. an ad-hoc classifier whose verbalizers share a first token).
+    BadRequest(String),
+    /// The worker failed or is gone.
+    Internal(String),
+}
+
+impl std::fmt::Display for ClassifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadRequest(m) | Self::Internal(m) => f.write_str(m),
+        }
+    }
 }
 
 struct Job {
     /// A configured classifier, or an ad-hoc one.
     slot: Result<usize, AdHoc>,
     texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Scored>, String>>,
+    reply: oneshot::Sender<Result<Vec<Scored>, ClassifyError>>,
 }
 
 pub struct ClassifierPool {
@@ -83,21 +105,21 @@ impl ClassifierPool {
     }
 
     /// Scores `texts` with classifier `name`; results in input order.
-    pub async fn classify(&self, name: &str, texts: Vec<String>) -> Result<Vec<Scored>> {
-        let info = self.classifiers.get(name).ok_or_else(|| anyhow!("unknown classifier `{name}`"))?;
+    pub async fn classify(&self, name: &str, texts: Vec<String>) -> Result<Vec<Scored>, ClassifyError> {
+        let info = self.classifiers.get(name).ok_or_else(|| ClassifyError::BadRequest(format!("unknown classifier `{name}`")))?;
         self.submit(&info.base, Ok(info.slot), texts).await
     }
 
     /// Scores `texts` on base model `base` with a classifier given in the request.
-    pub async fn classify_ad_hoc(&self, base: &str, adhoc: AdHoc, texts: Vec<String>) -> Result<Vec<Scored>> {
+    pub async fn classify_ad_hoc(&self, base: &str, adhoc: AdHoc, texts: Vec<String>) -> Result<Vec<Scored>, ClassifyError> {
         self.submit(base, Err(adhoc), texts).await
     }
 
-    async fn submit(&self, base: &str, slot: Result<usize, AdHoc>, texts: Vec<String>) -> Result<Vec<Scored>> {
-        let worker = self.workers.get(base).ok_or_else(|| anyhow!("unknown base model `{base}`"))?;
+    async fn submit(&self, base: &str, slot: Result<usize, AdHoc>, texts: Vec<String>) -> Result<Vec<Scored>, ClassifyError> {
+        let worker = self.workers.get(base).ok_or_else(|| ClassifyError::BadRequest(format!("unknown base model `{base}`")))?;
         let (reply, rx) = oneshot::channel();
-        worker.send(Job { slot, texts, reply }).map_err(|_| anyhow!("the classifier worker has stopped"))?;
-        rx.await.map_err(|_| anyhow!("the classifier worker dropped the request"))?.map_err(|e| anyhow!(e))
+        worker.send(Job { slot, texts, reply }).map_err(|_| ClassifyError::Internal("the classifier worker has stopped".into()))?;
+        rx.await.map_err(|_| ClassifyError::Internal("the classifier worker dropped the request".into()))?
     }
 }
 
@@ -117,27 +139,27 @@ fn worker_main(
         }
     };
     // Built inside the thread: a classifier borrows the model and tokenizer that live here.
-    let built: Result<Vec<(ClassifierInfo, Classifier, Prefix)>> = entries
+    let built: Result<Vec<(ClassifierInfo, Prompted)>> = entries
         .iter()
         .enumerate()
         .map(|(slot, (name, prompt_path))| {
-            let learned = LearnedPrompt::from_artifact(prompt_path, None, &lm).map_err(|e| e.context(format!("classifier `{name}`")))?;
-            let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &learned.task, learned.len())?;
-            for w in &clf.warnings {
+            let learned = LearnedPrompt::from_artifact(prompt_path, &lm).map_err(|e| e.context(format!("classifier `{name}`")))?;
+            let p = Prompted::new(&lm, learned)?;
+            for w in &p.clf.warnings {
                 eprintln!("classifier `{name}`: warning: {w}");
             }
-            let prefix = clf.prefix(learned.embeds.as_ref())?;
             let info = ClassifierInfo {
                 name: name.clone(),
                 base: base.to_string(),
-                task: learned.task.name.clone(),
-                prompt: learned.text.clone(),
-                template: learned.task.template.clone(),
-                labels: learned.task.label_names.clone(),
-                max_text_tokens: clf.max_text_tokens,
+                task: p.prompt.task.clone().unwrap_or_default(),
+                prompt: p.prompt.text.clone(),
+                template: p.prompt.format.template.clone(),
+                labels: p.prompt.format.label_names.clone(),
+                calibration: p.prompt.calibration,
+                max_text_tokens: p.clf.max_text_tokens,
                 slot,
             };
-            Ok((info, clf, prefix))
+            Ok((info, p))
         })
         .collect();
     let built = match built {
@@ -151,7 +173,7 @@ fn worker_main(
         return;
     }
     // Ad-hoc classifiers, built on first use and kept (a transfer run sends one prompt many times).
-    let mut adhoc: Vec<(AdHoc, Classifier, Prefix)> = vec![];
+    let mut adhoc: Vec<(AdHoc, Prompted)> = vec![];
     // Wait for one job, then take whatever else is queued (up to `max_batch` texts) and score it together.
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -165,19 +187,31 @@ fn worker_main(
                 Err(_) => break,
             }
         }
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for j in &jobs {
-                if let Err(a) = &j.slot {
-                    if !adhoc.iter().any(|x| &x.0 == a) {
-                        if adhoc.len() >= MAX_AD_HOC {
-                            adhoc.remove(0);
+        // An ad-hoc classifier that cannot be built (e.g. verbalizers sharing a first token) fails its own jobs
+        // with a 400; the other jobs are scored.
+        let mut refused = vec![None; jobs.len()];
+        for (i, j) in jobs.iter().enumerate() {
+            if let Err(a) = &j.slot {
+                if !adhoc.iter().any(|x| &x.0 == a) {
+                    let learned = LearnedPrompt::from_text(a.format.clone(), &a.prompt, &lm).map(|l| LearnedPrompt { calibration: a.calibration, ..l });
+                    match learned.and_then(|l| Prompted::new(&lm, l)) {
+                        Ok(p) => {
+                            if adhoc.len() >= MAX_AD_HOC {
+                                adhoc.remove(0);
+                            }
+                            adhoc.push((a.clone(), p));
                         }
-                        adhoc.push(build_ad_hoc(&lm, a)?);
+                        Err(e) => refused[i] = Some(ClassifyError::BadRequest(format!("{e:#}"))),
                     }
                 }
             }
-            score_jobs(&built, &adhoc, &jobs)
-        }))
+        }
+        let (jobs, failed): (Vec<_>, Vec<_>) = jobs.into_iter().zip(refused).partition(|(_, r)| r.is_none());
+        for (j, e) in failed {
+            let _ = j.reply.send(Err(e.expect("a refusal")));
+        }
+        let jobs: Vec<Job> = jobs.into_iter().map(|(j, _)| j).collect();
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score_jobs(&built, &adhoc, &jobs)))
             .unwrap_or_else(|_| Err(anyhow!("the classifier panicked")));
         match results {
             Ok(per_job) => {
@@ -187,7 +221,7 @@ fn worker_main(
             }
             Err(e) => {
                 for j in jobs {
-                    let _ = j.reply.send(Err(format!("{e:#}")));
+                    let _ = j.reply.send(Err(ClassifyError::Internal(format!("{e:#}"))));
                 }
             }
         }
@@ -196,40 +230,32 @@ fn worker_main(
 
 const MAX_AD_HOC: usize = 16;
 
-fn build_ad_hoc<'a>(lm: &'a pez_models::LoadedLm, a: &AdHoc) -> Result<(AdHoc, Classifier<'a>, Prefix)> {
-    let task = pez_tasks::TaskSpec {
-        name: "ad-hoc".into(), template: a.template.clone(), verbalizers: a.verbalizers.clone(),
-        label_names: a.verbalizers.clone(), format: pez_tasks::data::Format::sst2(), train: None, dev: None,
-    };
-    let learned = LearnedPrompt::from_text(task, &a.prompt, lm)?;
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &learned.task, learned.len())?;
-    let prefix = clf.prefix(learned.embeds.as_ref())?;
-    Ok((a.clone(), clf, prefix))
-}
-
 /// Rows of the same classifier are sorted by length and scored together after its cached prefix
 /// (`Classifier::label_logprobs` packs them without padding, or pads chunks of similar length for T5).
-fn score_jobs(built: &[(ClassifierInfo, Classifier, Prefix)], adhoc: &[(AdHoc, Classifier, Prefix)], jobs: &[Job]) -> Result<Vec<Vec<Scored>>> {
+fn score_jobs(built: &[(ClassifierInfo, Prompted)], adhoc: &[(AdHoc, Prompted)], jobs: &[Job]) -> Result<Vec<Vec<Scored>>> {
     const CHUNK: usize = 32;
     let mut out: Vec<Vec<Option<Scored>>> = jobs.iter().map(|j| vec![None; j.texts.len()]).collect();
-    let configured = built.iter().enumerate().map(|(slot, (_, c, p))| (Ok(slot), c, p));
-    let given = adhoc.iter().map(|(a, c, p)| (Err(a.clone()), c, p));
-    for (key, clf, prefix) in configured.chain(given) {
+    let configured = built.iter().enumerate().map(|(slot, (_, p))| (Ok(slot), p));
+    let given = adhoc.iter().map(|(a, p)| (Err(a.clone()), p));
+    for (key, p) in configured.chain(given) {
         let mut rows = vec![];
         for (ji, j) in jobs.iter().enumerate().filter(|(_, j)| j.slot == key) {
             for (ti, t) in j.texts.iter().enumerate() {
-                let (ids, truncated) = clf.encode_noting_truncation(t)?;
+                let (ids, truncated) = p.clf.encode_noting_truncation(t)?;
                 rows.push((ji, ti, ids, truncated));
             }
         }
         rows.sort_by_key(|r| r.2.len());
-        let fixed = prefix.embeds.as_ref().map_or(0, |e| e.dim(0).unwrap_or(0));
+        let fixed = p.prefix.embeds.as_ref().map_or(0, |e| e.dim(0).unwrap_or(0));
         for chunk in rows.chunks(CHUNK) {
             let ids: Vec<Vec<u32>> = chunk.iter().map(|r| r.2.clone()).collect();
-            let lp = clf.label_logprobs(prefix, &ids)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-            for (r, lp) in chunk.iter().zip(lp) {
-                let label = pez_tune::classifier::best_label(&lp);
-                out[r.0][r.1] = Some(Scored { label, logprobs: lp, tokens: fixed + r.2.len(), truncated: r.3 });
+            for (r, raw) in chunk.iter().zip(p.raw_label_logprobs(&ids)?) {
+                let (logprobs, raw_logprobs) = match &p.offsets {
+                    Some(off) => (calibrated(&raw, off), Some(raw)),
+                    None => (raw, None),
+                };
+                let label = best_label(&logprobs);
+                out[r.0][r.1] = Some(Scored { label, logprobs, raw_logprobs, tokens: fixed + r.2.len(), truncated: r.3 });
             }
         }
     }

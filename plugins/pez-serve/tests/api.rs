@@ -9,7 +9,7 @@ use pez_serve::api::{AppState, BaseInfo};
 use pez_serve::config::{BaseModel, ClassifierEntry, ServeConfig};
 use pez_serve::{router, ClassifierPool};
 use pez_tasks::TaskSpec;
-use pez_tune::{Classifier, LearnedPrompt};
+use pez_classify::{LearnedPrompt, Prompted};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tower::ServiceExt;
@@ -22,8 +22,7 @@ fn write_artifact(dir: &Path, prompt: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let a = pez_tasks::PromptArtifact {
         format: 1, prompt: prompt.into(), token_ids: vec![], method: "pez".into(), source_model: "tiny".into(),
-        task: "tiny-sst2".into(), template: " It was".into(), verbalizers: vec![" negative".into(), " positive".into()],
-        label_names: vec!["negative".into(), "positive".into()], holdout_accuracy: Some(0.9), dev_accuracy: None,
+        task: "tiny-sst2".into(), prompt_format: pez_tasks::PromptFormat::polarity(), calibration: Default::default(), holdout_accuracy: Some(0.9), dev_accuracy: None, dev_per_class: None,
         fluency_log_ppl: None, step: 1, seed: 0, config: json!({}),
     };
     a.write(&dir.join("prompt.json")).unwrap();
@@ -73,10 +72,9 @@ async fn labels_agree_with_pez_eval() {
         examples.extend(d.examples);
     }
     for name in ["tiny-pez", "tiny-empty"] {
-        let learned = LearnedPrompt::from_artifact(&s.runs.path().join(name), Some(task.clone()), &lm).unwrap();
-        let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &learned.task, learned.len()).unwrap();
-        let (pred, probs) = clf.predict(learned.embeds.as_ref(), &examples, 32).unwrap();
+        let p = Prompted::new(&lm, LearnedPrompt::from_artifact(&s.runs.path().join(name), &lm).unwrap()).unwrap();
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let pez_classify::Predictions { labels: pred, probs } = p.predict(&texts, 32).unwrap();
         let (st, v, _) = call(&s.app, "POST", "/v1/classify", &json!({"model": name, "input": texts}).to_string()).await;
         assert_eq!(st, StatusCode::OK, "{v}");
         let data = v["data"].as_array().unwrap();
@@ -144,7 +142,7 @@ async fn errors_in_openai_shape() {
         ("/v1/classify", r#"{"model": "tiny-pez", "input": "x""#, StatusCode::BAD_REQUEST, "invalid JSON"),
         ("/v1/classify", r#"["not", "an", "object"]"#, StatusCode::BAD_REQUEST, "JSON object"),
         ("/v1/classify", r#"{"input": "x"}"#, StatusCode::BAD_REQUEST, "missing required field `model`"),
-        ("/v1/classify", r#"{"model": "tiny-pez"}"#, StatusCode::BAD_REQUEST, "missing required field `input`"),
+        ("/v1/classify", r#"{"model": "tiny-pez"}"#, StatusCode::BAD_REQUEST, "missing field `input`"),
         ("/v1/classify", r#"{"model": "tiny-pez", "input": ""}"#, StatusCode::BAD_REQUEST, "empty"),
         ("/v1/classify", r#"{"model": "tiny-pez", "input": []}"#, StatusCode::BAD_REQUEST, "empty"),
         ("/v1/classify", r#"{"model": "tiny-pez", "input": ["ok", "  "]}"#, StatusCode::BAD_REQUEST, "`input` 1 is empty"),
@@ -180,10 +178,8 @@ async fn long_input_is_truncated_like_pez_eval() {
     assert_eq!(v["data"][0]["truncated"], true);
     assert_eq!(v["data"][1]["truncated"], false);
     let lm = pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
-    let learned = LearnedPrompt::from_artifact(&s.runs.path().join("tiny-pez"), None, &lm).unwrap();
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &learned.task, learned.len()).unwrap();
-    let ex = [pez_tasks::Example { text: long, label: 0 }];
-    let (pred, probs) = clf.predict(learned.embeds.as_ref(), &ex, 1).unwrap();
+    let p = Prompted::new(&lm, LearnedPrompt::from_artifact(&s.runs.path().join("tiny-pez"), &lm).unwrap()).unwrap();
+    let pez_classify::Predictions { labels: pred, probs } = p.predict(&[long], 1).unwrap();
     assert_eq!(v["data"][0]["label_index"], pred[0]);
     assert!((v["data"][0]["probs"]["negative"].as_f64().unwrap() - probs[0][0] as f64).abs() < 1e-5);
     let used = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
@@ -220,8 +216,8 @@ async fn transfer_endpoint_equals_in_process() {
     let (local, remote) = tokio::task::spawn_blocking(move || {
         let task = fixtures().join("task.toml");
         let grid = pez_transfer::Grid::new(task.to_str().unwrap(), &[runs], 5, None).unwrap();
-        let local = grid.score_model(&model, 8, &mut |_| {}).unwrap();
-        let ep = pez_transfer::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_transfer::endpoint::Api::Pez);
+        let local = grid.score_model(&model, 8, pez_classify::Calibration::None, &mut |_| {}).unwrap();
+        let ep = pez_transfer::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_transfer::endpoint::Api::Pez).unwrap();
         let remote = grid.score_endpoint(&ep, &mut |_| {}).unwrap();
         (local, remote)
     })

@@ -1,9 +1,10 @@
 //! A causal LM as a classifier: `<prompt><text><template>` -> logits of the verbalizer tokens at the next position.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor, Var, D};
-use pez_models::{ops, tokenizer, KvCache, LanguageModel, Packed};
-use pez_tasks::{Example, TaskSpec};
+use candle_core::{DType, Tensor};
+use crate::LearnedPrompt;
+use pez_models::{ops, tokenizer, KvCache, LanguageModel, LoadedLm, Packed};
+use pez_tasks::{Calibration, PromptFormat};
 use tokenizers::Tokenizer;
 
 /// The predicted label: the highest score (log-probability or probability), the later label on a tie.
@@ -18,6 +19,22 @@ pub struct Prefix {
     /// Its final hidden states `[p, d]` and keys/values, for causal decoders.
     pub hidden: Option<Tensor>,
     pub cache: Option<KvCache>,
+}
+
+/// Predicted labels and label probabilities, in input order.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    pub labels: Vec<usize>,
+    pub probs: Vec<Vec<f32>>,
+}
+
+impl Predictions {
+    /// With label offsets (see `Classifier::offsets`) divided out of the probabilities, and labels chosen again.
+    pub fn calibrated(self, offsets: Option<&[f32]>) -> Self {
+        let Some(off) = offsets else { return self };
+        let probs: Vec<Vec<f32>> = self.probs.iter().map(|p| calibrated(&p.iter().map(|x| x.ln()).collect::<Vec<_>>(), off).iter().map(|x| x.exp()).collect()).collect();
+        Self { labels: probs.iter().map(|p| best_label(p)).collect(), probs }
+    }
 }
 
 pub struct Classifier<'a> {
@@ -36,10 +53,11 @@ pub struct Classifier<'a> {
 impl<'a> Classifier<'a> {
     /// Verbalizers that are several tokens are scored by their first token (a warning says so); two verbalizers
     /// with the same first token are an error.
-    pub fn new(model: &'a dyn LanguageModel, tok: &'a Tokenizer, bos: Option<u32>, task: &TaskSpec, prompt_len: usize) -> Result<Self> {
+    pub fn new(lm: &'a LoadedLm, format: &PromptFormat, prompt_len: usize) -> Result<Self> {
+        let (model, tok, bos) = (lm.model.as_ref(), &lm.tokenizer, lm.bos);
         let mut verbalizer_ids = Vec::new();
         let mut warnings = Vec::new();
-        for v in &task.verbalizers {
+        for v in &format.verbalizers {
             let ids = tokenizer::encode(tok, v)?;
             if ids.is_empty() {
                 bail!("verbalizer {v:?} is empty after tokenization");
@@ -53,7 +71,7 @@ impl<'a> Classifier<'a> {
             }
             verbalizer_ids.push(ids[0]);
         }
-        let template_ids = tokenizer::encode(tok, &task.template)?;
+        let template_ids = tokenizer::encode(tok, &format.template)?;
         let ctx = model.info().max_positions;
         let fixed = prompt_len + template_ids.len() + bos.is_some() as usize;
         if fixed + 1 > ctx {
@@ -90,15 +108,18 @@ impl<'a> Classifier<'a> {
     /// rows continue from them; other models (T5) get the prefix embeddings put in front of every row.
     pub fn prefix(&self, prompt: Option<&Tensor>) -> Result<Prefix> {
         let Some(embeds) = self.prefix_embeds(prompt)? else { return Ok(Prefix { embeds: None, hidden: None, cache: None }) };
-        match self.model.forward_after(&embeds.unsqueeze(0)?, None, None)? {
-            Some((h, cache)) => Ok(Prefix { embeds: Some(embeds), hidden: Some(h.get(0)?), cache: Some(cache) }),
+        match self.model.as_decoder() {
+            Some(d) => {
+                let (h, cache) = d.forward_after(&embeds.unsqueeze(0)?, None, None)?;
+                Ok(Prefix { embeds: Some(embeds), hidden: Some(h.get(0)?), cache: Some(cache) })
+            }
             None => Ok(Prefix { embeds: Some(embeds), hidden: None, cache: None }),
         }
     }
 
     /// Verbalizer log-probabilities (normalised over the verbalizers) `[b, labels]` of rows after `prefix`.
     pub fn label_logprobs(&self, prefix: &Prefix, rows: &[Vec<u32>]) -> Result<Tensor> {
-        if let (Some(cache), Some(p)) = (&prefix.cache, &prefix.embeds) {
+        if let (Some(cache), Some(p), Some(decoder)) = (&prefix.cache, &prefix.embeds, self.model.as_decoder()) {
             // Rows packed into sequences of up to PACK_TOKENS after the cached prefix: no padding, large matmuls.
             // (Attention inside a pack is computed across rows and masked, so packs are kept short.)
             const PACK_TOKENS: usize = 256;
@@ -114,7 +135,7 @@ impl<'a> Classifier<'a> {
                 let pack = &rows[start..end];
                 let packed = Packed::new(&pack.iter().map(Vec::len).collect::<Vec<_>>());
                 let x = self.model.embed_ids(&pack.concat())?.to_dtype(p.dtype())?.unsqueeze(0)?;
-                let h = self.model.forward_after(&x, Some(cache), Some(&packed))?.expect("a decoder").0.get(0)?;
+                let h = decoder.forward_after(&x, Some(cache), Some(&packed))?.0.get(0)?;
                 logits.push(self.model.lm_head(&ops::rows_at(&h, &packed.last_tokens())?)?);
                 start = end;
             }
@@ -139,24 +160,35 @@ impl<'a> Classifier<'a> {
         Ok(ops::log_softmax_last(&logits.index_select(&idx, 1)?)?)
     }
 
-    /// Predicted label and label probabilities for every example.
-    pub fn predict(&self, prompt: Option<&Tensor>, examples: &[Example], batch: usize) -> Result<(Vec<usize>, Vec<Vec<f32>>)> {
+    /// Predicted label and label probabilities for every text, after `prefix`.
+    pub fn predict<S: AsRef<str>>(&self, prefix: &Prefix, texts: &[S], batch: usize) -> Result<Predictions> {
         // Batches of similar lengths waste less compute on padding; results go back in input order.
-        let encoded = examples.iter().map(|e| self.encode(&e.text)).collect::<Result<Vec<_>>>()?;
+        let encoded = texts.iter().map(|t| self.encode(t.as_ref())).collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].len());
-        let prefix = self.prefix(prompt)?;
-        let mut pred = vec![0; examples.len()];
-        let mut probs = vec![vec![]; examples.len()];
+        let mut labels = vec![0; texts.len()];
+        let mut probs = vec![vec![]; texts.len()];
         for chunk in order.chunks(batch.max(1)) {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-            let lp = self.label_logprobs(&prefix, &rows)?.exp()?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let lp = self.label_logprobs(prefix, &rows)?.exp()?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
             for (&i, p) in chunk.iter().zip(lp) {
-                pred[i] = best_label(&p);
+                labels[i] = best_label(&p);
                 probs[i] = p;
             }
         }
-        Ok((pred, probs))
+        Ok(Predictions { labels, probs })
+    }
+
+    /// The label offsets `calibration` asks for after `prefix`: for `ContentFree`, `log` of the mean label
+    /// probabilities of the content-free inputs; `None` uncalibrated.
+    pub fn offsets(&self, prefix: &Prefix, calibration: Calibration) -> Result<Option<Vec<f32>>> {
+        if calibration == Calibration::None {
+            return Ok(None);
+        }
+        let rows: Vec<Vec<u32>> = CONTENT_FREE.iter().map(|t| self.encode(t)).collect::<Result<Vec<_>>>()?.into_iter().filter(|r| !r.is_empty()).collect();
+        let raw = self.label_logprobs(prefix, &rows)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let k = self.verbalizer_ids.len();
+        Ok(Some((0..k).map(|l| (raw.iter().map(|r| r[l].exp()).sum::<f32>() / raw.len() as f32).ln()).collect()))
     }
 
     /// Mean next-token cross-entropy of the prompt in `prefix` under the model (nats per predicted token).
@@ -176,36 +208,55 @@ impl<'a> Classifier<'a> {
         let next = Tensor::new(&ids[first..], x.device())?.unsqueeze(1)?;
         Ok(lp.gather(&next, 1)?.mean_all()?.neg()?)
     }
+}
 
-    /// Loss `(1 - w) * label CE + w * fluency` at `prompt` and its gradient with respect to `prompt`.
-    ///
-    /// The prefix runs once for the whole batch (and serves the fluency term too); decoders then take the rows
-    /// packed without padding. Other models (T5) get rows sorted by length in padded sub-batches of `SUB_BATCH`,
-    /// so short rows are not padded to the longest row of the whole batch. One backward pass runs over all.
-    pub fn loss_and_grad(&self, prompt: &Tensor, ids: &[u32], batch: &[(Vec<u32>, usize)], w: f64) -> Result<(f32, Tensor)> {
-        const SUB_BATCH: usize = 4;
-        let var = Var::from_tensor(prompt)?;
-        let p = var.as_tensor();
-        let prefix = self.prefix(Some(p))?;
-        let mut order: Vec<usize> = (0..batch.len()).collect();
-        order.sort_by_key(|&i| batch[i].0.len());
-        let mut ce_sum: Option<Tensor> = None;
-        // Packed rows (decoders with a prefix cache) carry no padding: one call takes them all.
-        let sub = if prefix.cache.is_some() { batch.len().max(1) } else { SUB_BATCH };
-        for chunk in order.chunks(sub) {
-            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| batch[i].0.clone()).collect();
-            let labels: Vec<u32> = chunk.iter().map(|&i| batch[i].1 as u32).collect();
-            let lp = self.label_logprobs(&prefix, &rows)?;
-            let picked = lp.gather(&Tensor::new(labels.as_slice(), p.device())?.unsqueeze(1)?, D::Minus1)?.sum_all()?;
-            ce_sum = Some(match ce_sum {
-                Some(s) => (s + picked)?,
-                None => picked,
-            });
-        }
-        let ce = (ce_sum.ok_or_else(|| anyhow::anyhow!("empty batch"))? * (-1.0 / batch.len() as f64))?;
-        let loss = if w > 0.0 { ((ce * (1.0 - w))? + (self.fluency(&prefix, ids)? * w)?)? } else { ce };
-        let grads = loss.backward()?;
-        let g = grads.get(p).cloned().ok_or_else(|| anyhow::anyhow!("no gradient reached the prompt"))?;
-        Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, g))
+/// The content-free inputs of Zhao et al. 2021.
+pub const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
+
+/// Log-probabilities with per-label offsets subtracted, normalised again.
+pub fn calibrated(logprobs: &[f32], offsets: &[f32]) -> Vec<f32> {
+    let x: Vec<f32> = logprobs.iter().zip(offsets).map(|(l, o)| l - o).collect();
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+    x.iter().map(|v| v - lse).collect()
+}
+
+/// A prompt bound to a model: its classifier, its prefix (run once) and, when calibrated, the label offsets
+/// measured on this model. `pez eval`, the transfer grid and the server all classify through this.
+pub struct Prompted<'a> {
+    pub prompt: LearnedPrompt,
+    pub clf: Classifier<'a>,
+    pub prefix: Prefix,
+    /// `log p_cf(label)` for `Calibration::ContentFree`, else `None`.
+    pub offsets: Option<Vec<f32>>,
+}
+
+impl<'a> Prompted<'a> {
+    /// Binds the prompt; a calibrated prompt's label bias is estimated on this model.
+    pub fn new(lm: &'a LoadedLm, prompt: LearnedPrompt) -> Result<Self> {
+        let calibration = prompt.calibration;
+        let clf = Classifier::new(lm, &prompt.format, prompt.len())?;
+        let prefix = clf.prefix(prompt.embeds.as_ref())?;
+        let offsets = clf.offsets(&prefix, calibration)?;
+        Ok(Self { prompt, clf, prefix, offsets })
+    }
+
+    /// Labels and label probabilities (calibrated, if this prompt is) of `texts`, scored in batches of `batch`.
+    pub fn predict<S: AsRef<str>>(&self, texts: &[S], batch: usize) -> Result<Predictions> {
+        Ok(self.clf.predict(&self.prefix, texts, batch)?.calibrated(self.offsets.as_deref()))
+    }
+
+    /// Label log-probabilities `[rows, labels]` (calibrated, if this prompt is) of texts encoded with `clf.encode`.
+    pub fn label_logprobs(&self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let raw = self.raw_label_logprobs(rows)?;
+        Ok(match &self.offsets {
+            Some(off) => raw.iter().map(|r| calibrated(r, off)).collect(),
+            None => raw,
+        })
+    }
+
+    /// Uncalibrated label log-probabilities.
+    pub fn raw_label_logprobs(&self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.clf.label_logprobs(&self.prefix, rows)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
 }

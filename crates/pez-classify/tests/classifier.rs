@@ -3,13 +3,13 @@
 use candle_core::{DType, Device};
 use pez_models::{load_lm, tokenizer};
 use pez_tasks::TaskSpec;
-use pez_tune::Classifier;
+use pez_classify::Classifier;
 
 #[test]
 fn texts_longer_than_the_context_are_truncated_keeping_prompt_and_template() {
     let lm = load_lm("smollm2-135m", DType::F32, &Device::Cpu).unwrap();
     let task = TaskSpec::resolve("sst2").unwrap();
-    let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, 10).unwrap();
+    let clf = Classifier::new(&lm, &task.prompt, 10).unwrap();
     assert_eq!(lm.bos, None, "SmolLM2's GGUF asks for no BOS");
     let template = tokenizer::encode(&lm.tokenizer, " It was").unwrap();
     assert_eq!(clf.template_ids, template);
@@ -30,27 +30,10 @@ fn verbalizers_are_single_tokens_for_the_built_in_tasks() {
     let lm = load_lm("smollm2-135m", DType::F32, &Device::Cpu).unwrap();
     for name in ["sst2", "agnews"] {
         let task = TaskSpec::resolve(name).unwrap();
-        let clf = Classifier::new(lm.model.as_ref(), &lm.tokenizer, lm.bos, &task, 10).unwrap();
+        let clf = Classifier::new(&lm, &task.prompt, 10).unwrap();
         assert!(clf.warnings.is_empty(), "{name}: {:?}", clf.warnings);
-        for (v, id) in task.verbalizers.iter().zip(&clf.verbalizer_ids) {
+        for (v, id) in task.prompt.verbalizers.iter().zip(&clf.verbalizer_ids) {
             assert_eq!(&tokenizer::decode(&lm.tokenizer, &[*id]).unwrap(), v);
         }
-    }
-}
-
-#[test]
-fn prompts_use_only_readable_non_special_tokens() {
-    let lm = load_lm("smollm2-135m", DType::F32, &Device::Cpu).unwrap();
-    let allowed = pez_tune::run::allowed_tokens(lm.model.as_ref(), &lm.tokenizer);
-    let n = allowed.iter().filter(|&&a| a).count();
-    assert!(n > 45_000 && n < allowed.len(), "{n} of {} allowed", allowed.len());
-    for (id, t) in lm.tokenizer.get_added_tokens_decoder() {
-        if t.special {
-            assert!(!allowed[id as usize], "special token {:?} allowed", t.content);
-        }
-    }
-    for (i, &a) in allowed.iter().enumerate() {
-        let text = tokenizer::decode(&lm.tokenizer, &[i as u32]).unwrap();
-        assert_eq!(a, !text.contains('\u{FFFD}') && !lm.tokenizer.get_added_tokens_decoder().get(&(i as u32)).is_some_and(|t| t.special), "token {i} {text:?}");
     }
 }

@@ -1,0 +1,82 @@
+//! A tuning run's configuration and its checks.
+
+use anyhow::{bail, Result};
+use pez_core::{Method, OptimizerKind};
+use pez_tasks::{Calibration, HoldoutRule};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TuneConfig {
+    pub task: String,
+    pub model: String,
+    pub fluency: f64,
+    pub prompt_len: usize,
+    /// Optimisation steps; with `shots`, `epochs` passes over the few-shot set instead.
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f64,
+    pub eval_every: usize,
+    pub holdout: usize,
+    /// Which train rows the holdout is drawn from (`random` for runs written before the rule existed).
+    #[serde(default = "random_rule")]
+    pub holdout_rule: HoldoutRule,
+    /// Calibration of label scores for the holdout, the dev pass and the prompt's later use (recorded in
+    /// `prompt.json`).
+    #[serde(default)]
+    pub calibration: Calibration,
+    pub shots: Option<usize>,
+    pub epochs: usize,
+    pub method: Method,
+    pub seed: u64,
+    pub random_init: bool,
+    /// Train file (default: the task's train split).
+    pub train: Option<PathBuf>,
+    /// Dev file scored with the best prompt at the end (default: the task's dev split); `skip_dev` skips it.
+    pub dev: Option<PathBuf>,
+    pub skip_dev: bool,
+    pub eval_batch: usize,
+    pub out: PathBuf,
+}
+
+fn random_rule() -> HoldoutRule {
+    HoldoutRule::Random
+}
+
+impl TuneConfig {
+    /// The learning rate each optimizer is used with by default: the paper's 0.3 for Adafactor (text), 0.1 for
+    /// AdamW (its image-inversion setting).
+    pub fn default_lr(optimizer: OptimizerKind) -> f64 {
+        match optimizer {
+            OptimizerKind::Adafactor => 0.3,
+            OptimizerKind::Adamw => 0.1,
+        }
+    }
+
+    /// The default run directory: `runs/<task>-<method>-s<seed>`.
+    pub fn default_out(task: &str, method: Method, seed: u64) -> PathBuf {
+        PathBuf::from(format!("runs/{}-{method}-s{seed}", task.trim_end_matches(".toml")))
+    }
+
+    /// Every check that needs no model or data: refused before anything is loaded.
+    pub fn validate(&self) -> Result<()> {
+        if self.prompt_len == 0 || self.batch_size == 0 || self.eval_every == 0 || self.eval_batch == 0 {
+            bail!("--prompt-len, --batch-size, --eval-every and --eval-batch must be positive");
+        }
+        if !(0.0..=1.0).contains(&self.fluency) {
+            bail!("--fluency must be in [0, 1], got {}", self.fluency);
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if self.shots == Some(0) {
+            bail!("--shots must be positive");
+        }
+        if self.shots.is_some() && self.epochs == 0 || self.shots.is_none() && self.steps == 0 {
+            bail!("nothing to run: --steps (or --epochs with --shots) is 0");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! Best-of-N, the paper's answer to seed variance: N seeds run one after another, each in its own run directory
+//! (`<root>/s<seed>`: resumed if a checkpoint is there, skipped if finished), then a summary of every seed and
+//! the top prompts by holdout accuracy, in `<root>/summary.json` and `<root>/summary.md`.
+
+use crate::config::TuneConfig;
+use crate::run::Checkpoint;
+use anyhow::Result;
+use pez_tasks::artifact::write_atomic;
+use pez_tasks::PromptArtifact;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub prompt: String,
+    pub holdout_accuracy: Option<f64>,
+    pub dev_accuracy: Option<f64>,
+    /// Dev accuracy of each class.
+    pub dev_per_class: Option<Vec<f64>>,
+    pub wall_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub runs: Vec<SeedResult>,
+    /// Dev accuracy over the seeds: (mean, sample standard deviation).
+    pub dev_mean_std: Option<(f64, f64)>,
+    /// The `top` seeds by holdout accuracy (ties: lower seed first).
+    pub top: Vec<u64>,
+    /// Dev accuracy of those (mean, std).
+    pub top_dev_mean_std: Option<(f64, f64)>,
+    pub wall_s: f64,
+}
+
+/// (mean, sample std) of `xs`; `None` when empty.
+pub fn mean_std(xs: &[f64]) -> Option<(f64, f64)> {
+    if xs.is_empty() {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    Some((mean, var.sqrt()))
+}
+
+/// Runs seeds `base.seed .. base.seed + n` under `root` and writes the summary.
+pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize) -> Result<Summary> {
+    let mut runs = vec![];
+    for seed in base.seed..base.seed + n {
+        let dir = root.join(format!("s{seed}"));
+        let ckpt = Checkpoint::read(&dir).ok();
+        let a = match &ckpt {
+            Some(c) if c.finished => {
+                eprintln!("seed {seed}: finished in {}, kept", dir.display());
+                PromptArtifact::read(&dir)?
+            }
+            Some(_) => {
+                eprintln!("seed {seed}: resuming {}", dir.display());
+                crate::tune(None, Some(&dir))?
+            }
+            None => crate::tune(Some(TuneConfig { seed, out: dir.clone(), ..base.clone() }), None)?,
+        };
+        let wall_s = Checkpoint::read(&dir).map(|c| c.elapsed_s()).unwrap_or(0.0);
+        let dev_per_class = a.dev_per_class.as_ref().map(|v| v.iter().map(|&(k, t)| k as f64 / t.max(1) as f64).collect());
+        runs.push(SeedResult { seed, dir, prompt: a.prompt, holdout_accuracy: a.holdout_accuracy, dev_accuracy: a.dev_accuracy, dev_per_class, wall_s });
+    }
+    let mut by_holdout: Vec<&SeedResult> = runs.iter().collect();
+    by_holdout.sort_by(|x, y| y.holdout_accuracy.unwrap_or(0.0).total_cmp(&x.holdout_accuracy.unwrap_or(0.0)).then(x.seed.cmp(&y.seed)));
+    by_holdout.truncate(top);
+    let dev = |rs: &[&SeedResult]| mean_std(&rs.iter().filter_map(|r| r.dev_accuracy).collect::<Vec<_>>());
+    let s = Summary {
+        dev_mean_std: dev(&runs.iter().collect::<Vec<_>>()),
+        top: by_holdout.iter().map(|r| r.seed).collect(),
+        top_dev_mean_std: dev(&by_holdout),
+        wall_s: runs.iter().map(|r| r.wall_s).sum(),
+        runs,
+    };
+    write_atomic(&root.join("summary.json"), serde_json::to_string_pretty(&s)?.as_bytes())?;
+    write_atomic(&root.join("summary.md"), markdown(&s).as_bytes())?;
+    Ok(s)
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("–".into(), |v| format!("{:.2}", v * 100.0))
+}
+
+fn pm(x: Option<(f64, f64)>) -> String {
+    x.map_or("–".into(), |(m, s)| format!("{:.2} ± {:.2}", m * 100.0, s * 100.0))
+}
+
+pub fn markdown(s: &Summary) -> String {
+    let mut out = String::from("| seed | holdout | dev | dev per class | wall (s) | prompt |\n|---|---|---|---|---|---|\n");
+    for r in &s.runs {
+        let per = r.dev_per_class.as_ref().map_or("–".into(), |v| v.iter().map(|x| format!("{:.1}", x * 100.0)).collect::<Vec<_>>().join(" / "));
+        out += &format!("| {} | {} | {} | {per} | {:.0} | `{}` |\n", r.seed, pct(r.holdout_accuracy), pct(r.dev_accuracy), r.wall_s, r.prompt.replace('\n', "\\n").replace('`', "'"));
+    }
+    out += &format!("\nDev accuracy over {} seeds: {} (mean ± std). Top {} by holdout (seeds {:?}): {}. Wall time {:.0} s.\n",
+                    s.runs.len(), pm(s.dev_mean_std), s.top.len(), s.top, pm(s.top_dev_mean_std), s.wall_s);
+    out
+}
