@@ -162,6 +162,11 @@ impl<'a> Classifier<'a> {
 
     /// Predicted label and label probabilities for every text, after `prefix`.
     pub fn predict<S: AsRef<str>>(&self, prefix: &Prefix, texts: &[S], batch: usize) -> Result<Predictions> {
+        self.predict_reporting(prefix, texts, batch, &mut |_| {})
+    }
+
+    /// `predict`, calling `done(n)` after each batch of `n` texts (for progress on long evaluations).
+    pub fn predict_reporting<S: AsRef<str>>(&self, prefix: &Prefix, texts: &[S], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Predictions> {
         // Batches of similar lengths waste less compute on padding; results go back in input order.
         let encoded = texts.iter().map(|t| self.encode(t.as_ref())).collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..encoded.len()).collect();
@@ -175,6 +180,7 @@ impl<'a> Classifier<'a> {
                 labels[i] = best_label(&p);
                 probs[i] = p;
             }
+            done(chunk.len());
         }
         Ok(Predictions { labels, probs })
     }
@@ -243,7 +249,12 @@ impl<'a> Prompted<'a> {
 
     /// Labels and label probabilities (calibrated, if this prompt is) of `texts`, scored in batches of `batch`.
     pub fn predict<S: AsRef<str>>(&self, texts: &[S], batch: usize) -> Result<Predictions> {
-        Ok(self.clf.predict(&self.prefix, texts, batch)?.calibrated(self.offsets.as_deref()))
+        self.predict_reporting(texts, batch, &mut |_| {})
+    }
+
+    /// `predict`, calling `done(n)` after each batch of `n` texts.
+    pub fn predict_reporting<S: AsRef<str>>(&self, texts: &[S], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Predictions> {
+        Ok(self.clf.predict_reporting(&self.prefix, texts, batch, done)?.calibrated(self.offsets.as_deref()))
     }
 
     /// Label log-probabilities `[rows, labels]` (calibrated, if this prompt is) of texts encoded with `clf.encode`.

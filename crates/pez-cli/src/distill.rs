@@ -38,7 +38,12 @@ enum Vocab {
 pub fn run(a: Args) -> Result<()> {
     let (enc, tok) = pez_invert::encoder::load(&a.model)?;
     let cfg = InvertConfig { prompt_len: 0, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(), only: None };
-    let d = pez_invert::distill::distill(enc.as_ref(), &tok, &a.prompt, a.ratio, a.vocab == Vocab::Prompt, cfg)?;
+    let mut progress = pez_progress::Progress::new("distill", "steps", a.steps as u64);
+    let d = pez_invert::distill::distill(enc.as_ref(), &tok, &a.prompt, a.ratio, a.vocab == Vocab::Prompt, cfg, |_, c| {
+        progress.set_message(format!("best cosine {c:.4}"));
+        progress.inc(1);
+    })?;
+    progress.finish();
     if a.json {
         let mut out = serde_json::to_value(&d)?;
         let extra = serde_json::json!({"model": a.model, "original": a.prompt, "ratio": a.ratio,

@@ -72,7 +72,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     let data = task.load("dev", a.data.as_deref())?;
     let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-    let pred = p.predict(&texts, a.batch_size)?;
+    let mut progress = pez_progress::Progress::new("eval", "examples", texts.len() as u64);
+    let pred = p.predict_reporting(&texts, a.batch_size, &mut |n| progress.inc(n as u64))?;
+    progress.finish();
     let gold: Vec<usize> = data.examples.iter().map(|e| e.label).collect();
     let acc = Accuracy::from_predictions(&pred.labels, &gold, task.num_labels());
     let labels = &p.prompt.format.label_names;

@@ -36,12 +36,12 @@ pub fn run_invert(a: InvertArgs) -> Result<()> {
     let m = ClipModel::load(&a.model)?;
     let targets = m.image_features(&a.images)?;
     let cfg = InvertConfig { prompt_len: a.prompt_len, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(), only: None };
-    let every = (a.steps / 20).max(1);
-    let best = invert(&m.text, &m.tokenizer, &targets, &cfg, |s, c| {
-        if (s + 1) % every == 0 {
-            eprintln!("step {:>5}/{}  best cosine {c:.4}", s + 1, a.steps);
-        }
+    let mut progress = pez_progress::Progress::new("invert", "steps", a.steps as u64);
+    let best = invert(&m.text, &m.tokenizer, &targets, &cfg, |_, c| {
+        progress.set_message(format!("best cosine {c:.4}"));
+        progress.inc(1);
     })?;
+    progress.finish();
     let rec = serde_json::json!({"model": a.model, "images": a.images, "prompt": best.prompt, "token_ids": best.token_ids,
                                  "cosine": best.cosine, "best_step": best.step, "config": cfg});
     if let Some(dir) = &a.out {

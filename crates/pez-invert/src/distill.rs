@@ -26,7 +26,8 @@ pub struct Distillation {
 /// Distils `prompt` to `ratio` of its tokens (at least one). `own_tokens`: the short prompt may use only the long
 /// prompt's own tokens (else the whole vocabulary, as the paper). The random baseline draws as many prompts as PEZ
 /// takes steps, from the same tokens PEZ may use.
-pub fn distill(enc: &dyn TextEncoder, tok: &Tokenizer, prompt: &str, ratio: f64, own_tokens: bool, mut cfg: InvertConfig) -> Result<Distillation> {
+/// `progress(step, best cosine so far)` is called after each PEZ step.
+pub fn distill(enc: &dyn TextEncoder, tok: &Tokenizer, prompt: &str, ratio: f64, own_tokens: bool, mut cfg: InvertConfig, progress: impl FnMut(usize, f64)) -> Result<Distillation> {
     if !(ratio > 0.0 && ratio <= 1.0) {
         bail!("--ratio must be in (0, 1], got {ratio}");
     }
@@ -39,7 +40,7 @@ pub fn distill(enc: &dyn TextEncoder, tok: &Tokenizer, prompt: &str, ratio: f64,
     let target = enc.features(&emb.index_select(&Tensor::new(ids.as_slice(), emb.device())?, 0)?)?;
     cfg.prompt_len = len;
     cfg.only = own_tokens.then(|| ids.clone());
-    let best = invert(enc, tok, &target, &cfg, |_, _| {})?;
+    let best = invert(enc, tok, &target, &cfg, progress)?;
     let truncated_cosine = score_ids(enc, &ids[..len], &target)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xBA5E);
     let mut random_best = f64::MIN;

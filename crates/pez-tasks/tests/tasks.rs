@@ -54,3 +54,26 @@ fn accuracy_and_wilson_interval() {
     let (lo, hi) = wilson(50, 100, 1.959964);
     assert!((lo - 0.40383).abs() < 1e-4 && (hi - 0.59617).abs() < 1e-4, "{lo} {hi}");
 }
+
+#[test]
+fn holdout_rules_random_as_before_and_long_from_long_rows_only() {
+    use pez_tasks::{Dataset, Example, HoldoutRule};
+    let examples: Vec<Example> = (0..200).map(|i| Example { text: "w ".repeat(1 + i % 15).trim().to_string() + &format!(" {i}"), label: i % 2 }).collect();
+    let d = Dataset { examples: examples.clone(), source: "mem".into() };
+    // Random: the first `h` of the seeded shuffle, the rest in the same order (the paper's, and the old, split).
+    let (train, hold) = d.split_holdout(30, 7, HoldoutRule::Random);
+    let mut idx: Vec<usize> = (0..200).collect();
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
+    assert_eq!(hold, idx[..30].iter().map(|&i| examples[i].clone()).collect::<Vec<_>>());
+    assert_eq!(train, idx[30..].iter().map(|&i| examples[i].clone()).collect::<Vec<_>>());
+    // Long: only rows of at least 10 words are held out, never trained on; everything else trains.
+    let (train, hold) = d.split_holdout(30, 7, HoldoutRule::Long);
+    assert_eq!((hold.len(), train.len()), (30, 170));
+    assert!(hold.iter().all(|e| e.text.split_whitespace().count() >= pez_tasks::data::LONG_WORDS));
+    assert!(hold.iter().all(|e| !train.contains(e)));
+    // Asking for more long rows than exist takes all of them (and at most half of the data).
+    let long = examples.iter().filter(|e| HoldoutRule::Long.admits(e)).count();
+    assert_eq!(d.split_holdout(190, 7, HoldoutRule::Long).1.len(), long.min(100));
+}

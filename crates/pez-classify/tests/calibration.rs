@@ -1,0 +1,46 @@
+//! Content-free calibration (Zhao et al. 2021) on a tiny random GPT-2: the offsets are the log of the mean label
+//! probabilities of the content-free inputs, and calibrated labels are the argmax of raw / p_cf.
+
+use candle_core::{DType, Device};
+use pez_classify::{calibrated, Calibration, LearnedPrompt, Prompted, CONTENT_FREE};
+use pez_tasks::TaskSpec;
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer")
+}
+
+#[test]
+fn content_free_offsets_and_calibrated_predictions() {
+    let lm = pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
+    let task = TaskSpec::resolve(fixtures().join("task.toml").to_str().unwrap()).unwrap();
+    let texts: Vec<String> = task.load("dev", None).unwrap().examples.into_iter().map(|e| e.text).collect();
+    let learned = |c| LearnedPrompt { calibration: c, ..LearnedPrompt::from_text(task.prompt.clone(), "film great bad movie", &lm).unwrap() };
+    let raw = Prompted::new(&lm, learned(Calibration::None)).unwrap();
+    let cal = Prompted::new(&lm, learned(Calibration::ContentFree)).unwrap();
+    assert!(raw.offsets.is_none());
+    // Independently: the raw label probabilities of the content-free texts, averaged.
+    let cf = raw.predict(&CONTENT_FREE, 8).unwrap().probs;
+    let want: Vec<f32> = (0..2).map(|l| (cf.iter().map(|p| p[l]).sum::<f32>() / cf.len() as f32).ln()).collect();
+    let off = cal.offsets.clone().unwrap();
+    for (o, w) in off.iter().zip(&want) {
+        assert!((o - w).abs() < 1e-5, "offsets {off:?} vs {want:?}");
+    }
+    let (r, c) = (raw.predict(&texts, 4).unwrap(), cal.predict(&texts, 4).unwrap());
+    let mut flipped = 0;
+    for (i, (pr, pc)) in r.probs.iter().zip(&c.probs).enumerate() {
+        // p_cal ∝ p_raw / p_cf, normalised.
+        let q: Vec<f32> = pr.iter().zip(&want).map(|(p, w)| p / w.exp()).collect();
+        let z: f32 = q.iter().sum();
+        for l in 0..2 {
+            assert!((pc[l] - q[l] / z).abs() < 1e-5, "example {i}: {pc:?} vs {q:?}");
+        }
+        assert_eq!(c.labels[i], if q[1] >= q[0] { 1 } else { 0 });
+        flipped += (c.labels[i] != r.labels[i]) as usize;
+    }
+    eprintln!("calibration changed {flipped} of {} labels; offsets {off:?}", texts.len());
+    // Calibrating a content-free input by its own bias makes it uninformative.
+    let one = raw.predict(&["N/A"], 1).unwrap().probs[0].iter().map(|p| p.ln()).collect::<Vec<_>>();
+    let u = calibrated(&one, &one);
+    assert!(u.iter().all(|x| (x.exp() - 0.5).abs() < 1e-6), "{u:?}");
+}
