@@ -21,7 +21,8 @@ rows = []
 for rule in ["random", "long"]:
     runs = sorted((out / rule).glob("s*/prompt.json"))
     arts = [json.loads(p.read_text()) for p in runs]
-    walls = [json.loads((p.parent / "checkpoint.json").read_text())["elapsed_s"] for p in runs]
+    # Wall time per run from the sweep's summary (checkpoints are not committed).
+    walls = [r["wall_s"] for r in json.loads((out / rule / "summary.json").read_text())["runs"]]
     raw = [(a["dev_accuracy"], [k / t for k, t in a["dev_per_class"]]) for a in arts if a.get("dev_per_class")]
     cal = []
     for p in runs:
