@@ -38,6 +38,8 @@ def main():
 
     ids = [m.id for m in client.models.list().data]
     check(a.classifier in ids and a.base in ids, f"models.list has {a.classifier} and {a.base}: {ids}")
+    m = client.models.retrieve(a.classifier)
+    check(m.id == a.classifier and m.object == "model", f"models.retrieve({a.classifier!r}) -> {m.id!r}")
 
     text = "a gorgeous, witty, seductive movie."
     r = client.chat.completions.create(model=a.classifier, messages=[{"role": "user", "content": text}], logprobs=True, top_logprobs=2)

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .merge(limited)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route", "invalid_request_error") })
         .with_state(state)
@@ -300,18 +301,24 @@ async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response, Ap
     Ok(Json(ClassifyResponse { object: "list".into(), model, data, usage }).into_response())
 }
 
-async fn models(State(s): State<AppState>) -> Json<Value> {
-    let mut data: Vec<Value> = s
-        .bases
-        .iter()
-        .map(|b| json!({"id": b.name, "object": "model", "created": s.created, "owned_by": "pez", "kind": "base", "generation": b.generate}))
-        .collect();
-    for c in s.pool.classifiers.values() {
-        data.push(json!({
+/// Every served model: base models, then classifiers, as `/v1/models` lists them.
+fn model_cards(s: &AppState) -> Vec<Value> {
+    let bases = s.bases.iter().map(|b| json!({"id": b.name, "object": "model", "created": s.created, "owned_by": "pez", "kind": "base", "generation": b.generate}));
+    let classifiers = s.pool.classifiers.values().map(|c| {
+        json!({
             "id": c.name, "object": "model", "created": s.created, "owned_by": "pez", "kind": "classifier",
             "base_model": c.base, "task": c.task, "prompt": c.prompt, "template": c.template, "labels": c.labels,
             "calibration": c.calibration,
-        }));
-    }
-    Json(json!({"object": "list", "data": data}))
+        })
+    });
+    bases.chain(classifiers).collect()
+}
+
+async fn models(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({"object": "list", "data": model_cards(&s)}))
+}
+
+/// `GET /v1/models/{id}` (the official client's `models.retrieve`).
+async fn model(State(s): State<AppState>, axum::extract::Path(id): axum::extract::Path<String>) -> Result<Json<Value>, ApiError> {
+    model_cards(&s).into_iter().find(|m| m["id"] == id.as_str()).map(Json).ok_or_else(|| ApiError::unknown_model(&id))
 }

@@ -101,6 +101,12 @@ async fn openai_shapes() {
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["tiny-gpt2", "tiny-empty", "tiny-pez"]);
     assert_eq!(v["data"][2]["labels"], json!(["negative", "positive"]));
+    // One model by id, as the official client's models.retrieve asks for it; an unknown id is a 404.
+    let (st, m, _) = call(&s.app, "GET", "/v1/models/tiny-pez", "").await;
+    assert_eq!(st, StatusCode::OK, "{m}");
+    assert_eq!(m, v["data"][2]);
+    let (st, e, _) = call(&s.app, "GET", "/v1/models/nope", "").await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("model_not_found")));
 
     let (_, c, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-pez", "input": "the film is great"}"#).await;
     let label = c["data"][0]["label"].clone();
