@@ -257,16 +257,8 @@ impl<'a> Prompted<'a> {
         Ok(self.clf.predict_reporting(&self.prefix, texts, batch, done)?.calibrated(self.offsets.as_deref()))
     }
 
-    /// Label log-probabilities `[rows, labels]` (calibrated, if this prompt is) of texts encoded with `clf.encode`.
-    pub fn label_logprobs(&self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let raw = self.raw_label_logprobs(rows)?;
-        Ok(match &self.offsets {
-            Some(off) => raw.iter().map(|r| calibrated(r, off)).collect(),
-            None => raw,
-        })
-    }
-
-    /// Uncalibrated label log-probabilities.
+    /// Uncalibrated label log-probabilities `[rows, labels]` of texts encoded with `clf.encode` (calibrate with
+    /// `calibrated(row, offsets)`).
     pub fn raw_label_logprobs(&self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         Ok(self.clf.label_logprobs(&self.prefix, rows)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
     }
