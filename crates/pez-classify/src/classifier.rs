@@ -87,9 +87,28 @@ impl<'a> Classifier<'a> {
 
     /// `encode`, and whether the text was cut to fit.
     pub fn encode_noting_truncation(&self, text: &str) -> Result<(Vec<u32>, bool)> {
-        let mut ids = tokenizer::encode(self.tokenizer, text)?;
-        let truncated = ids.len() > self.max_text_tokens;
-        ids.truncate(self.max_text_tokens);
+        self.encode_within(text, self.max_text_tokens)
+    }
+
+    /// Text ids cut to at most `cap` tokens (and to the context), then the template ids; and whether the text
+    /// was cut. A long text is cut at a word boundary well past `cap` tokens before tokenizing, so a megabyte of
+    /// text costs what its first few thousand characters cost; the ids kept are those of the whole text.
+    pub fn encode_within(&self, text: &str, cap: usize) -> Result<(Vec<u32>, bool)> {
+        let cap = cap.min(self.max_text_tokens);
+        // Start with 16 characters per token; an odd text (long tokens) gets 4x more until it is cut no more.
+        let mut chars = cap.saturating_mul(16).saturating_add(256);
+        let mut ids = loop {
+            let (head, cut) = head_at_word(text, chars);
+            let ids = tokenizer::encode(self.tokenizer, head)?;
+            // Past `cap` tokens the cut cannot change the kept ones: pre-tokenization splits at the whitespace
+            // where the cut is made, and BPE does not merge across that split.
+            if !cut || ids.len() > cap {
+                break ids;
+            }
+            chars = chars.saturating_mul(4);
+        };
+        let truncated = ids.len() > cap;
+        ids.truncate(cap);
         ids.extend_from_slice(&self.template_ids);
         Ok((ids, truncated))
     }
@@ -225,6 +244,15 @@ pub fn calibrated(logprobs: &[f32], offsets: &[f32]) -> Vec<f32> {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
     x.iter().map(|v| v - lse).collect()
+}
+
+/// The start of `text` of about `chars` characters, ended before a whitespace (mid-word only when there is none
+/// in its second half), and whether anything was cut.
+fn head_at_word(text: &str, chars: usize) -> (&str, bool) {
+    let Some((end, _)) = text.char_indices().nth(chars) else { return (text, false) };
+    let head = &text[..end];
+    let at = head.char_indices().rev().take_while(|&(i, _)| i >= end / 2).find(|(_, c)| c.is_whitespace()).map(|(i, _)| i);
+    (&text[..at.unwrap_or(end)], true)
 }
 
 /// A prompt bound to a model: its classifier, its prefix (run once) and, when calibrated, the label offsets

@@ -37,3 +37,34 @@ fn verbalizers_are_single_tokens_for_the_built_in_tasks() {
         }
     }
 }
+
+/// `encode_within` cuts long texts before tokenizing; the ids it keeps must be those of the whole text, on both
+/// real tokenizers (GPT-2-style byte-level BPE and Gemma's SentencePiece BPE), for prose, runs of whitespace,
+/// one endless word, multi-byte characters and a text just past the cut.
+#[test]
+fn capped_encoding_equals_truncating_the_whole_text() {
+    let dev: Vec<String> = TaskSpec::resolve("sst2").unwrap().load("dev", None).unwrap().examples.into_iter().map(|e| e.text).collect();
+    let prose = dev.join(" ");
+    let texts = [
+        prose.clone(),
+        prose.replace(' ', "   \n\t "),
+        "a".repeat(200_000),
+        "ünïcödé 日本語のテキスト 🙂 ".repeat(3_000),
+        format!("{}{}", "word ".repeat(16 * 64 + 40), "x".repeat(5_000)),
+        "short text".to_string(),
+    ];
+    for model in ["smollm2-135m", "gemma3-270m"] {
+        let lm = load_lm(model, DType::F32, &Device::Cpu).unwrap();
+        let clf = Classifier::new(&lm, &TaskSpec::resolve("sst2").unwrap().prompt, 10).unwrap();
+        for (i, t) in texts.iter().enumerate() {
+            let full = tokenizer::encode(&lm.tokenizer, t).unwrap();
+            for cap in [1, 64, 1024] {
+                let (ids, truncated) = clf.encode_within(t, cap).unwrap();
+                let n = full.len().min(cap);
+                assert_eq!(ids.len(), n + clf.template_ids.len(), "{model} text {i} cap {cap}");
+                assert_eq!(&ids[..n], &full[..n], "{model} text {i} cap {cap}: kept ids differ from the whole text's");
+                assert_eq!(truncated, full.len() > cap, "{model} text {i} cap {cap}");
+            }
+        }
+    }
+}

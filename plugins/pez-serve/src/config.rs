@@ -20,6 +20,71 @@ pub struct ServeConfig {
     pub models: Vec<BaseModel>,
     #[serde(default)]
     pub classifiers: Vec<ClassifierEntry>,
+    /// What one request may ask for, and how long the server waits for a client (`[limits]`).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Bounds on requests and connections. Anything past them is refused with a 4xx in OpenAI's error shape before
+/// any work, except text length: texts are cut to `max_text_tokens` (as `pez eval` cuts to the context) and
+/// answered with `truncated: true`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Request body size (bytes): larger is a 413.
+    pub max_body_bytes: usize,
+    /// Texts in one classification request.
+    pub max_inputs: usize,
+    /// Tokens of one text a classifier reads (its start); the rest is cut. Also bounded by the model's context.
+    pub max_text_tokens: usize,
+    /// Messages in one chat request.
+    pub max_messages: usize,
+    /// Content parts in one message.
+    pub max_content_parts: usize,
+    /// `max_tokens` of a generation request; also what it gets when it names none.
+    pub max_tokens: usize,
+    /// `n` (and `best_of`) of a generation request.
+    pub max_n: usize,
+    /// Seconds a client may take to send its headers (also how long an idle connection is kept).
+    pub header_timeout_s: u64,
+    /// Seconds a client may take to send its body: a stalled or short body is a 408.
+    pub body_timeout_s: u64,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Seconds requests in flight get to finish after SIGTERM before the process exits anyway.
+    pub shutdown_timeout_s: u64,
+    /// Resident size (MiB) above which plain generation is refused with a 503 and Retry-After; 0 = 80% of the
+    /// machine's memory.
+    pub max_rss_mib: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 << 20,
+            max_inputs: 2048,
+            max_text_tokens: 1024,
+            max_messages: 256,
+            max_content_parts: 64,
+            max_tokens: 512,
+            max_n: 4,
+            header_timeout_s: 10,
+            body_timeout_s: 10,
+            max_connections: 512,
+            shutdown_timeout_s: 30,
+            max_rss_mib: 0,
+        }
+    }
+}
+
+impl Limits {
+    /// The resident-size budget in bytes.
+    pub fn rss_budget(&self) -> u64 {
+        match self.max_rss_mib {
+            0 => crate::metrics::total_memory_bytes().map_or(u64::MAX, |t| t / 5 * 4),
+            m => m << 20,
+        }
+    }
 }
 
 /// A base model: its API name and what `pez_models::load_lm` resolves (a short name, a GGUF file, a directory).
@@ -113,6 +178,17 @@ impl ServeConfig {
         }
         if self.max_concurrency == 0 || self.max_batch == 0 {
             bail!("max_concurrency and max_batch must be at least 1");
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("max_body_bytes", l.max_body_bytes as u64), ("max_inputs", l.max_inputs as u64), ("max_text_tokens", l.max_text_tokens as u64),
+            ("max_messages", l.max_messages as u64), ("max_content_parts", l.max_content_parts as u64), ("max_tokens", l.max_tokens as u64),
+            ("max_n", l.max_n as u64), ("header_timeout_s", l.header_timeout_s), ("body_timeout_s", l.body_timeout_s),
+            ("max_connections", l.max_connections as u64),
+        ] {
+            if v == 0 {
+                bail!("limits.{name} must be at least 1");
+            }
         }
         Ok(())
     }

@@ -7,7 +7,11 @@
 
 pub mod api;
 pub mod config;
+pub mod engine;
+pub mod http;
+pub mod metrics;
 pub mod pool;
+pub mod validate;
 
 pub use api::{router, AppState};
 pub use config::ServeConfig;

@@ -6,7 +6,8 @@ use axum::http::{Request, StatusCode};
 use candle_core::{DType, Device};
 use http_body_util::BodyExt;
 use pez_serve::api::{AppState, BaseInfo};
-use pez_serve::config::{BaseModel, ClassifierEntry, ServeConfig};
+use pez_serve::config::{BaseModel, ClassifierEntry, Limits, ServeConfig};
+use pez_serve::metrics::Metrics;
 use pez_serve::{router, ClassifierPool};
 use pez_tasks::TaskSpec;
 use pez_classify::{LearnedPrompt, Prompted};
@@ -35,6 +36,10 @@ struct Server {
 }
 
 fn server(max_concurrency: usize) -> Server {
+    server_with(max_concurrency, Limits::default())
+}
+
+fn server_with(max_concurrency: usize, limits: Limits) -> Server {
     let runs = tempfile::tempdir().unwrap();
     write_artifact(&runs.path().join("tiny-pez"), "film great bad movie");
     write_artifact(&runs.path().join("tiny-empty"), "");
@@ -43,10 +48,12 @@ fn server(max_concurrency: usize) -> Server {
         host: "127.0.0.1".into(), port: 0, max_concurrency, max_batch: 32,
         models: vec![BaseModel { name: "tiny-gpt2".into(), path: Some(model), generate: Some(false) }],
         classifiers: ["tiny-pez", "tiny-empty"].iter().map(|n| ClassifierEntry { name: None, prompt: runs.path().join(n), base: None }).collect(),
+        limits,
     };
     cfg.validate().unwrap();
-    let pool = ClassifierPool::start(&cfg).unwrap();
-    let state = AppState::new(pool, None, vec![BaseInfo { name: "tiny-gpt2".into(), generate: false }], max_concurrency);
+    let metrics = std::sync::Arc::new(Metrics::default());
+    let pool = ClassifierPool::start(&cfg, metrics.clone()).unwrap();
+    let state = AppState::new(pool, None, vec![BaseInfo { name: "tiny-gpt2".into(), generate: false }], max_concurrency, cfg.limits.clone(), metrics);
     Server { app: router(state.clone()), state, runs }
 }
 
@@ -148,7 +155,7 @@ async fn errors_in_openai_shape() {
         ("/v1/classify", r#"{"model": "tiny-pez", "input": "x""#, StatusCode::BAD_REQUEST, "invalid JSON"),
         ("/v1/classify", r#"["not", "an", "object"]"#, StatusCode::BAD_REQUEST, "JSON object"),
         ("/v1/classify", r#"{"input": "x"}"#, StatusCode::BAD_REQUEST, "missing required field `model`"),
-        ("/v1/classify", r#"{"model": "tiny-pez"}"#, StatusCode::BAD_REQUEST, "missing field `input`"),
+        ("/v1/classify", r#"{"model": "tiny-pez"}"#, StatusCode::BAD_REQUEST, "missing required field `input`"),
         ("/v1/classify", r#"{"model": "tiny-pez", "input": ""}"#, StatusCode::BAD_REQUEST, "empty"),
         ("/v1/classify", r#"{"model": "tiny-pez", "input": []}"#, StatusCode::BAD_REQUEST, "empty"),
         ("/v1/classify", r#"{"model": "tiny-pez", "input": ["ok", "  "]}"#, StatusCode::BAD_REQUEST, "`input` 1 is empty"),
@@ -237,4 +244,198 @@ async fn transfer_endpoint_equals_in_process() {
         assert_eq!(l.accuracy, r.accuracy);
         eprintln!("{} {:?}: in-process {:.4}, endpoint {:.4}", l.method, l.prompt, l.accuracy, r.accuracy);
     }
+}
+
+async fn call_raw(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Limits are refused before any work, in OpenAI's shape with the field named; long texts are cut to
+/// `max_text_tokens`.
+#[tokio::test]
+async fn limits_are_refused_in_openai_shape() {
+    let limits = Limits { max_body_bytes: 2000, max_inputs: 3, max_text_tokens: 4, max_content_parts: 2, ..Limits::default() };
+    let s = server_with(64, limits);
+    let cases: &[(&str, String, StatusCode, &str, Option<&str>)] = &[
+        ("/v1/classify", json!({"model": "tiny-pez", "input": ["a", "b", "c", "d"]}).to_string(), StatusCode::BAD_REQUEST, "at most 3", Some("input")),
+        ("/v1/classify", json!({"model": "tiny-pez", "input": "x".repeat(3000)}).to_string(), StatusCode::PAYLOAD_TOO_LARGE, "larger than 2000 bytes", None),
+        ("/v1/chat/completions", json!({"model": "tiny-pez", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}, {"type": "text", "text": "c"}]}]}).to_string(), StatusCode::BAD_REQUEST, "at most 2", Some("messages[0].content")),
+        ("/v1/chat/completions", json!({"model": "tiny-pez", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}).to_string(), StatusCode::BAD_REQUEST, "text only", Some("messages[0].content")),
+        ("/v1/chat/completions", json!({"model": "tiny-pez", "messages": [{"role": "user", "content": null}]}).to_string(), StatusCode::BAD_REQUEST, "null", Some("messages[0].content")),
+        ("/v1/chat/completions", json!({"model": "tiny-pez", "messages": []}).to_string(), StatusCode::BAD_REQUEST, "empty", Some("messages")),
+        ("/v1/chat/completions", json!({"model": "tiny-pez", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}).to_string(), StatusCode::BAD_REQUEST, "boolean", Some("stream")),
+    ];
+    for (path, body, want, msg, param) in cases {
+        let (st, v, _) = call(&s.app, "POST", path, body).await;
+        assert_eq!(st, *want, "{path} {body:.200}: {v}");
+        let m = v["error"]["message"].as_str().unwrap_or_else(|| panic!("not an OpenAI error: {v}"));
+        assert!(m.contains(msg), "{m:?} does not say {msg:?}");
+        assert_eq!(v["error"]["param"].as_str(), *param, "{v}");
+    }
+    // A GET to a POST route is a 405 in the same shape.
+    let (st, v, _) = call(&s.app, "GET", "/v1/classify", "").await;
+    assert_eq!((st, v["error"]["type"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("invalid_request_error")), "{v}");
+    // Cut to 4 text tokens: the usage counts prompt + 4 + template tokens.
+    let (st, v, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-empty", "input": ["the film is great the film is great", "bad"]}"#).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!((v["data"][0]["truncated"].as_bool(), v["data"][1]["truncated"].as_bool()), (Some(true), Some(false)));
+    let info = &s.state.pool.classifiers["tiny-empty"];
+    assert_eq!(info.max_text_tokens, 4);
+    let template = pez_models::tokenizer::encode(&pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu).unwrap().tokenizer, " It was").unwrap().len();
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap() as usize, (4 + template) + (1 + template));
+}
+
+/// A body that stops arriving gets a 408 once `body_timeout_s` passes (it does not hold a permit meanwhile).
+#[tokio::test]
+async fn stalled_body_is_a_408() {
+    let s = server_with(1, Limits { body_timeout_s: 1, ..Limits::default() });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+    tx.send(Ok(axum::body::Bytes::from_static(b"{\"model\": \"tiny-pez\", "))).await.unwrap();
+    let body = Body::from_stream(tokio_stream_from(rx));
+    let req = Request::builder().method("POST").uri("/v1/classify").header("content-type", "application/json").body(body).unwrap();
+    let slow = tokio::spawn({
+        let app = s.app.clone();
+        async move { call_raw(&app, req).await }
+    });
+    // Meanwhile the only permit is free for a real request.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (st, _, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-pez", "input": "the film is great"}"#).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, body) = slow.await.unwrap();
+    drop(tx);
+    assert_eq!(st, StatusCode::REQUEST_TIMEOUT, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("within 1 s"), "{v}");
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `stream: true` on a classifier: one chunk with the label, then [DONE]; `x-request-id` echoed; /metrics counts.
+#[tokio::test]
+async fn streaming_request_ids_and_metrics() {
+    let s = server(64);
+    let chat = json!({"model": "tiny-pez", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "the film is great"}]});
+    let req = Request::builder().method("POST").uri("/v1/chat/completions").header("x-request-id", "probe-42").body(Body::from(chat.to_string())).unwrap();
+    let (st, headers, body) = call_raw(&s.app, req).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(headers["x-request-id"], "probe-42");
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap()).collect();
+    assert_eq!(events.len(), 3, "{body}");
+    assert_eq!(events[2], "[DONE]");
+    let chunk: Value = serde_json::from_str(events[0]).unwrap();
+    let (_, c, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-pez", "input": "the film is great"}"#).await;
+    assert_eq!(chunk["object"], "chat.completion.chunk");
+    assert_eq!(chunk["choices"][0]["delta"]["content"], c["data"][0]["label"]);
+    assert_eq!(chunk["choices"][0]["finish_reason"], "stop");
+    let usage: Value = serde_json::from_str(events[1]).unwrap();
+    assert!(usage["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    let (st, _, body) = call_raw(&s.app, Request::builder().method("POST").uri("/v1/completions").body(Body::from(r#"{"model": "tiny-pez", "stream": true, "prompt": ["a", "b"]}"#)).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(body.matches("data: ").count(), 3, "{body}");
+
+    // Our own id when the client gives none (or an unusable one).
+    let (_, headers, _) = call_raw(&s.app, Request::builder().uri("/v1/models").header("x-request-id", "bad id\twith tab").body(Body::empty()).unwrap()).await;
+    assert!(headers["x-request-id"].to_str().unwrap().starts_with("req-"));
+
+    let _ = call(&s.app, "POST", "/v1/classify", r#"{"model": "no-such-model", "input": "x"}"#).await;
+    let (st, _, text) = call_raw(&s.app, Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(text.contains(r#"pez_requests_total{route="/v1/chat/completions",model="tiny-pez",status="200"} 1"#), "{text}");
+    assert!(text.contains(r#"pez_requests_total{route="/v1/classify",model="-",status="404"} 1"#), "unknown model names are not labels: {text}");
+    assert!(text.contains(r#"pez_request_duration_seconds_bucket{route="/v1/classify",le="+Inf"} 2"#), "{text}");
+    assert!(text.contains("pez_classifier_batch_texts_count "), "{text}");
+    let rss: f64 = text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).unwrap().parse().unwrap();
+    assert!(rss > 1e6, "{rss}");
+}
+
+/// One request of many texts does not hold up a one-text request behind it (batches are drawn from every
+/// waiting request in turn), and texts of a request whose client has gone are dropped unscored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_requests_interleave_and_abandoned_work_stops() {
+    let s = server_with(64, Limits { max_inputs: 100_000, ..Limits::default() });
+    let many: Vec<String> = (0..3000).map(|i| format!("the film number {i} is great")).collect();
+    let pool = s.state.pool.clone();
+    let big = tokio::spawn({
+        let (pool, many) = (pool.clone(), many.clone());
+        async move {
+            pool.classify("tiny-pez", many).await.unwrap();
+            std::time::Instant::now()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    pool.classify("tiny-pez", vec!["a bad movie".into()]).await.unwrap();
+    let small_done = std::time::Instant::now();
+    let big_done = big.await.unwrap();
+    assert!(small_done < big_done, "the one-text request waited for the 3000-text one");
+
+    // Abandoned: the future is dropped after 20 ms; the worker drops the rest.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(20), pool.classify("tiny-pez", many.clone())).await;
+    let t0 = std::time::Instant::now();
+    let cancelled = loop {
+        let text = s.state.metrics.render();
+        let n: u64 = text.lines().find_map(|l| l.strip_prefix("pez_cancelled_texts_total ")).unwrap().parse().unwrap();
+        if n > 0 || t0.elapsed().as_secs() > 10 {
+            break n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(cancelled > 0 && cancelled <= 3000, "{cancelled} texts dropped");
+    // The worker is still there.
+    assert_eq!(pool.classify("tiny-pez", vec!["a bad movie".into()]).await.unwrap().len(), 1);
+    assert!(pool.dead_workers().is_empty());
+}
+
+/// Base-model generation requests are checked (and made plain) before mistral.rs sees them.
+#[test]
+fn generation_requests_are_checked_before_mistral_rs() {
+    use pez_serve::validate::{chat_request, completion_request};
+    let l = Limits::default();
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let refused = [
+        (json!({"messages": user, "max_tokens": 0}), "max_tokens"),
+        (json!({"messages": user, "max_tokens": 1_000_000_000u64}), "max_tokens"),
+        (json!({"messages": user, "max_completion_tokens": 100_000}), "max_completion_tokens"),
+        (json!({"messages": user, "n": 1000}), "n"),
+        (json!({"messages": user, "temperature": -1}), "temperature"),
+        (json!({"messages": user, "temperature": 3}), "temperature"),
+        (json!({"messages": user, "top_p": 0}), "top_p"),
+        (json!({"messages": user, "repetition_penalty": 0}), "repetition_penalty"),
+        (json!({"messages": user, "presence_penalty": 5}), "presence_penalty"),
+        (json!({"messages": user, "top_logprobs": 50}), "top_logprobs"),
+        (json!({"messages": user, "stop": ["a", "b", "c", "d", "e"]}), "stop"),
+        (json!({"messages": user, "grammar": {"type": "regex", "value": "("}}), "grammar"),
+        (json!({"messages": user, "web_search_options": {}}), "web_search_options"),
+        (json!({"messages": []}), "messages"),
+        (json!({"messages": "hello"}), "messages"),
+        (json!({"messages": [{"role": "user", "content": null}]}), "messages[0].content"),
+        (json!({"messages": [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "http://127.0.0.1/x"}}]}]}), "messages[0].content"),
+        (json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "x"}}]}]}), "messages[0].content"),
+        (json!({"messages": [{"role": "wizard", "content": "x"}]}), "messages"),
+        (json!({"messages": [{"content": "x"}]}), "messages"),
+    ];
+    for (mut v, param) in refused {
+        let e = chat_request(&mut v, &l).expect_err(&v.to_string());
+        assert_eq!((e.status(), e.param()), (StatusCode::BAD_REQUEST, Some(param)), "{v}: {e:?}");
+    }
+    // Text parts become one string; max_tokens defaults to the limit.
+    let mut v = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}]});
+    chat_request(&mut v, &l).unwrap();
+    assert_eq!(v["messages"][0]["content"], "Say hello.");
+    assert_eq!(v["max_tokens"], l.max_tokens);
+    let mut v = json!({"messages": user, "max_completion_tokens": 8});
+    chat_request(&mut v, &l).unwrap();
+    assert_eq!((v["max_tokens"].as_u64(), v.get("max_completion_tokens")), (Some(8), None));
+    for mut v in [json!({"prompt": ["a", "b"]}), json!({"prompt": ""}), json!({}), json!({"prompt": "x", "logprobs": 9}), json!({"prompt": "x", "best_of": 99})] {
+        assert!(completion_request(&mut v, &l).is_err(), "{v}");
+    }
+    let mut v = json!({"prompt": "Once upon a time", "max_tokens": 16});
+    completion_request(&mut v, &l).unwrap();
+    assert_eq!(v["max_tokens"], 16);
 }
