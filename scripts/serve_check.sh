@@ -4,7 +4,9 @@
 #   2. pez-serve (classifier + the mistral.rs engine for the base model) starts on a free loopback port;
 #   3. scripts/serve_client_check.py talks to it with the official `openai` package (installed from PyPI if
 #      missing) and checks shapes, errors and label agreement with step 1 on all 872 examples;
-#   4. SIGTERM while a request is in flight: the request still completes and the server exits cleanly.
+#   4. scripts/serve_probe.py: ~60 hostile requests (each answered within 5 s, no 5xx, OpenAI-shaped errors,
+#      /health after each), 200 clients hanging up at random moments, no panic, /metrics parsed;
+#   5. SIGTERM while a request is in flight: the request still completes and the server exits cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -17,13 +19,16 @@ tmp=$(mktemp -d)
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 mkdir -p "$tmp/runs/$NAME" && cp "$PROMPT/prompt.json" "$tmp/runs/$NAME/"
+# Short client timeouts, so the probe's stalled requests are answered within its 5 s.
+printf 'models = []\n[limits]\nheader_timeout_s = 3\nbody_timeout_s = 3\n' > "$tmp/serve.toml"
 "$TARGET/release/pez" eval --prompt-file "$PROMPT" --predictions "$tmp/pred.jsonl"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-HF_HUB_OFFLINE=1 "$TARGET/release/pez-serve" --model smollm2-135m --classifiers "$tmp/runs" --port "$port" >"$tmp/serve.log" 2>&1 &
+HF_HUB_OFFLINE=1 "$TARGET/release/pez-serve" --config "$tmp/serve.toml" --model smollm2-135m --classifiers "$tmp/runs" --port "$port" >"$tmp/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; kill -0 "$pid" 2>/dev/null || { cat "$tmp/serve.log"; exit 1; }; sleep 1; done
 python3 scripts/serve_client_check.py --url "http://127.0.0.1:$port/v1" --classifier "$NAME" --base smollm2-135m \
     --predictions "$tmp/pred.jsonl" --data "$DATA/sst2/dev.tsv"
+python3 scripts/serve_probe.py --url "http://127.0.0.1:$port" --classifier "$NAME" --base smollm2-135m --log "$tmp/serve.log"
 # Graceful shutdown: a 256-text request in flight when SIGTERM arrives still gets its answer.
 python3 - "$port" "$DATA/sst2/dev.tsv" >"$tmp/inflight.out" 2>&1 <<'PY' &
 import csv, sys

@@ -49,6 +49,10 @@ def main():
     check(label in ("negative", "positive") and lp.token == label and abs(probs - 1) < 1e-4,
           f"chat.completions on the classifier: {label!r}, label logprobs {[(t.token, round(t.logprob, 4)) for t in lp.top_logprobs]}")
 
+    chunks = list(client.chat.completions.create(model=a.classifier, messages=[{"role": "user", "content": text}], stream=True))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check(streamed == label and chunks[-1].choices[0].finish_reason == "stop", f"chat.completions stream=True on the classifier: {streamed!r} in {len(chunks)} chunk(s)")
+
     r = client.completions.create(model=a.classifier, prompt=[text, "the plot is nothing but boilerplate cliches"], max_tokens=1, logprobs=2)
     check([c.text for c in r.choices][0] == label and len(r.choices) == 2, f"completions on the classifier: {[c.text for c in r.choices]}")
 

@@ -63,7 +63,7 @@ impl Default for Limits {
         Self {
             max_body_bytes: 4 << 20,
             max_inputs: 2048,
-            max_text_tokens: 1024,
+            max_text_tokens: 512,
             max_messages: 256,
             max_content_parts: 64,
             max_tokens: 512,
