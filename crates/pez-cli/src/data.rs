@@ -1,5 +1,5 @@
 use anyhow::{bail, Result};
-use pez_tasks::sources::{builtin_splits, Places, BUILTIN_TASKS};
+use pez_tasks::sources::{builtin_task, Places, BUILTIN_TASKS};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,7 +16,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut missing = 0;
     let places = Places::from_env();
     for t in &tasks {
-        let Some((train, dev)) = builtin_splits(t) else { bail!("`{t}` is not a built-in task ({})", BUILTIN_TASKS.join(", ")) };
+        let Some(pez_tasks::sources::BuiltinTask { train, dev, .. }) = builtin_task(t) else { bail!("`{t}` is not a built-in task ({})", BUILTIN_TASKS.join(", ")) };
         let task = pez_tasks::TaskSpec::resolve(t)?;
         for (split, s) in [("train", &train), ("dev", &dev)] {
             let found = if a.fetch { Some(s.fetch(&places)?) } else { s.locate(&places) };

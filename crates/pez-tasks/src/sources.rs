@@ -81,19 +81,32 @@ fn amazon_hub() -> Format {
     hub_name(&["title", "content", "label"])
 }
 
-/// `(train, dev)` of a built-in task.
-pub fn builtin_splits(task: &str) -> Option<(BuiltinSplit, BuiltinSplit)> {
+/// A built-in task: its prompt format and where its splits come from, in one entry.
+#[derive(Debug, Clone)]
+pub struct BuiltinTask {
+    pub prompt: crate::PromptFormat,
+    pub train: BuiltinSplit,
+    pub dev: BuiltinSplit,
+}
+
+/// The built-in task `task` (one of `BUILTIN_TASKS`).
+pub fn builtin_task(task: &str) -> Option<BuiltinTask> {
+    use crate::PromptFormat;
     let s = |local, local_format, hub_repo, hub_file, hub_format| BuiltinSplit { local, local_format, hub_repo, hub_file, hub_format };
+    let t = |prompt, train, dev| BuiltinTask { prompt, train, dev };
     Some(match task {
-        "sst2" => (
+        "sst2" => t(
+            PromptFormat::polarity(),
             s("sst2/train.tsv", Format::sst2, "stanfordnlp/sst2", "data/train-00000-of-00001.parquet", sst2_hub),
             s("sst2/dev.tsv", Format::sst2, "stanfordnlp/sst2", "data/validation-00000-of-00001.parquet", sst2_hub),
         ),
-        "agnews" => (
+        "agnews" => t(
+            PromptFormat::agnews(),
             s("agnews/train_5k.csv", Format::agnews, "fancyzhx/ag_news", "data/train-00000-of-00001.parquet", agnews_hub),
             s("agnews/dev_1k.csv", Format::agnews, "fancyzhx/ag_news", "data/test-00000-of-00001.parquet", agnews_hub),
         ),
-        "amazon" => (
+        "amazon" => t(
+            PromptFormat::polarity(),
             s("amazon/train.csv", Format::amazon, "fancyzhx/amazon_polarity", "amazon_polarity/train-00000-of-00004.parquet", amazon_hub),
             s("amazon/test.csv", Format::amazon, "fancyzhx/amazon_polarity", "amazon_polarity/test-00000-of-00001.parquet", amazon_hub),
         ),

@@ -2,7 +2,7 @@
 //! format (what a classifier needs) and a data source (what tuning and evaluation read).
 
 use crate::data::{self, Dataset, Format};
-use crate::sources::{builtin_splits, BuiltinSplit, Location, Places};
+use crate::sources::{builtin_task, BuiltinSplit, Location, Places};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -111,9 +111,8 @@ struct TaskFile {
 impl TaskSpec {
     /// `sst2`, `amazon`, `agnews`, or a path to a task TOML file.
     pub fn resolve(name: &str) -> Result<Self> {
-        if let Some((train, dev)) = builtin_splits(name) {
-            let prompt = if name == "agnews" { PromptFormat::agnews() } else { PromptFormat::polarity() };
-            return Ok(TaskSpec { name: name.into(), prompt, data: DataSource::Builtin { train, dev } });
+        if let Some(t) = builtin_task(name) {
+            return Ok(TaskSpec { name: name.into(), prompt: t.prompt, data: DataSource::Builtin { train: t.train, dev: t.dev } });
         }
         if name.ends_with(".toml") || Path::new(name).is_file() {
             return Self::from_toml(Path::new(name));

@@ -2,7 +2,7 @@
 //! cache (a fake one with tiny Parquet files in the real datasets' layout, `scripts/make_hub_fixture.py`).
 
 use pez_tasks::data;
-use pez_tasks::sources::{builtin_splits, Location, Places};
+use pez_tasks::sources::{builtin_task, Location, Places};
 use pez_tasks::TaskSpec;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ fn hub_only(cwd: &Path) -> Places {
 
 /// (texts, labels) of a built-in task's split as found in `places`.
 fn read(task: &str, split: &str, places: &Places) -> (Location, Vec<String>, Vec<usize>) {
-    let (train, dev) = builtin_splits(task).unwrap();
+    let pez_tasks::sources::BuiltinTask { train, dev, .. } = builtin_task(task).unwrap();
     let s = if split == "train" { train } else { dev };
     let loc = s.fetch(places).unwrap();
     let d = data::load(loc.path(), &s.format_of(loc.path()), TaskSpec::resolve(task).unwrap().num_labels()).unwrap();
@@ -83,7 +83,7 @@ fn pez_data_then_shared_data_then_the_hub_cache() {
 fn offline_and_missing_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Places { hub_cache: tmp.path().join("no-cache"), ..hub_only(tmp.path()) };
-    let (_, dev) = builtin_splits("sst2").unwrap();
+    let dev = builtin_task("sst2").unwrap().dev;
     let e = format!("{:#}", dev.fetch(&p).unwrap_err());
     for want in ["stanfordnlp/sst2/data/validation-00000-of-00001.parquet", "HF_HUB_OFFLINE=1", "$PEZ_DATA", "--data", "pez data --fetch"] {
         assert!(e.contains(want), "{e:?} does not say {want:?}");
@@ -95,7 +95,7 @@ fn a_corrupt_or_truncated_parquet_file_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let good = hub().join("datasets--stanfordnlp--sst2/snapshots/0123456789abcdef0123456789abcdef01234567/data/train-00000-of-00001.parquet");
     let bytes = std::fs::read(&good).unwrap();
-    let (_, dev) = builtin_splits("sst2").unwrap();
+    let dev = builtin_task("sst2").unwrap().dev;
     for (name, b) in [("truncated.parquet", &bytes[..bytes.len() / 2]), ("garbage.parquet", &b"PAR1 this is not parquet PAR1"[..])] {
         let p = tmp.path().join(name);
         std::fs::write(&p, b).unwrap();

@@ -48,6 +48,10 @@ struct Args {
     /// evicts only caches that are not in CPU memory: on a CPU server every kept cache stays for good.
     #[arg(long, default_value_t = 0)]
     prefix_cache: usize,
+    /// Give mistral.rs the GGUF as it is, even when its tensor types have no SIMD CPU kernel in candle (by default
+    /// such tensors are requantized to Q8_0 once, into ~/.cache/pez/engine).
+    #[arg(long)]
+    engine_gguf_as_is: bool,
     /// Activation dtype of mistral.rs's generation: f32 (the default; fast on CPUs without bf16 arithmetic),
     /// bf16, f16 or auto (mistral.rs's choice: bf16 on a CPU).
     #[arg(long, default_value = "f32")]
@@ -91,7 +95,15 @@ async fn run(a: Args) -> Result<()> {
         let generate = !a.no_generation && m.generate.unwrap_or(matches!(spec, ModelSpec::Gguf(_)));
         if generate {
             let ModelSpec::Gguf(file) = &spec else { anyhow::bail!("base model `{}`: generation through mistral.rs needs a GGUF file here", m.name) };
-            engine_models.push((m.name.clone(), gguf_selection(file, dtype)?));
+            let file = if a.engine_gguf_as_is {
+                file.clone()
+            } else {
+                pez_serve::engine::fast_cpu_gguf(file).unwrap_or_else(|e| {
+                    eprintln!("warning: {e:#}; mistral.rs gets {} as it is", file.display());
+                    file.clone()
+                })
+            };
+            engine_models.push((m.name.clone(), gguf_selection(&file, dtype)?));
         }
         bases.push(BaseInfo { name: m.name.clone(), generate });
     }
