@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-cargo install --quiet --locked --path crates/pez-cli --root "$root"
+# `cargo install` reads no local config: give it ours, so it builds with the same flags as the tests (and shares
+# their artifacts instead of rebuilding them with other flags).
+cargo install --quiet --locked --config .cargo/config.toml --path crates/pez-cli --root "$root"
 data=$(cd "${PEZ_DATA:-../shared/data}" && pwd)
 models=$(cd "${PEZ_MODELS:-models}" && pwd)
 out=$(cd / && PEZ_DATA="$data" PEZ_MODELS="$models" "$root/bin/pez" eval sst2 --empty --json)

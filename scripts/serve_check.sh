@@ -14,7 +14,8 @@ DATA="${PEZ_DATA:-../shared/data}"
 PROMPT=evals/sst2/pez-fluency0.003-s1
 NAME=sst2-pez
 python3 -c "import openai" 2>/dev/null || python3 -m pip install -q openai || { echo "serve_check: cannot install the openai package from PyPI" >&2; exit 1; }
-cargo build --release -q -p pez-cli -p pez-serve
+# The test build's feature set (a plain `-p pez-serve` build resolves other features and rebuilds mistral.rs).
+cargo build --release -q --workspace --tests
 tmp=$(mktemp -d)
 cleanup() { [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT

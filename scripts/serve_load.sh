@@ -10,7 +10,7 @@ TARGET="${CARGO_TARGET_DIR:-target}"
 PROMPT=evals/sst2/pez-fluency0.003-s1
 OUT=evals/serve/load.jsonl
 mkdir -p evals/serve
-cargo build --release -q -p pez-serve
+cargo build --release -q --workspace --tests  # the test build's feature set: no second mistral.rs build
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/runs/sst2-pez" && cp "$PROMPT/prompt.json" "$tmp/runs/sst2-pez/"
