@@ -56,9 +56,13 @@ def main():
     r = client.completions.create(model=a.classifier, prompt=[text, "the plot is nothing but boilerplate cliches"], max_tokens=1, logprobs=2)
     check([c.text for c in r.choices][0] == label and len(r.choices) == 2, f"completions on the classifier: {[c.text for c in r.choices]}")
 
-    r = client.chat.completions.create(model=a.base, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0)
-    check(isinstance(r.choices[0].message.content, str) and r.usage.completion_tokens >= 1,
+    r = client.chat.completions.create(model=a.base, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0,
+                                       logprobs=True, top_logprobs=2)
+    check(isinstance(r.choices[0].message.content, str) and r.usage.completion_tokens >= 1 and r.model == a.base,
           f"plain chat on the base model through mistral.rs: {r.choices[0].message.content!r}")
+    top = r.choices[0].logprobs.content[0].top_logprobs
+    check(all(isinstance(t.token, str) and bytes(t.bytes).decode(errors="replace") == t.token for t in top),
+          f"base-model top_logprobs in OpenAI's shape: {[(t.token, round(t.logprob, 3)) for t in top]}")
 
     try:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])

@@ -80,6 +80,7 @@ fn full_response(parts: Parts, bytes: &[u8], model: &str) -> Result<Response, Ap
         if v.get("model").is_some() {
             v["model"] = Value::String(model.to_string());
         }
+        fix_top_logprobs(&mut v);
         return Ok((parts.status, Json(v)).into_response());
     }
     let message = parsed
@@ -93,6 +94,27 @@ fn full_response(parts: Parts, bytes: &[u8], model: &str) -> Result<Response, Ap
     })
 }
 
+/// mistral.rs 0.8.1 writes each `top_logprobs` entry as `{"token": <id>, "bytes": "<text>"}`; OpenAI's shape is
+/// `{"token": "<text>", "bytes": [<utf-8 bytes>]}` (what the official client parses).
+pub fn fix_top_logprobs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Array(top)) = o.get_mut("top_logprobs") {
+                for e in top.iter_mut() {
+                    if let (Some(Value::Number(_)), Some(Value::String(text))) = (e.get("token"), e.get("bytes")) {
+                        let text = text.clone();
+                        e["bytes"] = Value::from(text.as_bytes().to_vec());
+                        e["token"] = Value::String(text);
+                    }
+                }
+            }
+            o.values_mut().for_each(fix_top_logprobs);
+        }
+        Value::Array(a) => a.iter_mut().for_each(fix_top_logprobs),
+        _ => {}
+    }
+}
+
 /// `data: {...}` events with the model named as requested.
 fn rename_in_events(chunk: &[u8], model: &str) -> Bytes {
     let Ok(text) = std::str::from_utf8(chunk) else { return Bytes::copy_from_slice(chunk) };
@@ -102,6 +124,7 @@ fn rename_in_events(chunk: &[u8], model: &str) -> Bytes {
             let mut v: Value = serde_json::from_str(rest.trim_end()).ok()?;
             v.get("model")?;
             v["model"] = Value::String(model.to_string());
+            fix_top_logprobs(&mut v);
             Some(format!("data: {v}{}", &rest[rest.trim_end().len()..]))
         });
         out.push_str(renamed.as_deref().unwrap_or(line));

@@ -439,3 +439,19 @@ fn generation_requests_are_checked_before_mistral_rs() {
     completion_request(&mut v, &l).unwrap();
     assert_eq!(v["max_tokens"], 16);
 }
+
+/// mistral.rs's `top_logprobs` entries (`token` an id, `bytes` the text) are put in OpenAI's shape.
+#[test]
+fn engine_top_logprobs_in_openai_shape() {
+    let mut v = json!({"choices": [{"logprobs": {"content": [{"token": "Hello", "logprob": -0.26, "bytes": [72, 101, 108, 108, 111],
+        "top_logprobs": [{"token": 19556, "logprob": -0.26, "bytes": "Hello"}, {"token": 26843, "logprob": -1.05, "bytes": " Hi"}]}]}}]});
+    pez_serve::engine::fix_top_logprobs(&mut v);
+    let top = &v["choices"][0]["logprobs"]["content"][0]["top_logprobs"];
+    assert_eq!(top[0], json!({"token": "Hello", "logprob": -0.26, "bytes": [72, 101, 108, 108, 111]}));
+    assert_eq!(top[1]["token"], " Hi");
+    assert_eq!(top[1]["bytes"], json!([32, 72, 105]));
+    // Entries already in OpenAI's shape are left alone.
+    let before = v.clone();
+    pez_serve::engine::fix_top_logprobs(&mut v);
+    assert_eq!(v, before);
+}
