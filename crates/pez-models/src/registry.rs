@@ -40,8 +40,13 @@ pub fn models_dir() -> PathBuf {
     if let Some(d) = std::env::current_dir().ok().and_then(|c| c.ancestors().map(|a| a.join("models")).find(|d| has_models(d))) {
         return d;
     }
+    cache_dir().join("models")
+}
+
+/// pez's folder in the user's cache: `$XDG_CACHE_HOME/pez`, default `~/.cache/pez`.
+pub fn cache_dir() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    cache.unwrap_or_else(|| PathBuf::from(".")).join("pez/models")
+    cache.unwrap_or_else(|| PathBuf::from(".")).join("pez")
 }
 
 /// A model named by the user, resolved to files.

@@ -145,8 +145,7 @@ pub fn fast_cpu_gguf(file: &std::path::Path) -> anyhow::Result<std::path::PathBu
     if !content.tensor_infos.values().any(|t| slow(t.ggml_dtype)) {
         return Ok(file.to_path_buf());
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME").map(std::path::PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")));
-    let dir = cache.unwrap_or_else(|| ".".into()).join("pez/engine");
+    let dir = pez_models::registry::cache_dir().join("engine");
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let out = dir.join(format!("{stem}.q8_0.gguf"));
     let fresh = |p: &std::path::Path| -> Option<bool> { Some(std::fs::metadata(p).ok()?.modified().ok()? >= std::fs::metadata(file).ok()?.modified().ok()?) };
