@@ -1,6 +1,9 @@
 //! Forward and forward+backward-to-inputs time of a language model at batch x tokens, and achieved GFLOP/s.
 //!
-//!     cargo bench -p pez-models --bench lm_step -- [model] [batch] [tokens] [reps]
+//!     cargo bench -p pez-models --bench lm_step -- [model] [batch] [tokens] [reps] [--forward-only]
+//!
+//! `--forward-only` times inference alone (inputs that track no gradient: the tiled attention that keeps no
+//! probabilities) and prints the process's peak resident size, e.g. `-- smollm2-135m 1 8192 1 --forward-only`.
 //!
 //! The loss reads the next-token logits at the last position only (as the PEZ label loss does), so the LM head
 //! runs on `batch` rows, not `batch x tokens`.
@@ -15,6 +18,7 @@ static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
 fn main() -> anyhow::Result<()> {
     pez_models::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let forward_only = std::env::args().any(|a| a == "--forward-only");
     let model = args.first().cloned().unwrap_or_else(|| "smollm2-135m".into());
     let b: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(16);
     let s: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);
@@ -53,6 +57,15 @@ fn main() -> anyhow::Result<()> {
         f()?;
         Ok(t.elapsed().as_secs_f64())
     };
+    if forward_only {
+        let rss0 = peak_rss_mib();
+        let times = (0..reps).map(|_| secs(&forward)).collect::<anyhow::Result<Vec<f64>>>()?;
+        let fwd = times.iter().sum::<f64>() / reps as f64;
+        println!("model {model} ({}), batch {b} x {s} tokens, {reps} reps, {} threads", info.arch, rayon_threads());
+        println!("forward (inference)  {fwd:8.3} s   {:6.1} GFLOP/s   peak RSS {:.0} MiB (after loading {:.0} MiB)",
+                 fwd_flops / fwd / 1e9, peak_rss_mib(), rss0);
+        return Ok(());
+    }
     forward()?; // warm-up
     forward_backward()?;
     // Each rep times a forward and a forward+backward back to back, so a slow stretch of the (shared, virtual)
@@ -79,4 +92,11 @@ fn main() -> anyhow::Result<()> {
 
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The process's peak resident size so far (VmHWM), in MiB; 0 where /proc is missing.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kib.unwrap_or(0.0) / 1024.0
 }

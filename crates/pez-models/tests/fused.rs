@@ -63,6 +63,31 @@ fn attention_with_grouped_heads_and_both_mask_kinds() {
 }
 
 #[test]
+fn inference_attention_in_tiles_equals_the_reference() {
+    // Inputs that track no gradient take the tiled path. 150 queries (tiles of 64: two whole, one partial) after 7
+    // cached positions, 6 query heads on 2 key/value heads, under every mask kind the models build.
+    let (sq, past) = (150, 7);
+    let (q, k, v) = (random(&[2, 6, sq, 8], 14, DType::F64), random(&[2, 2, past + sq, 8], 15, DType::F64), random(&[2, 2, past + sq, 8], 16, DType::F64));
+    let dev = &Device::Cpu;
+    let packed = pez_models::Packed::new(&[40, 1, 70, 39]);
+    let masks = [
+        ("causal", pez_models::ops::causal_mask_after(sq, past, None, DType::F64, dev).unwrap()),
+        ("sliding window 20", pez_models::ops::causal_mask_after(sq, past, Some(20), DType::F64, dev).unwrap()),
+        ("packed rows", pez_models::ops::packed_mask(&packed, past, None, DType::F64, dev).unwrap()),
+        ("packed rows, window 16", pez_models::ops::packed_mask(&packed, past, Some(16), DType::F64, dev).unwrap()),
+        ("key padding", pez_models::ops::key_padding_mask(&[past + sq, 90], past + sq, DType::F64, dev).unwrap()),
+    ];
+    for (name, mask) in &masks {
+        let err = max_abs_diff(&fused::attention(&q, &k, &v, Some(mask), 0.4).unwrap(), &attention_reference(&q, &k, &v, mask, 0.4));
+        eprintln!("tiled attention, {name}: values {err:.1e}");
+        assert!(err < 1e-6, "tiled attention, {name}: {err}");
+    }
+    let unmasked = fused::attention(&q, &k, &v, None, 0.4).unwrap();
+    let zeros = Tensor::zeros((sq, past + sq), DType::F64, dev).unwrap();
+    assert!(max_abs_diff(&unmasked, &attention_reference(&q, &k, &v, &zeros, 0.4)) < 1e-6, "tiled attention without a mask");
+}
+
+#[test]
 fn rope_gated_and_head_swaps() {
     let x = random(&[2, 3, 5, 8], 5, DType::F64);
     let pos: Vec<f64> = [0.0, 1.0, 2.0, 7.0, 3.5].to_vec();
