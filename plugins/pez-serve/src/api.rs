@@ -6,7 +6,7 @@ use crate::metrics::{resident_bytes, Metrics};
 use crate::pool::{AdHoc, ClassifierPool, ClassifyError, Scored};
 use crate::validate::{self, last_user_text, texts_of};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -153,27 +153,12 @@ fn served(mut r: Response, model: String) -> Response {
     r
 }
 
-/// Route names for metrics: the routes themselves, never the raw path.
-fn route_of(path: &str) -> &'static str {
-    match path {
-        "/v1/chat/completions" => "/v1/chat/completions",
-        "/v1/completions" => "/v1/completions",
-        "/v1/classify" => "/v1/classify",
-        "/v1/models" => "/v1/models",
-        "/health" => "/health",
-        "/health/live" => "/health/live",
-        "/metrics" => "/metrics",
-        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
-        _ => "other",
-    }
-}
-
 /// Logs and counts a request that ends without a response (its client went away): status 499 as nginx does.
 struct Observed {
     s: AppState,
     id: String,
     method: String,
-    route: &'static str,
+    route: String,
     t0: Instant,
     done: bool,
 }
@@ -182,7 +167,7 @@ impl Observed {
     fn finish(&mut self, status: u16, model: &str) {
         self.done = true;
         let secs = self.t0.elapsed().as_secs_f64();
-        self.s.metrics.request(self.route, model, status, secs);
+        self.s.metrics.request(&self.route, model, status, secs);
         let line = json!({"ts": now(), "request_id": self.id, "method": self.method, "route": self.route, "model": model, "status": status, "ms": (secs * 1e3).round()});
         eprintln!("{line}");
     }
@@ -207,7 +192,9 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         .map(String::from)
         .unwrap_or_else(|| s.id("req"));
     s.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-    let mut seen = Observed { s: s.clone(), id: id.clone(), method: req.method().to_string(), route: route_of(req.uri().path()), t0: Instant::now(), done: false };
+    // The route's pattern (e.g. `/v1/models/{id}`), never the raw path, so labels stay few; "other" for none.
+    let route = req.extensions().get::<MatchedPath>().map_or("other", MatchedPath::as_str).to_string();
+    let mut seen = Observed { s: s.clone(), id: id.clone(), method: req.method().to_string(), route, t0: Instant::now(), done: false };
     let mut resp = next.run(req).await;
     let model = resp.extensions().get::<ServedModel>().map_or("-".to_string(), |m| s.known(&m.0));
     seen.finish(resp.status().as_u16(), &model);

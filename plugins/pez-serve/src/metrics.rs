@@ -42,8 +42,8 @@ impl Histogram {
 
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
     batch_texts: Mutex<Histogram>,
     queue: Mutex<BTreeMap<String, i64>>,
     pub in_flight: AtomicI64,
@@ -74,9 +74,9 @@ fn esc(s: &str) -> String {
 
 impl Metrics {
     /// `model` must be a served model's name or "-" (names from requests would make the label set unbounded).
-    pub fn request(&self, route: &'static str, model: &str, status: u16, seconds: f64) {
-        *self.requests.lock().unwrap().entry((route, model.to_string(), status)).or_default() += 1;
-        self.latency.lock().unwrap().entry(route).or_insert_with(|| Histogram::new(LATENCY_BOUNDS)).observe(seconds);
+    pub fn request(&self, route: &str, model: &str, status: u16, seconds: f64) {
+        *self.requests.lock().unwrap().entry((route.to_string(), model.to_string(), status)).or_default() += 1;
+        self.latency.lock().unwrap().entry(route.to_string()).or_insert_with(|| Histogram::new(LATENCY_BOUNDS)).observe(seconds);
     }
     pub fn batch(&self, texts: usize) {
         self.batch_texts.lock().unwrap().observe(texts as f64);

@@ -248,18 +248,12 @@ fn worker_main(
             }
             Err(e) => {
                 // Every job in this batch fails; the others go on.
-                let failed: Vec<usize> = picks.iter().map(|p| p.0).collect();
-                let mut i = 0;
-                active.retain_mut(|a| {
-                    let keep = !failed.contains(&i);
-                    i += 1;
-                    if !keep {
-                        let (tx, _) = oneshot::channel();
-                        let reply = std::mem::replace(&mut a.reply, tx);
-                        let _ = reply.send(Err(ClassifyError::Internal(format!("{e:#}"))));
-                    }
-                    keep
-                });
+                let mut failed: Vec<usize> = picks.iter().map(|p| p.0).collect();
+                failed.sort_unstable();
+                failed.dedup();
+                for i in failed.into_iter().rev() {
+                    let _ = active.remove(i).reply.send(Err(ClassifyError::Internal(format!("{e:#}"))));
+                }
                 continue;
             }
         }

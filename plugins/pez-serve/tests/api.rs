@@ -345,11 +345,17 @@ async fn streaming_request_ids_and_metrics() {
     assert!(headers["x-request-id"].to_str().unwrap().starts_with("req-"));
 
     let _ = call(&s.app, "POST", "/v1/classify", r#"{"model": "no-such-model", "input": "x"}"#).await;
+    let _ = call_raw(&s.app, Request::builder().uri("/v1/models/tiny-pez").body(Body::empty()).unwrap()).await;
+    let _ = call_raw(&s.app, Request::builder().uri("/no/such/route").body(Body::empty()).unwrap()).await;
     let (st, _, text) = call_raw(&s.app, Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
     assert!(text.contains(r#"pez_requests_total{route="/v1/chat/completions",model="tiny-pez",status="200"} 1"#), "{text}");
     assert!(text.contains(r#"pez_requests_total{route="/v1/classify",model="-",status="404"} 1"#), "unknown model names are not labels: {text}");
     assert!(text.contains(r#"pez_request_duration_seconds_bucket{route="/v1/classify",le="+Inf"} 2"#), "{text}");
+    // Routes are labelled by their pattern, never by the raw path.
+    assert!(text.contains(r#"pez_requests_total{route="/v1/models/{id}",model="-",status="200"} 1"#), "{text}");
+    assert!(text.contains(r#"pez_requests_total{route="other",model="-",status="404"} 1"#), "{text}");
+    assert!(!text.contains("/no/such/route") && !text.contains("/v1/models/tiny-pez"), "{text}");
     assert!(text.contains("pez_classifier_batch_texts_count "), "{text}");
     let rss: f64 = text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).unwrap().parse().unwrap();
     assert!(rss > 1e6, "{rss}");
