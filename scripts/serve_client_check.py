@@ -64,6 +64,18 @@ def main():
     check(all(isinstance(t.token, str) and bytes(t.bytes).decode(errors="replace") == t.token for t in top),
           f"base-model top_logprobs in OpenAI's shape: {[(t.token, round(t.logprob, 3)) for t in top]}")
 
+    r = client.completions.create(model=a.base, prompt="The movie was", max_tokens=3, logprobs=2)
+    lp = r.choices[0].logprobs
+    check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == r.usage.completion_tokens
+          and all(isinstance(t, str) for t in lp.tokens) and all(isinstance(d, dict) and 1 <= len(d) <= 2 for d in lp.top_logprobs)
+          and lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))],
+          f"base-model completions logprobs in OpenAI's legacy layout: {list(zip(lp.tokens, lp.text_offset))}")
+    chunks = [c for c in client.completions.create(model=a.base, prompt="The movie was", max_tokens=3, logprobs=2, stream=True) if c.choices]
+    offsets = [o for c in chunks if c.choices[0].logprobs for o in c.choices[0].logprobs.text_offset or []]
+    tokens = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens or []]
+    check(len(tokens) == 3 and offsets == [sum(len(t) for t in tokens[:i]) for i in range(3)],
+          f"the same, streamed: {list(zip(tokens, offsets))}")
+
     try:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
         check(False, "unknown model -> 404")

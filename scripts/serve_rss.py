@@ -1,12 +1,15 @@
 """Resident memory of a running pez-serve under mixed load, sampled every second (issue 16).
 
     python scripts/serve_rss.py --url http://127.0.0.1:8091 --pid PID --classifier sst2-pez --base smollm2-135m \
-        --out evals/serve/rss [--classify 32x60] [--chat 8x4] [--logprob 50]
+        --out evals/serve/rss [--warmup 32x60] [--classify 32x60] [--chat 8x4] [--logprob 50]
 
-Phases, back to back: C1 x C2 classifications (C1 clients, one SST-2-like sentence each), H1 x H2 plain chat
-completions (max_tokens 16), L sequential logprob completions (max_tokens 1, top 5), then the classification
-phase again. Writes OUT.csv (seconds, phase, RSS MiB), OUT.svg (RSS over time) and OUT.json (status counts per
-phase, RSS after warm-up and at the end, growth).
+The issue's full load: --classify 32x2000 --chat 8x200 --logprob 200.
+
+Phases, back to back: a warm-up of W1 x W2 classifications (W1 clients, one SST-2-like sentence each), H1 x H2
+plain chat completions (max_tokens 16), L sequential logprob completions (max_tokens 1, top 5), then C1 x C2
+classifications. Growth is the RSS at the end over the RSS after the warm-up. Writes OUT.csv (seconds, phase,
+RSS MiB; appended every second, so a stopped run keeps its samples), OUT.json (status counts per phase, written
+after each phase; RSS after warm-up and at the end, growth) and OUT.svg (RSS over time).
 """
 import argparse
 import concurrent.futures as cf
@@ -38,6 +41,7 @@ def main():
     ap.add_argument("--classifier", required=True)
     ap.add_argument("--base", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--warmup", default="32x60")
     ap.add_argument("--classify", default="32x60")
     ap.add_argument("--chat", default="8x4")
     ap.add_argument("--logprob", type=int, default=50)
@@ -45,12 +49,18 @@ def main():
     samples, phase, stop = [], ["start"], threading.Event()
     t0 = time.time()
 
+    csv = open(a.out + ".csv", "w")
+    csv.write("seconds,phase,rss_mib\n")
+
     def sampler():
         while not stop.is_set():
             samples.append((round(time.time() - t0, 1), phase[0], round(rss_mib(a.pid), 1)))
+            csv.write("%s,%s,%s\n" % samples[-1])
+            csv.flush()
             time.sleep(1)
 
-    threading.Thread(target=sampler, daemon=True).start()
+    sampling = threading.Thread(target=sampler, daemon=True)
+    sampling.start()
     client = httpx.Client(timeout=600)
     statuses = {}
 
@@ -69,26 +79,28 @@ def main():
         t = time.time()
         with cf.ThreadPoolExecutor(clients) as ex:
             list(ex.map(one, range(clients)))
-        statuses[name] = {"requests": clients * per_client, "seconds": round(time.time() - t, 1), "status": counts}
-        print(name, statuses[name], f"RSS {rss_mib(a.pid):.0f} MiB", flush=True)
+        statuses[name] = {"requests": clients * per_client, "seconds": round(time.time() - t, 1), "status": counts, "rss_end_mib": round(rss_mib(a.pid), 1)}
+        print(name, statuses[name], flush=True)
+        json.dump({"phases": statuses}, open(a.out + ".json", "w"), indent=1)
 
+    wn, wk = map(int, a.warmup.split("x"))
     cn, ck = map(int, a.classify.split("x"))
     hn, hk = map(int, a.chat.split("x"))
     classify = lambda i: ("/v1/classify", {"model": a.classifier, "input": SENTENCES[i % len(SENTENCES)] + f" ({i})"})
-    run("classify (warm-up)", cn, ck, classify)
+    run("classify (warm-up)", wn, wk, classify)
     warm = rss_mib(a.pid)
     run("chat", hn, hk, lambda i: ("/v1/chat/completions", {"model": a.base, "max_tokens": 16, "messages": [{"role": "user", "content": f"Name a colour. ({i})"}]}))
     run("logprob completions", 1, a.logprob, lambda i: ("/v1/completions", {"model": a.base, "max_tokens": 1, "logprobs": 5, "prompt": f"Review {i}: the movie was"}))
     run("classify", cn, ck, classify)
     time.sleep(2)
     stop.set()
+    sampling.join()
     end = rss_mib(a.pid)
     peak = max(s[2] for s in samples)
     summary = {"phases": statuses, "rss_after_warmup_mib": round(warm, 1), "rss_end_mib": round(end, 1), "rss_peak_mib": peak,
                "growth_after_warmup": round(end / warm - 1, 4), "fivexx": sum(v for p in statuses.values() for k, v in p["status"].items() if k >= 500)}
     print(json.dumps(summary, indent=1))
-    with open(a.out + ".csv", "w") as f:
-        f.write("seconds,phase,rss_mib\n" + "".join(f"{t},{p},{r}\n" for t, p, r in samples))
+    csv.close()
     json.dump(summary, open(a.out + ".json", "w"), indent=1)
     # A plain SVG line plot (no plotting package needed).
     W, H, L, B = 720, 300, 60, 40

@@ -60,11 +60,13 @@ pub async fn generate(engine: SharedMistralRsState, v: Value, kind: Kind, model:
         }
     });
     match rx.await.map_err(|_| ApiError::internal("the generation task failed"))? {
-        Out::Full(parts, bytes) => full_response(parts, &bytes, &model),
+        Out::Full(parts, bytes) => full_response(parts, &bytes, &model, kind),
         Out::Stream(parts, stream) => {
-            let events = futures_util::stream::unfold((stream, model), |(mut rx, model)| async move {
+            // Per choice, the characters streamed so far (the next token's `text_offset`).
+            let events = futures_util::stream::unfold((stream, model, Vec::new()), move |(mut rx, model, mut offsets)| async move {
                 let b = rx.recv().await?;
-                Some((Ok::<_, std::convert::Infallible>(rename_in_events(&b, &model)), (rx, model)))
+                let out = rename_in_events(&b, &model, kind, &mut offsets);
+                Some((Ok::<_, std::convert::Infallible>(out), (rx, model, offsets)))
             });
             Ok(Response::from_parts(parts, Body::from_stream(events)))
         }
@@ -73,7 +75,7 @@ pub async fn generate(engine: SharedMistralRsState, v: Value, kind: Kind, model:
 
 /// A whole answer: the model named as requested, or an error in OpenAI's shape (mistral.rs answers
 /// `{"message": ...}` with 422 for what it cannot run, e.g. a prompt longer than the context).
-fn full_response(parts: Parts, bytes: &[u8], model: &str) -> Result<Response, ApiError> {
+fn full_response(parts: Parts, bytes: &[u8], model: &str, kind: Kind) -> Result<Response, ApiError> {
     let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
     if parts.status.is_success() {
         let mut v = parsed.ok_or_else(|| ApiError::internal("mistral.rs answered with a body that is not JSON"))?;
@@ -81,6 +83,9 @@ fn full_response(parts: Parts, bytes: &[u8], model: &str) -> Result<Response, Ap
             v["model"] = Value::String(model.to_string());
         }
         fix_top_logprobs(&mut v);
+        if kind == Kind::Completion {
+            completion_logprobs(&mut v, &mut Vec::new());
+        }
         return Ok((parts.status, Json(v)).into_response());
     }
     let message = parsed
@@ -115,8 +120,43 @@ pub fn fix_top_logprobs(v: &mut Value) {
     }
 }
 
-/// `data: {...}` events with the model named as requested.
-fn rename_in_events(chunk: &[u8], model: &str) -> Bytes {
+/// mistral.rs answers `/v1/completions` in chat's logprobs layout (`content: [{token, logprob, top_logprobs}]`);
+/// OpenAI's completions layout is `{tokens, token_logprobs, top_logprobs: [{text: logprob}], text_offset}`, with
+/// offsets counted in characters from the start of the completion (`offsets[i]`: choice `i`'s characters so far,
+/// carried across the chunks of a stream, whose chunks carry one entry as `logprobs` itself). Entries already in
+/// that layout are left alone.
+pub fn completion_logprobs(v: &mut Value, offsets: &mut Vec<usize>) {
+    let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else { return };
+    for (n, c) in choices.iter_mut().enumerate() {
+        // A whole answer lists its tokens under `content`; a stream's chunk carries one entry as `logprobs` itself.
+        let content = match c.get("logprobs") {
+            Some(lp) if lp.get("token").is_some() => vec![lp.clone()],
+            Some(lp) => match lp.get("content").and_then(Value::as_array) {
+                Some(content) => content.clone(),
+                None => continue,
+            },
+            None => continue,
+        };
+        let i = c.get("index").and_then(Value::as_u64).map_or(n, |i| i as usize);
+        if offsets.len() <= i {
+            offsets.resize(i + 1, 0);
+        }
+        let (mut tokens, mut token_logprobs, mut top_logprobs, mut text_offset) = (vec![], vec![], vec![], vec![]);
+        for e in &content {
+            let token = e.get("token").and_then(Value::as_str).unwrap_or_default();
+            text_offset.push(offsets[i]);
+            offsets[i] += token.chars().count();
+            tokens.push(Value::from(token));
+            token_logprobs.push(e.get("logprob").cloned().unwrap_or(Value::Null));
+            let top = e.get("top_logprobs").and_then(Value::as_array).into_iter().flatten();
+            top_logprobs.push(Value::Object(top.filter_map(|t| Some((t.get("token")?.as_str()?.to_string(), t.get("logprob")?.clone()))).collect()));
+        }
+        c["logprobs"] = serde_json::json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": text_offset});
+    }
+}
+
+/// `data: {...}` events with the model named as requested (and, for completions, OpenAI's logprobs layout).
+fn rename_in_events(chunk: &[u8], model: &str, kind: Kind, offsets: &mut Vec<usize>) -> Bytes {
     let Ok(text) = std::str::from_utf8(chunk) else { return Bytes::copy_from_slice(chunk) };
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
@@ -125,6 +165,9 @@ fn rename_in_events(chunk: &[u8], model: &str) -> Bytes {
             v.get("model")?;
             v["model"] = Value::String(model.to_string());
             fix_top_logprobs(&mut v);
+            if kind == Kind::Completion {
+                completion_logprobs(&mut v, offsets);
+            }
             Some(format!("data: {v}{}", &rest[rest.trim_end().len()..]))
         });
         out.push_str(renamed.as_deref().unwrap_or(line));

@@ -460,4 +460,19 @@ fn engine_top_logprobs_in_openai_shape() {
     let before = v.clone();
     pez_serve::engine::fix_top_logprobs(&mut v);
     assert_eq!(v, before);
+
+    // Completions: OpenAI's legacy layout, offsets in characters carried across a stream's chunks.
+    let entry = |t: &str, lp: f64, alt: &str| json!({"token": t, "logprob": lp, "bytes": t.as_bytes(), "top_logprobs": [
+        {"token": t, "logprob": lp, "bytes": t.as_bytes()}, {"token": alt, "logprob": lp - 1.0, "bytes": alt.as_bytes()}]});
+    let mut offsets = Vec::new();
+    let mut first = json!({"choices": [{"index": 0, "text": " an", "logprobs": {"content": [entry(" an", -1.5, " a"), entry(" épée", -2.0, " x")]}}]});
+    pez_serve::engine::completion_logprobs(&mut first, &mut offsets);
+    assert_eq!(first["choices"][0]["logprobs"], json!({"tokens": [" an", " épée"], "token_logprobs": [-1.5, -2.0],
+        "top_logprobs": [{" an": -1.5, " a": -2.5}, {" épée": -2.0, " x": -3.0}], "text_offset": [0, 3]}));
+    let mut next = json!({"choices": [{"index": 0, "text": "!", "logprobs": entry("!", -0.5, "?")}]}); // a stream chunk
+    pez_serve::engine::completion_logprobs(&mut next, &mut offsets);
+    assert_eq!(next["choices"][0]["logprobs"], json!({"tokens": ["!"], "token_logprobs": [-0.5], "top_logprobs": [{"!": -0.5, "?": -1.5}], "text_offset": [8]}));
+    let before = first.clone();
+    pez_serve::engine::completion_logprobs(&mut first, &mut Vec::new());
+    assert_eq!(first, before);
 }
