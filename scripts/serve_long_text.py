@@ -12,19 +12,10 @@ import argparse
 import json
 import time
 
-try:
-    import httpx
-except ImportError:
-    import httpx2 as httpx
+from serve_rss import httpx, status_mib  # the same client and /proc reader as the memory-under-load script
 
 WORDS = ("the film is a quiet , patient study of grief and it earns every one of its small , hard won moments "
          "although the second half drags and the score never lets a scene speak for itself").split()
-
-
-def status_mib(pid, key):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
 
 
 def main():

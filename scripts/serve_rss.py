@@ -28,10 +28,15 @@ SENTENCES = [
 ]
 
 
-def rss_mib(pid):
+def status_mib(pid, key):
+    """A size line of /proc/PID/status (VmRSS: resident now, VmHWM: peak resident) in MiB."""
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
+
+
+def rss_mib(pid):
+    return status_mib(pid, "VmRSS")
 
 
 def main():

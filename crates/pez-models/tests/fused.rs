@@ -64,12 +64,12 @@ fn attention_with_grouped_heads_and_both_mask_kinds() {
 
 #[test]
 fn inference_attention_in_tiles_equals_the_reference() {
-    // Inputs that track no gradient take the tiled path. 150 queries (tiles of 64: two whole, one partial) after 7
+    // Inputs that track no gradient take the tiled path. 300 queries (tiles of 256: one whole, one partial) after 7
     // cached positions, 6 query heads on 2 key/value heads, under every mask kind the models build.
-    let (sq, past) = (150, 7);
+    let (sq, past) = (300, 7);
     let (q, k, v) = (random(&[2, 6, sq, 8], 14, DType::F64), random(&[2, 2, past + sq, 8], 15, DType::F64), random(&[2, 2, past + sq, 8], 16, DType::F64));
     let dev = &Device::Cpu;
-    let packed = pez_models::Packed::new(&[40, 1, 70, 39]);
+    let packed = pez_models::Packed::new(&[140, 1, 120, 39]);
     let masks = [
         ("causal", pez_models::ops::causal_mask_after(sq, past, None, DType::F64, dev).unwrap()),
         ("sliding window 20", pez_models::ops::causal_mask_after(sq, past, Some(20), DType::F64, dev).unwrap()),

@@ -79,13 +79,7 @@ fn full_response(parts: Parts, bytes: &[u8], model: &str, kind: Kind) -> Result<
     let parsed: Option<Value> = serde_json::from_slice(bytes).ok();
     if parts.status.is_success() {
         let mut v = parsed.ok_or_else(|| ApiError::internal("mistral.rs answered with a body that is not JSON"))?;
-        if v.get("model").is_some() {
-            v["model"] = Value::String(model.to_string());
-        }
-        fix_top_logprobs(&mut v);
-        if kind == Kind::Completion {
-            completion_logprobs(&mut v, &mut Vec::new());
-        }
+        in_openai_shape(&mut v, model, kind, &mut Vec::new());
         return Ok((parts.status, Json(v)).into_response());
     }
     let message = parsed
@@ -97,6 +91,18 @@ fn full_response(parts: Parts, bytes: &[u8], model: &str, kind: Kind) -> Result<
         s if s.is_client_error() => ApiError::new(s, message, "invalid_request_error"),
         _ => ApiError::internal(format!("mistral.rs failed: {message}")),
     })
+}
+
+/// One answer of mistral.rs (whole, or a stream's chunk) in OpenAI's shape: the model (where named) as requested,
+/// `top_logprobs` entries and, for completions, the logprobs layout.
+fn in_openai_shape(v: &mut Value, model: &str, kind: Kind, offsets: &mut Vec<usize>) {
+    if v.get("model").is_some() {
+        v["model"] = Value::String(model.to_string());
+    }
+    fix_top_logprobs(v);
+    if kind == Kind::Completion {
+        completion_logprobs(v, offsets);
+    }
 }
 
 /// mistral.rs 0.8.1 writes each `top_logprobs` entry as `{"token": <id>, "bytes": "<text>"}`; OpenAI's shape is
@@ -163,11 +169,7 @@ fn rename_in_events(chunk: &[u8], model: &str, kind: Kind, offsets: &mut Vec<usi
         let renamed = line.strip_prefix("data: ").and_then(|rest| {
             let mut v: Value = serde_json::from_str(rest.trim_end()).ok()?;
             v.get("model")?;
-            v["model"] = Value::String(model.to_string());
-            fix_top_logprobs(&mut v);
-            if kind == Kind::Completion {
-                completion_logprobs(&mut v, offsets);
-            }
+            in_openai_shape(&mut v, model, kind, offsets);
             Some(format!("data: {v}{}", &rest[rest.trim_end().len()..]))
         });
         out.push_str(renamed.as_deref().unwrap_or(line));

@@ -58,10 +58,7 @@ impl Attention {
         let (scale, masked): (T, T) = (c(self.scale), c(crate::ops::MASKED / 10.0));
         // Per mask row, one past its last visible key (all keys for a row with none visible); scanned once, not
         // once per head.
-        let ends: Vec<usize> = match mask.is_empty() {
-            true => vec![sk; 1],
-            false => mask.par_chunks(sk).map(|m| m.iter().rposition(|&x| x > masked).map_or(sk, |j| j + 1)).collect(),
-        };
+        let ends: Vec<usize> = mask.par_chunks(sk).map(|m| m.iter().rposition(|&x| x > masked).map_or(sk, |j| j + 1)).collect();
         out.par_chunks_mut(sq * d).enumerate().for_each(|(bh, o)| {
             let kv = (bh / h) * kvh + (bh % h) / group;
             let (kb, vb) = (&k[kv * sk * d..(kv + 1) * sk * d], &v[kv * sk * d..(kv + 1) * sk * d]);
@@ -69,7 +66,7 @@ impl Attention {
                 let (p0, n) = (t * TILE, ot.len() / d);
                 let row_of = |r: usize| (bh * sq + p0 + r) % self.mask_rows;
                 let mask_row = |r: usize| (!mask.is_empty()).then(|| row_of(r) * sk);
-                let end = (0..n).map(|r| ends[row_of(r) % ends.len()]).max().unwrap_or(sk);
+                let end = if mask.is_empty() { sk } else { (0..n).map(|r| ends[row_of(r)]).max().unwrap_or(sk) };
                 s.clear();
                 s.resize(n * end, T::zero());
                 mm(n, end, d, s, &q[(bh * sq + p0) * d..], (d, 1), kb, (1, d), false, false);
