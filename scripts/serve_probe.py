@@ -42,7 +42,9 @@ class Probe:
         self.url, self.classifier, self.base = url.rstrip("/"), classifier, base
         u = urlparse(self.url)
         self.host, self.port = u.hostname, u.port
-        self.client = httpx.Client(timeout=DEADLINE + 5)
+        # Pooled connections are dropped after 1 s idle, under the server's idle timeout (3 s in serve_check): a
+        # connection the server has closed meanwhile would otherwise be reused and fail as "disconnected".
+        self.client = httpx.Client(timeout=DEADLINE + 5, limits=httpx.Limits(keepalive_expiry=1.0))
         self.failures, self.count = [], 0
 
     def fail(self, what):
