@@ -10,7 +10,7 @@ SEEDS=${SEEDS:-5}; STEPS=${STEPS:-150}; HOLDOUT=${HOLDOUT:-300}
 OUT=evals/sst2/holdout-study
 mkdir -p "$OUT"
 t0=$(date +%s)
-common=(tune sst2 --fluency 0.003 --steps "$STEPS" --batch-size 16 --holdout "$HOLDOUT" --eval-every 50)
+common=(tune sst2 --fluency 0.003 --steps "$STEPS" --batch-size 16 --holdout "$HOLDOUT" --eval-every 50 --train-rule random)
 # Seeds in two rounds, alternating the rules, so an interrupted study still compares them on the same seeds.
 half=$(( (SEEDS + 1) / 2 ))
 for round in "0 $half" "$half $((SEEDS - half))"; do

@@ -16,7 +16,7 @@ run() { # name, then pez arguments
   "$PEZ" "$@" > "evals/$name.out.json"
   echo "   wall $(( $(date +%s) - t0 )) s" | tee -a "$LOG"
 }
-SST="--holdout 200 --batch-size 16 --eval-every 50"
+SST="--holdout 200 --batch-size 16 --eval-every 50 --holdout-rule random --train-rule random"  # the rules these runs had (before SST-2 defaulted to long rows)
 run sst2/empty eval sst2 --empty --json
 run sst2/pez-fluency0.003 tune sst2 --fluency 0.003 --steps 300 $SST --out evals/sst2/pez-fluency0.003
 run agnews/empty eval agnews --empty --json

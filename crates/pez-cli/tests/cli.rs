@@ -171,3 +171,22 @@ fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
     assert!(lines.last().unwrap().contains("done: 6/6 steps"), "{e}");
     assert!(!e.contains('\r') && !e.contains("\x1b["), "no bar escapes in a log: {e:?}");
 }
+
+/// A row rule that admits no rows (the fixture's texts are 2-4 words; `long` wants 10+) is refused with the flag
+/// that fixes it, before a run directory is written; few-shot runs draw from all rows and refuse the rules.
+#[test]
+fn row_rules_that_admit_no_rows_are_refused_with_the_fix() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (task, model, train) = (fx.join("task.toml"), fx.join("gpt2"), fx.join("dev.tsv"));
+    let base = ["tune", task.to_str().unwrap(), "--model", model.to_str().unwrap(), "--train", train.to_str().unwrap(),
+                "--steps", "2", "--out", out.to_str().unwrap()];
+    let e = err_of(&[&base[..], &["--holdout-rule", "long"]].concat());
+    assert!(e.contains("no holdout rows") && e.contains("give --holdout-rule random"), "{e}");
+    let e = err_of(&[&base[..], &["--train-rule", "long"]].concat());
+    assert!(e.contains("no training rows") && e.contains("give --train-rule random"), "{e}");
+    let e = err_of(&[&base[..], &["--shots", "1", "--holdout-rule", "long"]].concat());
+    assert!(e.contains("--shots"), "{e}");
+    assert!(!out.exists(), "a refused run must not leave a run directory");
+}

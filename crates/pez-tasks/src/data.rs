@@ -183,11 +183,12 @@ fn load_parquet(path: &Path, f: &Format, num_labels: usize) -> Result<Dataset> {
     Ok(Dataset { examples, source: path.to_path_buf() })
 }
 
-/// Which training rows may be held out to pick the best prompt.
+/// Which train rows a run draws from: for the holdout that picks the best prompt (`--holdout-rule`) and for the
+/// batches it trains on (`--train-rule`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum HoldoutRule {
-    /// Any row (the paper's protocol).
+pub enum RowRule {
+    /// Any row, drawn at random (the paper's protocol).
     Random,
     /// Rows of at least `LONG_WORDS` words. SST-2's train split is mostly short phrases (median 7 words) cut from
     /// the sentences that dev and test hold whole (median 19): long rows look like the data a prompt is scored
@@ -195,10 +196,10 @@ pub enum HoldoutRule {
     Long,
 }
 
-/// The shortest row `HoldoutRule::Long` admits, in whitespace-separated words.
+/// The shortest row `RowRule::Long` admits, in whitespace-separated words.
 pub const LONG_WORDS: usize = 10;
 
-impl HoldoutRule {
+impl RowRule {
     pub fn admits(self, e: &Example) -> bool {
         match self {
             Self::Random => true,
@@ -207,18 +208,18 @@ impl HoldoutRule {
     }
 }
 
-impl std::str::FromStr for HoldoutRule {
+impl std::str::FromStr for RowRule {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "random" => Ok(Self::Random),
             "long" => Ok(Self::Long),
-            o => bail!("unknown holdout rule `{o}` (random, long)"),
+            o => bail!("unknown row rule `{o}` (random, long)"),
         }
     }
 }
 
-impl std::fmt::Display for HoldoutRule {
+impl std::fmt::Display for RowRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Random => "random",
@@ -229,8 +230,9 @@ impl std::fmt::Display for HoldoutRule {
 
 impl Dataset {
     /// Seeded split into (train, holdout) with `holdout` examples held out (at most half of the data), drawn
-    /// from the examples `rule` admits; the run never trains on a holdout row.
-    pub fn split_holdout(&self, holdout: usize, seed: u64, rule: HoldoutRule) -> (Vec<Example>, Vec<Example>) {
+    /// from the examples `rule` admits; the run trains on the other rows that `train_rule` admits, never on a
+    /// holdout row.
+    pub fn split_holdout(&self, holdout: usize, seed: u64, rule: RowRule, train_rule: RowRule) -> (Vec<Example>, Vec<Example>) {
         let mut idx: Vec<usize> = (0..self.examples.len()).collect();
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let h = holdout.min(self.examples.len() / 2);
@@ -238,7 +240,8 @@ impl Dataset {
         // the same shuffled order.
         let held: std::collections::HashSet<usize> = idx.iter().copied().filter(|&i| rule.admits(&self.examples[i])).take(h).collect();
         let hold = idx.iter().filter(|i| held.contains(i)).map(|&i| self.examples[i].clone()).collect();
-        let train = idx.iter().filter(|i| !held.contains(i)).map(|&i| self.examples[i].clone()).collect();
+        let trains = |&&i: &&usize| !held.contains(&i) && train_rule.admits(&self.examples[i]);
+        let train = idx.iter().filter(trains).map(|&i| self.examples[i].clone()).collect();
         (train, hold)
     }
 

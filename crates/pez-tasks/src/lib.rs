@@ -8,5 +8,5 @@ pub mod sources;
 pub mod spec;
 
 pub use artifact::PromptArtifact;
-pub use data::{Dataset, Example, HoldoutRule};
+pub use data::{Dataset, Example, RowRule};
 pub use spec::{Calibration, DataSource, PromptFormat, TaskSpec};

@@ -87,28 +87,34 @@ pub struct BuiltinTask {
     pub prompt: crate::PromptFormat,
     pub train: BuiltinSplit,
     pub dev: BuiltinSplit,
+    /// The train rows that look like the evaluation data (see `crate::TaskSpec::rows`).
+    pub rows: crate::RowRule,
 }
 
 /// The built-in task `task` (one of `BUILTIN_TASKS`).
 pub fn builtin_task(task: &str) -> Option<BuiltinTask> {
     use crate::PromptFormat;
     let s = |local, local_format, hub_repo, hub_file, hub_format| BuiltinSplit { local, local_format, hub_repo, hub_file, hub_format };
-    let t = |prompt, train, dev| BuiltinTask { prompt, train, dev };
+    let t = |prompt, train, dev, rows| BuiltinTask { prompt, train, dev, rows };
     Some(match task {
         "sst2" => t(
             PromptFormat::polarity(),
             s("sst2/train.tsv", Format::sst2, "stanfordnlp/sst2", "data/train-00000-of-00001.parquet", sst2_hub),
             s("sst2/dev.tsv", Format::sst2, "stanfordnlp/sst2", "data/validation-00000-of-00001.parquet", sst2_hub),
+            // Train is mostly phrases cut from the whole sentences that dev and test hold.
+            crate::RowRule::Long,
         ),
         "agnews" => t(
             PromptFormat::agnews(),
             s("agnews/train_5k.csv", Format::agnews, "fancyzhx/ag_news", "data/train-00000-of-00001.parquet", agnews_hub),
             s("agnews/dev_1k.csv", Format::agnews, "fancyzhx/ag_news", "data/test-00000-of-00001.parquet", agnews_hub),
+            crate::RowRule::Random,
         ),
         "amazon" => t(
             PromptFormat::polarity(),
             s("amazon/train.csv", Format::amazon, "fancyzhx/amazon_polarity", "amazon_polarity/train-00000-of-00004.parquet", amazon_hub),
             s("amazon/test.csv", Format::amazon, "fancyzhx/amazon_polarity", "amazon_polarity/test-00000-of-00001.parquet", amazon_hub),
+            crate::RowRule::Random,
         ),
         _ => return None,
     })

@@ -1,7 +1,7 @@
 //! Task specifications: built-in SST-2, Amazon polarity and AG News, or a custom TOML file. A task is a prompt
 //! format (what a classifier needs) and a data source (what tuning and evaluation read).
 
-use crate::data::{self, Dataset, Format};
+use crate::data::{self, Dataset, Format, RowRule};
 use crate::sources::{builtin_task, BuiltinSplit, Location, Places};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,10 @@ pub struct TaskSpec {
     pub name: String,
     pub prompt: PromptFormat,
     pub data: DataSource,
+    /// The train rows that look like the evaluation data, which `pez tune` holds out and trains on by default:
+    /// `long` for SST-2 (phrases in train, whole sentences in dev and test), `random` (any row) elsewhere; a task
+    /// file sets it with `rows = "long"`.
+    pub rows: RowRule,
 }
 
 /// A custom task file: name, template, verbalizers, label_names, train, dev and `[format]`.
@@ -106,13 +110,19 @@ struct TaskFile {
     format: Format,
     train: Option<PathBuf>,
     dev: Option<PathBuf>,
+    #[serde(default = "any_row")]
+    rows: RowRule,
+}
+
+fn any_row() -> RowRule {
+    RowRule::Random
 }
 
 impl TaskSpec {
     /// `sst2`, `amazon`, `agnews`, or a path to a task TOML file.
     pub fn resolve(name: &str) -> Result<Self> {
         if let Some(t) = builtin_task(name) {
-            return Ok(TaskSpec { name: name.into(), prompt: t.prompt, data: DataSource::Builtin { train: t.train, dev: t.dev } });
+            return Ok(TaskSpec { name: name.into(), prompt: t.prompt, data: DataSource::Builtin { train: t.train, dev: t.dev }, rows: t.rows });
         }
         if name.ends_with(".toml") || Path::new(name).is_file() {
             return Self::from_toml(Path::new(name));
@@ -126,7 +136,7 @@ impl TaskSpec {
         f.prompt.validate().with_context(|| format!("in task file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base.join(p) } else { p });
-        Ok(Self { name: f.name, prompt: f.prompt, data: DataSource::Files { format: f.format, train: rel(f.train), dev: rel(f.dev) } })
+        Ok(Self { name: f.name, prompt: f.prompt, data: DataSource::Files { format: f.format, train: rel(f.train), dev: rel(f.dev) }, rows: f.rows })
     }
 
     pub fn num_labels(&self) -> usize {

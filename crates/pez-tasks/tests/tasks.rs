@@ -15,6 +15,24 @@ fn built_in_tasks_read_the_shared_data() {
     assert!(err.contains("--data"), "{err}");
 }
 
+/// SST-2's train rows that look like its dev sentences are the long ones; other tasks' are any row, and a task
+/// file says `rows = "long"` to choose the long ones.
+#[test]
+fn each_task_names_the_rows_that_look_like_its_evaluation_data() {
+    use pez_tasks::RowRule;
+    assert_eq!(TaskSpec::resolve("sst2").unwrap().rows, RowRule::Long);
+    assert_eq!(TaskSpec::resolve("agnews").unwrap().rows, RowRule::Random);
+    assert_eq!(TaskSpec::resolve("amazon").unwrap().rows, RowRule::Random);
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = "name = \"t\"\ntemplate = \" It was\"\nverbalizers = [\" bad\", \" good\"]\nlabel_names = [\"bad\", \"good\"]\n";
+    let fmt = "[format]\ndelimiter = \"\\t\"\nheader = true\nquoting = false\ntext_columns = [\"sentence\"]\nlabel_column = \"label\"\n";
+    let (plain, long) = (tmp.path().join("plain.toml"), tmp.path().join("long.toml"));
+    std::fs::write(&plain, format!("{toml}{fmt}")).unwrap();
+    std::fs::write(&long, format!("{toml}rows = \"long\"\n{fmt}")).unwrap();
+    assert_eq!(TaskSpec::from_toml(&plain).unwrap().rows, RowRule::Random);
+    assert_eq!(TaskSpec::from_toml(&long).unwrap().rows, RowRule::Long);
+}
+
 #[test]
 fn few_shot_sampling_is_seeded_disjoint_and_balanced() {
     let ag = TaskSpec::resolve("agnews").unwrap().load("train", None).unwrap();
@@ -56,12 +74,12 @@ fn accuracy_and_wilson_interval() {
 }
 
 #[test]
-fn holdout_rules_random_as_before_and_long_from_long_rows_only() {
-    use pez_tasks::{Dataset, Example, HoldoutRule};
+fn row_rules_random_as_before_and_long_from_long_rows_only() {
+    use pez_tasks::{Dataset, Example, RowRule};
     let examples: Vec<Example> = (0..200).map(|i| Example { text: "w ".repeat(1 + i % 15).trim().to_string() + &format!(" {i}"), label: i % 2 }).collect();
     let d = Dataset { examples: examples.clone(), source: "mem".into() };
     // Random: the first `h` of the seeded shuffle, the rest in the same order (the paper's, and the old, split).
-    let (train, hold) = d.split_holdout(30, 7, HoldoutRule::Random);
+    let (train, hold) = d.split_holdout(30, 7, RowRule::Random, RowRule::Random);
     let mut idx: Vec<usize> = (0..200).collect();
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
@@ -69,11 +87,17 @@ fn holdout_rules_random_as_before_and_long_from_long_rows_only() {
     assert_eq!(hold, idx[..30].iter().map(|&i| examples[i].clone()).collect::<Vec<_>>());
     assert_eq!(train, idx[30..].iter().map(|&i| examples[i].clone()).collect::<Vec<_>>());
     // Long: only rows of at least 10 words are held out, never trained on; everything else trains.
-    let (train, hold) = d.split_holdout(30, 7, HoldoutRule::Long);
+    let (train, hold) = d.split_holdout(30, 7, RowRule::Long, RowRule::Random);
     assert_eq!((hold.len(), train.len()), (30, 170));
-    assert!(hold.iter().all(|e| e.text.split_whitespace().count() >= pez_tasks::data::LONG_WORDS));
+    let long = |e: &Example| e.text.split_whitespace().count() >= pez_tasks::data::LONG_WORDS;
+    assert!(hold.iter().all(long));
     assert!(hold.iter().all(|e| !train.contains(e)));
+    // Training on long rows too: the same holdout; the batches come from the other long rows, in the same order.
+    let (train_long, hold_long) = d.split_holdout(30, 7, RowRule::Long, RowRule::Long);
+    assert_eq!(hold_long, hold);
+    assert_eq!(train_long, train.iter().filter(|e| long(e)).cloned().collect::<Vec<_>>());
+    assert_eq!(train_long.len(), examples.iter().filter(|e| long(e)).count() - 30);
     // Asking for more long rows than exist takes all of them (and at most half of the data).
-    let long = examples.iter().filter(|e| HoldoutRule::Long.admits(e)).count();
-    assert_eq!(d.split_holdout(190, 7, HoldoutRule::Long).1.len(), long.min(100));
+    let n_long = examples.iter().filter(|e| RowRule::Long.admits(e)).count();
+    assert_eq!(d.split_holdout(190, 7, RowRule::Long, RowRule::Random).1.len(), n_long.min(100));
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use pez_core::{Method, OptimizerKind};
-use pez_tasks::{Calibration, HoldoutRule};
+use pez_tasks::{Calibration, RowRule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -22,7 +22,10 @@ pub struct TuneConfig {
     pub holdout: usize,
     /// Which train rows the holdout is drawn from (`random` for runs written before the rule existed).
     #[serde(default = "random_rule")]
-    pub holdout_rule: HoldoutRule,
+    pub holdout_rule: RowRule,
+    /// Which of the other train rows the batches are drawn from (`random`, i.e. any, for older runs).
+    #[serde(default = "random_rule")]
+    pub train_rule: RowRule,
     /// Calibration of label scores for the holdout, the dev pass and the prompt's later use (recorded in
     /// `prompt.json`).
     #[serde(default)]
@@ -41,8 +44,8 @@ pub struct TuneConfig {
     pub out: PathBuf,
 }
 
-fn random_rule() -> HoldoutRule {
-    HoldoutRule::Random
+fn random_rule() -> RowRule {
+    RowRule::Random
 }
 
 impl TuneConfig {
@@ -73,6 +76,9 @@ impl TuneConfig {
         }
         if self.shots == Some(0) {
             bail!("--shots must be positive");
+        }
+        if self.shots.is_some() && (self.holdout_rule, self.train_rule) != (RowRule::Random, RowRule::Random) {
+            bail!("--holdout-rule and --train-rule pick rows of a full train split; --shots draws K examples per class from all rows");
         }
         if self.shots.is_some() && self.epochs == 0 || self.shots.is_none() && self.steps == 0 {
             bail!("nothing to run: --steps (or --epochs with --shots) is 0");

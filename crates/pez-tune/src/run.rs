@@ -15,7 +15,7 @@ use pez_core::{Method, Optimizer, Pez, PezState, Projector, StepReport};
 use pez_models::{load_lm, tokenizer, LanguageModel, LoadedLm};
 use pez_tasks::artifact::write_atomic;
 use pez_tasks::metrics::Accuracy;
-use pez_tasks::{Example, PromptArtifact, TaskSpec};
+use pez_tasks::{Example, PromptArtifact, RowRule, TaskSpec};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -118,8 +118,16 @@ impl Data {
         let train_set = task.load("train", cfg.train.as_deref())?;
         let (train, holdout) = match cfg.shots {
             Some(k) => train_set.few_shot(k, task.num_labels(), cfg.seed)?,
-            None => train_set.split_holdout(cfg.holdout, cfg.seed, cfg.holdout_rule),
+            None => train_set.split_holdout(cfg.holdout, cfg.seed, cfg.holdout_rule, cfg.train_rule),
         };
+        let src = train_set.source.display();
+        for (rows, what, flag, rule) in [(&holdout, "holdout", "--holdout-rule", cfg.holdout_rule), (&train, "training", "--train-rule", cfg.train_rule)] {
+            match (rows.is_empty(), rule) {
+                (false, _) => {}
+                (true, RowRule::Long) => bail!("{src}: no {what} rows: `long` admits rows of {}+ words; give {flag} random", pez_tasks::data::LONG_WORDS),
+                (true, RowRule::Random) => bail!("{src}: {} rows are too few for a holdout and training", train_set.examples.len()),
+            }
+        }
         let steps = match cfg.shots {
             Some(_) => cfg.epochs * train.len().div_ceil(cfg.batch_size),
             None => cfg.steps,
