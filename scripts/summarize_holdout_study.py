@@ -20,13 +20,18 @@ print("Commands: `bash scripts/run_holdout_study.sh` (each seed: `pez tune sst2 
       "applied at evaluation only: the holdout picked each prompt uncalibrated.\n")
 print("| configuration | calibration | seeds | dev accuracy | negative | positive | wall per run (s) |")
 print("|---|---|---|---|---|---|---|")
-configs = [(f"{rule} holdout 300, any training row, 150 steps, eval every 50", out / rule) for rule in ["random", "long"]]
-if (default / "summary.json").exists():
-    configs.append(("**default**: long holdout 500, long training rows, 200 steps, eval every 25", default))
+def label(c):
+    """A study's configuration, from what its runs recorded (train_rule is absent, i.e. random, in older runs)."""
+    train = {"random": "any training row", "long": "long training rows"}[c.get("train_rule") or "random"]
+    return f"{c['holdout_rule']} holdout {c['holdout']}, {train}, {c['steps']} steps, eval every {c['eval_every']}"
+
+
+studies = [out / rule for rule in ["random", "long"]] + ([default] if (default / "summary.json").exists() else [])
 rows = []
-for name, d in configs:
+for d in studies:
     runs = sorted(d.glob("s*/prompt.json"))
     arts = [json.loads(p.read_text()) for p in runs]
+    name = label(arts[0]["config"]) + (" (**default**)" if d == default else "")
     # Wall time per run from the sweep's summary (checkpoints are not committed).
     walls = [r["wall_s"] for r in json.loads((d / "summary.json").read_text())["runs"]]
     raw = [(a["dev_accuracy"], [k / t for k, t in a["dev_per_class"]]) for a in arts if a.get("dev_per_class")]

@@ -185,10 +185,11 @@ fn load_parquet(path: &Path, f: &Format, num_labels: usize) -> Result<Dataset> {
 
 /// Which train rows a run draws from: for the holdout that picks the best prompt (`--holdout-rule`) and for the
 /// batches it trains on (`--train-rule`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RowRule {
-    /// Any row, drawn at random (the paper's protocol).
+    /// Any row, drawn at random (the paper's protocol; the default where a config or task file names none).
+    #[default]
     Random,
     /// Rows of at least `LONG_WORDS` words. SST-2's train split is mostly short phrases (median 7 words) cut from
     /// the sentences that dev and test hold whole (median 19): long rows look like the data a prompt is scored

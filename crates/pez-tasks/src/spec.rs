@@ -110,12 +110,8 @@ struct TaskFile {
     format: Format,
     train: Option<PathBuf>,
     dev: Option<PathBuf>,
-    #[serde(default = "any_row")]
+    #[serde(default)]
     rows: RowRule,
-}
-
-fn any_row() -> RowRule {
-    RowRule::Random
 }
 
 impl TaskSpec {

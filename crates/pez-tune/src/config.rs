@@ -21,10 +21,10 @@ pub struct TuneConfig {
     pub eval_every: usize,
     pub holdout: usize,
     /// Which train rows the holdout is drawn from (`random` for runs written before the rule existed).
-    #[serde(default = "random_rule")]
+    #[serde(default)]
     pub holdout_rule: RowRule,
     /// Which of the other train rows the batches are drawn from (`random`, i.e. any, for older runs).
-    #[serde(default = "random_rule")]
+    #[serde(default)]
     pub train_rule: RowRule,
     /// Calibration of label scores for the holdout, the dev pass and the prompt's later use (recorded in
     /// `prompt.json`).
@@ -42,10 +42,6 @@ pub struct TuneConfig {
     pub skip_dev: bool,
     pub eval_batch: usize,
     pub out: PathBuf,
-}
-
-fn random_rule() -> RowRule {
-    RowRule::Random
 }
 
 impl TuneConfig {
