@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
-use crate::LearnedPrompt;
-use pez_models::{ops, tokenizer, KvCache, LanguageModel, LoadedLm, Packed};
+use pez_hub::tokenizer;
+use pez_models::{KvCache, LanguageModel, LoadedLm};
+use pez_nn::{ops, Packed};
 use pez_tasks::{Calibration, PromptFormat};
 use tokenizers::Tokenizer;
 
@@ -19,22 +20,6 @@ pub struct Prefix {
     /// Its final hidden states `[p, d]` and keys/values, for causal decoders.
     pub hidden: Option<Tensor>,
     pub cache: Option<KvCache>,
-}
-
-/// Predicted labels and label probabilities, in input order.
-#[derive(Debug, Clone)]
-pub struct Predictions {
-    pub labels: Vec<usize>,
-    pub probs: Vec<Vec<f32>>,
-}
-
-impl Predictions {
-    /// With label offsets (see `Classifier::offsets`) divided out of the probabilities, and labels chosen again.
-    pub fn calibrated(self, offsets: Option<&[f32]>) -> Self {
-        let Some(off) = offsets else { return self };
-        let probs: Vec<Vec<f32>> = self.probs.iter().map(|p| calibrated(&p.iter().map(|x| x.ln()).collect::<Vec<_>>(), off).iter().map(|x| x.exp()).collect()).collect();
-        Self { labels: probs.iter().map(|p| best_label(p)).collect(), probs }
-    }
 }
 
 pub struct Classifier<'a> {
@@ -82,12 +67,7 @@ impl<'a> Classifier<'a> {
 
     /// Text ids (truncated to fit the context: the start of the text is kept) followed by the template ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.encode_noting_truncation(text)?.0)
-    }
-
-    /// `encode`, and whether the text was cut to fit.
-    pub fn encode_noting_truncation(&self, text: &str) -> Result<(Vec<u32>, bool)> {
-        self.encode_within(text, self.max_text_tokens)
+        Ok(self.encode_within(text, self.max_text_tokens)?.0)
     }
 
     /// Text ids cut to at most `cap` tokens (and to the context), then the template ids; and whether the text
@@ -179,31 +159,6 @@ impl<'a> Classifier<'a> {
         Ok(ops::log_softmax_last(&logits.index_select(&idx, 1)?)?)
     }
 
-    /// Predicted label and label probabilities for every text, after `prefix`.
-    pub fn predict<S: AsRef<str>>(&self, prefix: &Prefix, texts: &[S], batch: usize) -> Result<Predictions> {
-        self.predict_reporting(prefix, texts, batch, &mut |_| {})
-    }
-
-    /// `predict`, calling `done(n)` after each batch of `n` texts (for progress on long evaluations).
-    pub fn predict_reporting<S: AsRef<str>>(&self, prefix: &Prefix, texts: &[S], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Predictions> {
-        // Batches of similar lengths waste less compute on padding; results go back in input order.
-        let encoded = texts.iter().map(|t| self.encode(t.as_ref())).collect::<Result<Vec<_>>>()?;
-        let mut order: Vec<usize> = (0..encoded.len()).collect();
-        order.sort_by_key(|&i| encoded[i].len());
-        let mut labels = vec![0; texts.len()];
-        let mut probs = vec![vec![]; texts.len()];
-        for chunk in order.chunks(batch.max(1)) {
-            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-            let lp = self.label_logprobs(prefix, &rows)?.exp()?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-            for (&i, p) in chunk.iter().zip(lp) {
-                labels[i] = best_label(&p);
-                probs[i] = p;
-            }
-            done(chunk.len());
-        }
-        Ok(Predictions { labels, probs })
-    }
-
     /// The label offsets `calibration` asks for after `prefix`: for `ContentFree`, `log` of the mean label
     /// probabilities of the content-free inputs; `None` uncalibrated.
     pub fn offsets(&self, prefix: &Prefix, calibration: Calibration) -> Result<Option<Vec<f32>>> {
@@ -253,41 +208,4 @@ fn head_at_word(text: &str, chars: usize) -> (&str, bool) {
     let head = &text[..end];
     let at = head.char_indices().rev().take_while(|&(i, _)| i >= end / 2).find(|(_, c)| c.is_whitespace()).map(|(i, _)| i);
     (&text[..at.unwrap_or(end)], true)
-}
-
-/// A prompt bound to a model: its classifier, its prefix (run once) and, when calibrated, the label offsets
-/// measured on this model. `pez eval`, the transfer grid and the server all classify through this.
-pub struct Prompted<'a> {
-    pub prompt: LearnedPrompt,
-    pub clf: Classifier<'a>,
-    pub prefix: Prefix,
-    /// `log p_cf(label)` for `Calibration::ContentFree`, else `None`.
-    pub offsets: Option<Vec<f32>>,
-}
-
-impl<'a> Prompted<'a> {
-    /// Binds the prompt; a calibrated prompt's label bias is estimated on this model.
-    pub fn new(lm: &'a LoadedLm, prompt: LearnedPrompt) -> Result<Self> {
-        let calibration = prompt.calibration;
-        let clf = Classifier::new(lm, &prompt.format, prompt.len())?;
-        let prefix = clf.prefix(prompt.embeds.as_ref())?;
-        let offsets = clf.offsets(&prefix, calibration)?;
-        Ok(Self { prompt, clf, prefix, offsets })
-    }
-
-    /// Labels and label probabilities (calibrated, if this prompt is) of `texts`, scored in batches of `batch`.
-    pub fn predict<S: AsRef<str>>(&self, texts: &[S], batch: usize) -> Result<Predictions> {
-        self.predict_reporting(texts, batch, &mut |_| {})
-    }
-
-    /// `predict`, calling `done(n)` after each batch of `n` texts.
-    pub fn predict_reporting<S: AsRef<str>>(&self, texts: &[S], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Predictions> {
-        Ok(self.clf.predict_reporting(&self.prefix, texts, batch, done)?.calibrated(self.offsets.as_deref()))
-    }
-
-    /// Uncalibrated label log-probabilities `[rows, labels]` of texts encoded with `clf.encode` (calibrate with
-    /// `calibrated(row, offsets)`).
-    pub fn raw_label_logprobs(&self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        Ok(self.clf.label_logprobs(&self.prefix, rows)?.to_dtype(DType::F32)?.to_vec2::<f32>()?)
-    }
 }

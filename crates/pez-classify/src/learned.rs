@@ -3,7 +3,8 @@
 
 use anyhow::{anyhow, Result};
 use candle_core::{Device, Tensor};
-use pez_models::{tokenizer, LoadedLm};
+use pez_hub::tokenizer;
+use pez_models::LoadedLm;
 use pez_tasks::{Calibration, PromptArtifact, PromptFormat};
 use std::path::Path;
 
@@ -27,7 +28,7 @@ impl LearnedPrompt {
     /// beside it.
     pub fn from_artifact(path: &Path, lm: &LoadedLm) -> Result<Self> {
         let a = PromptArtifact::read(path)?;
-        if a.method == "soft" {
+        if a.method == pez_core::Method::Soft {
             let dir = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
             let f = dir.join("soft_prompt.safetensors");
             let mut t = candle_core::safetensors::load(&f, &Device::Cpu)?;

@@ -1,12 +1,17 @@
-//! Inference with a prompt: `<prompt><text><template>` on a causal LM -> scores of the verbalizer tokens.
+//! Scoring texts with a prompt: `<prompt><text><template>` on a causal LM -> scores of the verbalizer tokens.
 //!
-//! The tuner uses `Classifier` for its objective and holdout; `pez eval`, the transfer grid and the server
-//! classify through `Prompted` (a learned prompt bound to a model with its prefix run once).
+//! The tuner uses `Classifier` for its objective; everything that scores texts (tuning evaluation, `pez eval`,
+//! the transfer grid, the server) goes through a `Predictor`: `Prompted` (a learned prompt bound to a model
+//! in this process, its prefix run once) or `endpoint::EndpointPrompt` (a model behind an HTTP endpoint).
 
 pub mod api;
 pub mod classifier;
+pub mod endpoint;
 pub mod learned;
+pub mod predictor;
+pub mod prompted;
 
-pub use classifier::{best_label, calibrated, Classifier, Prefix, Predictions, Prompted, CONTENT_FREE};
-pub use pez_tasks::Calibration;
+pub use classifier::{best_label, calibrated, Classifier, Prefix, CONTENT_FREE};
 pub use learned::LearnedPrompt;
+pub use predictor::{evaluate, Evaluation, Predictor, Scored};
+pub use prompted::Prompted;

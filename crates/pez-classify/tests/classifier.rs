@@ -1,7 +1,8 @@
 //! The classifier's input layout and truncation on the real SmolLM2 tokenizer and weights.
 
 use candle_core::{DType, Device};
-use pez_models::{load_lm, tokenizer};
+use pez_hub::tokenizer;
+use pez_models::load_lm;
 use pez_tasks::TaskSpec;
 use pez_classify::Classifier;
 

@@ -1,10 +1,9 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
-use pez_classify::{LearnedPrompt, Prompted};
+use pez_classify::{evaluate, LearnedPrompt, Prompted};
 use pez_models::load_lm;
 use pez_tasks::artifact::write_atomic;
-use pez_tasks::metrics::Accuracy;
-use pez_tasks::TaskSpec;
+use pez_tasks::{Calibration, TaskSpec};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -32,7 +31,7 @@ pub struct Args {
     json: bool,
     /// Label calibration: none, or content-free (estimated on this model); default: the prompt file's, else none.
     #[arg(long)]
-    calibration: Option<pez_classify::Calibration>,
+    calibration: Option<Calibration>,
     /// Also write every example's predicted label and label probabilities (JSON lines, data order).
     #[arg(long)]
     predictions: Option<PathBuf>,
@@ -71,17 +70,16 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let data = task.load("dev", a.data.as_deref())?;
-    let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-    let mut progress = pez_progress::Progress::new("eval", "examples", texts.len() as u64);
-    let pred = p.predict_reporting(&texts, a.batch_size, &mut |n| progress.inc(n as u64))?;
+    let mut progress = pez_progress::Progress::new("eval", "examples", data.examples.len() as u64);
+    let e = evaluate(&p, &data.examples, task.num_labels(), a.batch_size, &mut |n| progress.inc(n as u64))?;
     progress.finish();
-    let gold: Vec<usize> = data.examples.iter().map(|e| e.label).collect();
-    let acc = Accuracy::from_predictions(&pred.labels, &gold, task.num_labels());
+    let acc = &e.accuracy;
     let labels = &p.prompt.format.label_names;
     if let Some(path) = &a.predictions {
         let mut out = String::new();
-        for (i, (l, pr)) in pred.labels.iter().zip(&pred.probs).enumerate() {
-            out += &serde_json::to_string(&serde_json::json!({"index": i, "label": labels[*l], "label_index": l, "probs": pr}))?;
+        for (i, s) in e.scored.iter().enumerate() {
+            let probs: Vec<f32> = s.logprobs.iter().map(|x| x.exp()).collect();
+            out += &serde_json::to_string(&serde_json::json!({"index": i, "label": labels[s.label], "label_index": s.label, "probs": probs}))?;
             out.push('\n');
         }
         write_atomic(path, out.as_bytes())?;

@@ -12,7 +12,7 @@ mod transfer;
 mod tune;
 
 #[global_allocator]
-static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
+static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 #[derive(Parser)]
 #[command(name = "pez", version, about = "Hard prompts made easy: learn readable prompts by gradient descent")]
@@ -43,7 +43,7 @@ enum Command {
 }
 
 fn main() {
-    pez_models::alloc::keep_freed_memory();
+    pez_nn::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::NextToken(a) => next_token::run(a),

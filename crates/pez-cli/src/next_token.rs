@@ -1,6 +1,8 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
-use pez_models::{load_lm, ops, tokenizer};
+use pez_hub::tokenizer;
+use pez_models::load_lm;
+use pez_nn::ops;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -21,7 +21,7 @@ pub struct Args {
     /// pez: pez-serve's /v1/classify (the same numbers as in-process); openai: /v1/completions with logprobs (the
     /// verbalizers must be among the server's top 20 next tokens; more than 5% of examples without them is an error).
     #[arg(long, default_value = "pez")]
-    endpoint_api: pez_transfer::endpoint::Api,
+    endpoint_api: pez_classify::endpoint::Api,
     /// Prompts per method, best by holdout accuracy.
     #[arg(long, default_value_t = 5)]
     top: usize,
@@ -32,7 +32,7 @@ pub struct Args {
     batch_size: usize,
     /// Label calibration on in-process targets: none, or content-free (estimated on each target model).
     #[arg(long, default_value = "none")]
-    calibration: pez_classify::Calibration,
+    calibration: pez_tasks::Calibration,
     /// Output folder (default evals/<task>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -45,7 +45,7 @@ pub fn run(a: Args) -> Result<()> {
         anyhow::bail!("give one --endpoint-model per --endpoint ({} endpoints, {} models)", a.endpoint.len(), a.endpoint_model.len());
     }
     let endpoints = a.endpoint.iter().zip(&a.endpoint_model)
-        .map(|(url, model)| pez_transfer::endpoint::Endpoint::new(url, model, a.endpoint_api))
+        .map(|(url, model)| pez_classify::endpoint::Endpoint::new(url, model, a.endpoint_api))
         .collect::<Result<Vec<_>>>()?;
     let grid = pez_transfer::Grid::new(&a.task, &a.prompts, a.top, a.data.as_deref())?;
     let mut scores = vec![];

@@ -1,39 +1,42 @@
 use anyhow::Result;
 use pez_core::{Method, OptimizerKind};
-use pez_tasks::{Calibration, RowRule};
-use pez_tune::TuneConfig;
-use std::path::PathBuf;
+use pez_tasks::{Calibration, PromptArtifact, RowRule, TuneConfig};
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+/// The defaults every flag shows and takes.
+static D: LazyLock<TuneConfig> = LazyLock::new(TuneConfig::default);
 
 #[derive(clap::Args)]
 pub struct Args {
     /// sst2, amazon, agnews, or a task .toml file.
     task: Option<String>,
     /// Source model: smollm2-135m, gpt2-large, a GGUF file or a Hugging Face directory.
-    #[arg(long, default_value = "smollm2-135m")]
+    #[arg(long, default_value_t = D.model.clone())]
     model: String,
     /// Weight w of the fluency term: loss = (1 - w) * label CE + w * fluency.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = D.fluency)]
     fluency: f64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = D.prompt_len)]
     prompt_len: usize,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = D.steps)]
     steps: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = D.batch_size)]
     batch_size: usize,
     /// Learning rate (default 0.3 for Adafactor, 0.1 for AdamW).
     #[arg(long)]
     lr: Option<f64>,
-    #[arg(long, default_value = "adafactor")]
+    #[arg(long, default_value_t = D.optimizer)]
     optimizer: OptimizerKind,
     /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = D.weight_decay)]
     weight_decay: f64,
     /// Steps between holdout evaluations. PEZ's hard prompt wanders rather than climbs (in 10 of 15 SST-2 runs the
     /// best holdout accuracy came at or before step 100 of 150-300), so the best prompt is found by looking often.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = D.eval_every)]
     eval_every: usize,
     /// Training examples held out to pick the best prompt (ignored with --shots).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = D.holdout)]
     holdout: usize,
     /// Which train rows the holdout is drawn from: random (the paper), or long (rows of 10+ words, like the
     /// whole sentences of SST-2's dev and test; see pez_tasks::data::RowRule). Default: the task's `rows`
@@ -46,7 +49,7 @@ pub struct Args {
     train_rule: Option<RowRule>,
     /// Label calibration for the holdout, the dev pass and the prompt's later use: none, or content-free
     /// (Zhao et al. 2021; recorded in prompt.json).
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value_t = D.calibration)]
     calibration: Calibration,
     /// Best-of-N: run N seeds (from --seed) one after another, each in <out>/s<seed>, and write
     /// <out>/summary.{json,md} (default out: runs/<task>-<method>).
@@ -63,12 +66,12 @@ pub struct Args {
     #[arg(long)]
     shots: Option<usize>,
     /// Passes over the few-shot set.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = D.epochs)]
     epochs: usize,
     /// pez, autoprompt-sgd, fluentprompt, soft.
-    #[arg(long, default_value = "pez")]
+    #[arg(long, default_value_t = D.method)]
     method: Method,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = D.seed)]
     seed: u64,
     /// Start from random tokens instead of the verbalizers tiled to the prompt length.
     #[arg(long)]
@@ -82,7 +85,7 @@ pub struct Args {
     /// Do not score the dev set at the end.
     #[arg(long)]
     skip_dev: bool,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = D.eval_batch)]
     eval_batch: usize,
     /// Run directory (default runs/<task>-<method>-s<seed>).
     #[arg(long)]
@@ -90,13 +93,15 @@ pub struct Args {
     /// Continue the run in this directory from its last checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Print the final prompt.json instead of the summary.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let Some(task) = a.task.clone() else {
         let Some(dir) = &a.resume else { anyhow::bail!("give a task (sst2, amazon, agnews, or a .toml file) or --resume DIR") };
-        println!("{}", serde_json::to_string_pretty(&pez_tune::tune(None, Some(dir))?)?);
-        return Ok(());
+        return report(&pez_tune::tune(None, Some(dir))?, dir, a.json);
     };
     // By default the task's rows that look like its evaluation data (SST-2: long rows; evals/sst2/holdout-study);
     // few-shot sets are drawn from all rows.
@@ -125,6 +130,27 @@ pub fn run(a: Args) -> Result<()> {
         eprintln!("wrote {}/summary.json and summary.md", root.display());
         return Ok(());
     }
-    println!("{}", serde_json::to_string_pretty(&pez_tune::tune(Some(cfg), None)?)?);
+    let out = cfg.out.clone();
+    report(&pez_tune::tune(Some(cfg), None)?, &out, a.json)
+}
+
+/// What a person reads at the end of a run (or, with `json`, the run's prompt.json).
+fn report(a: &PromptArtifact, dir: &Path, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(a)?);
+        return Ok(());
+    }
+    let pct = |x: Option<f64>| x.map_or("–".into(), |v| format!("{:.2}%", v * 100.0));
+    println!("prompt   {:?}", a.prompt);
+    println!("holdout  {}  (best at step {})", pct(a.holdout_accuracy), a.step);
+    let per_class: Vec<String> = a.dev_per_class.iter().flatten().zip(&a.prompt_format.label_names)
+        .map(|((k, n), l)| format!("{l} {:.1}%", 100.0 * *k as f64 / (*n).max(1) as f64)).collect();
+    match a.dev_accuracy {
+        Some(_) => println!("dev      {}  ({})", pct(a.dev_accuracy), per_class.join(", ")),
+        None => println!("dev      not scored (--skip-dev)"),
+    }
+    println!("run      {}", dir.display());
+    println!("evaluate pez eval {} --prompt-file {} --model {}", a.task, dir.join("prompt.json").display(), a.config.model);
+    println!("serve    pez-serve --model {} --classifiers {}", a.config.model, dir.display());
     Ok(())
 }

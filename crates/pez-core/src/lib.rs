@@ -23,8 +23,10 @@ pub trait Objective {
     fn loss_and_grad(&mut self, prompt: &Tensor, ids: &[u32]) -> Result<(f32, Tensor)>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How the prompt is optimised. Names (kebab-case) are the same in flags, files and text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::Display)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Method {
     /// Gradient at the projection, applied to the continuous prompt.
     Pez,
@@ -34,30 +36,6 @@ pub enum Method {
     Fluentprompt,
     /// No projection at all: a soft prompt (reported with its nearest tokens for reading only).
     Soft,
-}
-
-impl std::str::FromStr for Method {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "pez" => Self::Pez,
-            "autoprompt-sgd" => Self::AutopromptSgd,
-            "fluentprompt" => Self::Fluentprompt,
-            "soft" => Self::Soft,
-            o => bail!("unknown method `{o}` (pez, autoprompt-sgd, fluentprompt, soft)"),
-        })
-    }
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Pez => "pez",
-            Self::AutopromptSgd => "autoprompt-sgd",
-            Self::Fluentprompt => "fluentprompt",
-            Self::Soft => "soft",
-        })
-    }
 }
 
 /// Everything needed to resume a run exactly: the continuous prompt, optimizer moments, step, RNG.

@@ -2,22 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::Display)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum OptimizerKind {
     Adafactor,
     Adamw,
-}
-
-impl std::str::FromStr for OptimizerKind {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "adafactor" => Ok(Self::Adafactor),
-            "adamw" => Ok(Self::Adamw),
-            o => anyhow::bail!("unknown optimizer `{o}` (adafactor, adamw)"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

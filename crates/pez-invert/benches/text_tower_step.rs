@@ -7,12 +7,12 @@ use pez_core::{Method, Objective, Optimizer, OptimizerKind, Pez, Projector};
 use pez_invert::encoder::ClipEncoder;
 use pez_invert::TextEncoder;
 use pez_models::clip::{ClipText, TowerConfig};
-use pez_models::weights::Weights;
+use pez_nn::Weights;
 use std::collections::HashMap;
 use std::time::Instant;
 
 #[global_allocator]
-static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
+static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn tower(width: usize, layers: usize, heads: usize, proj: usize) -> anyhow::Result<ClipText> {
     let dev = Device::Cpu;
@@ -37,7 +37,7 @@ fn tower(width: usize, layers: usize, heads: usize, proj: usize) -> anyhow::Resu
     add("text_model.final_layer_norm.weight".into(), &[width]);
     add("text_model.final_layer_norm.bias".into(), &[width]);
     add("text_projection.weight".into(), &[proj, width]);
-    let w = Weights::new(t, "random".into(), DType::F32, dev);
+    let w = Weights::new(t, "random", DType::F32, dev);
     let cfg = TowerConfig { hidden_size: width, num_hidden_layers: layers, num_attention_heads: heads, hidden_act: "gelu".into(),
                             layer_norm_eps: 1e-5, max_position_embeddings: 77, image_size: 0, patch_size: 0 };
     Ok(ClipText::load(&w, cfg)?)
@@ -56,7 +56,7 @@ impl Objective for Obj<'_> {
 }
 
 fn main() -> anyhow::Result<()> {
-    pez_models::alloc::keep_freed_memory();
+    pez_nn::alloc::keep_freed_memory();
     let steps: usize = std::env::args().skip(1).find(|a| !a.starts_with("--")).map(|s| s.parse()).transpose()?.unwrap_or(10);
     for (name, width, layers, heads, proj) in [("ViT-B/32 text tower", 512, 12, 8, 512), ("ViT-H-14 text tower", 1024, 24, 16, 1024)] {
         let enc = ClipEncoder { text: tower(width, layers, heads, proj)?, sot: 49406, eot: 49407 };

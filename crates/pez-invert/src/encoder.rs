@@ -57,11 +57,11 @@ impl TextEncoder for ClipEncoder {
 pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)> {
     use anyhow::{bail, Context};
     use candle_core::{DType, Device};
-    let dir = match pez_models::ModelSpec::resolve(name)? {
-        pez_models::ModelSpec::HfDir(d) => d,
-        pez_models::ModelSpec::Gguf(p) => bail!("{}: a text encoder is a Hugging Face directory, not GGUF", p.display()),
+    let dir = match pez_hub::ModelSpec::resolve(name)? {
+        pez_hub::ModelSpec::HfDir(d) => d,
+        pez_hub::ModelSpec::Gguf(p) => bail!("{}: a text encoder is a Hugging Face directory, not GGUF", p.display()),
     };
-    let tok = pez_models::tokenizer::from_dir(&dir)?;
+    let tok = pez_hub::tokenizer::from_dir(&dir)?;
     let id = |t: &str| tok.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
     #[derive(serde::Deserialize)]
     struct Mt {
@@ -70,7 +70,7 @@ pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)>
     let mt: Mt = if pez_models::clip::is_open_clip_dir(&dir) {
         Mt { model_type: "clip".into() }
     } else {
-        pez_models::weights::read_config(&dir)?
+        pez_hub::checkpoint::read_config(&dir)?
     };
     let enc: Box<dyn TextEncoder> = match mt.model_type.as_str() {
         "bert" => Box::new(BertEncoder { bert: Bert::from_dir(&dir, DType::F32, &Device::Cpu)?, cls: id("[CLS]")?, sep: id("[SEP]")? }),
@@ -98,11 +98,11 @@ impl ClipModel {
     pub fn load(name: &str) -> Result<Self> {
         use anyhow::{bail, Context};
         use candle_core::{DType, Device};
-        let dir = match pez_models::ModelSpec::resolve(name)? {
-            pez_models::ModelSpec::HfDir(d) => d,
-            pez_models::ModelSpec::Gguf(p) => bail!("{}: CLIP models are Hugging Face directories", p.display()),
+        let dir = match pez_hub::ModelSpec::resolve(name)? {
+            pez_hub::ModelSpec::HfDir(d) => d,
+            pez_hub::ModelSpec::Gguf(p) => bail!("{}: CLIP models are Hugging Face directories", p.display()),
         };
-        let tokenizer = pez_models::tokenizer::from_dir(&dir)?;
+        let tokenizer = pez_hub::tokenizer::from_dir(&dir)?;
         let id = |t: &str| tokenizer.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
         let (sot, eot) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
         let clip = pez_models::clip::Clip::from_dir(&dir, DType::F32, &Device::Cpu)?;

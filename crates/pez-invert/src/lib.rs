@@ -20,7 +20,7 @@ pub use encoder::TextEncoder;
 /// (case-insensitive), the paper's safety blocklist.
 pub fn allowed_tokens(tok: &Tokenizer, vocab: usize, block: &[String]) -> Vec<bool> {
     let block: Vec<String> = block.iter().map(|b| b.to_lowercase()).filter(|b| !b.is_empty()).collect();
-    let readable = pez_models::tokenizer::readable_tokens(tok, vocab);
+    let readable = pez_hub::tokenizer::readable_tokens(tok, vocab);
     (0..vocab as u32)
         .map(|i| {
             let Some(raw) = tok.id_to_token(i) else { return false };

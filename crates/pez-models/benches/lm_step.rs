@@ -9,14 +9,15 @@
 //! runs on `batch` rows, not `batch x tokens`.
 
 use candle_core::{DType, Device, Var};
-use pez_models::{load_lm, ops};
+use pez_models::load_lm;
+use pez_nn::ops;
 use std::time::Instant;
 
 #[global_allocator]
-static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
+static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn main() -> anyhow::Result<()> {
-    pez_models::alloc::keep_freed_memory();
+    pez_nn::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let forward_only = std::env::args().any(|a| a == "--forward-only");
     let model = args.first().cloned().unwrap_or_else(|| "smollm2-135m".into());

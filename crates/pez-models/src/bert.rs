@@ -1,11 +1,12 @@
 //! BERT encoder (all-MiniLM-L6-v2): word + position + token-type embeddings, post-LayerNorm blocks with erf-GELU,
 //! mean pooling over real tokens (sentence-transformers).
 
-use crate::layers::{LayerNorm, Linear as Lin};
-use crate::ops::{self, attention, merge_heads, split_heads};
-use crate::weights::{read_config, Weights};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
+use pez_hub::checkpoint::{read_config, safetensors_dir};
+use pez_nn::masks::key_padding_mask;
+use pez_nn::ops::{attention, merge_heads, split_heads};
+use pez_nn::{Activation, LayerNorm, Linear, Weights};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -25,19 +26,35 @@ fn eps() -> f64 { 1e-12 }
 fn act() -> String { "gelu".into() }
 
 struct Block {
-    q: Lin,
-    k: Lin,
-    v: Lin,
-    attn_out: Lin,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    attn_out: Linear,
     attn_ln: LayerNorm,
-    inter: Lin,
-    out: Lin,
+    inter: Linear,
+    out: Linear,
     out_ln: LayerNorm,
+}
+
+impl Block {
+    fn load(w: &Weights, eps: f64) -> Result<Self> {
+        let l = |n: &str| Linear::load(&w.pp(n));
+        Ok(Self {
+            q: l("attention.self.query")?,
+            k: l("attention.self.key")?,
+            v: l("attention.self.value")?,
+            attn_out: l("attention.output.dense")?,
+            attn_ln: LayerNorm::load(&w.pp("attention.output.LayerNorm"), eps)?,
+            inter: l("intermediate.dense")?,
+            out: l("output.dense")?,
+            out_ln: LayerNorm::load(&w.pp("output.LayerNorm"), eps)?,
+        })
+    }
 }
 
 pub struct Bert {
     pub cfg: BertConfig,
-    act: ops::Activation,
+    act: Activation,
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
@@ -47,33 +64,20 @@ pub struct Bert {
 
 impl Bert {
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let w = Weights::from_safetensors_dir(dir, dtype, device)?;
-        Self::load(w, read_config(dir)?)
+        Self::load(&safetensors_dir(dir, dtype, device)?, read_config(dir)?)
     }
 
-    pub fn load(w: Weights, cfg: BertConfig) -> Result<Self> {
-        let w = w.detect_prefix(&["bert.", "model."], "embeddings.word_embeddings.weight");
-        let blocks = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let p = format!("encoder.layer.{i}");
-                Ok(Block {
-                    q: Lin::load(&w, &format!("{p}.attention.self.query"))?,
-                    k: Lin::load(&w, &format!("{p}.attention.self.key"))?,
-                    v: Lin::load(&w, &format!("{p}.attention.self.value"))?,
-                    attn_out: Lin::load(&w, &format!("{p}.attention.output.dense"))?,
-                    attn_ln: LayerNorm::load(&w, &format!("{p}.attention.output.LayerNorm"), cfg.layer_norm_eps)?,
-                    inter: Lin::load(&w, &format!("{p}.intermediate.dense"))?,
-                    out: Lin::load(&w, &format!("{p}.output.dense"))?,
-                    out_ln: LayerNorm::load(&w, &format!("{p}.output.LayerNorm"), cfg.layer_norm_eps)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+    pub fn load(w: &Weights, cfg: BertConfig) -> Result<Self> {
+        let w = w.under_first(&["bert", "model"], "embeddings.word_embeddings.weight");
+        let eps = cfg.layer_norm_eps;
+        let blocks = (0..cfg.num_hidden_layers).map(|i| Block::load(&w.pp("encoder.layer").pp(i), eps)).collect::<Result<Vec<_>>>()?;
+        let e = w.pp("embeddings");
         Ok(Self {
-            act: ops::Activation::from_hf(&cfg.hidden_act)?,
-            word: w.get("embeddings.word_embeddings.weight")?,
-            position: w.get("embeddings.position_embeddings.weight")?,
-            token_type: w.get("embeddings.token_type_embeddings.weight")?,
-            emb_ln: LayerNorm::load(&w, "embeddings.LayerNorm", cfg.layer_norm_eps)?,
+            act: Activation::from_hf(&cfg.hidden_act)?,
+            word: e.get("word_embeddings.weight")?,
+            position: e.get("position_embeddings.weight")?,
+            token_type: e.get("token_type_embeddings.weight")?,
+            emb_ln: LayerNorm::load(&e.pp("LayerNorm"), eps)?,
             blocks,
             cfg,
         })
@@ -88,16 +92,16 @@ impl Bert {
     pub fn hidden_states(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (_, s, _) = embeds.dims3()?;
         let e = embeds.broadcast_add(&self.position.narrow(0, 0, s)?)?.broadcast_add(&self.token_type.get(0)?)?;
-        let mut h = self.emb_ln.fwd(&e)?;
-        let mask = ops::key_padding_mask(lengths, s, embeds.dtype(), embeds.device())?;
+        let mut h = self.emb_ln.forward(&e)?;
+        let mask = key_padding_mask(lengths, s, embeds.dtype(), embeds.device())?;
         let heads = self.cfg.num_attention_heads;
         let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
         for b in &self.blocks {
-            let (q, k, v) = (split_heads(&b.q.fwd(&h)?, heads)?, split_heads(&b.k.fwd(&h)?, heads)?, split_heads(&b.v.fwd(&h)?, heads)?);
-            let a = b.attn_out.fwd(&merge_heads(&attention(&q, &k, &v, Some(&mask), scale)?)?)?;
-            h = b.attn_ln.fwd(&(h + a)?)?;
-            let m = b.out.fwd(&self.act.apply(&b.inter.fwd(&h)?)?)?;
-            h = b.out_ln.fwd(&(h + m)?)?;
+            let (q, k, v) = (split_heads(&b.q.forward(&h)?, heads)?, split_heads(&b.k.forward(&h)?, heads)?, split_heads(&b.v.forward(&h)?, heads)?);
+            let a = b.attn_out.forward(&merge_heads(&attention(&q, &k, &v, Some(&mask), scale)?)?)?;
+            h = b.attn_ln.forward(&(h + a)?)?;
+            let m = b.out.forward(&self.act.apply(&b.inter.forward(&h)?)?)?;
+            h = b.out_ln.forward(&(h + m)?)?;
         }
         Ok(h)
     }

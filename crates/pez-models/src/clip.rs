@@ -4,10 +4,11 @@
 //! hidden state at the end-of-text token, linear projection. Vision: patch embedding, class token, pre-LN,
 //! transformer, LayerNorm of the class token, linear projection.
 
-use crate::layers::{LayerNorm, Linear as Lin};
-use crate::ops::{self, attention, linear, merge_heads, split_heads};
-use crate::weights::{read_config, Weights};
 use anyhow::{bail, Context, Result};
+use pez_hub::checkpoint::{read_config, safetensors_dir};
+use pez_nn::masks::causal_mask;
+use pez_nn::ops::{attention, gather_rows, linear, merge_heads, split_heads};
+use pez_nn::{Activation, LayerNorm, Linear, Mlp, Weights};
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -41,51 +42,53 @@ pub struct ClipConfig {
 
 struct Block {
     ln1: LayerNorm,
-    q: Lin,
-    k: Lin,
-    v: Lin,
-    out: Lin,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
     ln2: LayerNorm,
-    fc1: Lin,
-    fc2: Lin,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(w: &Weights, eps: f64, act: Activation) -> Result<Self> {
+        let l = |n: &str| Linear::load(&w.pp(n));
+        Ok(Self {
+            ln1: LayerNorm::load(&w.pp("layer_norm1"), eps)?,
+            q: l("self_attn.q_proj")?,
+            k: l("self_attn.k_proj")?,
+            v: l("self_attn.v_proj")?,
+            out: l("self_attn.out_proj")?,
+            ln2: LayerNorm::load(&w.pp("layer_norm2"), eps)?,
+            mlp: Mlp { gate: None, up: l("mlp.fc1")?, down: l("mlp.fc2")?, act },
+        })
+    }
 }
 
 /// The transformer shared by both towers.
 struct Encoder {
     cfg: TowerConfig,
-    act: ops::Activation,
     blocks: Vec<Block>,
 }
 
 impl Encoder {
-    fn load(w: &Weights, p: &str, cfg: TowerConfig) -> Result<Self> {
+    /// The blocks under `w` (`encoder.layers.N`).
+    fn load(w: &Weights, cfg: TowerConfig) -> Result<Self> {
+        let act = Activation::from_hf(&cfg.hidden_act)?;
         let blocks = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let p = format!("{p}.encoder.layers.{i}");
-                Ok(Block {
-                    ln1: LayerNorm::load(w, &format!("{p}.layer_norm1"), cfg.layer_norm_eps)?,
-                    q: Lin::load(w, &format!("{p}.self_attn.q_proj"))?,
-                    k: Lin::load(w, &format!("{p}.self_attn.k_proj"))?,
-                    v: Lin::load(w, &format!("{p}.self_attn.v_proj"))?,
-                    out: Lin::load(w, &format!("{p}.self_attn.out_proj"))?,
-                    ln2: LayerNorm::load(w, &format!("{p}.layer_norm2"), cfg.layer_norm_eps)?,
-                    fc1: Lin::load(w, &format!("{p}.mlp.fc1"))?,
-                    fc2: Lin::load(w, &format!("{p}.mlp.fc2"))?,
-                })
-            })
+            .map(|i| Block::load(&w.pp("encoder.layers").pp(i), cfg.layer_norm_eps, act))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { act: ops::Activation::from_hf(&cfg.hidden_act)?, blocks, cfg })
+        Ok(Self { blocks, cfg })
     }
 
     fn forward(&self, mut h: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let heads = self.cfg.num_attention_heads;
         let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
         for b in &self.blocks {
-            let x = b.ln1.fwd(&h)?;
-            let (q, k, v) = (split_heads(&b.q.fwd(&x)?, heads)?, split_heads(&b.k.fwd(&x)?, heads)?, split_heads(&b.v.fwd(&x)?, heads)?);
-            h = (h + b.out.fwd(&merge_heads(&attention(&q, &k, &v, mask, scale)?)?)?)?;
-            let x = b.ln2.fwd(&h)?;
-            h = (&h + b.fc2.fwd(&self.act.apply(&b.fc1.fwd(&x)?)?)?)?;
+            let x = b.ln1.forward(&h)?;
+            let (q, k, v) = (split_heads(&b.q.forward(&x)?, heads)?, split_heads(&b.k.forward(&x)?, heads)?, split_heads(&b.v.forward(&x)?, heads)?);
+            h = (h + b.out.forward(&merge_heads(&attention(&q, &k, &v, mask, scale)?)?)?)?;
+            h = (&h + b.mlp.forward(&b.ln2.forward(&h)?)?)?;
         }
         Ok(h)
     }
@@ -101,13 +104,13 @@ pub struct ClipText {
 
 impl ClipText {
     pub fn load(w: &Weights, cfg: TowerConfig) -> Result<Self> {
-        let eps = cfg.layer_norm_eps;
+        let t = w.pp("text_model");
         Ok(Self {
-            token: w.get("text_model.embeddings.token_embedding.weight")?,
-            position: w.get("text_model.embeddings.position_embedding.weight")?,
-            final_ln: LayerNorm::load(w, "text_model.final_layer_norm", eps)?,
+            token: t.get("embeddings.token_embedding.weight")?,
+            position: t.get("embeddings.position_embedding.weight")?,
+            final_ln: LayerNorm::load(&t.pp("final_layer_norm"), cfg.layer_norm_eps)?,
             projection: w.get("text_projection.weight")?,
-            encoder: Encoder::load(w, "text_model", cfg)?,
+            encoder: Encoder::load(&t, cfg)?,
         })
     }
 
@@ -126,14 +129,14 @@ impl ClipText {
             bail!("{s} tokens exceed CLIP's context of {}", self.context_length());
         }
         let h = embeds.broadcast_add(&self.position.narrow(0, 0, s)?)?;
-        let mask = ops::causal_mask(s, None, embeds.dtype(), embeds.device())?;
-        Ok(self.final_ln.fwd(&self.encoder.forward(h, Some(&mask))?)?)
+        let mask = causal_mask(s, None, embeds.dtype(), embeds.device())?;
+        Ok(self.final_ln.forward(&self.encoder.forward(h, Some(&mask))?)?)
     }
 
     /// Projected text features `[b, proj]`, pooled at each row's end-of-text position.
     pub fn features(&self, embeds: &Tensor, eot: &[usize]) -> Result<Tensor> {
         let h = self.hidden_states(embeds)?;
-        Ok(linear(&ops::gather_rows(&h, eot)?, &self.projection, None)?)
+        Ok(linear(&gather_rows(&h, eot)?, &self.projection, None)?)
     }
 }
 
@@ -149,16 +152,15 @@ pub struct ClipVision {
 
 impl ClipVision {
     pub fn load(w: &Weights, cfg: TowerConfig) -> Result<Self> {
-        let p = "vision_model";
-        let eps = cfg.layer_norm_eps;
+        let (v, eps) = (w.pp("vision_model"), cfg.layer_norm_eps);
         Ok(Self {
-            class: w.get(&format!("{p}.embeddings.class_embedding"))?,
-            patch: w.get(&format!("{p}.embeddings.patch_embedding.weight"))?,
-            position: w.get(&format!("{p}.embeddings.position_embedding.weight"))?,
-            pre_ln: LayerNorm::load(w, &format!("{p}.pre_layrnorm"), eps)?,
-            post_ln: LayerNorm::load(w, &format!("{p}.post_layernorm"), eps)?,
+            class: v.get("embeddings.class_embedding")?,
+            patch: v.get("embeddings.patch_embedding.weight")?,
+            position: v.get("embeddings.position_embedding.weight")?,
+            pre_ln: LayerNorm::load(&v.pp("pre_layrnorm"), eps)?,
+            post_ln: LayerNorm::load(&v.pp("post_layernorm"), eps)?,
             projection: w.get("visual_projection.weight")?,
-            encoder: Encoder::load(w, p, cfg)?,
+            encoder: Encoder::load(&v, cfg)?,
         })
     }
 
@@ -180,8 +182,8 @@ impl ClipVision {
         let x = linear(&patches, &self.patch.reshape((d, c * p * p))?, None)?;
         let cls = self.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
         let h = Tensor::cat(&[&cls.contiguous()?, &x], 1)?.broadcast_add(&self.position)?;
-        let h = self.encoder.forward(self.pre_ln.fwd(&h)?, None)?;
-        let pooled = self.post_ln.fwd(&h.narrow(1, 0, 1)?.squeeze(1)?)?;
+        let h = self.encoder.forward(self.pre_ln.forward(&h)?, None)?;
+        let pooled = self.post_ln.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)?;
         Ok(linear(&pooled, &self.projection, None)?)
     }
 }
@@ -198,7 +200,7 @@ impl Clip {
         let (cfg, w) = if is_open_clip_dir(dir) {
             open_clip::load(dir, dtype, device)?
         } else {
-            (read_config::<ClipConfig>(dir)?, Weights::from_safetensors_dir(dir, dtype, device)?)
+            (read_config::<ClipConfig>(dir)?, safetensors_dir(dir, dtype, device)?)
         };
         Ok(Self { text: ClipText::load(&w, cfg.text_config)?, vision: ClipVision::load(&w, cfg.vision_config)? })
     }

@@ -2,12 +2,13 @@
 //! and MLP, RMSNorm on queries and keys, interleaved sliding-window and global layers with their own rope bases,
 //! grouped-query attention scaled by `query_pre_attn_scalar^-1/2`, tanh-GELU gated MLP, tied LM head.
 
-use crate::ops::{self, after_past, apply_rope, attention, linear, merge_heads, rms_norm, split_heads};
-use crate::weights::{gguf_f32, gguf_u32, Weights};
-use crate::{CausalDecoder, KvCache, LmInfo, Packed};
+use crate::decoder::{gated_mlp, LayerOut, LayerPast, Pass, Rope, SelfAttention};
+use crate::{CausalDecoder, KvCache, LmInfo};
 use anyhow::Result;
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
+use pez_hub::gguf::{gguf_f32, gguf_u32};
+use pez_nn::{Activation, Mlp, Packed, RmsNorm, Weights};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,80 +95,78 @@ impl Gemma3Config {
     }
 }
 
+/// Sandwich norms: `h + norm(attn(norm(h)))`, then `h + norm(mlp(norm(h)))`.
 struct Block {
-    input_norm: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
-    q_norm: Tensor,
-    k_norm: Tensor,
-    post_attn_norm: Tensor,
-    pre_ff_norm: Tensor,
-    post_ff_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    input_norm: RmsNorm,
+    attn: SelfAttention,
+    post_attn_norm: RmsNorm,
+    pre_ff_norm: RmsNorm,
+    post_ff_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    /// `norm` reads an RMSNorm's scale (1 + w) by name.
+    fn load(w: &Weights, c: &Gemma3Config, act: Activation, norm: &dyn Fn(&Weights) -> Result<RmsNorm>) -> Result<Self> {
+        let a = w.pp("self_attn");
+        let mut attn = SelfAttention::load(&a, c.num_attention_heads, c.num_key_value_heads, 1.0 / c.query_pre_attn_scalar.sqrt())?;
+        attn.qk_norm = Some((norm(&a.pp("q_norm"))?, norm(&a.pp("k_norm"))?));
+        Ok(Self {
+            input_norm: norm(&w.pp("input_layernorm"))?,
+            attn,
+            post_attn_norm: norm(&w.pp("post_attention_layernorm"))?,
+            pre_ff_norm: norm(&w.pp("pre_feedforward_layernorm"))?,
+            post_ff_norm: norm(&w.pp("post_feedforward_layernorm"))?,
+            mlp: gated_mlp(&w.pp("mlp"), act)?,
+        })
+    }
+
+    fn forward(&self, h: &Tensor, rope: &Rope, mask: &Tensor, past: LayerPast) -> Result<LayerOut> {
+        let (a, kv) = self.attn.forward(&self.input_norm.forward(h)?, Some(rope), mask, past)?;
+        let h = (h + self.post_attn_norm.forward(&a)?)?;
+        let m = self.mlp.forward(&self.pre_ff_norm.forward(&h)?)?;
+        Ok(((h + self.post_ff_norm.forward(&m)?)?, kv))
+    }
 }
 
 pub struct Gemma3 {
     cfg: Gemma3Config,
     info: LmInfo,
-    act: ops::Activation,
     embed: Tensor,
     blocks: Vec<Block>,
-    norm: Tensor,
+    norm: RmsNorm,
 }
 
 impl Gemma3 {
     /// From Hugging Face tensor names. `norms_hold_one_plus_w`: GGUF files store RMSNorm scales as 1 + w already.
     pub fn load(w: &Weights, mut cfg: Gemma3Config, norms_hold_one_plus_w: bool) -> Result<Self> {
-        let w = Weights::clone_with_prefix(w, &["model.language_model.", "language_model.model.", "model."], "embed_tokens.weight");
-        let norm = |name: &str| -> Result<Tensor> {
-            let t = w.get(name)?;
-            Ok(if norms_hold_one_plus_w { t } else { (t + 1.0)? })
+        let m = w.under_first(&["model.language_model", "language_model.model", "model"], "embed_tokens.weight");
+        let eps = cfg.rms_norm_eps;
+        let norm = |w: &Weights| -> Result<RmsNorm> {
+            let t = w.get("weight")?;
+            Ok(RmsNorm::new(if norms_hold_one_plus_w { t } else { (t + 1.0)? }, eps))
         };
-        let embed = w.get("embed_tokens.weight")?;
+        let embed = m.get("embed_tokens.weight")?;
         cfg.vocab_size = embed.dim(0)?;
-        let blocks = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let p = format!("layers.{i}");
-                Ok(Block {
-                    input_norm: norm(&format!("{p}.input_layernorm.weight"))?,
-                    q: w.get(&format!("{p}.self_attn.q_proj.weight"))?,
-                    k: w.get(&format!("{p}.self_attn.k_proj.weight"))?,
-                    v: w.get(&format!("{p}.self_attn.v_proj.weight"))?,
-                    o: w.get(&format!("{p}.self_attn.o_proj.weight"))?,
-                    q_norm: norm(&format!("{p}.self_attn.q_norm.weight"))?,
-                    k_norm: norm(&format!("{p}.self_attn.k_norm.weight"))?,
-                    post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
-                    pre_ff_norm: norm(&format!("{p}.pre_feedforward_layernorm.weight"))?,
-                    post_ff_norm: norm(&format!("{p}.post_feedforward_layernorm.weight"))?,
-                    gate: w.get(&format!("{p}.mlp.gate_proj.weight"))?,
-                    up: w.get(&format!("{p}.mlp.up_proj.weight"))?,
-                    down: w.get(&format!("{p}.mlp.down_proj.weight"))?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let act = Activation::from_hf(&cfg.hidden_activation)?;
+        let blocks = (0..cfg.num_hidden_layers).map(|i| Block::load(&m.pp("layers").pp(i), &cfg, act, &norm)).collect::<Result<Vec<_>>>()?;
         let info = LmInfo {
             arch: "gemma3".into(),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
             max_positions: cfg.max_position_embeddings,
             num_layers: blocks.len(),
-            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])),
+            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
         };
-        Ok(Self {
-            act: ops::Activation::from_hf(&cfg.hidden_activation)?,
-            norm: norm("norm.weight")?,
-            embed,
-            blocks,
-            info,
-            cfg,
-        })
+        Ok(Self { norm: norm(&m.pp("norm"))?, embed, blocks, info, cfg })
+    }
+
+    /// From a llama.cpp GGUF file's tensors (renamed to Hugging Face's; its norm scales already hold 1 + w).
+    pub fn from_gguf(w: &Weights, content: &gguf_file::Content) -> Result<Self> {
+        let cfg = Gemma3Config::from_gguf(content)?;
+        Self::load(&pez_hub::gguf::to_hf(w, "gemma3", cfg.num_attention_heads, cfg.num_key_value_heads)?, cfg, true)
     }
 }
-
 
 impl CausalDecoder for Gemma3 {
     fn info(&self) -> &LmInfo {
@@ -179,83 +178,18 @@ impl CausalDecoder for Gemma3 {
     fn head(&self) -> &Tensor {
         &self.embed
     }
-    /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
-    /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
+    /// Sliding-window layers and global layers each have their own mask and rope base.
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
-        let (_, s, _) = embeds.dims3()?;
-        let (dt, dev) = (embeds.dtype(), embeds.device());
-        let p = KvCache::len_of(past);
+        let pass = Pass::new(embeds, past, packed)?;
         let ((g_theta, g_factor), (l_theta, l_factor)) = c.rope();
-        // Absolute positions of the tokens; linear rope scaling divides them by `factor`.
-        let positions = ops::token_positions(s, p, packed);
-        let tables = |theta: f64, factor: f64| -> Result<(Tensor, Tensor)> {
-            let pos: Vec<f64> = positions.iter().map(|&i| i as f64 / factor).collect();
-            Ok(ops::rope_tables_at(&pos, c.head_dim, theta, dt, dev)?)
-        };
-        let global = tables(g_theta, g_factor)?;
-        let local = tables(l_theta, l_factor)?;
-        let global_mask = ops::attention_mask(s, p, packed, None, dt, dev)?;
-        let local_mask = ops::attention_mask(s, p, packed, Some(c.sliding_window), dt, dev)?;
-        let eps = c.rms_norm_eps;
-        let scale = 1.0 / c.query_pre_attn_scalar.sqrt();
-        let mut h = (embeds * (c.hidden_size as f64).sqrt())?;
-        let mut cache = Vec::with_capacity(self.blocks.len());
-        for (i, b) in self.blocks.iter().enumerate() {
-            let (past_k, past_v) = KvCache::layer(past, i);
-            let ((cos, sin), mask) = if c.is_sliding(i) { (&local, &local_mask) } else { (&global, &global_mask) };
-            let x = rms_norm(&h, &b.input_norm, eps)?;
-            let q = rms_norm(&split_heads(&linear(&x, &b.q, None)?, c.num_attention_heads)?, &b.q_norm, eps)?;
-            let k = rms_norm(&split_heads(&linear(&x, &b.k, None)?, c.num_key_value_heads)?, &b.k_norm, eps)?;
-            let v = split_heads(&linear(&x, &b.v, None)?, c.num_key_value_heads)?;
-            let (q, k) = (apply_rope(&q, cos, sin)?, after_past(past_k, &apply_rope(&k, cos, sin)?)?);
-            let v = after_past(past_v, &v)?;
-            let a = linear(&merge_heads(&attention(&q, &k, &v, Some(mask), scale)?)?, &b.o, None)?;
-            cache.push((k, v));
-            h = (h + rms_norm(&a, &b.post_attn_norm, eps)?)?;
-            let x = rms_norm(&h, &b.pre_ff_norm, eps)?;
-            let m = self.act.gated(&linear(&x, &b.gate, None)?, &linear(&x, &b.up, None)?)?;
-            h = (h + rms_norm(&linear(&m, &b.down, None)?, &b.post_ff_norm, eps)?)?;
-        }
-        Ok((rms_norm(&h, &self.norm, eps)?, KvCache { len: p + s, layers: cache }))
+        let global = (pass.rope(c.head_dim, g_theta, g_factor)?, pass.mask(None)?);
+        let local = (pass.rope(c.head_dim, l_theta, l_factor)?, pass.mask(Some(c.sliding_window))?);
+        let h = (embeds * (c.hidden_size as f64).sqrt())?;
+        let (h, cache) = pass.run(h, &self.blocks, |b, i, h, past| {
+            let (rope, mask) = if c.is_sliding(i) { &local } else { &global };
+            b.forward(h, rope, mask, past)
+        })?;
+        Ok((self.norm.forward(&h)?, cache))
     }
-}
-
-impl Gemma3 {
-    /// From a llama.cpp GGUF file's tensors (renamed to Hugging Face's; its norm scales already hold 1 + w).
-    pub fn from_gguf(w: &Weights, content: &gguf_file::Content) -> Result<Self> {
-        let cfg = Gemma3Config::from_gguf(content)?;
-        let renamed = w.names().map(|n| Ok((hf_name_from_gguf(n), w.get(n)?))).collect::<Result<_>>()?;
-        Self::load(&w.renamed(renamed), cfg, true)
-    }
-}
-
-/// Renames llama.cpp's Gemma 3 tensor names to Hugging Face's (without the `model.` prefix).
-fn hf_name_from_gguf(name: &str) -> String {
-    match name {
-        "token_embd.weight" => return "embed_tokens.weight".into(),
-        "output_norm.weight" => return "norm.weight".into(),
-        _ => {}
-    }
-    if let Some(rest) = name.strip_prefix("blk.") {
-        let (i, t) = rest.split_once('.').unwrap_or((rest, ""));
-        let t = match t {
-            "attn_norm.weight" => "input_layernorm.weight",
-            "attn_q.weight" => "self_attn.q_proj.weight",
-            "attn_k.weight" => "self_attn.k_proj.weight",
-            "attn_v.weight" => "self_attn.v_proj.weight",
-            "attn_output.weight" => "self_attn.o_proj.weight",
-            "attn_q_norm.weight" => "self_attn.q_norm.weight",
-            "attn_k_norm.weight" => "self_attn.k_norm.weight",
-            "post_attention_norm.weight" => "post_attention_layernorm.weight",
-            "ffn_norm.weight" => "pre_feedforward_layernorm.weight",
-            "post_ffw_norm.weight" => "post_feedforward_layernorm.weight",
-            "ffn_gate.weight" => "mlp.gate_proj.weight",
-            "ffn_up.weight" => "mlp.up_proj.weight",
-            "ffn_down.weight" => "mlp.down_proj.weight",
-            other => other,
-        };
-        return format!("layers.{i}.{t}");
-    }
-    name.into()
 }

@@ -4,25 +4,25 @@
 //! PEZ can project a soft prompt onto that matrix and differentiate with respect to the projected rows.
 //! Anything a model does to those rows (Gemma's sqrt(d) scale, positions) happens inside.
 
-pub mod alloc;
+//! The four causal decoders share `decoder` (a forward pass after a cached prefix, self-attention); `load` turns
+//! a name, a directory or a GGUF file into a model with its tokenizer (files found by `pez_hub`). The maths of
+//! every op is `pez_nn`'s.
+
 pub mod bert;
 pub mod clip;
-pub mod fused;
+pub mod decoder;
 pub mod gemma3;
 pub mod gpt2;
-pub mod layers;
 pub mod llama;
+pub mod load;
 pub mod opt;
-pub mod ops;
-pub mod registry;
 pub mod t5;
-pub mod tokenizer;
-pub mod weights;
 
 use anyhow::Result;
 use candle_core::Tensor;
+use pez_nn::{ops, Packed};
 
-pub use registry::{load_lm, LoadedLm, ModelSpec};
+pub use load::{load_lm, LoadedLm};
 
 /// What callers need to know about a language model.
 #[derive(Debug, Clone)]
@@ -132,30 +132,6 @@ impl KvCache {
     }
     pub fn len_of(past: Option<&KvCache>) -> usize {
         past.map_or(0, |c| c.len)
-    }
-}
-
-/// Rows packed into one sequence: token `t` belongs to row `row[t]` at position `pos[t]` of that row (counted
-/// after any cached prefix). A token attends to the cache and to the earlier tokens of its own row only.
-#[derive(Debug, Clone)]
-pub struct Packed {
-    pub row: Vec<usize>,
-    pub pos: Vec<usize>,
-}
-
-impl Packed {
-    pub fn new(lengths: &[usize]) -> Self {
-        let row = lengths.iter().enumerate().flat_map(|(r, &l)| std::iter::repeat(r).take(l)).collect();
-        let pos = lengths.iter().flat_map(|&l| 0..l).collect();
-        Self { row, pos }
-    }
-    /// Index in the packed sequence of each row's last token.
-    pub fn last_tokens(&self) -> Vec<usize> {
-        (0..self.row.len()).filter(|&t| t + 1 == self.row.len() || self.row[t + 1] != self.row[t]).collect()
-    }
-    /// Absolute positions (after `past` cached ones).
-    pub fn positions(&self, past: usize) -> Vec<usize> {
-        self.pos.iter().map(|&p| past + p).collect()
     }
 }
 

@@ -1,12 +1,11 @@
 //! OPT: learned positions offset by 2, pre-LayerNorm blocks (post-LN for opt-350m), ReLU MLP, optional
 //! projections between a smaller word-embedding size and the hidden size (opt-350m), tied LM head.
 
-use crate::layers::{LayerNorm as Ln, Linear as Lin};
-use crate::ops::{self, after_past, attention, linear, merge_heads, split_heads};
-use crate::weights::Weights;
-use crate::{CausalDecoder, KvCache, LmInfo, Packed};
+use crate::decoder::{LayerOut, LayerPast, Pass, SelfAttention};
+use crate::{CausalDecoder, KvCache, LmInfo};
 use anyhow::{bail, Result};
 use candle_core::Tensor;
+use pez_nn::{ops, Activation, LayerNorm, Linear, Mlp, Packed, Weights};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,66 +30,80 @@ fn relu() -> String { "relu".into() }
 /// OPT's learned positions start at index 2 (a fairseq legacy).
 const POSITION_OFFSET: usize = 2;
 
+/// Pre-LN: `h + attn(ln(h))`, `h + mlp(ln(h))`; post-LN (opt-350m): `ln(h + attn(h))`, `ln(h + mlp(h))`.
 struct Block {
-    q: Lin,
-    k: Lin,
-    v: Lin,
-    out: Lin,
-    attn_ln: Ln,
-    fc1: Lin,
-    fc2: Lin,
-    final_ln: Ln,
+    attn: SelfAttention,
+    attn_ln: LayerNorm,
+    mlp: Mlp,
+    final_ln: LayerNorm,
+    pre: bool,
+}
+
+impl Block {
+    fn load(w: &Weights, c: &OptConfig, act: Activation) -> Result<Self> {
+        let l = |n: &str| Linear::load(&w.pp(n));
+        let heads = c.num_attention_heads;
+        let scale = 1.0 / ((c.hidden_size / heads) as f64).sqrt();
+        let a = "self_attn";
+        let attn = SelfAttention {
+            q: l(&format!("{a}.q_proj"))?, k: l(&format!("{a}.k_proj"))?, v: l(&format!("{a}.v_proj"))?, o: l(&format!("{a}.out_proj"))?,
+            heads, kv_heads: heads, scale, qk_norm: None,
+        };
+        Ok(Self {
+            attn,
+            attn_ln: LayerNorm::load(&w.pp("self_attn_layer_norm"), 1e-5)?,
+            mlp: Mlp { gate: None, up: l("fc1")?, down: l("fc2")?, act },
+            final_ln: LayerNorm::load(&w.pp("final_layer_norm"), 1e-5)?,
+            pre: c.do_layer_norm_before,
+        })
+    }
+
+    fn forward(&self, h: &Tensor, mask: &Tensor, past: LayerPast) -> Result<LayerOut> {
+        if self.pre {
+            let (a, kv) = self.attn.forward(&self.attn_ln.forward(h)?, None, mask, past)?;
+            let h = (h + a)?;
+            let m = self.mlp.forward(&self.final_ln.forward(&h)?)?;
+            Ok(((h + m)?, kv))
+        } else {
+            let (a, kv) = self.attn.forward(h, None, mask, past)?;
+            let h = self.attn_ln.forward(&(h + a)?)?;
+            let m = self.mlp.forward(&h)?;
+            Ok((self.final_ln.forward(&(h + m)?)?, kv))
+        }
+    }
 }
 
 pub struct Opt {
     cfg: OptConfig,
     info: LmInfo,
-    act: ops::Activation,
     embed: Tensor,
     positions: Tensor,
-    project_in: Option<Tensor>,
-    project_out: Option<Tensor>,
+    project_in: Option<Linear>,
+    project_out: Option<Linear>,
     blocks: Vec<Block>,
-    final_ln: Option<Ln>,
+    final_ln: Option<LayerNorm>,
 }
 
 impl Opt {
-    pub fn load(w: Weights, cfg: OptConfig) -> Result<Self> {
-        let w = w.detect_prefix(&["model.decoder.", "decoder."], "embed_tokens.weight");
-        let blocks = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let p = format!("layers.{i}");
-                Ok(Block {
-                    q: Lin::load_optional_bias(&w, &format!("{p}.self_attn.q_proj"))?,
-                    k: Lin::load_optional_bias(&w, &format!("{p}.self_attn.k_proj"))?,
-                    v: Lin::load_optional_bias(&w, &format!("{p}.self_attn.v_proj"))?,
-                    out: Lin::load_optional_bias(&w, &format!("{p}.self_attn.out_proj"))?,
-                    attn_ln: Ln::load(&w, &format!("{p}.self_attn_layer_norm"), 1e-5)?,
-                    fc1: Lin::load_optional_bias(&w, &format!("{p}.fc1"))?,
-                    fc2: Lin::load_optional_bias(&w, &format!("{p}.fc2"))?,
-                    final_ln: Ln::load(&w, &format!("{p}.final_layer_norm"), 1e-5)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let final_ln = if w.contains("final_layer_norm.weight") {
-            Some(Ln::load(&w, "final_layer_norm", 1e-5)?)
-        } else {
-            None
-        };
+    pub fn load(w: &Weights, cfg: OptConfig) -> Result<Self> {
+        let w = w.under_first(&["model.decoder", "decoder"], "embed_tokens.weight");
+        let act = Activation::from_hf(&cfg.activation_function)?;
+        let blocks = (0..cfg.num_hidden_layers).map(|i| Block::load(&w.pp("layers").pp(i), &cfg, act)).collect::<Result<Vec<_>>>()?;
+        let final_ln = if w.contains("final_layer_norm.weight") { Some(LayerNorm::load(&w.pp("final_layer_norm"), 1e-5)?) } else { None };
+        let projection = |n: &str| w.get_opt(&format!("{n}.weight")).map(|p| Linear::new(p, None));
         let info = LmInfo {
             arch: "opt".into(),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.word_embed_proj_dim.unwrap_or(cfg.hidden_size),
             max_positions: cfg.max_position_embeddings,
             num_layers: blocks.len(),
-            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| [&b.q.w, &b.k.w, &b.v.w, &b.out.w, &b.fc1.w, &b.fc2.w])),
+            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
         };
         Ok(Self {
-            act: ops::Activation::from_hf(&cfg.activation_function)?,
             embed: w.get("embed_tokens.weight")?,
             positions: w.get("embed_positions.weight")?,
-            project_in: w.get_opt("project_in.weight"),
-            project_out: w.get_opt("project_out.weight"),
+            project_in: projection("project_in"),
+            project_out: projection("project_out"),
             blocks,
             final_ln,
             info,
@@ -109,50 +122,25 @@ impl CausalDecoder for Opt {
     fn head(&self) -> &Tensor {
         &self.embed
     }
-    /// Hidden states of `embeds` at positions `past.len..` and the keys/values of every position.
-    /// With `packed`, `embeds` is `[1, T, d]` holding several rows (see `Packed`).
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
-        let c = &self.cfg;
-        let (_, s, _) = embeds.dims3()?;
-        let p = KvCache::len_of(past);
-        let pos: Vec<usize> = ops::token_positions(s, p, packed).iter().map(|&x| x + POSITION_OFFSET).collect();
-        let end = pos.iter().max().map_or(p, |m| m + 1 - POSITION_OFFSET);
-        if end > c.max_position_embeddings {
-            bail!("sequence of {end} tokens exceeds OPT's {} positions", c.max_position_embeddings);
+        let pass = Pass::new(embeds, past, packed)?;
+        if pass.end() > self.cfg.max_position_embeddings {
+            bail!("sequence of {} tokens exceeds OPT's {} positions", pass.end(), self.cfg.max_position_embeddings);
         }
-        let mask = ops::attention_mask(s, p, packed, None, embeds.dtype(), embeds.device())?;
-        let mut h = match &self.project_in {
-            Some(p) => linear(embeds, p, None)?,
+        let mask = pass.mask(None)?;
+        let h = match &self.project_in {
+            Some(p) => p.forward(embeds)?,
             None => embeds.clone(),
         };
-        h = h.broadcast_add(&ops::rows_at(&self.positions, &pos)?)?;
-        let heads = c.num_attention_heads;
-        let scale = 1.0 / ((c.hidden_size / heads) as f64).sqrt();
-        let pre = c.do_layer_norm_before;
-        let mut cache = Vec::with_capacity(self.blocks.len());
-        for (i, b) in self.blocks.iter().enumerate() {
-            let (past_k, past_v) = KvCache::layer(past, i);
-            let x = if pre { b.attn_ln.fwd(&h)? } else { h.clone() };
-            let k = after_past(past_k, &split_heads(&b.k.fwd(&x)?, heads)?)?;
-            let v = after_past(past_v, &split_heads(&b.v.fwd(&x)?, heads)?)?;
-            let a = attention(&split_heads(&b.q.fwd(&x)?, heads)?, &k, &v, Some(&mask), scale)?;
-            cache.push((k, v));
-            h = (h + b.out.fwd(&merge_heads(&a)?)?)?;
-            if !pre {
-                h = b.attn_ln.fwd(&h)?;
-            }
-            let x = if pre { b.final_ln.fwd(&h)? } else { h.clone() };
-            h = (h + b.fc2.fwd(&self.act.apply(&b.fc1.fwd(&x)?)?)?)?;
-            if !pre {
-                h = b.final_ln.fwd(&h)?;
-            }
-        }
+        let pos: Vec<usize> = pass.positions.iter().map(|&x| x + POSITION_OFFSET).collect();
+        let h = h.broadcast_add(&ops::rows_at(&self.positions, &pos)?)?;
+        let (mut h, cache) = pass.run(h, &self.blocks, |b, _, h, past| b.forward(h, &mask, past))?;
         if let Some(ln) = &self.final_ln {
-            h = ln.fwd(&h)?;
+            h = ln.forward(&h)?;
         }
         if let Some(p) = &self.project_out {
-            h = linear(&h, p, None)?;
+            h = p.forward(&h)?;
         }
-        Ok((h, KvCache { len: p + s, layers: cache }))
+        Ok((h, cache))
     }
 }

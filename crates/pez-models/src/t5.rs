@@ -3,11 +3,12 @@
 //! As a classifier it scores the decoder's first step: the encoder reads the input, the decoder reads the start
 //! token, and the logits of that single step are the "next token" distribution.
 
-use crate::ops::{self, attention, linear, merge_heads, rms_norm, split_heads};
-use crate::weights::Weights;
 use crate::{LanguageModel, LmInfo};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
+use pez_nn::masks::key_padding_mask;
+use pez_nn::ops::{attention, linear, merge_heads, split_heads};
+use pez_nn::{Activation, Linear, Mlp, RmsNorm, Weights};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,92 +71,101 @@ pub fn relative_position_bucket(rel: i64, bidirectional: bool, num_buckets: usiz
     bucket as usize
 }
 
+/// Attention without score scaling (T5 folds it into the weights); the position bias comes in as the mask.
 struct Attn {
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
 }
 
-struct Ff {
-    wi_0: Tensor,
-    wi_1: Option<Tensor>,
-    wo: Tensor,
+impl Attn {
+    fn load(w: &Weights) -> Result<Self> {
+        let l = |n: &str| Linear::load(&w.pp(n));
+        Ok(Self { q: l("q")?, k: l("k")?, v: l("v")?, o: l("o")? })
+    }
+
+    fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor, heads: usize) -> Result<Tensor> {
+        let q = split_heads(&self.q.forward(x)?, heads)?;
+        let k = split_heads(&self.k.forward(kv)?, heads)?;
+        let v = split_heads(&self.v.forward(kv)?, heads)?;
+        Ok(self.o.forward(&merge_heads(&attention(&q, &k, &v, Some(bias), 1.0)?)?)?)
+    }
+
+    fn weights(&self) -> impl Iterator<Item = &Tensor> {
+        [&self.q, &self.k, &self.v, &self.o].into_iter().map(|l| &l.w)
+    }
+}
+
+/// `wi_0` is the gate of v1.1's gated MLP (`wi` the only input map of the original's).
+fn mlp(w: &Weights, gated: bool, act: Activation) -> Result<Mlp> {
+    let l = |n: &str| Linear::load(&w.pp(n));
+    Ok(if gated {
+        Mlp { gate: Some(l("wi_0")?), up: l("wi_1")?, down: l("wo")?, act }
+    } else {
+        Mlp { gate: None, up: l("wi")?, down: l("wo")?, act }
+    })
 }
 
 struct EncoderBlock {
-    attn_norm: Tensor,
+    attn_norm: RmsNorm,
     attn: Attn,
-    ff_norm: Tensor,
-    ff: Ff,
+    ff_norm: RmsNorm,
+    ff: Mlp,
 }
 
 struct DecoderBlock {
-    self_norm: Tensor,
+    self_norm: RmsNorm,
     self_attn: Attn,
-    cross_norm: Tensor,
+    cross_norm: RmsNorm,
     cross_attn: Attn,
-    ff_norm: Tensor,
-    ff: Ff,
+    ff_norm: RmsNorm,
+    ff: Mlp,
 }
 
 pub struct T5 {
     cfg: T5Config,
     info: LmInfo,
-    act: ops::Activation,
     shared: Tensor,
     enc_rel_bias: Tensor,
     dec_rel_bias: Tensor,
     encoder: Vec<EncoderBlock>,
-    enc_norm: Tensor,
+    enc_norm: RmsNorm,
     decoder: Vec<DecoderBlock>,
-    dec_norm: Tensor,
+    dec_norm: RmsNorm,
     head: Tensor,
 }
 
 impl T5 {
     pub fn load(w: &Weights, cfg: T5Config) -> Result<Self> {
-        let attn = |p: &str| -> Result<Attn> {
-            Ok(Attn {
-                q: w.get(&format!("{p}.q.weight"))?,
-                k: w.get(&format!("{p}.k.weight"))?,
-                v: w.get(&format!("{p}.v.weight"))?,
-                o: w.get(&format!("{p}.o.weight"))?,
-            })
+        let eps = cfg.layer_norm_epsilon;
+        let norm = |w: &Weights| RmsNorm::load(&w.pp("layer_norm"), eps);
+        let act_name = match cfg.feed_forward_proj.as_str() {
+            "gated-gelu" => "gelu_new",
+            s => s.trim_start_matches("gated-"),
         };
-        let gated = cfg.feed_forward_proj.starts_with("gated-");
-        let ff = |p: &str| -> Result<Ff> {
-            Ok(if gated {
-                Ff {
-                    wi_0: w.get(&format!("{p}.wi_0.weight"))?,
-                    wi_1: Some(w.get(&format!("{p}.wi_1.weight"))?),
-                    wo: w.get(&format!("{p}.wo.weight"))?,
-                }
-            } else {
-                Ff { wi_0: w.get(&format!("{p}.wi.weight"))?, wi_1: None, wo: w.get(&format!("{p}.wo.weight"))? }
-            })
-        };
+        let (act, gated) = (Activation::from_hf(act_name)?, cfg.feed_forward_proj.starts_with("gated-"));
         let encoder = (0..cfg.num_layers)
             .map(|i| {
-                let p = format!("encoder.block.{i}.layer");
+                let l = w.pp("encoder.block").pp(i).pp("layer");
                 Ok(EncoderBlock {
-                    attn_norm: w.get(&format!("{p}.0.layer_norm.weight"))?,
-                    attn: attn(&format!("{p}.0.SelfAttention"))?,
-                    ff_norm: w.get(&format!("{p}.1.layer_norm.weight"))?,
-                    ff: ff(&format!("{p}.1.DenseReluDense"))?,
+                    attn_norm: norm(&l.pp(0))?,
+                    attn: Attn::load(&l.pp("0.SelfAttention"))?,
+                    ff_norm: norm(&l.pp(1))?,
+                    ff: mlp(&l.pp("1.DenseReluDense"), gated, act)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let decoder = (0..cfg.num_decoder_layers.unwrap_or(cfg.num_layers))
             .map(|i| {
-                let p = format!("decoder.block.{i}.layer");
+                let l = w.pp("decoder.block").pp(i).pp("layer");
                 Ok(DecoderBlock {
-                    self_norm: w.get(&format!("{p}.0.layer_norm.weight"))?,
-                    self_attn: attn(&format!("{p}.0.SelfAttention"))?,
-                    cross_norm: w.get(&format!("{p}.1.layer_norm.weight"))?,
-                    cross_attn: attn(&format!("{p}.1.EncDecAttention"))?,
-                    ff_norm: w.get(&format!("{p}.2.layer_norm.weight"))?,
-                    ff: ff(&format!("{p}.2.DenseReluDense"))?,
+                    self_norm: norm(&l.pp(0))?,
+                    self_attn: Attn::load(&l.pp("0.SelfAttention"))?,
+                    cross_norm: norm(&l.pp(1))?,
+                    cross_attn: Attn::load(&l.pp("1.EncDecAttention"))?,
+                    ff_norm: norm(&l.pp(2))?,
+                    ff: mlp(&l.pp("2.DenseReluDense"), gated, act)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -168,26 +178,20 @@ impl T5 {
             _ => shared.clone(),
         };
         let head = if scale { (head * (cfg.d_model as f64).powf(-0.5))? } else { head };
-        let act_name = match cfg.feed_forward_proj.as_str() {
-            "gated-gelu" => "gelu_new",
-            s => s.trim_start_matches("gated-"),
-        };
         let info = LmInfo {
             arch: "t5".into(),
             vocab_size: shared.dim(0)?,
             hidden_size: cfg.d_model,
             max_positions: cfg.n_positions,
             num_layers: encoder.len(),
-            block_matmul_params: crate::count_params(encoder.iter().flat_map(|b| {
-                [&b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.ff.wi_0, &b.ff.wo].into_iter().chain(b.ff.wi_1.as_ref())
-            })),
+            block_matmul_params: crate::count_params(encoder.iter().flat_map(|b| b.attn.weights().chain(b.ff.weights()))),
         };
+        let rel_bias = |part: &str| w.get(&format!("{part}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"));
         Ok(Self {
-            act: ops::Activation::from_hf(act_name)?,
-            enc_rel_bias: w.get("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")?,
-            dec_rel_bias: w.get("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")?,
-            enc_norm: w.get("encoder.final_layer_norm.weight")?,
-            dec_norm: w.get("decoder.final_layer_norm.weight")?,
+            enc_rel_bias: rel_bias("encoder")?,
+            dec_rel_bias: rel_bias("decoder")?,
+            enc_norm: RmsNorm::load(&w.pp("encoder.final_layer_norm"), eps)?,
+            dec_norm: RmsNorm::load(&w.pp("decoder.final_layer_norm"), eps)?,
             shared,
             encoder,
             decoder,
@@ -212,37 +216,20 @@ impl T5 {
         Ok(b.reshape((q, k, c.num_heads))?.permute((2, 0, 1))?.unsqueeze(0)?)
     }
 
-    fn attend(&self, a: &Attn, x: &Tensor, kv: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        let h = self.cfg.num_heads;
-        let q = split_heads(&linear(x, &a.q, None)?, h)?;
-        let k = split_heads(&linear(kv, &a.k, None)?, h)?;
-        let v = split_heads(&linear(kv, &a.v, None)?, h)?;
-        Ok(linear(&merge_heads(&attention(&q, &k, &v, Some(bias), 1.0)?)?, &a.o, None)?)
-    }
-
-    fn feed_forward(&self, f: &Ff, x: &Tensor) -> Result<Tensor> {
-        let gate = linear(x, &f.wi_0, None)?;
-        let h = match &f.wi_1 {
-            Some(wi_1) => self.act.gated(&gate, &linear(x, wi_1, None)?)?,
-            None => self.act.apply(&gate)?,
-        };
-        Ok(linear(&h, &f.wo, None)?)
-    }
-
     /// Encoder output `[b, s, d]` for right-padded input embeddings.
     pub fn encode(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (_, s, _) = embeds.dims3()?;
         let (dt, dev) = (embeds.dtype(), embeds.device());
-        let eps = self.cfg.layer_norm_epsilon;
-        let pad = ops::key_padding_mask(lengths, s, dt, dev)?;
+        let heads = self.cfg.num_heads;
+        let pad = key_padding_mask(lengths, s, dt, dev)?;
         let bias = self.position_bias(&self.enc_rel_bias, s, s, true, dev)?.to_dtype(dt)?.broadcast_add(&pad)?;
         let mut h = embeds.clone();
         for b in &self.encoder {
-            let x = rms_norm(&h, &b.attn_norm, eps)?;
-            h = (h + self.attend(&b.attn, &x, &x, &bias)?)?;
-            h = (&h + self.feed_forward(&b.ff, &rms_norm(&h, &b.ff_norm, eps)?)?)?;
+            let x = b.attn_norm.forward(&h)?;
+            h = (h + b.attn.forward(&x, &x, &bias, heads)?)?;
+            h = (&h + b.ff.forward(&b.ff_norm.forward(&h)?)?)?;
         }
-        Ok(rms_norm(&h, &self.enc_norm, eps)?)
+        Ok(self.enc_norm.forward(&h)?)
     }
 }
 
@@ -258,19 +245,19 @@ impl LanguageModel for T5 {
         let enc = self.encode(embeds, lengths)?;
         let (b, s, _) = enc.dims3()?;
         let (dt, dev) = (enc.dtype(), enc.device());
-        let eps = self.cfg.layer_norm_epsilon;
+        let heads = self.cfg.num_heads;
         let self_bias = self.position_bias(&self.dec_rel_bias, 1, 1, false, dev)?.to_dtype(dt)?;
-        let cross_bias = ops::key_padding_mask(lengths, s, dt, dev)?;
+        let cross_bias = key_padding_mask(lengths, s, dt, dev)?;
         let start = self.embed_ids(&[self.cfg.decoder_start_token_id])?;
         let mut h = start.unsqueeze(0)?.broadcast_as((b, 1, self.cfg.d_model))?.contiguous()?;
         for blk in &self.decoder {
-            let x = rms_norm(&h, &blk.self_norm, eps)?;
-            h = (&h + self.attend(&blk.self_attn, &x, &x, &self_bias)?)?;
-            let x = rms_norm(&h, &blk.cross_norm, eps)?;
-            h = (&h + self.attend(&blk.cross_attn, &x, &enc, &cross_bias)?)?;
-            h = (&h + self.feed_forward(&blk.ff, &rms_norm(&h, &blk.ff_norm, eps)?)?)?;
+            let x = blk.self_norm.forward(&h)?;
+            h = (&h + blk.self_attn.forward(&x, &x, &self_bias, heads)?)?;
+            let x = blk.cross_norm.forward(&h)?;
+            h = (&h + blk.cross_attn.forward(&x, &enc, &cross_bias, heads)?)?;
+            h = (&h + blk.ff.forward(&blk.ff_norm.forward(&h)?)?)?;
         }
-        Ok(rms_norm(&h, &self.dec_norm, eps)?)
+        Ok(self.dec_norm.forward(&h)?)
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(linear(hidden, &self.head, None)?)

@@ -4,7 +4,7 @@
 mod common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use pez_models::registry::load_hf_model;
+use pez_models::load::load_hf_model;
 use pez_models::{embed_batch, LanguageModel};
 
 fn golden(name: &str) {
@@ -36,7 +36,7 @@ fn grad(name: &str) {
     let v = m.info().vocab_size;
     let w = random(&[2, v], 2, DType::F64);
     let loss = |x: &Tensor| {
-        let lp = pez_models::ops::log_softmax_last(&m.next_token_logits(x, &lengths).unwrap()).unwrap();
+        let lp = pez_nn::ops::log_softmax_last(&m.next_token_logits(x, &lengths).unwrap()).unwrap();
         let h = m.hidden_states(x, &lengths).unwrap();
         (lp * &w).unwrap().sum_all().unwrap().add(&h.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
     };
@@ -74,7 +74,7 @@ fn prefix_cache(name: &str) {
     eprintln!("{name}: cached vs whole: prefix {err_prefix:.2e}, rows {err_rows:.2e}");
     assert!(err_prefix < 1e-10 && err_rows < 1e-10, "{name}: cache changes the result ({err_prefix}, {err_rows})");
     // The same rows packed into one sequence without padding give the same hidden states.
-    let packed = pez_models::Packed::new(&lengths);
+    let packed = pez_nn::Packed::new(&lengths);
     let flat = Tensor::cat(&[&rows.get(0).unwrap().narrow(0, 0, s).unwrap(), &rows.get(1).unwrap().narrow(0, 0, 4).unwrap()], 0).unwrap();
     let hk = dec.forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed)).unwrap().0.get(0).unwrap();
     let err_packed = max_abs_diff(&hk.narrow(0, 0, s).unwrap(), &hr.get(0).unwrap())
@@ -87,16 +87,16 @@ fn prefix_cache(name: &str) {
     let packed_loss = |pre: &Tensor| {
         let (hp, cache) = dec.forward_after(pre, None, None).unwrap();
         let h = dec.forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed)).unwrap().0.get(0).unwrap();
-        let last = pez_models::ops::rows_at(&h, &packed.last_tokens()).unwrap();
-        let lp = pez_models::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
+        let last = pez_nn::ops::rows_at(&h, &packed.last_tokens()).unwrap();
+        let lp = pez_nn::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
         (lp * &w).unwrap().sum_all().unwrap().add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
     };
     check_grad(&prefix, packed_loss, 12, 1e-3);
     let loss = |pre: &Tensor| {
         let (hp, cache) = dec.forward_after(pre, None, None).unwrap();
         let (hr, _) = dec.forward_after(&rows, Some(&cache), None).unwrap();
-        let last = pez_models::ops::gather_rows(&hr, &[s - 1, 3]).unwrap();
-        let lp = pez_models::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
+        let last = pez_nn::ops::gather_rows(&hr, &[s - 1, 3]).unwrap();
+        let lp = pez_nn::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
         (lp * &w).unwrap().sum_all().unwrap().add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
     };
     check_grad(&prefix, loss, 12, 1e-3);

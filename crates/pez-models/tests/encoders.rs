@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use pez_models::bert::Bert;
 use pez_models::clip::Clip;
-use pez_models::registry::load_hf_model;
+use pez_models::load::load_hf_model;
 use pez_models::embed_batch;
 
 fn rows(exp: &std::collections::HashMap<String, Tensor>) -> (Vec<Vec<u32>>, Vec<usize>) {
@@ -22,8 +22,8 @@ fn t5_golden() {
     let (rows, _) = rows(&exp);
     let (emb, lengths) = embed_batch(m.as_ref(), &rows).unwrap();
     let t5 = pez_models::t5::T5::load(
-        &pez_models::weights::Weights::from_safetensors_dir(&fixture("t5"), DType::F32, &Device::Cpu).unwrap(),
-        pez_models::weights::read_config(&fixture("t5")).unwrap(),
+        &pez_hub::checkpoint::safetensors_dir(&fixture("t5"), DType::F32, &Device::Cpu).unwrap(),
+        pez_hub::checkpoint::read_config(&fixture("t5")).unwrap(),
     )
     .unwrap();
     let enc_err = max_abs_diff_rows(&t5.encode(&emb, &lengths).unwrap(), &exp["encoder_hidden"], &lengths);
@@ -38,7 +38,7 @@ fn t5_grad() {
     let x = random(&[2, 6, m.info().hidden_size], 3, DType::F64);
     let w = random(&[2, m.info().vocab_size], 4, DType::F64);
     let loss = |x: &Tensor| {
-        let lp = pez_models::ops::log_softmax_last(&m.next_token_logits(x, &[6, 4]).unwrap()).unwrap();
+        let lp = pez_nn::ops::log_softmax_last(&m.next_token_logits(x, &[6, 4]).unwrap()).unwrap();
         (lp * &w).unwrap().sum_all().unwrap()
     };
     check_grad(&x, loss, 24, 1e-3);

@@ -3,7 +3,8 @@
 
 mod common;
 use candle_core::{DType, Device, Tensor};
-use pez_models::{load_lm, tokenizer};
+use pez_hub::tokenizer;
+use pez_models::load_lm;
 use common::NextToken;
 use serde::Deserialize;
 
@@ -25,7 +26,7 @@ fn gemma3_logprobs_and_tokenizer_match_transformers() {
         assert_eq!(ids, c.ids, "token ids of {:?}", c.text);
         let emb = lm.model.embed_ids(&ids).unwrap().unsqueeze(0).unwrap();
         let h = lm.model.hidden_states(&emb, &[ids.len()]).unwrap();
-        let lp = pez_models::ops::log_softmax_last(&lm.model.lm_head(&h).unwrap()).unwrap().get(0).unwrap();
+        let lp = pez_nn::ops::log_softmax_last(&lm.model.lm_head(&h).unwrap()).unwrap().get(0).unwrap();
         for (pos, (top, want)) in c.top_ids.iter().zip(&c.top_logprobs).enumerate() {
             let got = lp.get(pos).unwrap().index_select(&Tensor::new(top.as_slice(), &Device::Cpu).unwrap(), 0).unwrap().to_vec1::<f32>().unwrap();
             for (g, w) in got.iter().zip(want) {

@@ -28,7 +28,7 @@ fn hub_cache_snapshot_resolves_and_missing_models_say_how_to_get_them() {
     for f in ["open_clip_config.json", "open_clip_model.safetensors"] {
         std::fs::copy(common::fixture("openclip_native").join(f), snap.join(f)).unwrap();
     }
-    let pez_models::ModelSpec::HfDir(dir) = pez_models::ModelSpec::resolve("tiny-org/tiny-openclip").unwrap() else {
+    let pez_hub::ModelSpec::HfDir(dir) = pez_hub::ModelSpec::resolve("tiny-org/tiny-openclip").unwrap() else {
         panic!("not a directory")
     };
     let clip = pez_models::clip::Clip::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();

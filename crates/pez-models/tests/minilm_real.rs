@@ -14,10 +14,10 @@ struct Case {
 
 #[test]
 fn minilm_features_match_transformers() {
-    let dir = pez_models::registry::models_dir().join("all-MiniLM-L6-v2");
+    let dir = pez_hub::models_dir().join("all-MiniLM-L6-v2");
     assert!(dir.exists(), "{} missing: run scripts/setup.sh first", dir.display());
     let bert = Bert::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
-    let tok = pez_models::tokenizer::from_dir(&dir).unwrap();
+    let tok = pez_hub::tokenizer::from_dir(&dir).unwrap();
     let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(common::fixture("minilm_real/features.json")).unwrap()).unwrap();
     let mut worst = 0f32;
     for c in cases {

@@ -2,12 +2,13 @@
 
 mod common;
 use candle_core::{DType, Device, Tensor};
-use pez_models::{load_lm, tokenizer};
+use pez_hub::tokenizer;
+use pez_models::load_lm;
 use common::NextToken;
 use serde::Deserialize;
 
 fn model_path() -> std::path::PathBuf {
-    let p = pez_models::registry::models_dir().join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = pez_hub::models_dir().join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(p.exists(), "{} missing: run scripts/setup.sh first", p.display());
     p
 }
@@ -23,7 +24,7 @@ fn next_token_logprobs_match_transformers() {
         assert_eq!(tokenizer::encode(&lm.tokenizer, &c.text).unwrap(), c.ids, "token ids of {:?}", c.text);
         let emb = lm.model.embed_ids(&c.ids).unwrap().unsqueeze(0).unwrap();
         let h = lm.model.hidden_states(&emb, &[c.ids.len()]).unwrap();
-        let lp = pez_models::ops::log_softmax_last(&lm.model.lm_head(&h).unwrap()).unwrap().get(0).unwrap();
+        let lp = pez_nn::ops::log_softmax_last(&lm.model.lm_head(&h).unwrap()).unwrap().get(0).unwrap();
         for (pos, (ids, want)) in c.top_ids.iter().zip(&c.top_logprobs).enumerate() {
             let got = lp.get(pos).unwrap().index_select(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap(), 0).unwrap();
             let got = got.to_vec1::<f32>().unwrap();

@@ -14,8 +14,8 @@ pub struct PromptArtifact {
     pub prompt: String,
     /// Token ids in the source model's vocabulary (empty for the empty template).
     pub token_ids: Vec<u32>,
-    /// `pez`, `autoprompt-sgd`, `fluentprompt`, `soft` or `empty`. A soft prompt's text is only its nearest tokens.
-    pub method: String,
+    /// A soft prompt's text is only its nearest tokens.
+    pub method: pez_core::Method,
     pub source_model: String,
     pub task: String,
     /// Template, verbalizers and label names, flat in the JSON.
@@ -34,7 +34,7 @@ pub struct PromptArtifact {
     pub step: usize,
     pub seed: u64,
     /// The full tuning configuration.
-    pub config: serde_json::Value,
+    pub config: crate::TuneConfig,
 }
 
 impl PromptArtifact {

@@ -78,7 +78,7 @@ fn col_index(c: &Column, headers: Option<&csv::StringRecord>, path: &Path) -> Re
 /// then column names or indexes of its top-level columns); any bad row is an error naming the file and row, and
 /// nothing is returned.
 pub fn load(path: &Path, f: &Format, num_labels: usize) -> Result<Dataset> {
-    if crate::sources::is_parquet(path) {
+    if is_parquet(path) {
         return load_parquet(path, f, num_labels);
     }
     let delim = match f.delimiter.as_str() {
@@ -183,10 +183,16 @@ fn load_parquet(path: &Path, f: &Format, num_labels: usize) -> Result<Dataset> {
     Ok(Dataset { examples, source: path.to_path_buf() })
 }
 
+/// Whether `path` names a Parquet file (the hub's splits) rather than CSV/TSV.
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
 /// Which train rows a run draws from: for the holdout that picks the best prompt (`--holdout-rule`) and for the
 /// batches it trains on (`--train-rule`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::Display)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum RowRule {
     /// Any row, drawn at random (the paper's protocol; the default where a config or task file names none).
     #[default]
@@ -206,26 +212,6 @@ impl RowRule {
             Self::Random => true,
             Self::Long => e.text.split_whitespace().count() >= LONG_WORDS,
         }
-    }
-}
-
-impl std::str::FromStr for RowRule {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "random" => Ok(Self::Random),
-            "long" => Ok(Self::Long),
-            o => bail!("unknown row rule `{o}` (random, long)"),
-        }
-    }
-}
-
-impl std::fmt::Display for RowRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Random => "random",
-            Self::Long => "long",
-        })
     }
 }
 

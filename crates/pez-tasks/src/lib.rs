@@ -6,7 +6,9 @@ pub mod data;
 pub mod metrics;
 pub mod sources;
 pub mod spec;
+pub mod tune_config;
 
 pub use artifact::PromptArtifact;
 pub use data::{Dataset, Example, RowRule};
 pub use spec::{Calibration, DataSource, PromptFormat, TaskSpec};
+pub use tune_config::TuneConfig;

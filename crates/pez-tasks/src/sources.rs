@@ -18,7 +18,7 @@
 //! Labels on the hub are 0-based integers in our order (SST-2 0 negative / 1 positive; AG News 0 World, 1 Sports,
 //! 2 Business, 3 Sci/Tech; Amazon 0 negative / 1 positive). The local Amazon CSV is the public one (1 / 2).
 
-use crate::data::{Column, Format};
+use crate::data::{is_parquet, Column, Format};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -195,8 +195,4 @@ impl BuiltinSplit {
             .with_context(|| format!("downloading {}/{} from the Hugging Face hub failed: {ways}", self.hub_repo, self.hub_file))?;
         Ok(Location::HubCache(path))
     }
-}
-
-pub fn is_parquet(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }

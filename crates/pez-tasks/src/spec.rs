@@ -48,8 +48,9 @@ impl PromptFormat {
 }
 
 /// How label scores are corrected for the prompt's own label bias.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, strum::Display)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Calibration {
     /// Raw verbalizer probabilities.
     #[default]
@@ -58,26 +59,6 @@ pub enum Calibration {
     /// ("N/A", "" and "[MASK]", averaged; `pez_classify::CONTENT_FREE`) is divided out, `p(label) ∝ p_raw(label) / p_cf(label)`; re-estimated on
     /// whatever model the prompt runs on.
     ContentFree,
-}
-
-impl std::str::FromStr for Calibration {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Self::None),
-            "content-free" => Ok(Self::ContentFree),
-            o => bail!("unknown calibration `{o}` (none, content-free)"),
-        }
-    }
-}
-
-impl std::fmt::Display for Calibration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::None => "none",
-            Self::ContentFree => "content-free",
-        })
-    }
 }
 
 /// Where a task's examples come from.

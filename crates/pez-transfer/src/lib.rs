@@ -4,15 +4,16 @@
 //! holdout accuracy are scored on every target; cells are mean ± std over those prompts, and each method is
 //! compared with the empty template by a paired t-test over the same examples.
 
-pub mod endpoint;
 pub mod report;
 pub mod stats;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
+use pez_classify::endpoint::Endpoint;
+use pez_classify::{evaluate, LearnedPrompt, Predictor, Prompted};
+use pez_core::Method;
 use pez_models::load_lm;
-use pez_tasks::{Example, PromptArtifact, TaskSpec};
-use pez_classify::{Calibration, LearnedPrompt, Prompted};
+use pez_tasks::{Calibration, Example, PromptArtifact, TaskSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,11 +33,10 @@ pub struct PromptScore {
 
 /// The method label of an artifact: PEZ with a fluency term is reported apart from plain PEZ.
 pub fn method_label(a: &PromptArtifact) -> String {
-    let fluency = a.config.get("fluency").and_then(|v| v.as_f64()).unwrap_or(0.0);
-    if a.method == "pez" && fluency > 0.0 {
+    if a.method == Method::Pez && a.config.fluency > 0.0 {
         "pez+fluency".into()
     } else {
-        a.method.clone()
+        a.method.to_string()
     }
 }
 
@@ -70,7 +70,7 @@ pub fn select_top(arts: Vec<(PathBuf, PromptArtifact)>, k: usize, task: &str) ->
         if a.task != task {
             bail!("{}: learned for task `{}`, not `{task}`", p.display(), a.task);
         }
-        if a.method == "soft" {
+        if a.method == Method::Soft {
             eprintln!("skipping {}: a soft prompt is not text and cannot be re-tokenized for another model", p.display());
             continue;
         }
@@ -81,15 +81,6 @@ pub fn select_top(arts: Vec<(PathBuf, PromptArtifact)>, k: usize, task: &str) ->
         v.truncate(k);
     }
     Ok(by)
-}
-
-/// Predicted labels for `prompt` (text, re-tokenized for the model; empty for the template alone) on a loaded model.
-/// With `calibration`, the prompt's label bias is estimated on this model.
-pub fn predict_prompt(lm: &pez_models::LoadedLm, task: &TaskSpec, prompt: &str, calibration: Calibration, data: &[Example], batch: usize) -> Result<Vec<usize>> {
-    let learned = LearnedPrompt { calibration, ..LearnedPrompt::from_text(task.prompt.clone(), prompt, lm)? };
-    let p = Prompted::new(lm, learned)?;
-    let texts: Vec<&str> = data.iter().map(|e| e.text.as_str()).collect();
-    Ok(p.predict(&texts, batch)?.labels)
 }
 
 pub struct Grid {
@@ -118,22 +109,28 @@ impl Grid {
     /// With `calibration`, each prompt's label bias is estimated on this target.
     pub fn score_model(&self, model: &str, batch: usize, calibration: Calibration, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
         let lm = load_lm(model, DType::F32, &Device::Cpu)?;
-        self.score_target(model, &mut |prompt| predict_prompt(&lm, &self.task, prompt, calibration, &self.data, batch), progress)
+        let bind = |prompt: &str| -> Result<Box<dyn Predictor + '_>> {
+            let learned = LearnedPrompt { calibration, ..LearnedPrompt::from_text(self.task.prompt.clone(), prompt, &lm)? };
+            Ok(Box::new(Prompted::new(&lm, learned)?))
+        };
+        self.score_target(model, batch, &bind, progress)
     }
 
     /// Scores them on a model behind an endpoint.
-    pub fn score_endpoint(&self, ep: &endpoint::Endpoint, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
-        self.score_target(&ep.label(), &mut |prompt| ep.predict(&self.task, prompt, &self.data), progress)
+    pub fn score_endpoint(&self, ep: &Endpoint, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
+        let bind = |prompt: &str| -> Result<Box<dyn Predictor + '_>> { Ok(Box::new(ep.bind(&self.task.prompt, prompt))) };
+        // pez-serve batches across requests itself; 64 texts a request keep each answer small.
+        self.score_target(&ep.label(), 64, &bind, progress)
     }
 
-    fn score_target(&self, target: &str, predict: &mut dyn FnMut(&str) -> Result<Vec<usize>>, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
+    /// Every prompt (and the empty template) bound to the target by `bind`, scored on the data.
+    fn score_target<'p>(&self, target: &str, batch: usize, bind: &dyn Fn(&str) -> Result<Box<dyn Predictor + 'p>>, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
         let mut out = vec![];
         let mut one = |method: &str, prompt: &str, source: Option<PathBuf>, holdout: Option<f64>| -> Result<()> {
             progress(&format!("{target}: {method} {prompt:?}"));
-            let pred = predict(prompt)?;
-            let correct: Vec<u8> = pred.iter().zip(&self.data).map(|(p, e)| (*p == e.label) as u8).collect();
-            let accuracy = correct.iter().map(|&c| c as f64).sum::<f64>() / correct.len() as f64;
-            out.push(PromptScore { method: method.into(), prompt: prompt.into(), source, holdout_accuracy: holdout, model: target.into(), accuracy, correct });
+            let e = evaluate(bind(prompt)?.as_ref(), &self.data, self.task.num_labels(), batch, &mut |_| {})?;
+            let correct = e.correct(&self.data);
+            out.push(PromptScore { method: method.into(), prompt: prompt.into(), source, holdout_accuracy: holdout, model: target.into(), accuracy: e.accuracy.accuracy, correct });
             Ok(())
         };
         one("empty", "", None, None)?;

@@ -100,47 +100,50 @@ pub fn write_all(dir: &Path, task: &str, scores: &[PromptScore], header: &str) -
     }
     std::fs::write(dir.join("transfer.csv"), csv)?;
     std::fs::write(dir.join("transfer_scores.json"), serde_json::to_string_pretty(&serde_json::json!({"cells": cells, "prompts": scores}))?)?;
-    std::fs::write(dir.join("transfer.svg"), svg(&methods, &models, &cells, task))?;
+    std::fs::write(dir.join("transfer.svg"), svg(&methods, &models, &cells, task)?)?;
     Ok(())
 }
 
-/// Grouped bars: one group per model, one bar per method, error bars = std.
-fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> String {
-    let colors = ["#888888", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
-    let (w, h, left, bottom, top) = (160.0 * models.len() as f64 + 120.0, 360.0, 60.0, 60.0, 40.0);
-    let plot_h = h - bottom - top;
-    let bw = 120.0 / methods.len() as f64;
-    let y = |acc: f64| top + plot_h * (1.0 - acc);
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n");
-    let _ = writeln!(s, "<text x=\"{}\" y=\"20\" font-size=\"14\">{task}: dev accuracy by target model and method</text>", left);
-    for t in 0..=10 {
-        let a = t as f64 / 10.0;
-        let _ = writeln!(s, "<line x1=\"{left}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                         w - 10.0, y(a), y(a), left - 4.0, y(a) + 4.0, t * 10);
-    }
-    for (gi, mo) in models.iter().enumerate() {
-        let gx = left + 20.0 + 160.0 * gi as f64;
+/// Grouped bars: one group per target model, one bar per method (mean over its prompts), error bars = std.
+fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> Result<String> {
+    use plotters::prelude::*;
+    let colors = [RGBColor(136, 136, 136), RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189)];
+    let short = |m: &str| -> String { m.rsplit('/').next().unwrap_or(m).chars().take(24).collect() };
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (160 * models.len() as u32 + 240, 380)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{task}: dev accuracy by target model and method"), ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(-0.5..models.len() as f64 - 0.5, 0.0..100.0)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(models.len())
+            .x_label_formatter(&|x| models.get(x.round() as usize).filter(|_| (x - x.round()).abs() < 1e-6).map_or(String::new(), |m| short(m)))
+            .y_desc("accuracy (%)")
+            .draw()?;
+        let bw = 0.8 / methods.len() as f64;
         for (mi, me) in methods.iter().enumerate() {
-            if let Some(c) = cells.iter().find(|c| &c.method == me && &c.model == mo) {
-                let x = gx + bw * mi as f64;
-                let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{me}: {:.2}%</title></rect>",
-                                 y(c.mean), bw - 2.0, y(0.0) - y(c.mean), colors[mi % colors.len()], c.mean * 100.0);
-                if c.std > 0.0 {
-                    let cx = x + (bw - 2.0) / 2.0;
-                    let _ = writeln!(s, "<line x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>", y(c.mean + c.std), y(c.mean - c.std));
-                }
-            }
+            let color = colors[mi % colors.len()];
+            let bars: Vec<(f64, &Cell)> = cells.iter().filter(|c| &c.method == me).filter_map(|c| Some((models.iter().position(|m| *m == c.model)? as f64 - 0.4 + bw * mi as f64, c))).collect();
+            chart
+                .draw_series(bars.iter().map(|(x, c)| Rectangle::new([(*x, 0.0), (x + bw * 0.9, c.mean * 100.0)], color.filled())))?
+                .label(me.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+            let whiskers = bars.iter().filter(|(_, c)| c.std > 0.0).map(|(x, c)| {
+                let (m, s) = (c.mean * 100.0, c.std * 100.0);
+                ErrorBar::new_vertical(x + bw * 0.45, m - s, m, m + s, BLACK.filled(), 6)
+            });
+            chart.draw_series(whiskers)?;
         }
-        let label: String = mo.rsplit('/').next().unwrap_or(mo).chars().take(24).collect();
-        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>", gx + 60.0, h - bottom + 16.0);
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        root.present()?;
     }
-    for (mi, me) in methods.iter().enumerate() {
-        let lx = left + 130.0 * mi as f64;
-        let _ = writeln!(s, "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{me}</text>",
-                         h - 22.0, colors[mi % colors.len()], lx + 14.0, h - 13.0);
-    }
-    s.push_str("</svg>\n");
-    s
+    Ok(out)
 }
 
 /// A prompt inside a Markdown table cell (in backticks): pipes escaped, newlines and tabs written as `\n`, `\t`.

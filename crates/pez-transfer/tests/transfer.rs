@@ -3,7 +3,8 @@
 
 use candle_core::{DType, Device};
 use pez_tasks::TaskSpec;
-use pez_classify::{LearnedPrompt, Prompted};
+use pez_classify::{LearnedPrompt, Predictor, Prompted};
+use pez_core::Method;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -18,12 +19,12 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer")
 }
 
-fn artifact(dir: &std::path::Path, method: &str, prompt: &str, holdout: f64, fluency: f64) {
+fn artifact(dir: &std::path::Path, method: Method, prompt: &str, holdout: f64, fluency: f64) {
     std::fs::create_dir_all(dir).unwrap();
     let a = pez_tasks::PromptArtifact {
-        format: 1, prompt: prompt.into(), token_ids: vec![], method: method.into(), source_model: "tiny".into(),
+        format: 1, prompt: prompt.into(), token_ids: vec![], method, source_model: "tiny".into(),
         task: "tiny-sst2".into(), prompt_format: pez_tasks::PromptFormat::polarity(), calibration: Default::default(), holdout_accuracy: Some(holdout), dev_accuracy: None, dev_per_class: None,
-        fluency_log_ppl: None, step: 1, seed: 0, config: serde_json::json!({"fluency": fluency}),
+        fluency_log_ppl: None, step: 1, seed: 0, config: pez_tasks::TuneConfig { fluency, ..Default::default() },
     };
     a.write(&dir.join("prompt.json")).unwrap();
 }
@@ -34,10 +35,10 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
     let task_file = fixtures().join("task.toml");
     let runs = tempfile::tempdir().unwrap();
     // Two "pez+fluency" prompts (the better one by holdout should be kept with --top 1) and one "pez" prompt.
-    artifact(&runs.path().join("a"), "pez", &exp.prompts[1], 0.9, 0.003);
-    artifact(&runs.path().join("b"), "pez", &exp.prompts[2], 0.5, 0.003);
-    artifact(&runs.path().join("c"), "pez", &exp.prompts[2], 0.7, 0.0);
-    artifact(&runs.path().join("d"), "soft", "ignored", 1.0, 0.0);
+    artifact(&runs.path().join("a"), Method::Pez, &exp.prompts[1], 0.9, 0.003);
+    artifact(&runs.path().join("b"), Method::Pez, &exp.prompts[2], 0.5, 0.003);
+    artifact(&runs.path().join("c"), Method::Pez, &exp.prompts[2], 0.7, 0.0);
+    artifact(&runs.path().join("d"), Method::Soft, "ignored", 1.0, 0.0);
     let grid = pez_transfer::Grid::new(task_file.to_str().unwrap(), &[runs.path().to_path_buf()], 1, None).unwrap();
     assert_eq!(grid.methods.keys().collect::<Vec<_>>(), vec!["pez", "pez+fluency"], "soft prompts are skipped");
     assert_eq!(grid.methods["pez+fluency"][0].1.prompt, exp.prompts[1], "top-1 by holdout accuracy");
@@ -45,7 +46,7 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
     let mut all = vec![];
     for arch in ["gpt2", "opt", "t5"] {
         let model = fixtures().join(arch);
-        let scores = grid.score_model(model.to_str().unwrap(), 5, pez_classify::Calibration::None, &mut |_| {}).unwrap();
+        let scores = grid.score_model(model.to_str().unwrap(), 5, pez_tasks::Calibration::None, &mut |_| {}).unwrap();
         let want = &exp.correct[arch];
         for s in &scores {
             assert_eq!(&s.correct, &want[&s.prompt], "{arch} {} {:?}", s.method, s.prompt);
@@ -58,9 +59,9 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
         for prompt in &exp.prompts {
             let p = Prompted::new(&lm, LearnedPrompt::from_text(task.prompt.clone(), prompt, &lm).unwrap()).unwrap();
             let texts: Vec<&str> = data.iter().map(|e| e.text.as_str()).collect();
-            let probs = p.predict(&texts, 4).unwrap().probs;
-            for (pr, m) in probs.iter().zip(&exp.margin[arch][prompt]) {
-                let ours = (pr[1] / pr[0]).ln();
+            let scored = p.score(&texts, 4, &mut |_| {}).unwrap();
+            for (s, m) in scored.iter().zip(&exp.margin[arch][prompt]) {
+                let ours = s.logprobs[1] - s.logprobs[0];
                 assert!((ours - m).abs() < 1e-3, "{arch} {prompt:?}: margin {ours} vs transformers {m}");
             }
         }

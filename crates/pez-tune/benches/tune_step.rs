@@ -11,10 +11,10 @@ use pez_tune::BatchObjective;
 use std::time::Instant;
 
 #[global_allocator]
-static GLOBAL: pez_models::alloc::Allocator = pez_models::alloc::Allocator;
+static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn main() -> anyhow::Result<()> {
-    pez_models::alloc::keep_freed_memory();
+    pez_nn::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let model = args.first().cloned().unwrap_or_else(|| "smollm2-135m".into());
     let bs: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(16);

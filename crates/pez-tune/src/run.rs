@@ -6,16 +6,16 @@
 //! run.finish()
 //! ```
 
-use crate::config::TuneConfig;
 use crate::objective::BatchObjective;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use pez_classify::Classifier;
+use pez_classify::{evaluate, Classifier, LearnedPrompt, Prompted};
 use pez_core::{Method, Optimizer, Pez, PezState, Projector, StepReport};
-use pez_models::{load_lm, tokenizer, LanguageModel, LoadedLm};
+use pez_hub::tokenizer;
+use pez_models::{load_lm, LanguageModel, LoadedLm};
 use pez_tasks::artifact::write_atomic;
 use pez_tasks::metrics::Accuracy;
-use pez_tasks::{Example, PromptArtifact, RowRule, TaskSpec};
+use pez_tasks::{Example, PromptArtifact, RowRule, TaskSpec, TuneConfig};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -78,7 +78,7 @@ impl Checkpoint {
 /// Tokens a prompt may use: everything but the tokenizer's special tokens and the byte-level pieces that are not
 /// text on their own (they decode to U+FFFD, so the prompt's text would not re-tokenize to them for transfer).
 pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer) -> Vec<bool> {
-    pez_models::tokenizer::readable_tokens(tok, model.info().vocab_size)
+    tokenizer::readable_tokens(tok, model.info().vocab_size)
 }
 
 /// Runs (or resumes, from `resume`'s checkpoint) a tuning run and returns its `prompt.json`.
@@ -246,14 +246,18 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Accuracy of a prompt on examples.
-    fn accuracy(&self, prompt: &Tensor, examples: &[Example]) -> Result<Accuracy> {
-        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let prefix = self.clf.prefix(Some(prompt))?;
-        let offsets = self.clf.offsets(&prefix, self.cfg.calibration)?;
-        let pred = self.clf.predict(&prefix, &texts, self.cfg.eval_batch)?.calibrated(offsets.as_deref());
-        let gold: Vec<usize> = examples.iter().map(|e| e.label).collect();
-        Ok(Accuracy::from_predictions(&pred.labels, &gold, self.task.num_labels()))
+    /// Accuracy of a prompt (its token ids and input rows) on examples, scored as `pez eval` scores it.
+    fn accuracy(&self, ids: &[u32], rows: Tensor, examples: &[Example]) -> Result<Accuracy> {
+        let prompt = LearnedPrompt {
+            task: Some(self.task.name.clone()),
+            format: self.task.prompt.clone(),
+            text: tokenizer::decode(&self.lm.tokenizer, ids)?,
+            ids: ids.to_vec(),
+            embeds: Some(rows),
+            calibration: self.cfg.calibration,
+        };
+        let p = Prompted::new(self.lm, prompt)?;
+        Ok(evaluate(&p, examples, self.task.num_labels(), self.cfg.eval_batch, &mut |_| {})?.accuracy)
     }
 
     /// Scores the current prompt on the holdout, keeps it if it is the best so far (ties keep the later prompt),
@@ -262,7 +266,7 @@ impl<'a> Run<'a> {
         let step = self.pez.state.step;
         let ids = self.pez.hard_ids()?;
         let soft = (self.cfg.method == Method::Soft).then(|| self.pez.state.soft.clone());
-        let acc = self.accuracy(&self.prompt_tensor(&ids, soft.as_deref())?, &self.data.holdout)?.accuracy;
+        let acc = self.accuracy(&ids, self.prompt_tensor(&ids, soft.as_deref())?, &self.data.holdout)?.accuracy;
         let hard = self.pez.projector.rows(&ids)?;
         let flu = self.clf.fluency(&self.clf.prefix(Some(&hard))?, &ids)?.to_scalar::<f32>()? as f64;
         let is_best = self.best.as_ref().is_none_or(|b| acc >= b.holdout_accuracy);
@@ -313,7 +317,7 @@ impl<'a> Run<'a> {
     pub fn finish(self) -> Result<PromptArtifact> {
         let b = self.best.as_ref().context("no evaluation happened")?;
         let best = self.prompt_tensor(&b.ids, b.soft.as_deref())?;
-        let dev = self.data.dev.as_ref().map(|dev| self.accuracy(&best, dev)).transpose()?;
+        let dev = self.data.dev.as_ref().map(|dev| self.accuracy(&b.ids, best.clone(), dev)).transpose()?;
         if b.soft.is_some() {
             candle_core::safetensors::save(&[("soft_prompt", best)].into_iter().collect(), self.cfg.out.join("soft_prompt.safetensors"))?;
         }
@@ -329,7 +333,7 @@ impl<'a> Run<'a> {
             format: pez_tasks::artifact::FORMAT,
             prompt: tokenizer::decode(&self.lm.tokenizer, &b.ids)?,
             token_ids: b.ids.clone(),
-            method: self.cfg.method.to_string(),
+            method: self.cfg.method,
             source_model: self.lm.source.clone(),
             task: self.task.name.clone(),
             prompt_format: self.task.prompt.clone(),
@@ -340,7 +344,7 @@ impl<'a> Run<'a> {
             fluency_log_ppl: Some(b.fluency_log_ppl),
             step: b.step,
             seed: self.cfg.seed,
-            config: serde_json::to_value(&self.cfg)?,
+            config: self.cfg.clone(),
         })
     }
 }

@@ -2,7 +2,7 @@
 //! (`<root>/s<seed>`: resumed if a checkpoint is there, skipped if finished), then a summary of every seed and
 //! the top prompts by holdout accuracy, in `<root>/summary.json` and `<root>/summary.md`.
 
-use crate::config::TuneConfig;
+use pez_tasks::TuneConfig;
 use crate::run::Checkpoint;
 use anyhow::Result;
 use pez_tasks::artifact::write_atomic;

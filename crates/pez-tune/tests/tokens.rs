@@ -1,7 +1,8 @@
 //! The tokens a tuned prompt may use, on the real SmolLM2 tokenizer.
 
 use candle_core::{DType, Device};
-use pez_models::{load_lm, tokenizer};
+use pez_hub::tokenizer;
+use pez_models::load_lm;
 
 #[test]
 fn prompts_use_only_readable_non_special_tokens() {

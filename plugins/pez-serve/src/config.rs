@@ -1,8 +1,81 @@
-//! What to serve: base models and the classifiers on them, from the command line or a TOML file.
+//! What to serve: base models and the classifiers on them, from the command line, a TOML file, or both (flags
+//! win over the file).
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(version, about = "OpenAI-compatible server where learned PEZ classifiers are model names (on mistral.rs)")]
+pub struct Args {
+    /// Base model(s): a short name (smollm2-135m, gemma3-270m, gpt2-large, ...), a GGUF file or a directory.
+    #[arg(long)]
+    pub model: Vec<String>,
+    /// Classifiers: run directories with a prompt.json, or folders of them. They go on the first --model.
+    #[arg(long)]
+    pub classifiers: Vec<PathBuf>,
+    /// A TOML file with [[models]] and [[classifiers]] (see plugins/pez-serve/README.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub host: Option<String>,
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Requests in flight at once; more are answered 429 with Retry-After.
+    #[arg(long)]
+    pub max_concurrency: Option<usize>,
+    /// Texts scored together at most, per base model.
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// Sequences mistral.rs schedules together for plain generation (default: --max-concurrency).
+    #[arg(long)]
+    pub engine_max_seqs: Option<usize>,
+    /// Do not start the mistral.rs engine: classifiers only (fast start; plain generation is refused).
+    #[arg(long)]
+    pub no_generation: bool,
+    /// Finished sequences whose KV caches mistral.rs keeps for reuse. 0 (the default) because mistral.rs 0.8.1
+    /// evicts only caches that are not in CPU memory: on a CPU server every kept cache stays for good.
+    #[arg(long, default_value_t = 0)]
+    pub prefix_cache: usize,
+    /// Give mistral.rs the GGUF as it is, even when its tensor types have no SIMD CPU kernel in candle (by default
+    /// such tensors are requantized to Q8_0 once, into ~/.cache/pez/engine).
+    #[arg(long)]
+    pub engine_gguf_as_is: bool,
+    /// Activation dtype of mistral.rs's generation: f32 (the default; fast on CPUs without bf16 arithmetic),
+    /// bf16, f16 or auto (mistral.rs's choice: bf16 on a CPU).
+    #[arg(long, value_enum, default_value_t = EngineDtype::F32)]
+    pub engine_dtype: EngineDtype,
+}
+
+/// Activation dtype of mistral.rs's generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineDtype {
+    F32,
+    Bf16,
+    F16,
+    /// mistral.rs's choice (bf16 on a CPU).
+    Auto,
+}
+
+impl ServeConfig {
+    /// The configuration the flags ask for: `--config`'s file (if any) with the flags' models and classifiers
+    /// added and their settings over the file's, checked.
+    pub fn from_args(a: &Args) -> Result<Self> {
+        let mut cfg = match &a.config {
+            Some(p) => Self::from_toml(p)?,
+            None => toml::from_str::<Self>("models = []")?,
+        };
+        cfg.models.extend(a.model.iter().map(|m| BaseModel { name: m.clone(), path: None, generate: None }));
+        cfg.add_classifier_dirs(&a.classifiers)?;
+        cfg.host = a.host.clone().unwrap_or(cfg.host);
+        cfg.port = a.port.unwrap_or(cfg.port);
+        cfg.max_concurrency = a.max_concurrency.unwrap_or(cfg.max_concurrency);
+        cfg.max_batch = a.max_batch.unwrap_or(cfg.max_batch);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,4 +1,5 @@
-//! Plain generation on mistral.rs: a checked request goes to mistral.rs's own handler, in a task of its own.
+//! Plain generation on mistral.rs: which base models it runs and starting it (`plan`), and a checked request
+//! sent to mistral.rs's own handler, in a task of its own (`generate`).
 //!
 //! Why a task: mistral.rs 0.8.1's engine unwraps its send of a finished sequence to the request's channel
 //! (`handle_pipeline_forward_error`), so a client that hangs up mid-generation would panic the engine thread.
@@ -6,16 +7,89 @@
 //! end whether or not the client still listens. Answers come back with the requested model name and errors in
 //! OpenAI's shape.
 
-use crate::api::ApiError;
+use crate::config::{Args, EngineDtype, ServeConfig};
+use crate::error::ApiError;
+use crate::state::BaseInfo;
+use anyhow::Context;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, response::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
+use mistralrs_core::{AutoDeviceMapParams, ModelDType, ModelSelected};
+use mistralrs_server_core::mistralrs_for_server_builder::MistralRsForServerBuilder;
 use mistralrs_server_core::types::SharedMistralRsState;
+use pez_hub::ModelSpec;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
+
+/// The base models as the API lists them, and the engine to start for those that generate.
+pub struct Plan {
+    pub bases: Vec<BaseInfo>,
+    models: Vec<(String, ModelSelected)>,
+    max_seqs: usize,
+    prefix_cache: usize,
+}
+
+/// Which base models mistral.rs runs for plain generation: GGUF files unless told otherwise (a GGUF whose tensor
+/// types have no SIMD CPU kernel goes as its Q8_0 copy, see `fast_cpu_gguf`).
+pub fn plan(cfg: &ServeConfig, a: &Args) -> anyhow::Result<Plan> {
+    let dtype = match a.engine_dtype {
+        EngineDtype::F32 => ModelDType::F32,
+        EngineDtype::Bf16 => ModelDType::BF16,
+        EngineDtype::F16 => ModelDType::F16,
+        EngineDtype::Auto => ModelDType::Auto,
+    };
+    let (mut bases, mut models) = (vec![], vec![]);
+    for m in &cfg.models {
+        let spec = ModelSpec::resolve(m.path()).with_context(|| format!("base model `{}`", m.name))?;
+        let generate = !a.no_generation && m.generate.unwrap_or(matches!(spec, ModelSpec::Gguf(_)));
+        if generate {
+            let ModelSpec::Gguf(file) = &spec else { anyhow::bail!("base model `{}`: generation through mistral.rs needs a GGUF file here", m.name) };
+            let file = if a.engine_gguf_as_is {
+                file.clone()
+            } else {
+                fast_cpu_gguf(file).unwrap_or_else(|e| {
+                    tracing::warn!("{e:#}; mistral.rs gets {} as it is", file.display());
+                    file.clone()
+                })
+            };
+            models.push((m.name.clone(), gguf_selection(&file, dtype)?));
+        }
+        bases.push(BaseInfo { name: m.name.clone(), generate });
+    }
+    Ok(Plan { bases, models, max_seqs: a.engine_max_seqs.unwrap_or(cfg.max_concurrency), prefix_cache: a.prefix_cache })
+}
+
+impl Plan {
+    /// Starts mistral.rs for the generating models (none: no engine).
+    pub async fn start(self) -> anyhow::Result<Option<SharedMistralRsState>> {
+        if self.models.is_empty() {
+            return Ok(None);
+        }
+        tracing::info!("starting mistral.rs for {:?}", self.models.iter().map(|m| &m.0).collect::<Vec<_>>());
+        let mut b = MistralRsForServerBuilder::new().with_max_seqs(self.max_seqs).with_prefix_cache_n(self.prefix_cache);
+        for (name, sel) in self.models {
+            b = b.add_model_with_alias(name.clone(), name, sel);
+        }
+        Ok(Some(b.build().await.context("starting the mistral.rs engine")?))
+    }
+}
+
+fn gguf_selection(file: &std::path::Path, dtype: ModelDType) -> anyhow::Result<ModelSelected> {
+    let dir = file.parent().context("GGUF path has no directory")?;
+    let name = file.file_name().context("GGUF path has no file name")?;
+    Ok(ModelSelected::GGUF {
+        tok_model_id: None,
+        quantized_model_id: dir.to_string_lossy().into_owned(),
+        quantized_filename: name.to_string_lossy().into_owned(),
+        dtype,
+        topology: None,
+        max_seq_len: AutoDeviceMapParams::DEFAULT_MAX_SEQ_LEN,
+        max_batch_size: AutoDeviceMapParams::DEFAULT_MAX_BATCH_SIZE,
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -190,14 +264,14 @@ pub fn fast_cpu_gguf(file: &std::path::Path) -> anyhow::Result<std::path::PathBu
     if !content.tensor_infos.values().any(|t| slow(t.ggml_dtype)) {
         return Ok(file.to_path_buf());
     }
-    let dir = pez_models::registry::cache_dir().join("engine");
+    let dir = pez_hub::cache_dir().join("engine");
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
     let out = dir.join(format!("{stem}.q8_0.gguf"));
     let fresh = |p: &std::path::Path| -> Option<bool> { Some(std::fs::metadata(p).ok()?.modified().ok()? >= std::fs::metadata(file).ok()?.modified().ok()?) };
     if fresh(&out) == Some(true) {
         return Ok(out);
     }
-    eprintln!("requantizing {} to Q8_0 for mistral.rs (candle has no SIMD kernel for its type) -> {}", file.display(), out.display());
+    tracing::info!("requantizing {} to Q8_0 for mistral.rs (candle has no SIMD kernel for its type) -> {}", file.display(), out.display());
     let dev = candle_core::Device::Cpu;
     let mut tensors: Vec<(String, QTensor)> = vec![];
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();

@@ -2,7 +2,8 @@
 //! connections), a bound on open connections, and a graceful shutdown with a deadline. The listener is bound
 //! before the models load; until the router is set every request gets a 503 (`/health`: "loading").
 
-use crate::api::ApiError;
+use crate::error::ApiError;
+use crate::pool::ClassifierPool;
 use crate::config::Limits;
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -45,7 +46,7 @@ pub async fn serve(listener: TcpListener, app: AppSlot, limits: Limits, shutdown
                 Ok((s, _)) => s,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a moment rather than spin.
-                    eprintln!("accept failed: {e}");
+                    tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -89,6 +90,36 @@ pub async fn serve(listener: TcpListener, app: AppSlot, limits: Limits, shutdown
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(limits.shutdown_timeout_s);
     if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await.is_err() {
-        eprintln!("{} connection(s) still open {} s after the shutdown signal; exiting anyway", conns.len(), grace.as_secs());
+        tracing::warn!("{} connection(s) still open {} s after the shutdown signal; exiting anyway", conns.len(), grace.as_secs());
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// A classifier worker that has died cannot come back: exit non-zero (70) so that a supervisor restarts the
+/// server rather than keep a process that answers 500s.
+pub async fn exit_when_a_worker_dies(pool: Arc<ClassifierPool>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let dead = pool.dead_workers();
+        if !dead.is_empty() {
+            tracing::error!("the classifier worker of {dead:?} has stopped; exiting");
+            std::process::exit(70);
+        }
     }
 }

@@ -1,117 +1,98 @@
-//! Prometheus text-format metrics (`GET /metrics`): requests by route, model and status, latency histograms,
-//! classifier batch sizes, queue depth, requests in flight, cancelled work and resident memory.
+//! `GET /metrics` in the OpenMetrics text format (Prometheus' own `prometheus-client`): requests by route, model
+//! and status, latency histograms, classifier batch sizes, queue depth, requests in flight, cancelled work and
+//! resident memory.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 const LATENCY_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    /// Per bucket (not cumulative); the last is +Inf.
-    counts: Vec<u64>,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    model: String,
+    status: String,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0 }
-    }
-    fn observe(&mut self, x: f64) {
-        let i = self.bounds.iter().position(|&b| x <= b).unwrap_or(self.bounds.len());
-        self.counts[i] += 1;
-        self.sum += x;
-    }
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut acc = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            acc += c;
-            let le = self.bounds.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {acc}");
-        }
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {acc}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BaseLabels {
+    base: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BOUNDS.iter().copied())
 }
 
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
-    batch_texts: Mutex<Histogram>,
-    queue: Mutex<BTreeMap<String, i64>>,
-    pub in_flight: AtomicI64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    batch_texts: Histogram,
+    queue: Family<BaseLabels, Gauge>,
+    resident: Gauge,
+    pub in_flight: Gauge,
     /// Classifier texts dropped because their client had gone.
-    pub cancelled_texts: AtomicU64,
+    pub cancelled_texts: Counter,
     /// Generation requests refused because the resident size was over its budget.
-    pub memory_refusals: AtomicU64,
+    pub memory_refusals: Counter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            requests: Mutex::default(),
-            latency: Mutex::default(),
-            batch_texts: Mutex::new(Histogram::new(BATCH_BOUNDS)),
-            queue: Mutex::default(),
-            in_flight: AtomicI64::new(0),
-            cancelled_texts: AtomicU64::new(0),
-            memory_refusals: AtomicU64::new(0),
-        }
+        let m = Self {
+            registry: Registry::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            batch_texts: Histogram::new(BATCH_BOUNDS.iter().copied()),
+            queue: Family::default(),
+            resident: Gauge::default(),
+            in_flight: Gauge::default(),
+            cancelled_texts: Counter::default(),
+            memory_refusals: Counter::default(),
+        };
+        let mut r = m.registry;
+        r.register("pez_requests", "Requests answered, by route, model and HTTP status", m.requests.clone());
+        r.register("pez_request_duration_seconds", "Time from the request's arrival to its response, by route", m.latency.clone());
+        r.register("pez_classifier_batch_texts", "Texts scored together in one classifier batch", m.batch_texts.clone());
+        r.register("pez_classifier_queue_texts", "Texts waiting or in progress at a base model's classifier worker", m.queue.clone());
+        r.register("pez_requests_in_flight", "Requests being served now", m.in_flight.clone());
+        r.register("pez_cancelled_texts", "Classifier texts dropped unscored because their client had gone", m.cancelled_texts.clone());
+        r.register("pez_memory_refusals", "Generation requests refused (503) with the resident size over its budget", m.memory_refusals.clone());
+        r.register("process_resident_memory_bytes", "Resident memory size in bytes", m.resident.clone());
+        Self { registry: r, ..m }
     }
-}
-
-/// Escapes a label value (backslash, quote, newline), as the text format asks.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Metrics {
     /// `model` must be a served model's name or "-" (names from requests would make the label set unbounded).
     pub fn request(&self, route: &str, model: &str, status: u16, seconds: f64) {
-        *self.requests.lock().unwrap().entry((route.to_string(), model.to_string(), status)).or_default() += 1;
-        self.latency.lock().unwrap().entry(route.to_string()).or_insert_with(|| Histogram::new(LATENCY_BOUNDS)).observe(seconds);
+        self.requests.get_or_create(&RequestLabels { route: route.into(), model: model.into(), status: status.to_string() }).inc();
+        self.latency.get_or_create(&RouteLabels { route: route.into() }).observe(seconds);
     }
     pub fn batch(&self, texts: usize) {
-        self.batch_texts.lock().unwrap().observe(texts as f64);
+        self.batch_texts.observe(texts as f64);
     }
     pub fn queue_depth(&self, base: &str, texts: usize) {
-        self.queue.lock().unwrap().insert(base.to_string(), texts as i64);
+        self.queue.get_or_create(&BaseLabels { base: base.into() }).set(texts as i64);
     }
 
     pub fn render(&self) -> String {
+        self.resident.set(resident_bytes().unwrap_or(0) as i64);
         let mut out = String::new();
-        out.push_str("# HELP pez_requests_total Requests answered, by route, model and HTTP status.\n# TYPE pez_requests_total counter\n");
-        for ((route, model, status), n) in self.requests.lock().unwrap().iter() {
-            let _ = writeln!(out, "pez_requests_total{{route=\"{}\",model=\"{}\",status=\"{status}\"}} {n}", esc(route), esc(model));
-        }
-        out.push_str("# HELP pez_request_duration_seconds Time from the request's arrival to its response, by route.\n# TYPE pez_request_duration_seconds histogram\n");
-        for (route, h) in self.latency.lock().unwrap().iter() {
-            h.render(&mut out, "pez_request_duration_seconds", &format!("route=\"{}\"", esc(route)));
-        }
-        out.push_str("# HELP pez_classifier_batch_texts Texts scored together in one classifier batch.\n# TYPE pez_classifier_batch_texts histogram\n");
-        self.batch_texts.lock().unwrap().render(&mut out, "pez_classifier_batch_texts", "");
-        out.push_str("# HELP pez_classifier_queue_texts Texts waiting or in progress at a base model's classifier worker.\n# TYPE pez_classifier_queue_texts gauge\n");
-        for (base, n) in self.queue.lock().unwrap().iter() {
-            let _ = writeln!(out, "pez_classifier_queue_texts{{base=\"{}\"}} {n}", esc(base));
-        }
-        let _ = write!(
-            out,
-            "# HELP pez_requests_in_flight Requests being served now.\n# TYPE pez_requests_in_flight gauge\npez_requests_in_flight {}\n\
-             # HELP pez_cancelled_texts_total Classifier texts dropped unscored because their client had gone.\n# TYPE pez_cancelled_texts_total counter\npez_cancelled_texts_total {}\n\
-             # HELP pez_memory_refusals_total Generation requests refused (503) with the resident size over its budget.\n# TYPE pez_memory_refusals_total counter\npez_memory_refusals_total {}\n\
-             # HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}\n",
-            self.in_flight.load(Ordering::Relaxed),
-            self.cancelled_texts.load(Ordering::Relaxed),
-            self.memory_refusals.load(Ordering::Relaxed),
-            resident_bytes().unwrap_or(0),
-        );
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }
@@ -128,4 +109,24 @@ pub fn total_memory_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: u64 = s.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_keep_their_names() {
+        let m = Metrics::default();
+        m.request("/v1/classify", "tiny", 200, 0.02);
+        m.batch(3);
+        m.queue_depth("tiny", 2);
+        m.cancelled_texts.inc();
+        let text = m.render();
+        for want in ["pez_requests_total{route=\"/v1/classify\",model=\"tiny\",status=\"200\"} 1", "pez_request_duration_seconds_bucket{le=\"0.025\",route=\"/v1/classify\"} 1",
+                     "pez_classifier_batch_texts_count 1", "pez_classifier_queue_texts{base=\"tiny\"} 2", "pez_requests_in_flight 0", "pez_cancelled_texts_total 1",
+                     "pez_memory_refusals_total 0", "process_resident_memory_bytes "] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+    }
 }

@@ -1,23 +1,22 @@
-//! Checks on requests before any work: what a classifier reads from a request, and base-model generation
-//! requests checked (and made plain) before mistral.rs sees them. Every refusal is an `ApiError` (a 4xx in
-//! OpenAI's shape) naming the field.
+//! Checks on requests before any work: the texts a classifier reads, and base-model generation requests
+//! checked (and made plain) before mistral.rs sees them. Every refusal is an `ApiError` (a 4xx in OpenAI's
+//! shape) naming the field.
 
-use crate::api::ApiError;
 use crate::config::Limits;
+use crate::error::ApiError;
+use crate::requests::{ChatRequest, CompletionRequest};
+use pez_classify::api::Input;
 use serde_json::{Map, Value};
 
-/// Texts from a string or an array of strings; empty ones, and more than `max_inputs`, are refused.
-pub fn texts_of(v: Option<&Value>, field: &str, limits: &Limits) -> Result<Vec<String>, ApiError> {
-    let shape = || ApiError::invalid(field, format!("`{field}` must be a string or an array of strings"));
-    let texts = match v {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) if a.is_empty() => return Err(ApiError::invalid(field, format!("`{field}` is empty"))),
-        Some(Value::Array(a)) if a.len() > limits.max_inputs => {
+/// The texts of `field` for a classifier: empty ones, and more than `max_inputs`, are refused.
+pub fn texts(input: &Input, field: &str, limits: &Limits) -> Result<Vec<String>, ApiError> {
+    let texts = match input {
+        Input::One(s) => vec![s.clone()],
+        Input::Many(a) if a.is_empty() => return Err(ApiError::invalid(field, format!("`{field}` is empty"))),
+        Input::Many(a) if a.len() > limits.max_inputs => {
             return Err(ApiError::invalid(field, format!("`{field}` has {} texts; at most {} per request", a.len(), limits.max_inputs)))
         }
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(String::from).ok_or_else(shape)).collect::<Result<_, _>>()?,
-        Some(_) => return Err(shape()),
-        None => return Err(ApiError::invalid(field, format!("missing required field `{field}`"))),
+        Input::Many(a) => a.clone(),
     };
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         return Err(ApiError::invalid(field, format!("`{field}` {i} is empty: there is nothing to classify")));
@@ -53,12 +52,7 @@ pub fn content_text(content: Option<&Value>, limits: &Limits, at: &str) -> Resul
     }
 }
 
-fn messages<'v>(v: &'v Value, limits: &Limits) -> Result<&'v Vec<Value>, ApiError> {
-    let msgs = match v.get("messages") {
-        Some(Value::Array(m)) => m,
-        Some(_) => return Err(ApiError::invalid("messages", "`messages` must be an array of messages")),
-        None => return Err(ApiError::invalid("messages", "missing required field `messages` (an array)")),
-    };
+fn messages<'v>(msgs: &'v [Value], limits: &Limits) -> Result<&'v [Value], ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` is empty"));
     }
@@ -69,8 +63,8 @@ fn messages<'v>(v: &'v Value, limits: &Limits) -> Result<&'v Vec<Value>, ApiErro
 }
 
 /// The text of the last user message, for a classifier.
-pub fn last_user_text(v: &Value, limits: &Limits) -> Result<String, ApiError> {
-    let msgs = messages(v, limits)?;
+pub fn last_user_text(r: &ChatRequest, limits: &Limits) -> Result<String, ApiError> {
+    let msgs = messages(&r.messages, limits)?;
     let (i, m) = msgs.iter().enumerate().rev().find(|(_, m)| m.get("role").and_then(Value::as_str) == Some("user")).ok_or_else(|| ApiError::invalid("messages", "no user message to classify"))?;
     let text = content_text(m.get("content"), limits, &format!("messages[{i}].content"))?;
     if text.trim().is_empty() {
@@ -143,11 +137,10 @@ fn sampling(o: &mut Map<String, Value>, limits: &Limits) -> Result<(), ApiError>
 
 /// A chat completion request for a base model, checked and made plain for mistral.rs: every message's content
 /// becomes a string (text parts joined), `max_tokens` bounded.
-pub fn chat_request(v: &mut Value, limits: &Limits) -> Result<(), ApiError> {
-    let n = messages(v, limits)?.len();
-    let o = v.as_object_mut().expect("an object");
-    for i in 0..n {
-        let m = o["messages"][i].as_object_mut().ok_or_else(|| ApiError::invalid("messages", format!("`messages[{i}]` must be an object")))?;
+pub fn chat_request(r: &mut ChatRequest, limits: &Limits) -> Result<(), ApiError> {
+    messages(&r.messages, limits)?;
+    for (i, m) in r.messages.iter_mut().enumerate() {
+        let m = m.as_object_mut().ok_or_else(|| ApiError::invalid("messages", format!("`messages[{i}]` must be an object")))?;
         match m.get("role").and_then(Value::as_str) {
             Some("system" | "user" | "assistant" | "developer") => {}
             Some(r) => return Err(ApiError::invalid("messages", format!("`messages[{i}].role` {r:?} is not supported (system, user, assistant, developer)"))),
@@ -156,23 +149,21 @@ pub fn chat_request(v: &mut Value, limits: &Limits) -> Result<(), ApiError> {
         let text = content_text(m.get("content"), limits, &format!("messages[{i}].content"))?;
         m.insert("content".into(), Value::String(text));
     }
-    if let Some(k) = o.get("top_logprobs").filter(|x| !x.is_null()) {
-        if !k.as_u64().is_some_and(|k| k <= 20) {
-            return Err(ApiError::invalid("top_logprobs", "`top_logprobs` must be a whole number from 0 to 20"));
-        }
+    if r.top_logprobs.is_some_and(|k| k > 20) {
+        return Err(ApiError::invalid("top_logprobs", "`top_logprobs` must be a whole number from 0 to 20"));
     }
-    sampling(o, limits)
+    sampling(&mut r.rest, limits)
 }
 
 /// A (legacy) completion request for a base model: one prompt string, bounded as chat is.
-pub fn completion_request(v: &mut Value, limits: &Limits) -> Result<(), ApiError> {
-    let o = v.as_object_mut().expect("an object");
-    match o.get("prompt") {
-        Some(Value::String(p)) if !p.is_empty() => {}
-        Some(Value::String(_)) => return Err(ApiError::invalid("prompt", "`prompt` is empty")),
-        Some(_) => return Err(ApiError::invalid("prompt", "`prompt` must be one string for a base model")),
-        None => return Err(ApiError::invalid("prompt", "missing required field `prompt`")),
+pub fn completion_request(r: &mut CompletionRequest, limits: &Limits) -> Result<(), ApiError> {
+    match &r.prompt {
+        Input::One(p) if !p.is_empty() => {}
+        Input::One(_) => return Err(ApiError::invalid("prompt", "`prompt` is empty")),
+        Input::Many(_) => return Err(ApiError::invalid("prompt", "`prompt` must be one string for a base model")),
     }
-    count(o, "logprobs", 0, 5, "")?;
-    sampling(o, limits)
+    if r.logprobs.is_some_and(|k| k > 5) {
+        return Err(ApiError::invalid("logprobs", "`logprobs` must be a whole number from 0 to 5"));
+    }
+    sampling(&mut r.rest, limits)
 }

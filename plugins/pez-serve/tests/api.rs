@@ -5,12 +5,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use candle_core::{DType, Device};
 use http_body_util::BodyExt;
-use pez_serve::api::{AppState, BaseInfo};
+use pez_serve::state::{AppState, BaseInfo};
 use pez_serve::config::{BaseModel, ClassifierEntry, Limits, ServeConfig};
 use pez_serve::metrics::Metrics;
 use pez_serve::{router, ClassifierPool};
 use pez_tasks::TaskSpec;
-use pez_classify::{LearnedPrompt, Prompted};
+use pez_classify::{LearnedPrompt, Predictor, Prompted};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tower::ServiceExt;
@@ -22,11 +22,17 @@ fn fixtures() -> PathBuf {
 fn write_artifact(dir: &Path, prompt: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let a = pez_tasks::PromptArtifact {
-        format: 1, prompt: prompt.into(), token_ids: vec![], method: "pez".into(), source_model: "tiny".into(),
+        format: 1, prompt: prompt.into(), token_ids: vec![], method: pez_core::Method::Pez, source_model: "tiny".into(),
         task: "tiny-sst2".into(), prompt_format: pez_tasks::PromptFormat::polarity(), calibration: Default::default(), holdout_accuracy: Some(0.9), dev_accuracy: None, dev_per_class: None,
-        fluency_log_ppl: None, step: 1, seed: 0, config: json!({}),
+        fluency_log_ppl: None, step: 1, seed: 0, config: Default::default(),
     };
     a.write(&dir.join("prompt.json")).unwrap();
+}
+
+/// Labels and label probabilities as `pez eval` computes them.
+fn predict(p: &Prompted, texts: &[&str], batch: usize) -> (Vec<usize>, Vec<Vec<f32>>) {
+    let s = p.score(texts, batch, &mut |_| {}).unwrap();
+    (s.iter().map(|x| x.label).collect(), s.iter().map(|x| x.logprobs.iter().map(|l| l.exp()).collect()).collect())
 }
 
 struct Server {
@@ -66,7 +72,7 @@ async fn call(app: &axum::Router, method: &str, path: &str, body: &str) -> (Stat
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), retry)
 }
 
-/// Labels and label log-probabilities from the server equal `pez eval`'s (`Classifier::predict`) on the same
+/// Labels and label log-probabilities from the server equal `pez eval`'s (`Prompted` as a `Predictor`) on the same
 /// model and prompt, for the tiny dev set and for every SST-2 dev sentence (on the tiny model).
 #[tokio::test]
 async fn labels_agree_with_pez_eval() {
@@ -81,7 +87,7 @@ async fn labels_agree_with_pez_eval() {
     for name in ["tiny-pez", "tiny-empty"] {
         let p = Prompted::new(&lm, LearnedPrompt::from_artifact(&s.runs.path().join(name), &lm).unwrap()).unwrap();
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let pez_classify::Predictions { labels: pred, probs } = p.predict(&texts, 32).unwrap();
+        let (pred, probs) = predict(&p, &texts, 32);
         let (st, v, _) = call(&s.app, "POST", "/v1/classify", &json!({"model": name, "input": texts}).to_string()).await;
         assert_eq!(st, StatusCode::OK, "{v}");
         let data = v["data"].as_array().unwrap();
@@ -192,7 +198,7 @@ async fn long_input_is_truncated_like_pez_eval() {
     assert_eq!(v["data"][1]["truncated"], false);
     let lm = pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
     let p = Prompted::new(&lm, LearnedPrompt::from_artifact(&s.runs.path().join("tiny-pez"), &lm).unwrap()).unwrap();
-    let pez_classify::Predictions { labels: pred, probs } = p.predict(&[long], 1).unwrap();
+    let (pred, probs) = predict(&p, &[long.as_str()], 1);
     assert_eq!(v["data"][0]["label_index"], pred[0]);
     assert!((v["data"][0]["probs"]["negative"].as_f64().unwrap() - probs[0][0] as f64).abs() < 1e-5);
     let used = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
@@ -229,8 +235,8 @@ async fn transfer_endpoint_equals_in_process() {
     let (local, remote) = tokio::task::spawn_blocking(move || {
         let task = fixtures().join("task.toml");
         let grid = pez_transfer::Grid::new(task.to_str().unwrap(), &[runs], 5, None).unwrap();
-        let local = grid.score_model(&model, 8, pez_classify::Calibration::None, &mut |_| {}).unwrap();
-        let ep = pez_transfer::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_transfer::endpoint::Api::Pez).unwrap();
+        let local = grid.score_model(&model, 8, pez_tasks::Calibration::None, &mut |_| {}).unwrap();
+        let ep = pez_classify::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_classify::endpoint::Api::Pez).unwrap();
         let remote = grid.score_endpoint(&ep, &mut |_| {}).unwrap();
         (local, remote)
     })
@@ -284,7 +290,7 @@ async fn limits_are_refused_in_openai_shape() {
     assert_eq!((v["data"][0]["truncated"].as_bool(), v["data"][1]["truncated"].as_bool()), (Some(true), Some(false)));
     let info = &s.state.pool.classifiers["tiny-empty"];
     assert_eq!(info.max_text_tokens, 4);
-    let template = pez_models::tokenizer::encode(&pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu).unwrap().tokenizer, " It was").unwrap().len();
+    let template = pez_hub::tokenizer::encode(&pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu).unwrap().tokenizer, " It was").unwrap().len();
     assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap() as usize, (4 + template) + (1 + template));
 }
 
@@ -351,7 +357,7 @@ async fn streaming_request_ids_and_metrics() {
     assert_eq!(st, StatusCode::OK);
     assert!(text.contains(r#"pez_requests_total{route="/v1/chat/completions",model="tiny-pez",status="200"} 1"#), "{text}");
     assert!(text.contains(r#"pez_requests_total{route="/v1/classify",model="-",status="404"} 1"#), "unknown model names are not labels: {text}");
-    assert!(text.contains(r#"pez_request_duration_seconds_bucket{route="/v1/classify",le="+Inf"} 2"#), "{text}");
+    assert!(text.contains(r#"pez_request_duration_seconds_bucket{le="+Inf",route="/v1/classify"} 2"#), "{text}");
     // Routes are labelled by their pattern, never by the raw path.
     assert!(text.contains(r#"pez_requests_total{route="/v1/models/{id}",model="-",status="200"} 1"#), "{text}");
     assert!(text.contains(r#"pez_requests_total{route="other",model="-",status="404"} 1"#), "{text}");
@@ -398,11 +404,23 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
     assert!(pool.dead_workers().is_empty());
 }
 
-/// Base-model generation requests are checked (and made plain) before mistral.rs sees them.
+/// Base-model generation requests are checked (and made plain) before mistral.rs sees them; a refusal names the
+/// field, whether the body does not parse as the request type or a check refuses it.
 #[test]
 fn generation_requests_are_checked_before_mistral_rs() {
+    use pez_serve::requests::{parse, to_object, ChatRequest, CompletionRequest};
     use pez_serve::validate::{chat_request, completion_request};
     let l = Limits::default();
+    let chat = |mut v: Value| -> Result<ChatRequest, pez_serve::error::ApiError> {
+        v["model"] = json!("m");
+        let mut r: ChatRequest = parse(&axum::body::Bytes::from(v.to_string()))?;
+        chat_request(&mut r, &l).map(|_| r)
+    };
+    let completion = |mut v: Value| -> Result<CompletionRequest, pez_serve::error::ApiError> {
+        v["model"] = json!("m");
+        let mut r: CompletionRequest = parse(&axum::body::Bytes::from(v.to_string()))?;
+        completion_request(&mut r, &l).map(|_| r)
+    };
     let user = json!([{"role": "user", "content": "hi"}]);
     let refused = [
         (json!({"messages": user, "max_tokens": 0}), "max_tokens"),
@@ -425,24 +443,23 @@ fn generation_requests_are_checked_before_mistral_rs() {
         (json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "x"}}]}]}), "messages[0].content"),
         (json!({"messages": [{"role": "wizard", "content": "x"}]}), "messages"),
         (json!({"messages": [{"content": "x"}]}), "messages"),
+        (json!({"messages": user, "logprobs": "yes"}), "logprobs"),
     ];
-    for (mut v, param) in refused {
-        let e = chat_request(&mut v, &l).expect_err(&v.to_string());
+    for (v, param) in refused {
+        let e = chat(v.clone()).expect_err(&v.to_string());
         assert_eq!((e.status(), e.param()), (StatusCode::BAD_REQUEST, Some(param)), "{v}: {e:?}");
     }
-    // Text parts become one string; max_tokens defaults to the limit.
-    let mut v = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}]});
-    chat_request(&mut v, &l).unwrap();
+    // Text parts become one string; max_tokens defaults to the limit; unknown fields travel on unchanged.
+    let r = chat(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}], "seed": 7})).unwrap();
+    let v = to_object(&r);
     assert_eq!(v["messages"][0]["content"], "Say hello.");
-    assert_eq!(v["max_tokens"], l.max_tokens);
-    let mut v = json!({"messages": user, "max_completion_tokens": 8});
-    chat_request(&mut v, &l).unwrap();
+    assert_eq!((v["max_tokens"].as_u64(), v["seed"].as_u64()), (Some(l.max_tokens as u64), Some(7)));
+    let v = to_object(&chat(json!({"messages": user, "max_completion_tokens": 8})).unwrap());
     assert_eq!((v["max_tokens"].as_u64(), v.get("max_completion_tokens")), (Some(8), None));
-    for mut v in [json!({"prompt": ["a", "b"]}), json!({"prompt": ""}), json!({}), json!({"prompt": "x", "logprobs": 9}), json!({"prompt": "x", "best_of": 99})] {
-        assert!(completion_request(&mut v, &l).is_err(), "{v}");
+    for v in [json!({"prompt": ["a", "b"]}), json!({"prompt": ""}), json!({}), json!({"prompt": "x", "logprobs": 9}), json!({"prompt": "x", "best_of": 99})] {
+        assert!(completion(v.clone()).is_err(), "{v}");
     }
-    let mut v = json!({"prompt": "Once upon a time", "max_tokens": 16});
-    completion_request(&mut v, &l).unwrap();
+    let v = to_object(&completion(json!({"prompt": "Once upon a time", "max_tokens": 16})).unwrap());
     assert_eq!(v["max_tokens"], 16);
 }
 

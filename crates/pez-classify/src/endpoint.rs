@@ -1,13 +1,16 @@
-//! Targets behind an HTTP endpoint: `pez-serve` (its `/v1/classify` with the classifier in the request, the same
-//! numbers as the in-process target) or any OpenAI-compatible server (`/v1/completions` with `max_tokens: 1` and
-//! `logprobs`, reading the verbalizers among the returned alternatives).
+//! Models behind an HTTP endpoint: `pez-serve` (its `/v1/classify` with the classifier in the request, the same
+//! numbers as the in-process `Prompted`) or any OpenAI-compatible server (`/v1/completions` with `max_tokens: 1`
+//! and `logprobs`, reading the verbalizers among the returned alternatives).
 
+use crate::api::{ClassifyRequest, ClassifyResponse, Input};
+use crate::predictor::{Predictor, Scored};
 use anyhow::{bail, Context, Result};
-use pez_classify::api::{ClassifyRequest, ClassifyResponse, Input};
-use pez_tasks::{Example, TaskSpec};
+use pez_tasks::PromptFormat;
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an endpoint is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::Display)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Api {
     /// pez-serve's `/v1/classify` on a base model with `prompt`, `template` and `verbalizers` in the request.
     Pez,
@@ -16,17 +19,6 @@ pub enum Api {
     /// among the top 20 alternatives; a verbalizer not among them counts as -inf. Only the order of the values is
     /// used (mistral.rs 0.8.1 was seen returning positive "logprob" values there).
     Openai,
-}
-
-impl std::str::FromStr for Api {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "pez" => Ok(Self::Pez),
-            "openai" => Ok(Self::Openai),
-            o => bail!("unknown endpoint API `{o}` (pez, openai)"),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,12 +47,9 @@ impl Endpoint {
         format!("{}@{}", self.model, self.url)
     }
 
-    /// Predicted label per example, in data order.
-    pub fn predict(&self, task: &TaskSpec, prompt: &str, data: &[Example]) -> Result<Vec<usize>> {
-        match self.api {
-            Api::Pez => self.predict_pez(task, prompt, data),
-            Api::Openai => self.predict_openai(task, prompt, data),
-        }
+    /// `prompt` with `format` on this endpoint's model.
+    pub fn bind<'a>(&'a self, format: &'a PromptFormat, prompt: &str) -> EndpointPrompt<'a> {
+        EndpointPrompt { endpoint: self, format, prompt: prompt.to_string() }
     }
 
     fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
@@ -75,43 +64,71 @@ impl Endpoint {
         }
     }
 
-    fn predict_pez(&self, task: &TaskSpec, prompt: &str, data: &[Example]) -> Result<Vec<usize>> {
-        let mut out = Vec::with_capacity(data.len());
-        for chunk in data.chunks(64) {
-            let f = &task.prompt;
+}
+
+/// A prompt on a model behind an endpoint.
+pub struct EndpointPrompt<'a> {
+    endpoint: &'a Endpoint,
+    format: &'a PromptFormat,
+    prompt: String,
+}
+
+impl Predictor for EndpointPrompt<'_> {
+    fn score(&self, texts: &[&str], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Vec<Scored>> {
+        match self.endpoint.api {
+            Api::Pez => self.score_pez(texts, batch, done),
+            Api::Openai => self.score_openai(texts, done),
+        }
+    }
+}
+
+impl EndpointPrompt<'_> {
+    fn score_pez(&self, texts: &[&str], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Vec<Scored>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(batch.max(1)) {
+            let f = self.format;
             let req = ClassifyRequest {
-                model: self.model.clone(),
-                input: Input::Many(chunk.iter().map(|e| e.text.clone()).collect()),
-                prompt: Some(prompt.into()),
+                model: self.endpoint.model.clone(),
+                input: Input::Many(chunk.iter().map(|t| t.to_string()).collect()),
+                prompt: Some(self.prompt.clone()),
                 template: Some(f.template.clone()),
                 verbalizers: Some(f.verbalizers.clone()),
                 labels: Some(f.label_names.clone()),
                 calibration: None,
             };
-            let v: ClassifyResponse = self.post("/v1/classify", &req)?;
+            let v: ClassifyResponse = self.endpoint.post("/v1/classify", &req)?;
             if v.data.len() != chunk.len() {
                 bail!("asked for {} labels, got {}", chunk.len(), v.data.len());
             }
-            out.extend(v.data.iter().map(|r| r.label_index));
+            out.extend(v.data.into_iter().map(|r| Scored {
+                label: r.label_index,
+                logprobs: r.logprobs.0.iter().map(|x| x.1).collect(),
+                raw_logprobs: r.raw_probs.map(|p| p.0.iter().map(|x| x.1.ln()).collect()),
+                tokens: 0,
+                truncated: r.truncated,
+            }));
+            done(chunk.len());
         }
         Ok(out)
     }
 
-    fn predict_openai(&self, task: &TaskSpec, prompt: &str, data: &[Example]) -> Result<Vec<usize>> {
-        let mut out = Vec::with_capacity(data.len());
+    fn score_openai(&self, texts: &[&str], done: &mut dyn FnMut(usize)) -> Result<Vec<Scored>> {
+        let mut out = Vec::with_capacity(texts.len());
         let mut unseen = 0;
-        for e in data {
-            let v: Value = self.post("/v1/completions", &json!({
-                "model": self.model, "prompt": format!("{prompt}{}{}", e.text, task.prompt.template),
+        for t in texts {
+            let v: Value = self.endpoint.post("/v1/completions", &json!({
+                "model": self.endpoint.model, "prompt": format!("{}{t}{}", self.prompt, self.format.template),
                 "max_tokens": 1, "temperature": 0, "logprobs": 20,
             }))?;
-            let scores = verbalizer_scores(&v, &task.prompt.verbalizers)?;
+            let scores = verbalizer_scores(&v, &self.format.verbalizers)?;
             if scores.iter().all(|s| s.is_infinite()) {
                 unseen += 1;
             }
-            out.push(scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i));
+            let label = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+            out.push(Scored { label, logprobs: scores.iter().map(|&s| s as f32).collect(), raw_logprobs: None, tokens: 0, truncated: false });
+            done(1);
         }
-        check_unseen(unseen, data.len())?;
+        check_unseen(unseen, texts.len())?;
         Ok(out)
     }
 }

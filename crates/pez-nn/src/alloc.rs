@@ -3,7 +3,7 @@
 //! Every candle op allocates a fresh output buffer and frees it soon after. With glibc malloc (and mimalloc's
 //! defaults) those multi-MB buffers go back to the OS and each op faults its pages in again; measured on
 //! SmolLM2 batch 16 x 64, forward+backward took 9.1 s per step that way and 4.5 s with freed memory kept.
-//! Binaries declare `#[global_allocator] static A: pez_models::alloc::Allocator = pez_models::alloc::Allocator;`
+//! Binaries declare `#[global_allocator] static A: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;`
 //! and call `keep_freed_memory()` first thing.
 
 pub use mimalloc::MiMalloc as Allocator;

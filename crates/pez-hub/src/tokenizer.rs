@@ -1,7 +1,7 @@
 //! Tokenizers: `tokenizer.json`, GPT-2 style `vocab.json` + `merges.txt`, and the BPE tokenizer that GGUF files
 //! embed in their metadata.
 
-use crate::weights::gguf_str;
+use crate::gguf::gguf_str;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file;
 use std::path::Path;
@@ -127,49 +127,24 @@ fn sentencepiece_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
 }
 
 fn byte_level_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
-    let tokens = c.metadata.get("tokenizer.ggml.tokens").context("GGUF has no tokenizer.ggml.tokens")?.to_vec()?;
-    let merges = c.metadata.get("tokenizer.ggml.merges").context("GGUF has no tokenizer.ggml.merges")?.to_vec()?;
-    let vocab: tokenizers::models::bpe::Vocab = tokens
+    let tokens = strings(c, "tokenizer.ggml.tokens")?;
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let merges: Vec<(String, String)> = strings(c, "tokenizer.ggml.merges")?
         .iter()
-        .enumerate()
-        .map(|(i, t)| Ok((t.to_string()?.clone(), i as u32)))
+        .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).with_context(|| format!("bad GGUF merge `{m}`")))
         .collect::<Result<_>>()?;
-    let merges: Vec<(String, String)> = merges
-        .iter()
-        .map(|m| {
-            let m = m.to_string()?;
-            let (a, b) = m.split_once(' ').with_context(|| format!("bad GGUF merge `{m}`"))?;
-            Ok((a.to_string(), b.to_string()))
-        })
-        .collect::<Result<_>>()?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| anyhow::anyhow!("building BPE from GGUF: {e}"))?;
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| anyhow::anyhow!("building BPE from GGUF: {e}"))?;
     let mut t = Tokenizer::new(bpe);
     // SmolLM2 ("smollm" pre-tokenizer) splits digits one by one before the GPT-2 byte-level split.
     let pre = gguf_str(c, "tokenizer.ggml.pre").unwrap_or_default();
     let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
     if pre == "smollm" {
-        t.with_pre_tokenizer(Some(Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            byte_level,
-        ])));
+        t.with_pre_tokenizer(Some(Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level])));
     } else {
         t.with_pre_tokenizer(Some(byte_level));
     }
     t.with_decoder(Some(ByteLevel::default()));
-    // Special tokens (type 3 = control) are matched whole, never split by BPE.
-    if let Some(types) = c.metadata.get("tokenizer.ggml.token_type") {
-        let types = types.to_vec()?;
-        let specials: Vec<tokenizers::AddedToken> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, ty)| ty.to_i32().map(|x| x == 3).unwrap_or(false))
-            .map(|(i, _)| Ok(tokenizers::AddedToken::from(tokens[i].to_string()?.clone(), true)))
-            .collect::<Result<_>>()?;
-        t.add_special_tokens(&specials);
-    }
+    add_control_tokens(&mut t, c, &tokens)?;
     Ok(t)
 }
 

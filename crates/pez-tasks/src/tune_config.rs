@@ -1,8 +1,9 @@
-//! A tuning run's configuration and its checks.
+//! A tuning run's configuration and its checks: written into every `prompt.json` and checkpoint, read back by
+//! everything that reads them.
 
+use crate::{Calibration, RowRule};
 use anyhow::{bail, Result};
 use pez_core::{Method, OptimizerKind};
-use pez_tasks::{Calibration, RowRule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -42,6 +43,20 @@ pub struct TuneConfig {
     pub skip_dev: bool,
     pub eval_batch: usize,
     pub out: PathBuf,
+}
+
+/// `pez tune`'s defaults (its flags take theirs from here): the README's main job on SST-2 with SmolLM2-135M,
+/// 200 steps of batch 16, a 500-row holdout scored every 25 steps.
+impl Default for TuneConfig {
+    fn default() -> Self {
+        Self {
+            task: "sst2".into(), model: "smollm2-135m".into(), fluency: 0.0, prompt_len: 10, steps: 200, batch_size: 16,
+            lr: Self::default_lr(OptimizerKind::Adafactor), optimizer: OptimizerKind::Adafactor, weight_decay: 0.1, eval_every: 25,
+            holdout: 500, holdout_rule: RowRule::Random, train_rule: RowRule::Random, calibration: Calibration::None, shots: None,
+            epochs: 100, method: Method::Pez, seed: 0, random_init: false, train: None, dev: None, skip_dev: false, eval_batch: 32,
+            out: Self::default_out("sst2", Method::Pez, 0),
+        }
+    }
 }
 
 impl TuneConfig {

@@ -1,13 +1,14 @@
 //! Fused CPU kernels with hand-written backward passes for the parts of a transformer block between the weight
 //! matrices, and the frozen-weight linear maps themselves: RMSNorm, LayerNorm, attention, rotary embeddings,
-//! gated activations, head layout swaps, linear.
+//! gated activations, head layout swaps, linear. Called through `crate::ops`, which sends them CPU tensors of
+//! f32 or f64 only.
 //!
 //! Composed from candle primitives each of these records 3-10 graph nodes, and candle's backward then
 //! allocates a zero gradient and a sum for every node and also differentiates the constant operands (norm
 //! weights, masks, rope tables). Here each is one node whose backward returns only the input gradients.
 //! Weights, masks and tables are frozen: they are captured, not differentiated.
-//! Correctness: `tests/fused.rs` compares each op (values and input gradients) with the same maths composed
-//! from candle ops; the golden tests and finite-difference gradient checks of every architecture run through them.
+//! Correctness: `tests/kernels.rs` compares each op (values and input gradients) with the same maths composed
+//! from candle ops (`crate::composed`); the golden tests and finite-difference gradient checks of every architecture run through them.
 
 mod attention;
 mod gated;
@@ -95,20 +96,3 @@ pub(crate) fn c<T: Float>(x: f64) -> T {
 pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     a.iter().zip(b).fold(T::zero(), |s, (&x, &y)| s + x * y)
 }
-
-/// `c[m, n] = a[m, k] b[k, n]` (or `c += a b` with `accumulate`), row-major `c`; `a` and `b` given with (row,
-/// column) strides. `parallel`: gemm splits the product over rayon's threads (for one large product).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn mm<T: Float + 'static>(m: usize, n: usize, k: usize, c: &mut [T], a: &[T], (a_rs, a_cs): (usize, usize), b: &[T], (b_rs, b_cs): (usize, usize), accumulate: bool, parallel: bool) {
-    if m == 0 || n == 0 || k == 0 {
-        return; // nothing to add (c starts zeroed, or holds what is accumulated onto)
-    }
-    assert!(c.len() >= m * n && a.len() > (m - 1) * a_rs + (k - 1) * a_cs && b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
-    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
-    // SAFETY: the bounds above cover every element gemm reads and writes.
-    unsafe {
-        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, accumulate, a.as_ptr(), a_cs as isize, a_rs as isize,
-                   b.as_ptr(), b_cs as isize, b_rs as isize, T::one(), T::one(), false, false, false, par)
-    }
-}
-

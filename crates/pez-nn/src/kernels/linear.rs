@@ -1,6 +1,7 @@
 //! The frozen-weight linear map: gemm on the weight's own layout, input gradient only.
 
-use super::{mm, on_slices, storage_slice};
+use super::{on_slices, storage_slice};
+use crate::matmul::mm;
 use candle_core::{backend::BackendStorage, CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
 use num_traits::Float;
 

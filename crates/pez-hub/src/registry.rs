@@ -1,11 +1,8 @@
-//! Model names -> files, and loading a language model with its tokenizer from a name, a directory or a GGUF file.
+//! Model names -> files: the short names, the folders local models live in, the Hugging Face hub cache and
+//! downloads from the hub.
 
-use crate::weights::{hub_snapshot, read_config, Weights};
-use crate::{gemma3, gpt2, llama, opt, t5, tokenizer, LanguageModel};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
-use tokenizers::Tokenizer;
 
 /// Models with a short name: the local file the setup script writes, or a Hugging Face hub repository.
 pub const KNOWN: &[(&str, &str)] = &[
@@ -141,71 +138,23 @@ pub fn download(repo: &str) -> Result<PathBuf> {
     Ok(config.parent().context("snapshot directory")?.to_path_buf())
 }
 
-/// A language model with its tokenizer.
-pub struct LoadedLm {
-    pub model: Box<dyn LanguageModel>,
-    pub tokenizer: Tokenizer,
-    pub source: String,
-    /// A token the model expects in front of every input (Gemma's `<bos>`, OPT's `</s>`), if any.
-    pub bos: Option<u32>,
-}
-
-/// The token a tokenizer's post-processor puts in front of every input, if any.
-fn bos_of(t: &Tokenizer) -> Option<u32> {
-    let plain = t.encode("a", false).ok()?.get_ids().to_vec();
-    let with = t.encode("a", true).ok()?.get_ids().to_vec();
-    (with.len() > plain.len() && with.ends_with(&plain) && with.len() - plain.len() == 1).then(|| with[0])
-}
-
-#[derive(serde::Deserialize)]
-struct ModelType {
-    model_type: String,
-}
-
-/// Loads a causal language model by name or path.
-pub fn load_lm(name: &str, dtype: DType, device: &Device) -> Result<LoadedLm> {
-    match ModelSpec::resolve(name)? {
-        ModelSpec::Gguf(path) => load_gguf(&path, dtype, device),
-        ModelSpec::HfDir(dir) => load_hf_dir(&dir, dtype, device),
-    }
-}
-
-pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedLm> {
-    let model = load_hf_model(dir, dtype, device)?;
-    let tokenizer = tokenizer::from_dir(dir)?;
-    Ok(LoadedLm { model, bos: bos_of(&tokenizer), tokenizer, source: dir.display().to_string() })
-}
-
-/// The model of a Hugging Face directory, without its tokenizer.
-pub fn load_hf_model(dir: &Path, dtype: DType, device: &Device) -> Result<Box<dyn LanguageModel>> {
-    let mt: ModelType = read_config(dir)?;
-    let w = Weights::from_safetensors_dir(dir, dtype, device)?;
-    let model: Box<dyn LanguageModel> = match mt.model_type.as_str() {
-        "gpt2" => Box::new(gpt2::Gpt2::load(w, read_config(dir)?)?),
-        "opt" => Box::new(opt::Opt::load(w, read_config(dir)?)?),
-        "llama" => Box::new(llama::Llama::load(&w, read_config(dir)?)?),
-        "t5" => Box::new(t5::T5::load(&w, read_config(dir)?)?),
-        "gemma3_text" => Box::new(gemma3::Gemma3::load(&w, read_config(dir)?, false)?),
-        "gemma3" => {
-            #[derive(serde::Deserialize)]
-            struct Multimodal {
-                text_config: gemma3::Gemma3Config,
-            }
-            let cfg: Multimodal = read_config(dir)?;
-            Box::new(gemma3::Gemma3::load(&w, cfg.text_config, false)?)
+/// The snapshot directory of `repo` (e.g. `gpt2-large`, `facebook/opt-125m`) in the Hugging Face hub cache
+/// (`$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`), if it has been downloaded.
+pub fn hub_snapshot(repo: &str) -> Option<PathBuf> {
+    let cache = std::env::var_os("HF_HUB_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))?;
+    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let refs = std::fs::read_to_string(repo_dir.join("refs/main")).ok();
+    let snapshots = repo_dir.join("snapshots");
+    // open_clip-only repositories have `open_clip_config.json` instead of `config.json`.
+    let has_config = |p: &Path| p.join("config.json").exists() || p.join("open_clip_config.json").exists();
+    if let Some(r) = refs {
+        let p = snapshots.join(r.trim());
+        if has_config(&p) {
+            return Some(p);
         }
-        other => bail!("{}: model_type `{other}` is not a supported causal LM", dir.display()),
-    };
-    Ok(model)
-}
-
-pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<LoadedLm> {
-    let (w, content) = Weights::from_gguf(path, dtype, device)?;
-    let arch = crate::weights::gguf_str(&content, "general.architecture")?;
-    let model: Box<dyn LanguageModel> = match arch.as_str() {
-        "llama" => Box::new(llama::Llama::from_gguf(&w, &content)?),
-        "gemma3" => Box::new(gemma3::Gemma3::from_gguf(&w, &content)?),
-        other => bail!("{}: GGUF architecture `{other}` is not supported", path.display()),
-    };
-    Ok(LoadedLm { model, tokenizer: tokenizer::from_gguf(&content)?, bos: tokenizer::gguf_bos(&content), source: path.display().to_string() })
+    }
+    std::fs::read_dir(&snapshots).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| has_config(p))
 }

@@ -1,7 +1,8 @@
 //! Scaled dot-product attention (grouped-query heads): probabilities kept for the backward when an input needs a
 //! gradient, tiled without them (memory linear in the length, causal tails skipped) when none does.
 
-use super::{c, dot, mm, on_slices, storage_slice};
+use super::{c, dot, on_slices, storage_slice};
+use crate::matmul::mm;
 use candle_core::{backend::BackendStorage, CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
@@ -55,7 +56,7 @@ impl Attention {
         let (b, h, kvh, sq, sk, d) = self.dims;
         let group = h / kvh;
         let mut out = vec![T::zero(); b * h * sq * d];
-        let (scale, masked): (T, T) = (c(self.scale), c(crate::ops::MASKED / 10.0));
+        let (scale, masked): (T, T) = (c(self.scale), c(crate::masks::MASKED / 10.0));
         // Per mask row, one past its last visible key (all keys for a row with none visible); scanned once, not
         // once per head.
         let ends: Vec<usize> = mask.par_chunks(sk).map(|m| m.iter().rposition(|&x| x > masked).map_or(sk, |j| j + 1)).collect();

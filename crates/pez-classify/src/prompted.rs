@@ -1,0 +1,70 @@
+//! A prompt bound to an in-process model: the one way `pez eval`, tuning evaluation, the transfer grid and the
+//! server score texts.
+
+use crate::predictor::{Predictor, Scored};
+use crate::{best_label, calibrated, Classifier, LearnedPrompt, Prefix};
+use anyhow::Result;
+use candle_core::DType;
+use pez_models::LoadedLm;
+
+/// A prompt with its classifier, its prefix (run once) and, when calibrated, the label offsets measured on this
+/// model.
+pub struct Prompted<'a> {
+    pub prompt: LearnedPrompt,
+    pub clf: Classifier<'a>,
+    pub prefix: Prefix,
+    /// `log p_cf(label)` for `Calibration::ContentFree`, else `None`.
+    pub offsets: Option<Vec<f32>>,
+}
+
+impl<'a> Prompted<'a> {
+    /// Binds the prompt; a calibrated prompt's label bias is estimated on this model.
+    pub fn new(lm: &'a LoadedLm, prompt: LearnedPrompt) -> Result<Self> {
+        let clf = Classifier::new(lm, &prompt.format, prompt.len())?;
+        let prefix = clf.prefix(prompt.embeds.as_ref())?;
+        let offsets = clf.offsets(&prefix, prompt.calibration)?;
+        Ok(Self { prompt, clf, prefix, offsets })
+    }
+
+    /// `text` as the ids this classifier reads after the prefix (at most `cap` text tokens, and what the context
+    /// leaves, then the template), and whether it was cut.
+    pub fn encode(&self, text: &str, cap: usize) -> Result<(Vec<u32>, bool)> {
+        self.clf.encode_within(text, cap)
+    }
+
+    /// Scores rows made by `encode` together after the cached prefix (rows of similar lengths waste least).
+    pub fn score_rows(&self, rows: &[(Vec<u32>, bool)]) -> Result<Vec<Scored>> {
+        let ids: Vec<Vec<u32>> = rows.iter().map(|r| r.0.clone()).collect();
+        let raw = self.clf.label_logprobs(&self.prefix, &ids)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let fixed = self.prefix.embeds.as_ref().map_or(0, |e| e.dim(0).unwrap_or(0));
+        Ok(rows
+            .iter()
+            .zip(raw)
+            .map(|((ids, truncated), raw)| {
+                let (logprobs, raw_logprobs) = match &self.offsets {
+                    Some(off) => (calibrated(&raw, off), Some(raw)),
+                    None => (raw, None),
+                };
+                Scored { label: best_label(&logprobs), logprobs, raw_logprobs, tokens: fixed + ids.len(), truncated: *truncated }
+            })
+            .collect())
+    }
+}
+
+impl Predictor for Prompted<'_> {
+    /// Texts cut to the context, sorted by length and scored `batch` at a time; results in input order.
+    fn score(&self, texts: &[&str], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Vec<Scored>> {
+        let rows = texts.iter().map(|t| self.encode(t, self.clf.max_text_tokens)).collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| rows[i].0.len());
+        let mut out: Vec<Option<Scored>> = vec![None; rows.len()];
+        for chunk in order.chunks(batch.max(1)) {
+            let picked: Vec<(Vec<u32>, bool)> = chunk.iter().map(|&i| rows[i].clone()).collect();
+            for (&i, s) in chunk.iter().zip(self.score_rows(&picked)?) {
+                out[i] = Some(s);
+            }
+            done(chunk.len());
+        }
+        Ok(out.into_iter().map(|s| s.expect("every text scored")).collect())
+    }
+}
