@@ -7,7 +7,7 @@ Every request must be answered within 5 s (the server runs with 3 s header/body 
 a 5xx, every 4xx must be an OpenAI-shaped error ({"error": {"message", "type", "param", "code"}}), /health must
 stay 200 after each, and a fixed canary set keeps its labels. Then `--disconnects` requests whose clients hang up
 at random moments (classifications, classifier streams, base-model chat and streams); afterwards the server log
-must hold no panic and requests must succeed. /metrics is parsed with prometheus_client's text-format parser.
+must hold no panic and requests must succeed. /metrics is parsed with prometheus_client's OpenMetrics parser (strict: it refuses a malformed exposition).
 Exits non-zero on any failure.
 """
 import argparse
@@ -296,11 +296,11 @@ def main():
     else:
         print("ok   no panic in the server log")
     try:
-        from prometheus_client.parser import text_string_to_metric_families
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
     except ImportError:
         import subprocess
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "prometheus_client"], check=True)
-        from prometheus_client.parser import text_string_to_metric_families
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
     fams = {f.name: f for f in text_string_to_metric_families(p.client.get(p.url + "/metrics").text)}
     need = ["pez_requests", "pez_request_duration_seconds", "pez_classifier_batch_texts", "process_resident_memory_bytes", "pez_cancelled_texts"]
     missing = [n for n in need if n not in fams]

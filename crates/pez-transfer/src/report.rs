@@ -118,12 +118,14 @@ fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> Res
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(45)
-            .build_cartesian_2d(-0.5..models.len() as f64 - 0.5, 0.0..100.0)?;
+            // Room above 100% for the legend.
+            .build_cartesian_2d(-0.5..models.len() as f64 - 0.5, 0.0..125.0)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(models.len())
             .x_label_formatter(&|x| models.get(x.round() as usize).filter(|_| (x - x.round()).abs() < 1e-6).map_or(String::new(), |m| short(m)))
+            .y_label_formatter(&|y| if *y <= 100.0 { format!("{y:.0}") } else { String::new() })
             .y_desc("accuracy (%)")
             .draw()?;
         let bw = 0.8 / methods.len() as f64;

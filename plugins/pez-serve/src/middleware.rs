@@ -37,7 +37,8 @@ impl Observed {
         let secs = self.t0.elapsed().as_secs_f64();
         self.s.metrics.request(&self.route, model, status, secs);
         let ms = (secs * 1e3).round();
-        tracing::info!(target: "pez_serve::request", request_id = %self.id, method = %self.method, route = %self.route, model, status, ms, "request");
+        let ts = crate::state::now();
+        tracing::info!(target: "pez_serve::request", ts, request_id = %self.id, method = %self.method, route = %self.route, model, status, ms, "request");
     }
 }
 
