@@ -11,7 +11,7 @@ trap 'rm -rf "$root"' EXIT
 cargo install --quiet --locked --config .cargo/config.toml --path crates/pez-cli --root "$root"
 data=$(cd "${PEZ_DATA:-../shared/data}" && pwd)
 models=$(cd "${PEZ_MODELS:-models}" && pwd)
-out=$(cd / && PEZ_DATA="$data" PEZ_MODELS="$models" "$root/bin/pez" eval sst2 --empty --json)
+out=$(cd / && PEZ_DATA="$data" PEZ_MODELS="$models" "$root/bin/pez" eval sst2 --empty --dtype f32 --json)
 correct=$(python3 -c 'import json,sys; a=json.loads(sys.stdin.read())["accuracy"]; print(a["correct"], a["total"])' <<<"$out")
 [ "$correct" = "519 872" ] || { echo "install_check: installed pez from / scored $correct, expected 519 872" >&2; exit 1; }
 echo "install_check: installed pez eval from / = 519/872 (as in the checkout)"

@@ -27,6 +27,9 @@ pub struct Args {
     vocab: Vocab,
     #[arg(long)]
     json: bool,
+    /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
+    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
+    dtype: pez_nn::Dtype,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
@@ -36,7 +39,7 @@ enum Vocab {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (enc, tok) = pez_invert::encoder::load(&a.model)?;
+    let (enc, tok) = pez_invert::encoder::load(&a.model, a.dtype)?;
     let cfg = InvertConfig { prompt_len: 0, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(), only: None };
     let mut progress = pez_progress::Progress::new("distill", "steps", a.steps as u64);
     let d = pez_invert::distill::distill(enc.as_ref(), &tok, &a.prompt, a.ratio, a.vocab == Vocab::Prompt, cfg, |_, c| {

@@ -1,5 +1,5 @@
 use anyhow::{bail, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use pez_classify::{evaluate, LearnedPrompt, Prompted};
 use pez_models::load_lm;
 use pez_tasks::artifact::write_atomic;
@@ -35,6 +35,9 @@ pub struct Args {
     /// Also write every example's predicted label and label probabilities (JSON lines, data order).
     #[arg(long)]
     predictions: Option<PathBuf>,
+    /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
+    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
+    dtype: pez_nn::Dtype,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -45,7 +48,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.prompt_file.is_none() && task.is_none() {
         bail!("give a task (sst2, amazon, agnews, or a .toml file)");
     }
-    let lm = load_lm(&a.model, DType::F32, &Device::Cpu)?;
+    let lm = load_lm(&a.model, a.dtype.candle(), &Device::Cpu)?;
     // The prompt brings its format (template, verbalizers, labels); the task brings the data.
     let mut learned = match (&a.prompt_file, &task) {
         (Some(f), _) => LearnedPrompt::from_artifact(f, &lm)?,
@@ -88,11 +91,11 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({
             "task": task.name, "model": lm.source, "data": data.source, "prompt": prompt_text, "accuracy": acc,
-            "calibration": p.prompt.calibration, "label_offsets": p.offsets,
+            "calibration": p.prompt.calibration, "label_offsets": p.offsets, "dtype": a.dtype.resolve(),
         }))?);
     } else {
         println!("task {}  model {}  data {}", task.name, lm.source, data.source.display());
-        println!("prompt {:?}  calibration {}", prompt_text, p.prompt.calibration);
+        println!("prompt {:?}  calibration {}  dtype {}", prompt_text, p.prompt.calibration, a.dtype.resolve());
         println!("accuracy {:.2}%  95% CI [{:.2}, {:.2}]  ({}/{})", acc.accuracy * 100.0, acc.ci95.0 * 100.0, acc.ci95.1 * 100.0, acc.correct, acc.total);
         for (c, (k, n)) in acc.per_class.iter().enumerate() {
             println!("  {:<12} {k}/{n}", labels[c]);

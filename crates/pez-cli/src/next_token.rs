@@ -1,5 +1,5 @@
 use anyhow::{bail, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use pez_hub::tokenizer;
 use pez_models::load_lm;
 use pez_nn::ops;
@@ -18,10 +18,13 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
+    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
+    dtype: pez_nn::Dtype,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let lm = load_lm(&a.model, DType::F32, &Device::Cpu)?;
+    let lm = load_lm(&a.model, a.dtype.candle(), &Device::Cpu)?;
     // Models that expect a BOS token (Gemma) get it, as their tokenizer would add it.
     let ids: Vec<u32> = lm.bos.into_iter().chain(tokenizer::encode(&lm.tokenizer, &a.text)?).collect();
     if ids.is_empty() {
@@ -42,7 +45,7 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     if a.json {
-        let out = serde_json::json!({"model": lm.source, "text": a.text, "input_ids": ids, "top": top});
+        let out = serde_json::json!({"model": lm.source, "text": a.text, "input_ids": ids, "top": top, "dtype": a.dtype.resolve()});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{:>8}  {:>10}  token", "id", "logprob");

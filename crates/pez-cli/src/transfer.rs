@@ -30,6 +30,9 @@ pub struct Args {
     data: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// f32, bf16 or auto (bf16 where the CPU has bf16 units), for in-process targets.
+    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
+    dtype: pez_nn::Dtype,
     /// Label calibration on in-process targets: none, or content-free (estimated on each target model).
     #[arg(long, default_value = "none")]
     calibration: pez_tasks::Calibration,
@@ -50,7 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     let grid = pez_transfer::Grid::new(&a.task, &a.prompts, a.top, a.data.as_deref())?;
     let mut scores = vec![];
     for m in &a.models {
-        let s = grid.score_model(m, a.batch_size, a.calibration, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
+        let s = grid.score_model(m, a.dtype, a.batch_size, a.calibration, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
         for x in &s {
             eprintln!("          {:<14} {:6.2}%  {:?}", x.method, x.accuracy * 100.0, x.prompt);
         }

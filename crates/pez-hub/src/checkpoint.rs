@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
+use pez_nn::weights::storage_dtype;
 use pez_nn::Weights;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub fn safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Weig
     for f in &files {
         let loaded = candle_core::safetensors::load(f, device).with_context(|| format!("reading safetensors file {}", f.display()))?;
         for (name, t) in loaded {
-            tensors.insert(name, t.to_dtype(dtype)?);
+            tensors.insert(name, t.to_dtype(storage_dtype(dtype, device))?);
         }
     }
     Ok(Weights::new(tensors, dir.display().to_string(), dtype, device.clone()))

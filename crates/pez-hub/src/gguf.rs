@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
+use pez_nn::weights::storage_dtype;
 use pez_nn::Weights;
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +16,7 @@ pub fn read(path: &Path, dtype: DType, device: &Device) -> Result<(Weights, gguf
     let mut tensors = HashMap::new();
     for name in content.tensor_infos.keys() {
         let q = content.tensor(&mut file, name, device).with_context(|| format!("reading tensor {name} from {}", path.display()))?;
-        tensors.insert(name.clone(), q.dequantize(device)?.to_dtype(dtype)?);
+        tensors.insert(name.clone(), q.dequantize(device)?.to_dtype(storage_dtype(dtype, device))?);
     }
     Ok((Weights::new(tensors, path.display().to_string(), dtype, device.clone()), content))
 }

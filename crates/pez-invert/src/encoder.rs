@@ -53,10 +53,12 @@ impl TextEncoder for ClipEncoder {
     }
 }
 
-/// Loads a text encoder by name or directory: a BERT sentence encoder (`minilm-l6`) or a CLIP model's text tower.
-pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)> {
+/// Loads a text encoder by name or directory, computing in `dtype`: a BERT sentence encoder (`minilm-l6`) or a
+/// CLIP model's text tower.
+pub fn load(name: &str, dtype: pez_nn::Dtype) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)> {
     use anyhow::{bail, Context};
-    use candle_core::{DType, Device};
+    use candle_core::Device;
+    let dt = dtype.candle();
     let dir = match pez_hub::ModelSpec::resolve(name)? {
         pez_hub::ModelSpec::HfDir(d) => d,
         pez_hub::ModelSpec::Gguf(p) => bail!("{}: a text encoder is a Hugging Face directory, not GGUF", p.display()),
@@ -73,9 +75,9 @@ pub fn load(name: &str) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)>
         pez_hub::checkpoint::read_config(&dir)?
     };
     let enc: Box<dyn TextEncoder> = match mt.model_type.as_str() {
-        "bert" => Box::new(BertEncoder { bert: Bert::from_dir(&dir, DType::F32, &Device::Cpu)?, cls: id("[CLS]")?, sep: id("[SEP]")? }),
+        "bert" => Box::new(BertEncoder { bert: Bert::from_dir(&dir, dt, &Device::Cpu)?, cls: id("[CLS]")?, sep: id("[SEP]")? }),
         "clip" => Box::new(ClipEncoder {
-            text: pez_models::clip::Clip::from_dir(&dir, DType::F32, &Device::Cpu)?.text,
+            text: pez_models::clip::Clip::from_dir(&dir, dt, &Device::Cpu)?.text,
             sot: id("<|startoftext|>")?,
             eot: id("<|endoftext|>")?,
         }),
@@ -95,9 +97,10 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    pub fn load(name: &str) -> Result<Self> {
+    /// `name` computing in `dtype`.
+    pub fn load(name: &str, dtype: pez_nn::Dtype) -> Result<Self> {
         use anyhow::{bail, Context};
-        use candle_core::{DType, Device};
+        use candle_core::Device;
         let dir = match pez_hub::ModelSpec::resolve(name)? {
             pez_hub::ModelSpec::HfDir(d) => d,
             pez_hub::ModelSpec::Gguf(p) => bail!("{}: CLIP models are Hugging Face directories", p.display()),
@@ -105,7 +108,7 @@ impl ClipModel {
         let tokenizer = pez_hub::tokenizer::from_dir(&dir)?;
         let id = |t: &str| tokenizer.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
         let (sot, eot) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
-        let clip = pez_models::clip::Clip::from_dir(&dir, DType::F32, &Device::Cpu)?;
+        let clip = pez_models::clip::Clip::from_dir(&dir, dtype.candle(), &Device::Cpu)?;
         let (mean, std) = pez_models::clip::image_mean_std(&dir)?.unwrap_or((crate::image::OPENAI_MEAN, crate::image::OPENAI_STD));
         Ok(Self { text: ClipEncoder { text: clip.text, sot, eot }, vision: clip.vision, tokenizer, mean, std })
     }

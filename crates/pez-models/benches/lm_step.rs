@@ -1,6 +1,6 @@
 //! Forward and forward+backward-to-inputs time of a language model at batch x tokens, and achieved GFLOP/s.
 //!
-//!     cargo bench -p pez-models --bench lm_step -- [model] [batch] [tokens] [reps] [--forward-only]
+//!     cargo bench -p pez-models --bench lm_step -- [model] [batch] [tokens] [reps] [--forward-only] [--dtype D]
 //!
 //! `--forward-only` times inference alone (inputs that track no gradient: the tiled attention that keeps no
 //! probabilities) and prints the process's peak resident size, e.g. `-- smollm2-135m 1 8192 1 --forward-only`.
@@ -9,6 +9,7 @@
 //! runs on `batch` rows, not `batch x tokens`.
 
 use candle_core::{DType, Device, Var};
+use clap::Parser;
 use pez_models::load_lm;
 use pez_nn::ops;
 use std::time::Instant;
@@ -18,13 +19,8 @@ static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn main() -> anyhow::Result<()> {
     pez_nn::alloc::keep_freed_memory();
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let forward_only = std::env::args().any(|a| a == "--forward-only");
-    let model = args.first().cloned().unwrap_or_else(|| "smollm2-135m".into());
-    let b: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(16);
-    let s: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);
-    let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
-    let lm = load_lm(&model, DType::F32, &Device::Cpu)?;
+    let Args { model, batch: b, tokens: s, reps, forward_only, dtype, .. } = Args::parse();
+    let lm = load_lm(&model, dtype.candle(), &Device::Cpu)?;
     let m = lm.model.as_ref();
     let info = m.info().clone();
     let ids: Vec<u32> = (0..b * s).map(|i| (i * 7919 % 5000) as u32 + 100).collect();
@@ -62,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         let rss0 = peak_rss_mib();
         let times = (0..reps).map(|_| secs(&forward)).collect::<anyhow::Result<Vec<f64>>>()?;
         let fwd = times.iter().sum::<f64>() / reps as f64;
-        println!("model {model} ({}), batch {b} x {s} tokens, {reps} reps, {} threads", info.arch, rayon_threads());
+        println!("model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads", info.arch, dtype.resolve(), rayon_threads());
         println!("forward (inference)  {fwd:8.3} s   {:6.1} GFLOP/s   peak RSS {:.0} MiB (after loading {:.0} MiB)",
                  fwd_flops / fwd / 1e9, peak_rss_mib(), rss0);
         return Ok(());
@@ -81,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (fwd, bwd) = (mean(&fwds), mean(&fbs));
     ratios.sort_by(f64::total_cmp);
-    println!("model {model} ({}), batch {b} x {s} tokens, {reps} reps, {} threads", info.arch, rayon_threads());
+    println!("model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads", info.arch, dtype.resolve(), rayon_threads());
     println!("forward                     {:8.3} s   {:6.1} GFLOP/s", fwd, fwd_flops / fwd / 1e9);
     // The input-only backward does about the forward's FLOPs again (no weight gradients).
     println!("forward+backward-to-inputs  {:8.3} s   {:6.1} GFLOP/s (counting 2x forward FLOPs)",
@@ -89,6 +85,26 @@ fn main() -> anyhow::Result<()> {
     println!("backward / forward          {:8.2}x  (goal <= 1.2x); per rep: median {:.2}x, range {:.2}x - {:.2}x",
              (bwd - fwd) / fwd, ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1]);
     Ok(())
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(default_value = "smollm2-135m")]
+    model: String,
+    #[arg(default_value_t = 16)]
+    batch: usize,
+    #[arg(default_value_t = 64)]
+    tokens: usize,
+    #[arg(default_value_t = 3)]
+    reps: usize,
+    /// Time inference alone.
+    #[arg(long)]
+    forward_only: bool,
+    #[arg(long, default_value_t = pez_nn::Dtype::F32)]
+    dtype: pez_nn::Dtype,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn rayon_threads() -> usize {

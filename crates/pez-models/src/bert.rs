@@ -5,7 +5,8 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use pez_hub::checkpoint::{read_config, safetensors_dir};
 use pez_nn::masks::key_padding_mask;
-use pez_nn::ops::{attention, merge_heads, split_heads};
+use pez_nn::matmul::Precision;
+use pez_nn::ops::{attention_at, merge_heads, split_heads};
 use pez_nn::{Activation, LayerNorm, Linear, Weights};
 use serde::Deserialize;
 use std::path::Path;
@@ -60,6 +61,7 @@ pub struct Bert {
     token_type: Tensor,
     emb_ln: LayerNorm,
     blocks: Vec<Block>,
+    precision: Precision,
 }
 
 impl Bert {
@@ -79,6 +81,7 @@ impl Bert {
             token_type: e.get("token_type_embeddings.weight")?,
             emb_ln: LayerNorm::load(&e.pp("LayerNorm"), eps)?,
             blocks,
+            precision: w.precision(),
             cfg,
         })
     }
@@ -98,7 +101,7 @@ impl Bert {
         let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
         for b in &self.blocks {
             let (q, k, v) = (split_heads(&b.q.forward(&h)?, heads)?, split_heads(&b.k.forward(&h)?, heads)?, split_heads(&b.v.forward(&h)?, heads)?);
-            let a = b.attn_out.forward(&merge_heads(&attention(&q, &k, &v, Some(&mask), scale)?)?)?;
+            let a = b.attn_out.forward(&merge_heads(&attention_at(&q, &k, &v, Some(&mask), scale, self.precision)?)?)?;
             h = b.attn_ln.forward(&(h + a)?)?;
             let m = b.out.forward(&self.act.apply(&b.inter.forward(&h)?)?)?;
             h = b.out_ln.forward(&(h + m)?)?;

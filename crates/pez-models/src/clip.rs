@@ -7,7 +7,8 @@
 use anyhow::{bail, Context, Result};
 use pez_hub::checkpoint::{read_config, safetensors_dir};
 use pez_nn::masks::causal_mask;
-use pez_nn::ops::{attention, gather_rows, linear, merge_heads, split_heads};
+use pez_nn::matmul::Precision;
+use pez_nn::ops::{attention_at, gather_rows, merge_heads, split_heads};
 use pez_nn::{Activation, LayerNorm, Linear, Mlp, Weights};
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
@@ -69,6 +70,7 @@ impl Block {
 struct Encoder {
     cfg: TowerConfig,
     blocks: Vec<Block>,
+    precision: Precision,
 }
 
 impl Encoder {
@@ -78,7 +80,7 @@ impl Encoder {
         let blocks = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(&w.pp("encoder.layers").pp(i), cfg.layer_norm_eps, act))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { blocks, cfg })
+        Ok(Self { blocks, cfg, precision: w.precision() })
     }
 
     fn forward(&self, mut h: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
@@ -87,7 +89,7 @@ impl Encoder {
         for b in &self.blocks {
             let x = b.ln1.forward(&h)?;
             let (q, k, v) = (split_heads(&b.q.forward(&x)?, heads)?, split_heads(&b.k.forward(&x)?, heads)?, split_heads(&b.v.forward(&x)?, heads)?);
-            h = (h + b.out.forward(&merge_heads(&attention(&q, &k, &v, mask, scale)?)?)?)?;
+            h = (h + b.out.forward(&merge_heads(&attention_at(&q, &k, &v, mask, scale, self.precision)?)?)?)?;
             h = (&h + b.mlp.forward(&b.ln2.forward(&h)?)?)?;
         }
         Ok(h)
@@ -99,7 +101,7 @@ pub struct ClipText {
     position: Tensor,
     encoder: Encoder,
     final_ln: LayerNorm,
-    projection: Tensor,
+    projection: Linear,
 }
 
 impl ClipText {
@@ -109,7 +111,7 @@ impl ClipText {
             token: t.get("embeddings.token_embedding.weight")?,
             position: t.get("embeddings.position_embedding.weight")?,
             final_ln: LayerNorm::load(&t.pp("final_layer_norm"), cfg.layer_norm_eps)?,
-            projection: w.get("text_projection.weight")?,
+            projection: Linear::new(w.get("text_projection.weight")?, None, w.precision())?,
             encoder: Encoder::load(&t, cfg)?,
         })
     }
@@ -136,18 +138,19 @@ impl ClipText {
     /// Projected text features `[b, proj]`, pooled at each row's end-of-text position.
     pub fn features(&self, embeds: &Tensor, eot: &[usize]) -> Result<Tensor> {
         let h = self.hidden_states(embeds)?;
-        Ok(linear(&gather_rows(&h, eot)?, &self.projection, None)?)
+        Ok(self.projection.forward(&gather_rows(&h, eot)?)?)
     }
 }
 
 pub struct ClipVision {
     class: Tensor,
-    patch: Tensor,
+    /// The patch embedding as a linear map over flattened patches `(c, py, px)`.
+    patch: Linear,
     position: Tensor,
     pre_ln: LayerNorm,
     encoder: Encoder,
     post_ln: LayerNorm,
-    projection: Tensor,
+    projection: Linear,
 }
 
 impl ClipVision {
@@ -155,11 +158,14 @@ impl ClipVision {
         let (v, eps) = (w.pp("vision_model"), cfg.layer_norm_eps);
         Ok(Self {
             class: v.get("embeddings.class_embedding")?,
-            patch: v.get("embeddings.patch_embedding.weight")?,
+            patch: {
+                let p = v.get("embeddings.patch_embedding.weight")?;
+                Linear::new(p.flatten_from(1)?, None, w.precision())?
+            },
             position: v.get("embeddings.position_embedding.weight")?,
             pre_ln: LayerNorm::load(&v.pp("pre_layrnorm"), eps)?,
             post_ln: LayerNorm::load(&v.pp("post_layernorm"), eps)?,
-            projection: w.get("visual_projection.weight")?,
+            projection: Linear::new(w.get("visual_projection.weight")?, None, w.precision())?,
             encoder: Encoder::load(&v, cfg)?,
         })
     }
@@ -179,12 +185,12 @@ impl ClipVision {
             .reshape((b, c, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b, gh * gw, c * p * p))?;
-        let x = linear(&patches, &self.patch.reshape((d, c * p * p))?, None)?;
+        let x = self.patch.forward(&patches)?;
         let cls = self.class.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
         let h = Tensor::cat(&[&cls.contiguous()?, &x], 1)?.broadcast_add(&self.position)?;
         let h = self.encoder.forward(self.pre_ln.forward(&h)?, None)?;
         let pooled = self.post_ln.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)?;
-        Ok(linear(&pooled, &self.projection, None)?)
+        Ok(self.projection.forward(&pooled)?)
     }
 }
 
@@ -324,7 +330,7 @@ mod open_clip {
         let mut renamed = HashMap::new();
         for (name, t) in tensors {
             for (hf, t) in hf_names(&name, t).with_context(|| format!("{}", dir.display()))? {
-                renamed.insert(hf, t.to_device(device)?.to_dtype(dtype)?);
+                renamed.insert(hf, t.to_device(device)?.to_dtype(pez_nn::weights::storage_dtype(dtype, device))?);
             }
         }
         Ok((cfg, Weights::new(renamed, dir.display().to_string(), dtype, device.clone())))

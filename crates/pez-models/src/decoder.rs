@@ -6,7 +6,8 @@
 use crate::KvCache;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use pez_nn::ops::{self, after_past, attention, merge_heads, split_heads};
+use pez_nn::matmul::Precision;
+use pez_nn::ops::{self, after_past, attention_at, merge_heads, split_heads};
 use pez_nn::{masks, Activation, Linear, Mlp, Packed, RmsNorm, Weights};
 
 /// One layer's cached keys and values (none for an empty cache).
@@ -92,13 +93,15 @@ pub struct SelfAttention {
     pub kv_heads: usize,
     pub scale: f64,
     pub qk_norm: Option<(RmsNorm, RmsNorm)>,
+    /// Of the score and mixing products.
+    pub precision: Precision,
 }
 
 impl SelfAttention {
     /// `{q,k,v,o}_proj` under `w` (the Hugging Face names of Llama and Gemma), scores scaled by `scale`.
     pub fn load(w: &Weights, heads: usize, kv_heads: usize, scale: f64) -> Result<Self> {
         let l = |n: &str| Linear::load(&w.pp(n));
-        Ok(Self { q: l("q_proj")?, k: l("k_proj")?, v: l("v_proj")?, o: l("o_proj")?, heads, kv_heads, scale, qk_norm: None })
+        Ok(Self { q: l("q_proj")?, k: l("k_proj")?, v: l("v_proj")?, o: l("o_proj")?, heads, kv_heads, scale, qk_norm: None, precision: w.precision() })
     }
 
     /// `x: [b, s, d]` -> the attention output `[b, s, d]` and this layer's keys and values after `past`.
@@ -115,7 +118,7 @@ impl SelfAttention {
             None => (q, k),
         };
         let (k, v) = (after_past(past.0, &k)?, after_past(past.1, &v)?);
-        let a = attention(&q, &k, &v, Some(mask), self.scale)?;
+        let a = attention_at(&q, &k, &v, Some(mask), self.scale, self.precision)?;
         Ok((self.o.forward(&merge_heads(&a)?)?, (k, v)))
     }
 

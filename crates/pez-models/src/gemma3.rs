@@ -8,7 +8,7 @@ use anyhow::Result;
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
 use pez_hub::gguf::{gguf_f32, gguf_u32};
-use pez_nn::{Activation, Mlp, Packed, RmsNorm, Weights};
+use pez_nn::{Activation, Linear, Mlp, Packed, RmsNorm, Weights};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +133,7 @@ pub struct Gemma3 {
     cfg: Gemma3Config,
     info: LmInfo,
     embed: Tensor,
+    head: Linear,
     blocks: Vec<Block>,
     norm: RmsNorm,
 }
@@ -158,7 +159,7 @@ impl Gemma3 {
             num_layers: blocks.len(),
             block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
         };
-        Ok(Self { norm: norm(&m.pp("norm"))?, embed, blocks, info, cfg })
+        Ok(Self { norm: norm(&m.pp("norm"))?, head: Linear::new(embed.clone(), None, w.precision())?, embed, blocks, info, cfg })
     }
 
     /// From a llama.cpp GGUF file's tensors (renamed to Hugging Face's; its norm scales already hold 1 + w).
@@ -175,8 +176,8 @@ impl CausalDecoder for Gemma3 {
     fn token_embeddings(&self) -> &Tensor {
         &self.embed
     }
-    fn head(&self) -> &Tensor {
-        &self.embed
+    fn head(&self) -> &Linear {
+        &self.head
     }
     /// Sliding-window layers and global layers each have their own mask and rope base.
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {

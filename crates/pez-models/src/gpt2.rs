@@ -32,16 +32,16 @@ struct Block {
 
 /// GPT-2's `Conv1D`: a weight stored `[in, out]` and a bias.
 fn conv1d(w: &Weights) -> Result<Linear> {
-    Linear::from_in_out(w.get("weight")?, Some(w.get("bias")?))
+    Linear::from_in_out(w.get("weight")?, Some(w.get("bias")?), w.precision())
 }
 
 impl Block {
     fn load(w: &Weights, c: &Gpt2Config, act: Activation) -> Result<Self> {
         // `c_attn` holds the query, key and value maps side by side: `[d, 3d]` and `[3d]`.
         let (w_qkv, b_qkv, d) = (w.get("attn.c_attn.weight")?, w.get("attn.c_attn.bias")?, c.n_embd);
-        let part = |j: usize| Linear::from_in_out(w_qkv.narrow(1, j * d, d)?, Some(b_qkv.narrow(0, j * d, d)?));
+        let part = |j: usize| Linear::from_in_out(w_qkv.narrow(1, j * d, d)?, Some(b_qkv.narrow(0, j * d, d)?), w.precision());
         let scale = 1.0 / ((d / c.n_head) as f64).sqrt();
-        let attn = SelfAttention { q: part(0)?, k: part(1)?, v: part(2)?, o: conv1d(&w.pp("attn.c_proj"))?, heads: c.n_head, kv_heads: c.n_head, scale, qk_norm: None };
+        let attn = SelfAttention { q: part(0)?, k: part(1)?, v: part(2)?, o: conv1d(&w.pp("attn.c_proj"))?, heads: c.n_head, kv_heads: c.n_head, scale, qk_norm: None, precision: w.precision() };
         Ok(Self {
             ln_1: LayerNorm::load(&w.pp("ln_1"), c.layer_norm_epsilon)?,
             attn,
@@ -62,6 +62,7 @@ pub struct Gpt2 {
     cfg: Gpt2Config,
     info: LmInfo,
     wte: Tensor,
+    head: Linear,
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -80,8 +81,10 @@ impl Gpt2 {
             num_layers: blocks.len(),
             block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
         };
+        let wte = w.get_shaped("wte.weight", &[cfg.vocab_size, cfg.n_embd])?;
         Ok(Self {
-            wte: w.get_shaped("wte.weight", &[cfg.vocab_size, cfg.n_embd])?,
+            head: Linear::new(wte.clone(), None, w.precision())?,
+            wte,
             wpe: w.get("wpe.weight")?,
             ln_f: LayerNorm::load(&w.pp("ln_f"), cfg.layer_norm_epsilon)?,
             blocks,
@@ -98,8 +101,8 @@ impl CausalDecoder for Gpt2 {
     fn token_embeddings(&self) -> &Tensor {
         &self.wte
     }
-    fn head(&self) -> &Tensor {
-        &self.wte
+    fn head(&self) -> &Linear {
+        &self.head
     }
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let pass = Pass::new(embeds, past, packed)?;

@@ -82,8 +82,8 @@ pub trait LanguageModel: Send + Sync {
 pub trait CausalDecoder: Send + Sync {
     fn info(&self) -> &LmInfo;
     fn token_embeddings(&self) -> &Tensor;
-    /// The LM head's weight `[vocab, d]` (the token embeddings when tied).
-    fn head(&self) -> &Tensor;
+    /// The LM head `[vocab, d]` (the token embeddings when tied).
+    fn head(&self) -> &pez_nn::Linear;
 
     /// Hidden states of rows that continue `past` (keys and values of earlier positions, batch 1, shared by every
     /// row), and the cache extended by these tokens. `embeds` is `[b, s, d]`, or with `packed` `[1, T, d]` holding
@@ -107,7 +107,7 @@ impl<T: CausalDecoder> LanguageModel for T {
         Ok(self.forward_after(embeds, None, None)?.0)
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(ops::linear(hidden, self.head(), None)?)
+        Ok(self.head().forward(hidden)?)
     }
     fn as_decoder(&self) -> Option<&dyn CausalDecoder> {
         Some(self)

@@ -6,7 +6,7 @@ use anyhow::Result;
 use candle_core::quantized::gguf_file;
 use candle_core::Tensor;
 use pez_hub::gguf::{gguf_f32, gguf_u32};
-use pez_nn::{Activation, Mlp, Packed, RmsNorm, Weights};
+use pez_nn::{Activation, Linear, Mlp, Packed, RmsNorm, Weights};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,7 +93,7 @@ pub struct Llama {
     embed: Tensor,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    head: Tensor,
+    head: Linear,
 }
 
 impl Llama {
@@ -107,6 +107,7 @@ impl Llama {
             Some(h) if !cfg.tie_word_embeddings => h,
             _ => embed.clone(),
         };
+        let head = Linear::new(head, None, w.precision())?;
         let info = LmInfo {
             arch: "llama".into(),
             vocab_size: cfg.vocab_size,
@@ -132,7 +133,7 @@ impl CausalDecoder for Llama {
     fn token_embeddings(&self) -> &Tensor {
         &self.embed
     }
-    fn head(&self) -> &Tensor {
+    fn head(&self) -> &Linear {
         &self.head
     }
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {

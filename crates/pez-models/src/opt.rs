@@ -47,7 +47,7 @@ impl Block {
         let a = "self_attn";
         let attn = SelfAttention {
             q: l(&format!("{a}.q_proj"))?, k: l(&format!("{a}.k_proj"))?, v: l(&format!("{a}.v_proj"))?, o: l(&format!("{a}.out_proj"))?,
-            heads, kv_heads: heads, scale, qk_norm: None,
+            heads, kv_heads: heads, scale, qk_norm: None, precision: w.precision(),
         };
         Ok(Self {
             attn,
@@ -77,6 +77,7 @@ pub struct Opt {
     cfg: OptConfig,
     info: LmInfo,
     embed: Tensor,
+    head: Linear,
     positions: Tensor,
     project_in: Option<Linear>,
     project_out: Option<Linear>,
@@ -90,7 +91,7 @@ impl Opt {
         let act = Activation::from_hf(&cfg.activation_function)?;
         let blocks = (0..cfg.num_hidden_layers).map(|i| Block::load(&w.pp("layers").pp(i), &cfg, act)).collect::<Result<Vec<_>>>()?;
         let final_ln = if w.contains("final_layer_norm.weight") { Some(LayerNorm::load(&w.pp("final_layer_norm"), 1e-5)?) } else { None };
-        let projection = |n: &str| w.get_opt(&format!("{n}.weight")).map(|p| Linear::new(p, None));
+        let projection = |n: &str| w.get_opt(&format!("{n}.weight")).map(|p| Linear::new(p, None, w.precision())).transpose();
         let info = LmInfo {
             arch: "opt".into(),
             vocab_size: cfg.vocab_size,
@@ -100,10 +101,11 @@ impl Opt {
             block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
         };
         Ok(Self {
+            head: Linear::new(w.get("embed_tokens.weight")?, None, w.precision())?,
             embed: w.get("embed_tokens.weight")?,
             positions: w.get("embed_positions.weight")?,
-            project_in: projection("project_in"),
-            project_out: projection("project_out"),
+            project_in: projection("project_in")?,
+            project_out: projection("project_out")?,
             blocks,
             final_ln,
             info,
@@ -119,8 +121,8 @@ impl CausalDecoder for Opt {
     fn token_embeddings(&self) -> &Tensor {
         &self.embed
     }
-    fn head(&self) -> &Tensor {
-        &self.embed
+    fn head(&self) -> &Linear {
+        &self.head
     }
     fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
         let pass = Pass::new(embeds, past, packed)?;

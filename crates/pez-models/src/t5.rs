@@ -7,7 +7,8 @@ use crate::{LanguageModel, LmInfo};
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use pez_nn::masks::key_padding_mask;
-use pez_nn::ops::{attention, linear, merge_heads, split_heads};
+use pez_nn::matmul::Precision;
+use pez_nn::ops::{attention_at, merge_heads, split_heads};
 use pez_nn::{Activation, Linear, Mlp, RmsNorm, Weights};
 use serde::Deserialize;
 
@@ -77,19 +78,20 @@ struct Attn {
     k: Linear,
     v: Linear,
     o: Linear,
+    precision: Precision,
 }
 
 impl Attn {
     fn load(w: &Weights) -> Result<Self> {
         let l = |n: &str| Linear::load(&w.pp(n));
-        Ok(Self { q: l("q")?, k: l("k")?, v: l("v")?, o: l("o")? })
+        Ok(Self { q: l("q")?, k: l("k")?, v: l("v")?, o: l("o")?, precision: w.precision() })
     }
 
     fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor, heads: usize) -> Result<Tensor> {
         let q = split_heads(&self.q.forward(x)?, heads)?;
         let k = split_heads(&self.k.forward(kv)?, heads)?;
         let v = split_heads(&self.v.forward(kv)?, heads)?;
-        Ok(self.o.forward(&merge_heads(&attention(&q, &k, &v, Some(bias), 1.0)?)?)?)
+        Ok(self.o.forward(&merge_heads(&attention_at(&q, &k, &v, Some(bias), 1.0, self.precision)?)?)?)
     }
 
     fn weights(&self) -> impl Iterator<Item = &Tensor> {
@@ -133,7 +135,7 @@ pub struct T5 {
     enc_norm: RmsNorm,
     decoder: Vec<DecoderBlock>,
     dec_norm: RmsNorm,
-    head: Tensor,
+    head: Linear,
 }
 
 impl T5 {
@@ -177,7 +179,7 @@ impl T5 {
             Some(h) if !cfg.tie_word_embeddings || cfg.scale_decoder_outputs.is_some() => h,
             _ => shared.clone(),
         };
-        let head = if scale { (head * (cfg.d_model as f64).powf(-0.5))? } else { head };
+        let head = Linear::new(if scale { (head * (cfg.d_model as f64).powf(-0.5))? } else { head }, None, w.precision())?;
         let info = LmInfo {
             arch: "t5".into(),
             vocab_size: shared.dim(0)?,
@@ -260,7 +262,7 @@ impl LanguageModel for T5 {
         Ok(self.dec_norm.forward(&h)?)
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(linear(hidden, &self.head, None)?)
+        Ok(self.head.forward(hidden)?)
     }
     fn next_token_logits(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let h = self.hidden_states(embeds, lengths)?;

@@ -64,3 +64,30 @@ fn tokenizer_matches_transformers_on_sst2_dev() {
     }
     assert_eq!(mismatches, 0, "{mismatches} of {} sentences tokenized differently", rows.len());
 }
+
+/// In bf16 (bf16 products, f32 accumulation) the next token's top 5 are the f32 model's top 5, in the same order,
+/// for every fixture text; the log-probabilities stay within bf16's few-percent of f32's.
+#[test]
+fn bf16_keeps_the_f32_top5_next_tokens() {
+    let f32_lm = load_lm(model_path().to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
+    let bf16_lm = load_lm(model_path().to_str().unwrap(), DType::BF16, &Device::Cpu).unwrap();
+    let cases: Vec<NextToken> =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("smollm2/next_token.json")).unwrap()).unwrap();
+    let top5 = |lm: &pez_models::LoadedLm, ids: &[u32]| -> (Vec<usize>, Vec<f32>) {
+        let emb = lm.model.embed_ids(ids).unwrap().unsqueeze(0).unwrap();
+        let lp = pez_nn::ops::log_softmax_last(&lm.model.next_token_logits(&emb, &[ids.len()]).unwrap()).unwrap().get(0).unwrap().to_vec1::<f32>().unwrap();
+        let mut order: Vec<usize> = (0..lp.len()).collect();
+        order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]));
+        order.truncate(5);
+        let top = order.iter().map(|&i| lp[i]).collect();
+        (order, top)
+    };
+    let mut worst = 0f32;
+    for c in &cases {
+        let ((ia, la), (ib, lb)) = (top5(&f32_lm, &c.ids), top5(&bf16_lm, &c.ids));
+        assert_eq!(ia, ib, "top-5 next tokens after {:?}: f32 {ia:?}, bf16 {ib:?}", c.text);
+        worst = la.iter().zip(&lb).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+    }
+    eprintln!("SmolLM2 bf16: the f32 top-5 next tokens after all {} texts; max |log p bf16 - f32| among them {worst:.3}", cases.len());
+    assert!(worst < 0.1, "bf16 log-probs differ from f32's by {worst}");
+}

@@ -1,34 +1,42 @@
 //! Layers with frozen weights, loaded from a `Weights` view: linear maps, norms and the two MLP shapes.
 
+use crate::matmul::bf16::PackedWeight;
+use crate::matmul::Precision;
 use crate::ops::{self, Activation};
 use crate::weights::Weights;
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
+use std::sync::Arc;
 
 /// `x @ w^T + b` with `w: [out, in]` (PyTorch `nn.Linear`); the backward computes only the input gradient.
 pub struct Linear {
     /// `[out, in]`, possibly a transposed view of a stored `[in, out]` matrix (GPT-2's `Conv1D`).
     pub w: Tensor,
     pub b: Option<Tensor>,
+    /// `w` in bf16, packed for the CPU kernel, when the products run in bf16.
+    packed: Option<Arc<PackedWeight>>,
 }
 
 impl Linear {
-    pub fn new(w: Tensor, b: Option<Tensor>) -> Self {
-        Self { w, b }
+    /// `w: [out, in]`. With `Precision::Bf16` (and f32 weights on the CPU) its bf16 form is packed now, once.
+    pub fn new(w: Tensor, b: Option<Tensor>, precision: Precision) -> Result<Self> {
+        let packable = precision == Precision::Bf16 && w.device().is_cpu() && w.dtype() == DType::F32;
+        let packed = if packable { Some(Arc::new(crate::kernels::pack_bf16(&w)?)) } else { None };
+        Ok(Self { w, b, packed })
     }
 
     /// A weight stored `[in, out]` (GPT-2's `Conv1D`).
-    pub fn from_in_out(w_io: Tensor, b: Option<Tensor>) -> Result<Self> {
-        Ok(Self { w: w_io.t()?, b })
+    pub fn from_in_out(w_io: Tensor, b: Option<Tensor>, precision: Precision) -> Result<Self> {
+        Self::new(w_io.t()?, b, precision)
     }
 
-    /// `weight` and, if the checkpoint has one, `bias`.
+    /// `weight` and, if the checkpoint has one, `bias`, at the checkpoint's precision.
     pub fn load(w: &Weights) -> Result<Self> {
-        Ok(Self { w: w.get("weight")?, b: w.get_opt("bias") })
+        Self::new(w.get("weight")?, w.get_opt("bias"), w.precision())
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::linear(x, &self.w, self.b.as_ref())
+        ops::linear_packed(x, &self.w, self.b.as_ref(), self.packed.as_ref())
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod alloc;
 pub mod backend;
 pub mod composed;
+pub mod dtype;
 pub mod kernels;
 pub mod layers;
 pub mod masks;
@@ -19,6 +20,7 @@ pub mod ops;
 pub mod testing;
 pub mod weights;
 
+pub use dtype::Dtype;
 pub use layers::{LayerNorm, Linear, Mlp, RmsNorm};
 pub use masks::{Packed, MASKED};
 pub use ops::Activation;

@@ -6,15 +6,23 @@
 //! backward, so gradients through them silently vanish: they are not used.
 
 use crate::backend::kernels_for;
+use crate::matmul::bf16::PackedWeight;
+use crate::matmul::Precision;
 use crate::{composed, kernels};
 use candle_core::{DType, Device, Result, Tensor, D};
+use std::sync::Arc;
 
 /// `x @ w^T + b` for a frozen weight `w: [out, in]` (PyTorch `nn.Linear` layout; a transposed view of a stored
 /// `[in, out]` matrix works as well). The backward computes only the input gradient.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    linear_packed(x, w, b, None)
+}
+
+/// `linear` with the weight's bf16 form: the kernel's products then run in bf16 (f32 accumulation).
+pub fn linear_packed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, packed: Option<&Arc<PackedWeight>>) -> Result<Tensor> {
     let w_io = w.t()?;
     if kernels_for(x) {
-        kernels::linear(x, &w_io, w, b)
+        kernels::linear(x, &w_io, w, b, packed)
     } else {
         composed::linear(x, &w_io, b)
     }
@@ -41,8 +49,13 @@ pub fn rms_norm(x: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
 /// Scaled dot-product attention. `q: [b, h, sq, d]`, `k, v: [b, kvh, sk, d]` (grouped-query heads: each
 /// key/value head serves `h / kvh` query heads); `mask` is additive, constant, and broadcast to `[b, h, sq, sk]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    attention_at(q, k, v, mask, scale, Precision::F32)
+}
+
+/// `attention` with its products at `precision` (the kernel's; the composed maths multiplies in the tensors' dtype).
+pub fn attention_at(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64, precision: Precision) -> Result<Tensor> {
     if kernels_for(q) {
-        kernels::attention(q, k, v, mask, scale)
+        kernels::attention(q, k, v, mask, scale, precision)
     } else {
         composed::attention(q, k, v, mask, scale)
     }

@@ -1,6 +1,7 @@
 //! Named frozen tensors of one checkpoint, read through prefix views in the spirit of candle's `VarBuilder`:
 //! `w.pp("model.layers").pp(3).get("input_layernorm.weight")` reads `model.layers.3.input_layernorm.weight`.
 
+use crate::matmul::Precision;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -10,8 +11,15 @@ struct Store {
     tensors: HashMap<String, Tensor>,
     /// Where the tensors came from, for errors.
     source: String,
+    /// The dtype the model computes in (on the CPU, bf16 means f32 tensors and bf16 products; `storage_dtype`).
     dtype: DType,
     device: Device,
+}
+
+/// The dtype a checkpoint's tensors are kept in to compute in `dtype` on `device`: on the CPU, bf16 products read
+/// f32 tensors (rounded inside the kernels; candle multiplies no bf16 on the CPU), so bf16 is stored as f32.
+pub fn storage_dtype(dtype: DType, device: &Device) -> DType {
+    if device.is_cpu() && dtype == DType::BF16 { DType::F32 } else { dtype }
 }
 
 /// A view of a checkpoint's tensors under a prefix (cheap to clone: the tensors are shared).
@@ -76,8 +84,13 @@ impl Weights {
     pub fn source(&self) -> &str {
         &self.store.source
     }
+    /// The dtype the model computes in.
     pub fn dtype(&self) -> DType {
         self.store.dtype
+    }
+    /// How the CPU kernels treat products with these weights: bf16 when the model computes in bf16 on the CPU.
+    pub fn precision(&self) -> Precision {
+        if self.store.device.is_cpu() && self.store.dtype == DType::BF16 { Precision::Bf16 } else { Precision::F32 }
     }
     pub fn device(&self) -> &Device {
         &self.store.device

@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use pez_nn::masks::{causal_mask_after, key_padding_mask, packed_mask};
 use pez_nn::ops::{self, Activation};
 use pez_nn::testing::{check_grad, max_abs_diff, random};
+use pez_nn::matmul::Precision;
 use pez_nn::{composed, kernels, Packed};
 
 /// Max |difference| of values and of every input gradient between `fast` and `reference`.
@@ -54,7 +55,7 @@ fn attention_with_grouped_heads_and_both_mask_kinds() {
     let causal = causal_mask_after(4, 2, None, DType::F64, &Device::Cpu).unwrap();
     let pad = key_padding_mask(&[6, 3], 6, DType::F64, &Device::Cpu).unwrap();
     for (name, mask, scale) in [("attention, causal mask", &causal, 0.35), ("attention, key-padding mask", &pad, 1.3)] {
-        assert_close(name, compare(&[q.clone(), k.clone(), v.clone()], |t| kernels::attention(&t[0], &t[1], &t[2], Some(mask), scale).unwrap(),
+        assert_close(name, compare(&[q.clone(), k.clone(), v.clone()], |t| kernels::attention(&t[0], &t[1], &t[2], Some(mask), scale, Precision::F32).unwrap(),
             |t| attention_reference(&t[0], &t[1], &t[2], mask, scale)));
     }
 }
@@ -75,11 +76,11 @@ fn inference_attention_in_tiles_equals_the_reference() {
         ("key padding", key_padding_mask(&[past + sq, 90], past + sq, DType::F64, dev).unwrap()),
     ];
     for (name, mask) in &masks {
-        let err = max_abs_diff(&kernels::attention(&q, &k, &v, Some(mask), 0.4).unwrap(), &attention_reference(&q, &k, &v, mask, 0.4));
+        let err = max_abs_diff(&kernels::attention(&q, &k, &v, Some(mask), 0.4, Precision::F32).unwrap(), &attention_reference(&q, &k, &v, mask, 0.4));
         eprintln!("tiled attention, {name}: values {err:.1e}");
         assert!(err < 1e-6, "tiled attention, {name}: {err}");
     }
-    let unmasked = kernels::attention(&q, &k, &v, None, 0.4).unwrap();
+    let unmasked = kernels::attention(&q, &k, &v, None, 0.4, Precision::F32).unwrap();
     let zeros = Tensor::zeros((sq, past + sq), DType::F64, dev).unwrap();
     assert!(max_abs_diff(&unmasked, &attention_reference(&q, &k, &v, &zeros, 0.4)) < 1e-6, "tiled attention without a mask");
 }
@@ -108,16 +109,16 @@ fn frozen_linear_in_both_weight_layouts() {
     let x = random(&[2, 3, 8], 10, DType::F64);
     let (w, b) = (random(&[5, 8], 11, DType::F64), random(&[5], 12, DType::F64));
     let wt = w.t().unwrap();
-    assert_close("linear [out, in] + bias", compare(&[x.clone()], |t| kernels::linear(&t[0], &wt, &w, Some(&b)).unwrap(),
+    assert_close("linear [out, in] + bias", compare(&[x.clone()], |t| kernels::linear(&t[0], &wt, &w, Some(&b), None).unwrap(),
         |t| composed::linear(&t[0], &wt, Some(&b)).unwrap()));
     let w_io = random(&[8, 5], 13, DType::F64);
     let wt = w_io.t().unwrap();
-    assert_close("linear [in, out] + bias", compare(&[x.clone()], |t| kernels::linear(&t[0], &w_io, &wt, Some(&b)).unwrap(),
+    assert_close("linear [in, out] + bias", compare(&[x.clone()], |t| kernels::linear(&t[0], &w_io, &wt, Some(&b), None).unwrap(),
         |t| composed::linear(&t[0], &w_io, Some(&b)).unwrap()));
     // A column block of a wider stored matrix (GPT-2's query/key/value map, split at load).
     let wide = random(&[8, 15], 14, DType::F64);
     let (part, bias) = (wide.narrow(1, 5, 5).unwrap(), random(&[5], 15, DType::F64));
     let pt = part.t().unwrap();
-    assert_close("linear, a column block of [in, 3 out]", compare(&[x], |t| kernels::linear(&t[0], &part, &pt, Some(&bias)).unwrap(),
+    assert_close("linear, a column block of [in, 3 out]", compare(&[x], |t| kernels::linear(&t[0], &part, &pt, Some(&bias), None).unwrap(),
         |t| composed::linear(&t[0], &part, Some(&bias)).unwrap()));
 }

@@ -8,7 +8,7 @@ pub mod report;
 pub mod stats;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use pez_classify::endpoint::Endpoint;
 use pez_classify::{evaluate, LearnedPrompt, Predictor, Prompted};
 use pez_core::Method;
@@ -105,10 +105,10 @@ impl Grid {
         Ok(Self { task, data: d.examples, data_source: d.source, methods })
     }
 
-    /// Scores the empty template and every selected prompt on one in-process model.
+    /// Scores the empty template and every selected prompt on one in-process model, computing in `dtype`.
     /// With `calibration`, each prompt's label bias is estimated on this target.
-    pub fn score_model(&self, model: &str, batch: usize, calibration: Calibration, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
-        let lm = load_lm(model, DType::F32, &Device::Cpu)?;
+    pub fn score_model(&self, model: &str, dtype: pez_nn::Dtype, batch: usize, calibration: Calibration, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
+        let lm = load_lm(model, dtype.candle(), &Device::Cpu)?;
         let bind = |prompt: &str| -> Result<Box<dyn Predictor + '_>> {
             let learned = LearnedPrompt { calibration, ..LearnedPrompt::from_text(self.task.prompt.clone(), prompt, &lm)? };
             Ok(Box::new(Prompted::new(&lm, learned)?))

@@ -46,7 +46,7 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
     let mut all = vec![];
     for arch in ["gpt2", "opt", "t5"] {
         let model = fixtures().join(arch);
-        let scores = grid.score_model(model.to_str().unwrap(), 5, pez_tasks::Calibration::None, &mut |_| {}).unwrap();
+        let scores = grid.score_model(model.to_str().unwrap(), pez_nn::Dtype::F32, 5, pez_tasks::Calibration::None, &mut |_| {}).unwrap();
         let want = &exp.correct[arch];
         for s in &scores {
             assert_eq!(&s.correct, &want[&s.prompt], "{arch} {} {:?}", s.method, s.prompt);

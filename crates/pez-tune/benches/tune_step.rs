@@ -1,13 +1,14 @@
 //! Seconds per PEZ step (label CE + fluency, forward + backward to the prompt, projection, Adafactor) on SST-2
-//! train batches.    cargo bench -p pez-tune --bench tune_step -- [model] [batch] [steps]
+//! train batches.    cargo bench -p pez-tune --bench tune_step -- [model] [batch] [steps] [--dtype f32|bf16|auto]
 //! The PyTorch yardstick for the same step is scripts/torch_pez_step.py.
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use pez_core::{Method, Optimizer, OptimizerKind, Pez, Projector};
 use pez_models::load_lm;
 use pez_tasks::TaskSpec;
 use pez_classify::Classifier;
 use pez_tune::BatchObjective;
+use clap::Parser;
 use std::time::Instant;
 
 #[global_allocator]
@@ -15,11 +16,8 @@ static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn main() -> anyhow::Result<()> {
     pez_nn::alloc::keep_freed_memory();
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let model = args.first().cloned().unwrap_or_else(|| "smollm2-135m".into());
-    let bs: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(16);
-    let steps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(10);
-    let lm = load_lm(&model, DType::F32, &Device::Cpu)?;
+    let Args { model, batch: bs, steps, dtype, verbose, .. } = Args::parse();
+    let lm = load_lm(&model, dtype.candle(), &Device::Cpu)?;
     let task = TaskSpec::resolve("sst2")?;
     let clf = Classifier::new(&lm, &task.prompt, 10)?;
     let train = task.load("train", None)?.examples;
@@ -40,7 +38,7 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         pez.step(&mut BatchObjective { clf: &clf, batch, fluency: 0.003 })?;
         let dt = t.elapsed().as_secs_f64();
-        if std::env::args().any(|a| a == "--verbose") {
+        if verbose {
             eprintln!("step {s}: {batch_tokens} row tokens, {dt:.3} s");
         }
         if s > 0 {
@@ -48,7 +46,26 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
-    println!("model {model}, batch {bs}, prompt 10, fluency 0.003, {} timed steps, {:.1} tokens per row", times.len(), tokens as f64 / ((steps + 1) * bs) as f64);
+    println!("model {model}, dtype {}, batch {bs}, prompt 10, fluency 0.003, {} timed steps, {:.1} tokens per row", dtype.resolve(), times.len(), tokens as f64 / ((steps + 1) * bs) as f64);
     println!("seconds per PEZ step: mean {mean:.3}, min {:.3}, max {:.3}", times.iter().cloned().fold(f64::MAX, f64::min), times.iter().cloned().fold(0.0, f64::max));
     Ok(())
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(default_value = "smollm2-135m")]
+    model: String,
+    #[arg(default_value_t = 16)]
+    batch: usize,
+    #[arg(default_value_t = 10)]
+    steps: usize,
+    /// f32 (the figures before the choice existed), bf16 or auto.
+    #[arg(long, default_value_t = pez_nn::Dtype::F32)]
+    dtype: pez_nn::Dtype,
+    /// Every step's time and tokens.
+    #[arg(long)]
+    verbose: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }

@@ -8,7 +8,7 @@
 
 use crate::objective::BatchObjective;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use pez_classify::{evaluate, Classifier, LearnedPrompt, Prompted};
 use pez_core::{Method, Optimizer, Pez, PezState, Projector, StepReport};
 use pez_hub::tokenizer;
@@ -35,6 +35,9 @@ pub struct EvalRecord {
     pub fluency_log_ppl: f64,
     pub best: bool,
     pub elapsed_s: f64,
+    /// The dtype the model computed in.
+    #[serde(default)]
+    pub dtype: pez_nn::Dtype,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,7 +96,7 @@ pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>) -> Result<PromptArti
         (None, None) => bail!("nothing to run: give a configuration or --resume DIR"),
     };
     cfg.validate()?;
-    let lm = load_lm(&cfg.model, DType::F32, &Device::Cpu)?;
+    let lm = load_lm(&cfg.model, cfg.dtype.candle(), &Device::Cpu)?;
     let mut run = Run::open(cfg, ckpt, &lm)?;
     while !run.done() {
         run.step()?;
@@ -282,6 +285,7 @@ impl<'a> Run<'a> {
             fluency_log_ppl: flu,
             best: is_best,
             elapsed_s: self.elapsed(),
+            dtype: self.cfg.dtype,
         };
         let mut f = std::fs::OpenOptions::new().append(true).create(true).open(self.metrics_path())?;
         writeln!(f, "{}", serde_json::to_string(&rec)?)?;

@@ -42,6 +42,10 @@ pub struct Args {
     /// such tensors are requantized to Q8_0 once, into ~/.cache/pez/engine).
     #[arg(long)]
     pub engine_gguf_as_is: bool,
+    /// What the classifiers of the --model base models compute in: f32, bf16 (bf16 products, f32 accumulation),
+    /// or auto: bf16 where the CPU has bf16 units (AVX512-BF16), else f32. `dtype` per [[models]] in the file.
+    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
+    pub dtype: pez_nn::Dtype,
     /// Activation dtype of mistral.rs's generation: f32 (the default; fast on CPUs without bf16 arithmetic),
     /// bf16, f16 or auto (mistral.rs's choice: bf16 on a CPU).
     #[arg(long, value_enum, default_value_t = EngineDtype::F32)]
@@ -66,7 +70,7 @@ impl ServeConfig {
             Some(p) => Self::from_toml(p)?,
             None => toml::from_str::<Self>("models = []")?,
         };
-        cfg.models.extend(a.model.iter().map(|m| BaseModel { name: m.clone(), path: None, generate: None }));
+        cfg.models.extend(a.model.iter().map(|m| BaseModel { name: m.clone(), path: None, generate: None, dtype: Some(a.dtype) }));
         cfg.add_classifier_dirs(&a.classifiers)?;
         cfg.host = a.host.clone().unwrap_or(cfg.host);
         cfg.port = a.port.unwrap_or(cfg.port);
@@ -170,6 +174,8 @@ pub struct BaseModel {
     /// Serve plain chat/completions through mistral.rs (GGUF files of architectures it runs). Default: yes
     /// for GGUF files.
     pub generate: Option<bool>,
+    /// What its classifiers compute in: f32, bf16 or auto (bf16 where the CPU has bf16 units; the default).
+    pub dtype: Option<pez_nn::Dtype>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,6 +197,10 @@ fn default_batch() -> usize { 32 }
 impl BaseModel {
     pub fn path(&self) -> &str {
         self.path.as_deref().unwrap_or(&self.name)
+    }
+    /// The dtype its classifiers compute in on this machine.
+    pub fn dtype(&self) -> pez_nn::Dtype {
+        self.dtype.unwrap_or(pez_nn::Dtype::Auto).resolve()
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::error::ClassifyError;
 use crate::metrics::Metrics;
 use anyhow::{anyhow, Result};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use pez_classify::{LearnedPrompt, Prompted, Scored};
 use pez_models::{load_lm, LoadedLm};
 use pez_tasks::{Calibration, PromptFormat};
@@ -68,8 +68,9 @@ struct Active {
 
 /// The thread's body: load the model and the classifiers, say so on `ready`, then serve rounds until the pool
 /// is gone.
-pub fn run(path: &str, base: &str, entries: &[(String, PathBuf)], bounds: Bounds, metrics: &Metrics, rx: &mpsc::Receiver<Job>, ready: &mpsc::Sender<Result<Vec<ClassifierInfo>>>) {
-    let lm = match load_lm(path, DType::F32, &Device::Cpu) {
+#[allow(clippy::too_many_arguments)]
+pub fn run(path: &str, base: &str, dtype: pez_nn::Dtype, entries: &[(String, PathBuf)], bounds: Bounds, metrics: &Metrics, rx: &mpsc::Receiver<Job>, ready: &mpsc::Sender<Result<Vec<ClassifierInfo>>>) {
+    let lm = match load_lm(path, dtype.candle(), &Device::Cpu) {
         Ok(lm) => lm,
         Err(e) => {
             let _ = ready.send(Err(e.context(format!("loading base model `{base}` ({path})"))));

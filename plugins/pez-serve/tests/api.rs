@@ -52,7 +52,7 @@ fn server_with(max_concurrency: usize, limits: Limits) -> Server {
     let model = fixtures().join("gpt2").to_string_lossy().into_owned();
     let cfg = ServeConfig {
         host: "127.0.0.1".into(), port: 0, max_concurrency, max_batch: 32,
-        models: vec![BaseModel { name: "tiny-gpt2".into(), path: Some(model), generate: Some(false) }],
+        models: vec![BaseModel { name: "tiny-gpt2".into(), path: Some(model), generate: Some(false), dtype: Some(pez_nn::Dtype::F32) }],
         classifiers: ["tiny-pez", "tiny-empty"].iter().map(|n| ClassifierEntry { name: None, prompt: runs.path().join(n), base: None }).collect(),
         limits,
     };
@@ -235,7 +235,7 @@ async fn transfer_endpoint_equals_in_process() {
     let (local, remote) = tokio::task::spawn_blocking(move || {
         let task = fixtures().join("task.toml");
         let grid = pez_transfer::Grid::new(task.to_str().unwrap(), &[runs], 5, None).unwrap();
-        let local = grid.score_model(&model, 8, pez_tasks::Calibration::None, &mut |_| {}).unwrap();
+        let local = grid.score_model(&model, pez_nn::Dtype::F32, 8, pez_tasks::Calibration::None, &mut |_| {}).unwrap();
         let ep = pez_classify::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_classify::endpoint::Api::Pez).unwrap();
         let remote = grid.score_endpoint(&ep, &mut |_| {}).unwrap();
         (local, remote)

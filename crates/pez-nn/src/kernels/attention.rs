@@ -2,7 +2,8 @@
 //! gradient, tiled without them (memory linear in the length, causal tails skipped) when none does.
 
 use super::{c, dot, on_slices, storage_slice};
-use crate::matmul::mm;
+use crate::matmul::isa::{self, Isa};
+use crate::matmul::{mm_at, Precision};
 use candle_core::{backend::BackendStorage, CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
@@ -24,6 +25,10 @@ struct Attention {
     /// Whether the backward will be asked for (an input tracks a gradient): keep the probabilities.
     keep_probs: bool,
     probs: std::sync::Mutex<Option<Tensor>>,
+    /// Of the score and mixing products (and their backward products).
+    precision: Precision,
+    /// The instruction-set level those run at (read on the thread that made the op).
+    level: Isa,
 }
 
 /// Query positions per tile of the inference path: a tile's scores are `TILE x visible keys`.
@@ -38,12 +43,12 @@ impl Attention {
         let scale: T = c(self.scale);
         out.par_chunks_mut(rows * d).zip(probs.par_chunks_mut(rows * sk)).enumerate().for_each(|(blk, (o, p))| {
             let (qb, kb) = (&q[blk * rows * d..], &k[blk * sk * d..(blk + 1) * sk * d]);
-            mm(rows, sk, d, p, qb, (d, 1), kb, (1, d), false, false);
+            mm_at(self.precision, self.level, rows, sk, d, p, qb, (d, 1), kb, (1, d), false, false);
             for (r, row) in p.chunks_mut(sk).enumerate() {
                 let m = (!mask.is_empty()).then(|| ((blk * rows + r) % self.mask_rows) * sk);
                 softmax_row(row, scale, m.map(|m| &mask[m..m + sk]));
             }
-            mm(rows, d, sk, o, p, (sk, 1), &v[blk * sk * d..(blk + 1) * sk * d], (d, 1), false, false);
+            mm_at(self.precision, self.level, rows, d, sk, o, p, (sk, 1), &v[blk * sk * d..(blk + 1) * sk * d], (d, 1), false, false);
         });
         (out, probs)
     }
@@ -70,11 +75,11 @@ impl Attention {
                 let end = if mask.is_empty() { sk } else { (0..n).map(|r| ends[row_of(r)]).max().unwrap_or(sk) };
                 s.clear();
                 s.resize(n * end, T::zero());
-                mm(n, end, d, s, &q[(bh * sq + p0) * d..], (d, 1), kb, (1, d), false, false);
+                mm_at(self.precision, self.level, n, end, d, s, &q[(bh * sq + p0) * d..], (d, 1), kb, (1, d), false, false);
                 for (r, row) in s.chunks_mut(end).enumerate() {
                     softmax_row(row, scale, mask_row(r).map(|m| &mask[m..m + end]));
                 }
-                mm(n, d, end, ot, s, (end, 1), vb, (d, 1), false, false);
+                mm_at(self.precision, self.level, n, d, end, ot, s, (end, 1), vb, (d, 1), false, false);
             });
         });
         out
@@ -91,14 +96,14 @@ impl Attention {
                 let (kb, vb) = (&k[blk * sk * d..(blk + 1) * sk * d], &v[blk * sk * d..(blk + 1) * sk * d]);
                 let pb = &p[blk * rows * sk..(blk + 1) * rows * sk];
                 let mut ds = vec![T::zero(); rows * sk];
-                mm(rows, sk, d, &mut ds, gb, (d, 1), vb, (1, d), false, false); // dP
+                mm_at(self.precision, self.level, rows, sk, d, &mut ds, gb, (d, 1), vb, (1, d), false, false); // dP
                 for (dsr, pr) in ds.chunks_mut(sk).zip(pb.chunks(sk)) {
                     let dot = dot(dsr, pr);
                     dsr.iter_mut().zip(pr).for_each(|(x, &y)| *x = scale * y * (*x - dot));
                 }
-                mm(rows, d, sk, dq, &ds, (sk, 1), kb, (d, 1), false, false);
-                mm(sk, d, rows, dk, &ds, (1, sk), qb, (d, 1), false, false);
-                mm(sk, d, rows, dv, pb, (1, sk), gb, (d, 1), false, false);
+                mm_at(self.precision, self.level, rows, d, sk, dq, &ds, (sk, 1), kb, (d, 1), false, false);
+                mm_at(self.precision, self.level, sk, d, rows, dk, &ds, (1, sk), qb, (d, 1), false, false);
+                mm_at(self.precision, self.level, sk, d, rows, dv, pb, (1, sk), gb, (d, 1), false, false);
             },
         );
         (dq, dk, dv)
@@ -210,7 +215,8 @@ impl candle_core::CustomOp3 for Attention {
 
 /// `softmax(scale * q k^T + mask) v` for `q: [b, h, sq, d]`, `k, v: [b, kvh, sk, d]` (each key/value head
 /// serves `h / kvh` query heads) and a constant additive mask that broadcasts to `[b, h, sq, sk]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+/// With `Precision::Bf16` the products round their inputs to bf16 (softmax and everything else stay f32).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64, precision: Precision) -> Result<Tensor> {
     let (b, h, sq, d) = q.dims4()?;
     let (_, kvh, sk, _) = k.dims4()?;
     if h % kvh != 0 || v.dims() != k.dims() || k.dim(0)? != b || k.dim(3)? != d {
@@ -224,7 +230,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
     };
     let mask_rows = mask.as_ref().map_or(1, |m| m.elem_count() / sk);
     let keep_probs = q.track_op() || k.track_op() || v.track_op();
-    let op = Attention { mask, mask_rows, scale, dims: (b, h, kvh, sq, sk, d), keep_probs, probs: Default::default() };
+    let op = Attention { mask, mask_rows, scale, dims: (b, h, kvh, sq, sk, d), keep_probs, probs: Default::default(), precision, level: isa::current() };
     q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 

@@ -20,7 +20,7 @@ mod rope;
 pub use attention::attention;
 pub use gated::{gated, Gate};
 pub use heads::swap_middle;
-pub use linear::linear;
+pub use linear::{linear, pack_bf16};
 pub use norms::{layer_norm, rms_norm};
 pub use rope::rope;
 

@@ -1,0 +1,37 @@
+//! The dtype a model computes in (`--dtype`): f32, bf16 (f32 tensors, bf16 products with f32 accumulation on the
+//! CPU; see `matmul`), or `auto`: bf16 where the CPU multiplies bf16 natively (AVX512-BF16 and up), else f32.
+
+use crate::matmul::isa::{self, Isa};
+use candle_core::DType;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::Display)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum Dtype {
+    /// What runs and configs written before the choice existed used.
+    #[default]
+    F32,
+    Bf16,
+    Auto,
+}
+
+impl Dtype {
+    /// `Auto` made definite for this machine: bf16 where products run on bf16 units (a path checked on a CPU that
+    /// has them), else f32.
+    pub fn resolve(self) -> Self {
+        match self {
+            Self::Auto if isa::chosen() >= Isa::Avx512Bf16 => Self::Bf16,
+            Self::Auto => Self::F32,
+            d => d,
+        }
+    }
+
+    /// The candle dtype to load a model with (`Auto` resolved first).
+    pub fn candle(self) -> DType {
+        match self.resolve() {
+            Self::Bf16 => DType::BF16,
+            _ => DType::F32,
+        }
+    }
+}
