@@ -46,8 +46,11 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
     println!("model {model}, dtype {}, batch {bs}, prompt 10, fluency 0.003, {} timed steps, {:.1} tokens per row", dtype.resolve(), times.len(), tokens as f64 / ((steps + 1) * bs) as f64);
-    println!("seconds per PEZ step: mean {mean:.3}, min {:.3}, max {:.3}", times.iter().cloned().fold(f64::MAX, f64::min), times.iter().cloned().fold(0.0, f64::max));
+    println!("seconds per PEZ step: mean {mean:.3}, median {median:.3}, min {:.3}, max {:.3}", times.iter().cloned().fold(f64::MAX, f64::min), times.iter().cloned().fold(0.0, f64::max));
     Ok(())
 }
 

@@ -51,10 +51,17 @@ pub(crate) fn launch<K: Kernel>(k: &K, args: &[(&CpuStorage, &Layout)], tensors:
     }
 }
 
+/// Outputs below this many values are computed on the calling thread: waking the pool costs more than it saves.
+const PARALLEL_MIN: usize = 1 << 15;
+
 fn run<T: WithDType + Float, K: Kernel>(k: &K, parts: &[(&CpuStorage, &Layout)], n_out: usize) -> Result<Vec<T>> {
     let ins = parts.iter().map(|&p| storage_slice::<T>(p)).collect::<Result<Vec<&[T]>>>()?;
     let mut out = vec![T::zero(); n_out];
-    out.par_chunks_mut(k.width()).enumerate().for_each(|(r, o)| k.row(r, &ins, o));
+    if n_out < PARALLEL_MIN {
+        out.chunks_mut(k.width()).enumerate().for_each(|(r, o)| k.row(r, &ins, o));
+    } else {
+        out.par_chunks_mut(k.width()).enumerate().for_each(|(r, o)| k.row(r, &ins, o));
+    }
     Ok(out)
 }
 

@@ -117,8 +117,16 @@ fn pack_rows(m: usize, k: usize, a: &[f32], (rs, cs): (usize, usize), parallel: 
     let kp = k.div_ceil(2);
     let mut out = vec![0u32; m.div_ceil(MR) * MR * kp];
     let fill = |(r, row): (usize, &mut [u32])| {
+        let mut p0 = 0;
+        #[cfg(target_arch = "x86_64")]
+        if cs == 1 && isa::current() >= isa::Isa::Avx512Bf16 {
+            let whole = k / 32;
+            // SAFETY: the CPU has AVX512-BF16; the row holds `k` values from `r * rs`, and `row` `kp >= 16 * whole` words.
+            unsafe { kernel::to_bf16_pairs(&a[r * rs..r * rs + 32 * whole], &mut row[..16 * whole]) };
+            p0 = 16 * whole;
+        }
         let at = |i: usize| if i < k { to_bf16(a[r * rs + i * cs]) as u32 } else { 0 };
-        for (p, w) in row.iter_mut().enumerate() {
+        for (p, w) in row.iter_mut().enumerate().skip(p0) {
             *w = at(2 * p) | at(2 * p + 1) << 16;
         }
     };
@@ -214,6 +222,17 @@ pub fn reference(m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], (ars, a
 mod kernel {
     use super::{PackedB, KC, MB, MR, NR};
     use std::arch::x86_64::*;
+
+    /// `src` (a multiple of 32 values) as bf16 pair words, 32 values at a time (`vcvtne2ps2bf16`: nearest even,
+    /// as `to_bf16`, but for denormal inputs, which it flushes to zero).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn to_bf16_pairs(src: &[f32], dst: &mut [u32]) {
+        for (s, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(16)) {
+            let (lo, hi) = (_mm512_loadu_ps(s.as_ptr()), _mm512_loadu_ps(s.as_ptr().add(16)));
+            let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(d.as_mut_ptr() as *mut _, packed);
+        }
+    }
 
     /// Column panels `panels` of `c`. Blocked as GotoBLAS does: `KC` pairs of `k` at a time; within that, `MB`
     /// tiles of rows (their `a` block stays in L2) against each panel's `KC x NR` block (in L1). Each tile's
