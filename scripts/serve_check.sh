@@ -22,9 +22,12 @@ trap cleanup EXIT
 mkdir -p "$tmp/runs/$NAME" && cp "$PROMPT/prompt.json" "$tmp/runs/$NAME/"
 # Short client timeouts, so the probe's stalled requests are answered within its 5 s.
 printf 'models = []\n[limits]\nheader_timeout_s = 3\nbody_timeout_s = 3\n' > "$tmp/serve.toml"
-"$TARGET/release/pez" eval --prompt-file "$PROMPT" --predictions "$tmp/pred.jsonl"
+# Both sides in f32: its results move by ~1e-6 with how rows are packed together (the server packs what requests
+# arrive, eval packs the dev set in order), never enough to flip a label. bf16 rounds activations, so those ulps
+# can flip a bf16 rounding and grow to ~1e-2 in a probability: near-ties may differ there (NOTES, issue 23).
+"$TARGET/release/pez" eval --prompt-file "$PROMPT" --dtype f32 --predictions "$tmp/pred.jsonl"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-HF_HUB_OFFLINE=1 "$TARGET/release/pez-serve" --config "$tmp/serve.toml" --model smollm2-135m --classifiers "$tmp/runs" --port "$port" >"$tmp/serve.log" 2>&1 &
+HF_HUB_OFFLINE=1 "$TARGET/release/pez-serve" --config "$tmp/serve.toml" --model smollm2-135m --dtype f32 --classifiers "$tmp/runs" --port "$port" >"$tmp/serve.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; kill -0 "$pid" 2>/dev/null || { cat "$tmp/serve.log"; exit 1; }; sleep 1; done
 python3 scripts/serve_client_check.py --url "http://127.0.0.1:$port/v1" --classifier "$NAME" --base smollm2-135m \
