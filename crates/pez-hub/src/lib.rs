@@ -3,6 +3,7 @@
 //! files, their metadata and tensor names), and tokenizers (`tokenizer`).
 
 pub mod checkpoint;
+pub mod fetch;
 pub mod gguf;
 pub mod registry;
 pub mod tokenizer;

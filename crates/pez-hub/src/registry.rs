@@ -1,14 +1,25 @@
 //! Model names -> files: the short names, the folders local models live in, the Hugging Face hub cache and
 //! downloads from the hub.
 
+use crate::fetch::{self, BUILTIN};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Models with a short name: the local file the setup script writes, or a Hugging Face hub repository.
+static FETCH_MISSING: AtomicBool = AtomicBool::new(false);
+
+/// Lets a missing built-in model be fetched when a command needs it (`--fetch-missing`), as `PEZ_FETCH_MISSING=1`
+/// does; otherwise its absence is an error naming `pez models --fetch`.
+pub fn set_fetch_missing(on: bool) {
+    FETCH_MISSING.store(on, Ordering::Relaxed);
+}
+
+fn fetch_missing() -> bool {
+    FETCH_MISSING.load(Ordering::Relaxed) || std::env::var("PEZ_FETCH_MISSING").is_ok_and(|v| v == "1")
+}
+
+/// Hub models with a short name (the built-in models, which `pez models` fetches, are in `fetch::BUILTIN`).
 pub const KNOWN: &[(&str, &str)] = &[
-    ("smollm2-135m", "local:smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    ("gemma3-270m", "local:gemma3-270m/gemma-3-270m-q4_k_m.gguf"),
-    ("minilm-l6", "local:all-MiniLM-L6-v2"),
     ("gpt2", "hub:openai-community/gpt2"),
     ("gpt2-medium", "hub:openai-community/gpt2-medium"),
     ("gpt2-large", "hub:openai-community/gpt2-large"),
@@ -25,15 +36,14 @@ pub const KNOWN: &[(&str, &str)] = &[
     ("openclip-vit-h-14", "hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
 ];
 
-/// Where models fetched by `scripts/setup.sh` live, found at run time: `$PEZ_MODELS`; else a `models/` folder
-/// holding one of them in the current directory or a parent (the checkout where setup ran); else the user's cache
-/// (`$XDG_CACHE_HOME/pez/models`, default `~/.cache/pez/models`).
+/// Where the built-in models live (`pez models --fetch` puts them there), found at run time: `$PEZ_MODELS`; else
+/// a `models/` folder holding one of them in the current directory or a parent (a checkout where
+/// `scripts/setup.sh` ran); else the user's cache (`$XDG_CACHE_HOME/pez/models`, default `~/.cache/pez/models`).
 pub fn models_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("PEZ_MODELS") {
         return PathBuf::from(p);
     }
-    let locals: Vec<&str> = KNOWN.iter().filter_map(|(_, t)| t.strip_prefix("local:")).map(|t| t.split('/').next().unwrap_or(t)).collect();
-    let has_models = |d: &Path| locals.iter().any(|l| d.join(l).exists());
+    let has_models = |d: &Path| BUILTIN.iter().any(|b| d.join(b.path.split('/').next().unwrap_or(b.path)).exists());
     if let Some(d) = std::env::current_dir().ok().and_then(|c| c.ancestors().map(|a| a.join("models")).find(|d| has_models(d))) {
         return d;
     }
@@ -54,7 +64,8 @@ pub enum ModelSpec {
 }
 
 impl ModelSpec {
-    /// A path to a GGUF file or a Hugging Face directory, a short name from `KNOWN`, or a hub repository id
+    /// A path to a GGUF file or a Hugging Face directory, a built-in model's name (`fetch::BUILTIN`), a short name
+    /// from `KNOWN`, or a hub repository id
     /// present in the local hub cache.
     pub fn resolve(name: &str) -> Result<Self> {
         let p = Path::new(name);
@@ -64,18 +75,21 @@ impl ModelSpec {
         if p.is_dir() {
             return Ok(Self::HfDir(p.to_path_buf()));
         }
+        if let Some(b) = fetch::builtin(name) {
+            let models = models_dir();
+            let path = match fetch::present(b, &models) {
+                Some((path, _)) => path,
+                None if fetch_missing() => fetch::fetch(b, &models, &mut |m| eprintln!("[models] {m}"))?,
+                None => bail!(
+                    "model `{name}` is not in {}: run `pez models --fetch {name}` (or set PEZ_MODELS to the folder that has it; \
+                     --fetch-missing or PEZ_FETCH_MISSING=1 fetch it when needed)",
+                    models.display()
+                ),
+            };
+            return Ok(if path.is_dir() { Self::HfDir(path) } else { Self::Gguf(path) });
+        }
         let target = KNOWN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
         match target {
-            Some(t) if t.starts_with("local:") => {
-                let path = models_dir().join(&t["local:".len()..]);
-                if path.is_file() {
-                    Ok(Self::Gguf(path))
-                } else if path.is_dir() {
-                    Ok(Self::HfDir(path))
-                } else {
-                    bail!("model `{name}` is not at {}: run scripts/setup.sh (or set PEZ_MODELS)", path.display())
-                }
-            }
             Some(t) => {
                 let repo = &t["hub:".len()..];
                 match hub_snapshot(repo) {
@@ -91,7 +105,7 @@ impl ModelSpec {
             None => match hub_snapshot(name) {
                 Some(d) => Ok(Self::HfDir(d)),
                 None => {
-                    let names: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
+                    let names: Vec<&str> = BUILTIN.iter().map(|b| b.name).chain(KNOWN.iter().map(|(n, _)| *n)).collect();
                     bail!("unknown model `{name}`: not a file, a directory, a hub-cache repository, or one of {names:?}")
                 }
             },
@@ -105,7 +119,7 @@ pub fn download(repo: &str) -> Result<PathBuf> {
     if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
         bail!("HF_HUB_OFFLINE=1: not downloading {repo}");
     }
-    let api = hf_hub::api::sync::ApiBuilder::new().with_progress(true).build()?;
+    let api = hub_api()?;
     let r = api.model(repo.to_string());
     if r.get("config.json").is_err() {
         // An open_clip-only repository: its config, weights (safetensors, else the PyTorch pickle) and tokenizer.
@@ -141,10 +155,7 @@ pub fn download(repo: &str) -> Result<PathBuf> {
 /// The snapshot directory of `repo` (e.g. `gpt2-large`, `facebook/opt-125m`) in the Hugging Face hub cache
 /// (`$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`), if it has been downloaded.
 pub fn hub_snapshot(repo: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("HF_HUB_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))?;
+    let cache = hub_cache_dir()?;
     let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
     let refs = std::fs::read_to_string(repo_dir.join("refs/main")).ok();
     let snapshots = repo_dir.join("snapshots");
@@ -157,4 +168,21 @@ pub fn hub_snapshot(repo: &str) -> Option<PathBuf> {
         }
     }
     std::fs::read_dir(&snapshots).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| has_config(p))
+}
+
+/// The Hugging Face hub cache: `$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`.
+pub fn hub_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("HF_HUB_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
+}
+
+/// The hub's download client, writing into `hub_cache_dir` (where `hub_snapshot` looks).
+pub fn hub_api() -> Result<hf_hub::api::sync::Api> {
+    let mut b = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true);
+    if let Some(d) = hub_cache_dir() {
+        b = b.with_cache_dir(d);
+    }
+    Ok(b.build()?)
 }

@@ -50,6 +50,10 @@ pub struct Args {
     /// bf16, f16 or auto (mistral.rs's choice: bf16 on a CPU).
     #[arg(long, value_enum, default_value_t = EngineDtype::F32)]
     pub engine_dtype: EngineDtype,
+    /// Fetch a missing built-in base model at start (as `pez models --fetch` would) instead of refusing to start;
+    /// `fetch_missing = true` in the file, or PEZ_FETCH_MISSING=1.
+    #[arg(long)]
+    pub fetch_missing: bool,
 }
 
 /// Activation dtype of mistral.rs's generation.
@@ -73,6 +77,7 @@ impl ServeConfig {
         cfg.models.extend(a.model.iter().map(|m| BaseModel { name: m.clone(), path: None, generate: None, dtype: Some(a.dtype) }));
         cfg.add_classifier_dirs(&a.classifiers)?;
         cfg.host = a.host.clone().unwrap_or(cfg.host);
+        cfg.fetch_missing |= a.fetch_missing;
         cfg.port = a.port.unwrap_or(cfg.port);
         cfg.max_concurrency = a.max_concurrency.unwrap_or(cfg.max_concurrency);
         cfg.max_batch = a.max_batch.unwrap_or(cfg.max_batch);
@@ -100,6 +105,9 @@ pub struct ServeConfig {
     /// What one request may ask for, and how long the server waits for a client (`[limits]`).
     #[serde(default)]
     pub limits: Limits,
+    /// Fetch missing built-in base models at start (`--fetch-missing`).
+    #[serde(default)]
+    pub fetch_missing: bool,
 }
 
 /// Bounds on requests and connections. Anything past them is refused with a 4xx in OpenAI's error shape before

@@ -29,6 +29,7 @@ async fn main() {
 
 async fn run(a: Args) -> Result<()> {
     let cfg = ServeConfig::from_args(&a)?;
+    pez_hub::registry::set_fetch_missing(cfg.fetch_missing);
     let engine = engine::plan(&cfg, &a)?;
 
     // Listen at once: /health answers 503 ("loading") until everything below is ready.

@@ -55,6 +55,7 @@ fn server_with(max_concurrency: usize, limits: Limits) -> Server {
         models: vec![BaseModel { name: "tiny-gpt2".into(), path: Some(model), generate: Some(false), dtype: Some(pez_nn::Dtype::F32) }],
         classifiers: ["tiny-pez", "tiny-empty"].iter().map(|n| ClassifierEntry { name: None, prompt: runs.path().join(n), base: None }).collect(),
         limits,
+        fetch_missing: false,
     };
     cfg.validate().unwrap();
     let metrics = std::sync::Arc::new(Metrics::default());
