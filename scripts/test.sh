@@ -9,6 +9,8 @@ export HF_HUB_OFFLINE=1
 cargo build --release -q --workspace --bins
 PEZ="${CARGO_TARGET_DIR:-target}/release/pez" bash scripts/setup.sh
 cargo test --release --workspace
+# pez sweep as a Slurm job array on a one-node Slurm started here (installs slurm-wlm and munge where missing).
+bash scripts/slurm_check.sh
 # pez-serve end to end on the real model, through the official openai client (needs the models from setup.sh).
 bash scripts/serve_check.sh
 bash scripts/install_check.sh

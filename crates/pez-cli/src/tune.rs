@@ -109,7 +109,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     // By default the task's rows that look like its evaluation data (SST-2: long rows; evals/sst2/holdout-study);
     // few-shot sets are drawn from all rows.
-    let default_rule = if a.shots.is_some() { RowRule::Random } else { pez_tasks::TaskSpec::resolve(&task)?.rows };
+    let default_rule = TuneConfig::default_rule(&task, a.shots)?;
     let mut cfg = TuneConfig {
         out: a.out.clone().unwrap_or_else(|| TuneConfig::default_out(&task, a.method, a.seed)),
         task, model: a.model, fluency: a.fluency, prompt_len: a.prompt_len, steps: a.steps, batch_size: a.batch_size,

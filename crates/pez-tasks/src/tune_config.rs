@@ -73,6 +73,12 @@ impl TuneConfig {
         }
     }
 
+    /// The rows the holdout and the batches come from unless given: the task's own rule (SST-2: rows of 10+
+    /// words, like its dev sentences; evals/sst2/holdout-study), any row for few-shot sets.
+    pub fn default_rule(task: &str, shots: Option<usize>) -> Result<RowRule> {
+        Ok(if shots.is_some() { RowRule::Random } else { crate::TaskSpec::resolve(task)?.rows })
+    }
+
     /// The default run directory: `runs/<task>-<method>-s<seed>`.
     pub fn default_out(task: &str, method: Method, seed: u64) -> PathBuf {
         PathBuf::from(format!("runs/{}-{method}-s{seed}", task.trim_end_matches(".toml")))

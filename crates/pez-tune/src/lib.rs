@@ -1,5 +1,7 @@
-//! PEZ prompt tuning for text classification: the configuration, the objective on a batch, and the run.
+//! PEZ prompt tuning for text classification: the objective on a batch, the run, best-of-N seeds (`sweep`) and
+//! grids of runs for job arrays (`grid`).
 
+pub mod grid;
 pub mod objective;
 pub mod run;
 pub mod sweep;

@@ -71,6 +71,11 @@ impl Checkpoint {
         self.elapsed_s
     }
 
+    /// The run's configuration.
+    pub fn config(&self) -> &TuneConfig {
+        &self.config
+    }
+
     pub fn read(dir: &Path) -> Result<Self> {
         let p = dir.join("checkpoint.json");
         let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;

@@ -7,10 +7,10 @@ use crate::run::Checkpoint;
 use anyhow::Result;
 use pez_tasks::artifact::write_atomic;
 use pez_tasks::PromptArtifact;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SeedResult {
     pub seed: u64,
     pub dir: PathBuf,
@@ -22,7 +22,7 @@ pub struct SeedResult {
     pub wall_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub runs: Vec<SeedResult>,
     /// Dev accuracy over the seeds: (mean, sample standard deviation).
@@ -45,41 +45,52 @@ pub fn mean_std(xs: &[f64]) -> Option<(f64, f64)> {
     Some((mean, var.sqrt()))
 }
 
+impl SeedResult {
+    /// The finished run of `seed` in `dir` (its prompt.json and checkpoint).
+    pub fn read(seed: u64, dir: &Path) -> Result<Self> {
+        let a = PromptArtifact::read(dir)?;
+        let wall_s = Checkpoint::read(dir).map(|c| c.elapsed_s()).unwrap_or(0.0);
+        let dev_per_class = a.dev_per_class.as_ref().map(|v| v.iter().map(|&(k, t)| k as f64 / t.max(1) as f64).collect());
+        Ok(Self { seed, dir: dir.to_path_buf(), prompt: a.prompt, holdout_accuracy: a.holdout_accuracy, dev_accuracy: a.dev_accuracy, dev_per_class, wall_s })
+    }
+}
+
 /// Runs seeds `base.seed .. base.seed + n` under `root` and writes the summary.
 pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize) -> Result<Summary> {
     let mut runs = vec![];
     for seed in base.seed..base.seed + n {
         let dir = root.join(format!("s{seed}"));
-        let ckpt = Checkpoint::read(&dir).ok();
-        let a = match &ckpt {
-            Some(c) if c.finished => {
-                eprintln!("seed {seed}: finished in {}, kept", dir.display());
-                PromptArtifact::read(&dir)?
-            }
+        match Checkpoint::read(&dir).ok() {
+            Some(c) if c.finished => eprintln!("seed {seed}: finished in {}, kept", dir.display()),
             Some(_) => {
                 eprintln!("seed {seed}: resuming {}", dir.display());
-                crate::tune(None, Some(&dir))?
+                crate::tune(None, Some(&dir))?;
             }
-            None => crate::tune(Some(TuneConfig { seed, out: dir.clone(), ..base.clone() }), None)?,
-        };
-        let wall_s = Checkpoint::read(&dir).map(|c| c.elapsed_s()).unwrap_or(0.0);
-        let dev_per_class = a.dev_per_class.as_ref().map(|v| v.iter().map(|&(k, t)| k as f64 / t.max(1) as f64).collect());
-        runs.push(SeedResult { seed, dir, prompt: a.prompt, holdout_accuracy: a.holdout_accuracy, dev_accuracy: a.dev_accuracy, dev_per_class, wall_s });
+            None => {
+                crate::tune(Some(TuneConfig { seed, out: dir.clone(), ..base.clone() }), None)?;
+            }
+        }
+        runs.push(SeedResult::read(seed, &dir)?);
     }
+    let s = summarize(runs, top);
+    write_atomic(&root.join("summary.json"), serde_json::to_string_pretty(&s)?.as_bytes())?;
+    write_atomic(&root.join("summary.md"), markdown(&s).as_bytes())?;
+    Ok(s)
+}
+
+/// Best-of-N over `runs`: dev mean and std over all, and over the `top` by holdout accuracy.
+pub fn summarize(runs: Vec<SeedResult>, top: usize) -> Summary {
     let mut by_holdout: Vec<&SeedResult> = runs.iter().collect();
     by_holdout.sort_by(|x, y| y.holdout_accuracy.unwrap_or(0.0).total_cmp(&x.holdout_accuracy.unwrap_or(0.0)).then(x.seed.cmp(&y.seed)));
     by_holdout.truncate(top);
     let dev = |rs: &[&SeedResult]| mean_std(&rs.iter().filter_map(|r| r.dev_accuracy).collect::<Vec<_>>());
-    let s = Summary {
+    Summary {
         dev_mean_std: dev(&runs.iter().collect::<Vec<_>>()),
         top: by_holdout.iter().map(|r| r.seed).collect(),
         top_dev_mean_std: dev(&by_holdout),
         wall_s: runs.iter().map(|r| r.wall_s).sum(),
         runs,
-    };
-    write_atomic(&root.join("summary.json"), serde_json::to_string_pretty(&s)?.as_bytes())?;
-    write_atomic(&root.join("summary.md"), markdown(&s).as_bytes())?;
-    Ok(s)
+    }
 }
 
 fn pct(x: Option<f64>) -> String {

@@ -1,0 +1,181 @@
+//! `pez sweep` end to end on the tiny GPT-2 checkpoint (runs of a second or two): stable indices, bad input
+//! refused before anything runs, a cell run twice, a killed cell resumed exactly, a failed cell shown as failed,
+//! and a seeds-only grid summarised as `pez tune --seeds` summarises the same seeds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn pez() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pez"))
+}
+
+fn fx() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer")
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "pez failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn err(o: Output) -> String {
+    assert!(!o.status.success(), "pez should have failed: {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `name` in `dir`: short tunes (`steps`, holdout every `every`) of the tiny checkpoint on the fixture task into
+/// `out`, with `grid` and `extra` base lines.
+fn sweep_at(dir: &Path, name: &str, out: &str, (steps, every): (usize, usize), grid: &str, extra: &str) -> PathBuf {
+    let f = fx();
+    let text = format!(
+        "out = \"{out}\"\ntop = 2\n[base]\ntask = \"{}\"\nmodel = \"{}\"\ntrain = \"{}\"\nsteps = {steps}\nbatch_size = 2\neval_every = {every}\n\
+         holdout = 4\nprompt_len = 2\ndtype = \"f32\"\n{extra}\n[grid]\n{grid}\n",
+        f.join("task.toml").display(), f.join("gpt2").display(), f.join("dev.tsv").display()
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn sweep_file(dir: &Path, grid: &str, extra: &str) -> PathBuf {
+    sweep_at(dir, "sweep.toml", "runs", (6, 3), grid, extra)
+}
+
+fn plan(file: &Path) -> String {
+    String::from_utf8(ok(pez().args(["sweep", "plan", file.to_str().unwrap()]).output().unwrap()).stdout).unwrap()
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+#[test]
+fn plan_indices_do_not_move_with_comments_spacing_or_key_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = plan(&sweep_file(tmp.path(), "fluency = [0.0, 0.3]\nseed = [0, 1]\neval_batch = [8, 16]", ""));
+    let b = plan(&sweep_file(tmp.path(), "# seeds last or first, the index is the same\nseed   = [0, 1]   # two\n\neval_batch=[8,16]\n  fluency = [ 0.0 , 0.3 ]", ""));
+    assert_eq!(a, b);
+    assert!(a.contains("8 cells"), "{a}");
+    // Name order, the seed last: eval_batch, fluency, seed.
+    let rows: Vec<&str> = a.lines().skip(2).collect();
+    assert!(rows[0].ends_with("eval_batch8-fluency0.0-s0") && rows[1].ends_with("eval_batch8-fluency0.0-s1"), "{a}");
+    assert!(rows[2].ends_with("eval_batch8-fluency0.3-s0") && rows[7].ends_with("eval_batch16-fluency0.3-s1"), "{a}");
+    assert!(rows.iter().all(|r| r.contains("missing")), "{a}");
+}
+
+#[test]
+fn bad_input_is_refused_naming_the_cell_and_field_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let f = sweep_file(tmp.path(), "seed = [0, 1]", "flunecy = 0.1");
+    let e = err(pez().args(["sweep", "plan", f.to_str().unwrap()]).output().unwrap());
+    assert!(e.contains("unknown setting `flunecy` in [base]") && e.contains("fluency"), "{e}");
+
+    let f = sweep_file(tmp.path(), "seed = [0]\nfluency = [0.0, 2.0]", "");
+    let e = err(pez().args(["sweep", "run", f.to_str().unwrap(), "--index", "0"]).output().unwrap());
+    assert!(e.contains("cell 1 (fluency2.0-s0)") && e.contains("--fluency must be in [0, 1]"), "{e}");
+
+    let f = sweep_file(tmp.path(), "seed = [0]\nfluency = [\"much\"]", "");
+    let e = err(pez().args(["sweep", "plan", f.to_str().unwrap()]).output().unwrap());
+    assert!(e.contains("cell 0") && e.contains("setting `fluency`"), "{e}");
+
+    let f = sweep_file(tmp.path(), "seed = [0]\nmethod = [\"pez\", \"no-such-method\"]", "");
+    let e = err(pez().args(["sweep", "plan", f.to_str().unwrap()]).output().unwrap());
+    assert!(e.contains("cell 1") && e.contains("setting `method`"), "{e}");
+
+    let text = std::fs::read_to_string(sweep_file(tmp.path(), "seed = [0]", "")).unwrap().replacen("task = ", "task_was = ", 1) + "";
+    let f = tmp.path().join("sweep.toml");
+    std::fs::write(&f, text.replace("[grid]\n", "[grid]\ntask = [\"sst3\"]\n")).unwrap();
+    let e = err(pez().args(["sweep", "plan", f.to_str().unwrap()]).output().unwrap());
+    assert!(e.contains("unknown setting `task_was`"), "{e}");
+    std::fs::write(&f, text.replace("task_was = ", "# ").replace("[grid]\n", "[grid]\ntask = [\"sst3\"]\n")).unwrap();
+    let e = err(pez().args(["sweep", "plan", f.to_str().unwrap()]).output().unwrap());
+    assert!(e.contains("cell 0 (tasksst3-s0)") && e.contains("setting `task`") && e.contains("unknown task `sst3`"), "{e}");
+
+    let f = sweep_file(tmp.path(), "seed = [0, 1]", "");
+    let e = err(pez().args(["sweep", "run", f.to_str().unwrap(), "--index", "2"]).output().unwrap());
+    assert!(e.contains("index 2 is out of range") && e.contains("2 cells (0..=1)"), "{e}");
+    let e = err(pez().args(["sweep", "run", f.to_str().unwrap()]).env_remove("SLURM_ARRAY_TASK_ID").env_remove("JOB_COMPLETION_INDEX").output().unwrap());
+    assert!(e.contains("no cell index"), "{e}");
+
+    let f = sweep_file(tmp.path(), "seed = [0]\nmodel = [\"x/m.gguf\", \"y/m.gguf\"]", "");
+    std::fs::write(&f, std::fs::read_to_string(&f).unwrap().replacen("\nmodel = \"", "\n# model = \"", 1)).unwrap();
+    let e = err(pez().args(["sweep", "plan", f.to_str().unwrap()]).output().unwrap());
+    assert!(e.contains("cells 0 and 1 would share the run directory"), "{e}");
+    assert!(!runs.exists(), "nothing may be written for a refused sweep");
+}
+
+#[test]
+fn cells_run_twice_resume_after_a_kill_fail_visibly_and_summarise_as_pez_tune_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 4 cells: seeds 0-2 of the fixture task, and one (index 3) whose train file does not exist.
+    let f = sweep_file(tmp.path(), "seed = [0, 1, 2]", "");
+    for i in 0..3 {
+        ok(pez().args(["sweep", "run", f.to_str().unwrap()]).env("SLURM_ARRAY_TASK_ID", i.to_string()).output().unwrap());
+    }
+    let runs = tmp.path().join("runs");
+    let metrics = std::fs::read_to_string(runs.join("s1/metrics.jsonl")).unwrap();
+    // Run again: kept, nothing appended.
+    let o = ok(pez().args(["sweep", "run", f.to_str().unwrap(), "--index", "1"]).output().unwrap());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("finished in"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(runs.join("s1/metrics.jsonl")).unwrap(), metrics);
+
+    // The same seeds by `pez tune --seeds`: equal summaries but for where the runs are and how long they took.
+    let fxd = fx();
+    ok(pez()
+        .args(["tune", fxd.join("task.toml").to_str().unwrap(), "--model", fxd.join("gpt2").to_str().unwrap(), "--train", fxd.join("dev.tsv").to_str().unwrap()])
+        .args(["--steps", "6", "--batch-size", "2", "--eval-every", "3", "--holdout", "4", "--prompt-len", "2", "--dtype", "f32", "--seeds", "3", "--top", "2"])
+        .args(["--out", tmp.path().join("seeds").to_str().unwrap()])
+        .output()
+        .unwrap());
+    ok(pez().args(["sweep", "summarize", f.to_str().unwrap()]).output().unwrap());
+    let strip = |mut v: serde_json::Value| {
+        for r in v["runs"].as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().retain(|k, _| k != "dir" && k != "wall_s");
+        }
+        v.as_object_mut().unwrap().remove("wall_s");
+        v
+    };
+    let grid = json(&runs.join("summary.json"));
+    assert_eq!(grid["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(strip(grid["groups"][0]["summary"].clone()), strip(json(&tmp.path().join("seeds/summary.json"))));
+    assert!(runs.join("summary.md").exists() && std::fs::read_to_string(runs.join("summary.svg")).unwrap().starts_with("<svg"));
+
+    // A cell killed after its first checkpoint resumes exactly: as the uninterrupted run of the same seed.
+    let f2 = sweep_at(tmp.path(), "long.toml", "long", (1000, 3), "seed = [0, 1, 2, 3]", "");
+    ok(pez().args(["sweep", "run", f2.to_str().unwrap(), "--index", "3"]).output().unwrap());
+    let dir = tmp.path().join("long/s3");
+    std::fs::rename(&dir, tmp.path().join("long/uninterrupted")).unwrap();
+    let mut child = pez().args(["sweep", "run", f2.to_str().unwrap(), "--index", "3"]).spawn().unwrap();
+    let t0 = Instant::now();
+    while !dir.join("checkpoint.json").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no checkpoint");
+        assert!(child.try_wait().unwrap().is_none(), "the cell ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!json(&dir.join("checkpoint.json"))["finished"].as_bool().unwrap_or(false), "killed too late to test anything");
+    let plan2 = plan(&f2);
+    assert!(plan2.lines().any(|l| l.contains("started") && l.ends_with("s3")), "{plan2}");
+    let o = ok(pez().args(["sweep", "run", f2.to_str().unwrap(), "--index", "3"]).output().unwrap());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming"), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (json(&tmp.path().join("long/uninterrupted/prompt.json")), json(&dir.join("prompt.json")));
+    assert_eq!((a["token_ids"].clone(), a["holdout_accuracy"].clone(), a["dev_accuracy"].clone()), (b["token_ids"].clone(), b["holdout_accuracy"].clone(), b["dev_accuracy"].clone()));
+    let lines = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines().map(|l| {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v.as_object_mut().unwrap().remove("elapsed_s");
+        v
+    }).collect::<Vec<_>>();
+    assert_eq!(lines(&tmp.path().join("long/uninterrupted")), lines(&dir));
+
+    // A failing cell leaves error.txt, and the summary shows it failed with the reason; the others stay missing.
+    let f3 = sweep_at(tmp.path(), "fail.toml", "fail", (6, 3), "seed = [0, 1]\ntrain = [\"/no/such/train.tsv\"]", "");
+    std::fs::write(&f3, std::fs::read_to_string(&f3).unwrap().replacen("\ntrain = \"", "\n# train = \"", 1)).unwrap();
+    let e = err(pez().args(["sweep", "run", f3.to_str().unwrap(), "--index", "1"]).output().unwrap());
+    assert!(e.contains("/no/such/train.tsv"), "{e}");
+    assert!(std::fs::read_to_string(tmp.path().join("fail/traintrain-s1/error.txt")).unwrap().contains("/no/such/train.tsv"));
+    let md = String::from_utf8(ok(pez().args(["sweep", "summarize", f3.to_str().unwrap()]).output().unwrap()).stdout).unwrap();
+    assert!(md.contains("| 1 | \"/no/such/train.tsv\" | 1 | failed |") && md.contains("2 cells: 0 finished, 0 started, 1 failed, 1 missing"), "{md}");
+}
