@@ -11,6 +11,8 @@ PEZ="${CARGO_TARGET_DIR:-target}/release/pez" bash scripts/setup.sh
 cargo test --release --workspace
 # pez sweep as a Slurm job array on a one-node Slurm started here (installs slurm-wlm and munge where missing).
 bash scripts/slurm_check.sh
+# deploy/k8s/ against Kubernetes' schemas, offline (kubernetes-validate from PyPI).
+bash scripts/k8s_check.sh
 # pez-serve end to end on the real model, through the official openai client (needs the models from setup.sh).
 bash scripts/serve_check.sh
 bash scripts/install_check.sh

@@ -54,6 +54,10 @@ pub struct Args {
     /// `fetch_missing = true` in the file, or PEZ_FETCH_MISSING=1.
     #[arg(long)]
     pub fetch_missing: bool,
+    /// Read and check the configuration (the flags, the file, every classifier's prompt.json), print what would
+    /// be served and exit, loading no model.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Activation dtype of mistral.rs's generation.

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use pez_serve::config::{Args, ServeConfig};
+use pez_serve::config::{self, Args, ServeConfig};
 use pez_serve::metrics::Metrics;
 use pez_serve::state::AppState;
 use pez_serve::{engine, http, router, ClassifierPool};
@@ -30,6 +30,15 @@ async fn main() {
 async fn run(a: Args) -> Result<()> {
     let cfg = ServeConfig::from_args(&a)?;
     pez_hub::registry::set_fetch_missing(cfg.fetch_missing);
+    if a.check_config {
+        for c in &cfg.classifiers {
+            let p = pez_tasks::PromptArtifact::read(&c.prompt).with_context(|| format!("classifier `{}`", config::classifier_name(c)))?;
+            println!("classifier {} on {}: {:?}", config::classifier_name(c), c.base.as_deref().unwrap_or(&cfg.models[0].name), p.prompt);
+        }
+        let models: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
+        println!("config ok: base model(s) {models:?}, {} classifier(s), http://{}:{}", cfg.classifiers.len(), cfg.host, cfg.port);
+        return Ok(());
+    }
     let engine = engine::plan(&cfg, &a)?;
 
     // Listen at once: /health answers 503 ("loading") until everything below is ready.
