@@ -16,3 +16,5 @@ bash scripts/k8s_check.sh
 # pez-serve end to end on the real model, through the official openai client (needs the models from setup.sh).
 bash scripts/serve_check.sh
 bash scripts/install_check.sh
+# The CUDA build (`--device cuda`), checked without a GPU.
+bash scripts/cuda_check.sh

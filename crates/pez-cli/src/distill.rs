@@ -30,6 +30,9 @@ pub struct Args {
     /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
     #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
     dtype: pez_nn::Dtype,
+    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature).
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    device: pez_nn::DeviceArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
@@ -39,7 +42,7 @@ enum Vocab {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (enc, tok) = pez_invert::encoder::load(&a.model, a.dtype)?;
+    let (enc, tok) = pez_invert::encoder::load(&a.model, a.dtype, &a.device.open()?)?;
     let cfg = InvertConfig { prompt_len: 0, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(), only: None };
     let mut progress = pez_progress::Progress::new("distill", "steps", a.steps as u64);
     let d = pez_invert::distill::distill(enc.as_ref(), &tok, &a.prompt, a.ratio, a.vocab == Vocab::Prompt, cfg, |_, c| {

@@ -1,5 +1,4 @@
 use anyhow::{bail, Result};
-use candle_core::Device;
 use pez_classify::{evaluate, LearnedPrompt, Prompted};
 use pez_models::load_lm;
 use pez_tasks::artifact::write_atomic;
@@ -38,6 +37,9 @@ pub struct Args {
     /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
     #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
     dtype: pez_nn::Dtype,
+    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature; `auto` dtype is f32 there).
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    device: pez_nn::DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -48,7 +50,9 @@ pub fn run(a: Args) -> Result<()> {
     if a.prompt_file.is_none() && task.is_none() {
         bail!("give a task (sst2, amazon, agnews, or a .toml file)");
     }
-    let lm = load_lm(&a.model, a.dtype.candle(), &Device::Cpu)?;
+    let device = a.device.open()?;
+    let dtype = a.dtype.resolve_on(&device);
+    let lm = load_lm(&a.model, dtype.candle(), &device)?;
     // The prompt brings its format (template, verbalizers, labels); the task brings the data.
     let mut learned = match (&a.prompt_file, &task) {
         (Some(f), _) => LearnedPrompt::from_artifact(f, &lm)?,
@@ -91,11 +95,11 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({
             "task": task.name, "model": lm.source, "data": data.source, "prompt": prompt_text, "accuracy": acc,
-            "calibration": p.prompt.calibration, "label_offsets": p.offsets, "dtype": a.dtype.resolve(),
+            "calibration": p.prompt.calibration, "label_offsets": p.offsets, "dtype": dtype,
         }))?);
     } else {
         println!("task {}  model {}  data {}", task.name, lm.source, data.source.display());
-        println!("prompt {:?}  calibration {}  dtype {}", prompt_text, p.prompt.calibration, a.dtype.resolve());
+        println!("prompt {:?}  calibration {}  dtype {}", prompt_text, p.prompt.calibration, dtype);
         println!("accuracy {:.2}%  95% CI [{:.2}, {:.2}]  ({}/{})", acc.accuracy * 100.0, acc.ci95.0 * 100.0, acc.ci95.1 * 100.0, acc.correct, acc.total);
         for (c, (k, n)) in acc.per_class.iter().enumerate() {
             println!("  {:<12} {k}/{n}", labels[c]);

@@ -27,16 +27,19 @@ pub struct InvertArgs {
     /// Folder for the JSON record (default: print only).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
+    /// f32, bf16 or auto (bf16 where the CPU has bf16 units; f32 on a GPU).
     #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
     dtype: pez_nn::Dtype,
+    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature).
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    device: pez_nn::DeviceArg,
 }
 
 pub fn run_invert(a: InvertArgs) -> Result<()> {
     if a.prompt_len == 0 || a.steps == 0 {
         bail!("--prompt-len and --steps must be positive");
     }
-    let m = ClipModel::load(&a.model, a.dtype)?;
+    let m = ClipModel::load(&a.model, a.dtype, &a.device.open()?)?;
     let targets = m.image_features(&a.images)?;
     let cfg = InvertConfig { prompt_len: a.prompt_len, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(), only: None };
     let mut progress = pez_progress::Progress::new("invert", "steps", a.steps as u64);
@@ -64,14 +67,17 @@ pub struct ScoreArgs {
     /// The prompt to score (any text: a learned prompt, a concatenation, a hand-written one).
     #[arg(long)]
     text: String,
-    /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
+    /// f32, bf16 or auto (bf16 where the CPU has bf16 units; f32 on a GPU).
     #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
     dtype: pez_nn::Dtype,
+    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature).
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    device: pez_nn::DeviceArg,
 }
 
 /// Mean cosine between a prompt's text features and each image's features.
 pub fn run_score(a: ScoreArgs) -> Result<()> {
-    let m = ClipModel::load(&a.model, a.dtype)?;
+    let m = ClipModel::load(&a.model, a.dtype, &a.device.open()?)?;
     let targets = m.image_features(&a.images)?;
     let ids = m.tokenizer.encode(a.text.as_str(), false).map_err(|e| anyhow::anyhow!("{e}"))?.get_ids().to_vec();
     let cos = score_ids(&m.text, &ids, &targets)?;

@@ -1,5 +1,4 @@
 use anyhow::{bail, Result};
-use candle_core::Device;
 use pez_hub::tokenizer;
 use pez_models::load_lm;
 use pez_nn::ops;
@@ -21,10 +20,15 @@ pub struct Args {
     /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
     #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
     dtype: pez_nn::Dtype,
+    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature; `auto` dtype is f32 there).
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    device: pez_nn::DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let lm = load_lm(&a.model, a.dtype.candle(), &Device::Cpu)?;
+    let device = a.device.open()?;
+    let dtype = a.dtype.resolve_on(&device);
+    let lm = load_lm(&a.model, dtype.candle(), &device)?;
     // Models that expect a BOS token (Gemma) get it, as their tokenizer would add it.
     let ids: Vec<u32> = lm.bos.into_iter().chain(tokenizer::encode(&lm.tokenizer, &a.text)?).collect();
     if ids.is_empty() {
@@ -45,7 +49,7 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     if a.json {
-        let out = serde_json::json!({"model": lm.source, "text": a.text, "input_ids": ids, "top": top, "dtype": a.dtype.resolve()});
+        let out = serde_json::json!({"model": lm.source, "text": a.text, "input_ids": ids, "top": top, "dtype": dtype});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{:>8}  {:>10}  token", "id", "logprob");

@@ -23,6 +23,9 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         index: Option<usize>,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+        device: pez_nn::DeviceArg,
     },
     /// Gather every cell into summary.json, summary.md and summary.svg under the sweep's `out`.
     Summarize { file: PathBuf },
@@ -43,13 +46,14 @@ pub fn run(a: Args) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { file, index } => {
+        Command::Run { file, index, device } => {
+            let device = device.open()?;
             let s = Sweep::read(&file)?;
             let index = match index {
                 Some(i) => i,
                 None => array_index()?,
             };
-            grid::run_cell(&s, index)?;
+            grid::run_cell(&s, index, &device)?;
             Ok(())
         }
         Command::Summarize { file } => {

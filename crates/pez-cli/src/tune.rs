@@ -100,12 +100,16 @@ pub struct Args {
     /// stay f32), or auto: bf16 where the CPU has bf16 units (AVX512-BF16), else f32. Recorded in the run.
     #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
     dtype: pez_nn::Dtype,
+    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature; `auto` dtype is f32 there).
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    device: pez_nn::DeviceArg,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let device = a.device.open()?;
     let Some(task) = a.task.clone() else {
         let Some(dir) = &a.resume else { anyhow::bail!("give a task (sst2, amazon, agnews, or a .toml file) or --resume DIR") };
-        return report(&pez_tune::tune(None, Some(dir))?, dir, a.json);
+        return report(&pez_tune::tune(None, Some(dir), &device)?, dir, a.json);
     };
     // By default the task's rows that look like its evaluation data (SST-2: long rows; evals/sst2/holdout-study);
     // few-shot sets are drawn from all rows.
@@ -117,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
         eval_every: a.eval_every, holdout: a.holdout, holdout_rule: a.holdout_rule.unwrap_or(default_rule),
         train_rule: a.train_rule.unwrap_or(default_rule), calibration: a.calibration, shots: a.shots,
         epochs: a.epochs, method: a.method, seed: a.seed, random_init: a.random_init, train: a.train, dev: a.dev,
-        skip_dev: a.skip_dev, eval_batch: a.eval_batch, dtype: a.dtype.resolve(),
+        skip_dev: a.skip_dev, eval_batch: a.eval_batch, dtype: a.dtype.resolve_on(&device),
     };
     if a.paper {
         (cfg.batch_size, cfg.steps, cfg.holdout, cfg.eval_every) = (32, 5000, 5000, 100);
@@ -129,13 +133,13 @@ pub fn run(a: Args) -> Result<()> {
     if a.seeds > 1 {
         cfg.validate()?;
         let root = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
-        let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top)?;
+        let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top, &device)?;
         print!("{}", pez_tune::sweep::markdown(&s));
         eprintln!("wrote {}/summary.json and summary.md", root.display());
         return Ok(());
     }
     let out = cfg.out.clone();
-    report(&pez_tune::tune(Some(cfg), None)?, &out, a.json)
+    report(&pez_tune::tune(Some(cfg), None, &device)?, &out, a.json)
 }
 
 /// What a person reads at the end of a run (or, with `json`, the run's prompt.json).

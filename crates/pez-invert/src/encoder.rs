@@ -53,12 +53,11 @@ impl TextEncoder for ClipEncoder {
     }
 }
 
-/// Loads a text encoder by name or directory, computing in `dtype`: a BERT sentence encoder (`minilm-l6`) or a
-/// CLIP model's text tower.
-pub fn load(name: &str, dtype: pez_nn::Dtype) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)> {
+/// Loads a text encoder by name or directory onto `device`, computing in `dtype`: a BERT sentence encoder
+/// (`minilm-l6`) or a CLIP model's text tower.
+pub fn load(name: &str, dtype: pez_nn::Dtype, device: &candle_core::Device) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)> {
     use anyhow::{bail, Context};
-    use candle_core::Device;
-    let dt = dtype.candle();
+    let dt = dtype.resolve_on(device).candle();
     let dir = match pez_hub::ModelSpec::resolve(name)? {
         pez_hub::ModelSpec::HfDir(d) => d,
         pez_hub::ModelSpec::Gguf(p) => bail!("{}: a text encoder is a Hugging Face directory, not GGUF", p.display()),
@@ -75,9 +74,9 @@ pub fn load(name: &str, dtype: pez_nn::Dtype) -> Result<(Box<dyn TextEncoder>, t
         pez_hub::checkpoint::read_config(&dir)?
     };
     let enc: Box<dyn TextEncoder> = match mt.model_type.as_str() {
-        "bert" => Box::new(BertEncoder { bert: Bert::from_dir(&dir, dt, &Device::Cpu)?, cls: id("[CLS]")?, sep: id("[SEP]")? }),
+        "bert" => Box::new(BertEncoder { bert: Bert::from_dir(&dir, dt, device)?, cls: id("[CLS]")?, sep: id("[SEP]")? }),
         "clip" => Box::new(ClipEncoder {
-            text: pez_models::clip::Clip::from_dir(&dir, dt, &Device::Cpu)?.text,
+            text: pez_models::clip::Clip::from_dir(&dir, dt, device)?.text,
             sot: id("<|startoftext|>")?,
             eot: id("<|endoftext|>")?,
         }),
@@ -97,10 +96,9 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    /// `name` computing in `dtype`.
-    pub fn load(name: &str, dtype: pez_nn::Dtype) -> Result<Self> {
+    /// `name` on `device`, computing in `dtype`.
+    pub fn load(name: &str, dtype: pez_nn::Dtype, device: &candle_core::Device) -> Result<Self> {
         use anyhow::{bail, Context};
-        use candle_core::Device;
         let dir = match pez_hub::ModelSpec::resolve(name)? {
             pez_hub::ModelSpec::HfDir(d) => d,
             pez_hub::ModelSpec::Gguf(p) => bail!("{}: CLIP models are Hugging Face directories", p.display()),
@@ -108,7 +106,7 @@ impl ClipModel {
         let tokenizer = pez_hub::tokenizer::from_dir(&dir)?;
         let id = |t: &str| tokenizer.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
         let (sot, eot) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
-        let clip = pez_models::clip::Clip::from_dir(&dir, dtype.candle(), &Device::Cpu)?;
+        let clip = pez_models::clip::Clip::from_dir(&dir, dtype.resolve_on(device).candle(), device)?;
         let (mean, std) = pez_models::clip::image_mean_std(&dir)?.unwrap_or((crate::image::OPENAI_MEAN, crate::image::OPENAI_STD));
         Ok(Self { text: ClipEncoder { text: clip.text, sot, eot }, vision: clip.vision, tokenizer, mean, std })
     }
@@ -117,6 +115,7 @@ impl ClipModel {
     pub fn image_features(&self, paths: &[std::path::PathBuf]) -> Result<Tensor> {
         let size = self.vision.image_size();
         let px = paths.iter().map(|p| crate::image::preprocess(p, size, self.mean, self.std)).collect::<Result<Vec<_>>>()?;
-        self.vision.features(&Tensor::stack(&px, 0)?)
+        let device = self.text.text.token_embeddings().device();
+        self.vision.features(&Tensor::stack(&px, 0)?.to_device(device)?)
     }
 }

@@ -8,7 +8,7 @@
 //! The loss reads the next-token logits at the last position only (as the PEZ label loss does), so the LM head
 //! runs on `batch` rows, not `batch x tokens`.
 
-use candle_core::{DType, Device, Var};
+use candle_core::{DType, Var};
 use clap::Parser;
 use pez_models::load_lm;
 use pez_nn::ops;
@@ -19,14 +19,16 @@ static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn main() -> anyhow::Result<()> {
     pez_nn::alloc::keep_freed_memory();
-    let Args { model, batch: b, tokens: s, reps, forward_only, dtype, .. } = Args::parse();
-    let lm = load_lm(&model, dtype.candle(), &Device::Cpu)?;
+    let Args { model, batch: b, tokens: s, reps, forward_only, dtype, device, .. } = Args::parse();
+    let device = device.open()?;
+    let dtype = dtype.resolve_on(&device);
+    let lm = load_lm(&model, dtype.candle(), &device)?;
     let m = lm.model.as_ref();
     let info = m.info().clone();
     let ids: Vec<u32> = (0..b * s).map(|i| (i * 7919 % 5000) as u32 + 100).collect();
     let x = m.embed_ids(&ids)?.reshape((b, s, info.hidden_size))?;
     let lengths = vec![s; b];
-    let target = candle_core::Tensor::zeros((b, info.vocab_size), DType::F32, &Device::Cpu)?;
+    let target = candle_core::Tensor::zeros((b, info.vocab_size), DType::F32, &device)?;
 
     // FLOPs: 2 per multiply-add of every weight matrix per token, attention scores and mixing, head at b rows.
     let weights = info.block_matmul_params;
@@ -102,6 +104,9 @@ struct Args {
     forward_only: bool,
     #[arg(long, default_value_t = pez_nn::Dtype::F32)]
     dtype: pez_nn::Dtype,
+    /// cpu, cuda or cuda:N (a binary built with `--features cuda`).
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    device: pez_nn::DeviceArg,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,

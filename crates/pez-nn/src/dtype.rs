@@ -27,6 +27,15 @@ impl Dtype {
         }
     }
 
+    /// `Auto` made definite for `device`: on the CPU as `resolve`; on a GPU f32, until a GPU run shows bf16 keeps
+    /// f32's results there (NOTES, issue 24).
+    pub fn resolve_on(self, device: &candle_core::Device) -> Self {
+        match self {
+            Self::Auto if !device.is_cpu() => Self::F32,
+            d => d.resolve(),
+        }
+    }
+
     /// The candle dtype to load a model with (`Auto` resolved first).
     pub fn candle(self) -> DType {
         match self.resolve() {

@@ -11,6 +11,7 @@
 pub mod alloc;
 pub mod backend;
 pub mod composed;
+pub mod device;
 pub mod dtype;
 pub mod kernels;
 pub mod layers;
@@ -20,6 +21,7 @@ pub mod ops;
 pub mod testing;
 pub mod weights;
 
+pub use device::DeviceArg;
 pub use dtype::Dtype;
 pub use layers::{LayerNorm, Linear, Mlp, RmsNorm};
 pub use masks::{Packed, MASKED};

@@ -2,7 +2,6 @@
 //! train batches.    cargo bench -p pez-tune --bench tune_step -- [model] [batch] [steps] [--dtype f32|bf16|auto]
 //! The PyTorch yardstick for the same step is scripts/torch_pez_step.py.
 
-use candle_core::Device;
 use pez_core::{Method, Optimizer, OptimizerKind, Pez, Projector};
 use pez_models::load_lm;
 use pez_tasks::TaskSpec;
@@ -16,8 +15,10 @@ static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn main() -> anyhow::Result<()> {
     pez_nn::alloc::keep_freed_memory();
-    let Args { model, batch: bs, steps, dtype, verbose, .. } = Args::parse();
-    let lm = load_lm(&model, dtype.candle(), &Device::Cpu)?;
+    let Args { model, batch: bs, steps, dtype, verbose, device, .. } = Args::parse();
+    let device = device.open()?;
+    let dtype = dtype.resolve_on(&device);
+    let lm = load_lm(&model, dtype.candle(), &device)?;
     let task = TaskSpec::resolve("sst2")?;
     let clf = Classifier::new(&lm, &task.prompt, 10)?;
     let train = task.load("train", None)?.examples;
@@ -65,6 +66,9 @@ struct Args {
     /// f32 (the figures before the choice existed), bf16 or auto.
     #[arg(long, default_value_t = pez_nn::Dtype::F32)]
     dtype: pez_nn::Dtype,
+    /// cpu, cuda or cuda:N (a binary built with `--features cuda`).
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    device: pez_nn::DeviceArg,
     /// Every step's time and tokens.
     #[arg(long)]
     verbose: bool,

@@ -206,7 +206,7 @@ pub const ERROR_FILE: &str = "error.txt";
 
 /// Runs cell `index` into its directory: kept if finished, resumed from its checkpoint if started, else begun.
 /// Only one process runs a cell at a time (a lock in its directory); a failure leaves `error.txt` there.
-pub fn run_cell(sweep: &Sweep, index: usize) -> Result<Status> {
+pub fn run_cell(sweep: &Sweep, index: usize, device: &candle_core::Device) -> Result<Status> {
     let c = sweep.cell(index)?;
     let dir = sweep.dir(c);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -214,7 +214,7 @@ pub fn run_cell(sweep: &Sweep, index: usize) -> Result<Status> {
     if lock.try_lock().is_err() {
         bail!("cell {index} ({}) is being run by another process (its lock {} is held)", c.name, dir.join(".lock").display());
     }
-    let result = run_locked(c, &dir);
+    let result = run_locked(c, &dir, device);
     match &result {
         Ok(_) => {
             let _ = std::fs::remove_file(dir.join(ERROR_FILE));
@@ -224,7 +224,7 @@ pub fn run_cell(sweep: &Sweep, index: usize) -> Result<Status> {
     result
 }
 
-fn run_locked(c: &Cell, dir: &Path) -> Result<Status> {
+fn run_locked(c: &Cell, dir: &Path, device: &candle_core::Device) -> Result<Status> {
     match Checkpoint::read(dir) {
         Ok(ck) => {
             let theirs = serde_json::to_value(ck.config())?;
@@ -238,11 +238,13 @@ fn run_locked(c: &Cell, dir: &Path) -> Result<Status> {
                 return Ok(Status::Finished);
             }
             eprintln!("cell {} ({}): resuming {}", c.index, c.name, dir.display());
-            crate::tune(None, Some(dir))?;
+            crate::tune(None, Some(dir), device)?;
         }
         Err(_) => {
             eprintln!("cell {} ({}): starting in {}", c.index, c.name, dir.display());
-            crate::tune(Some(c.config.clone()), None)?;
+            // `auto` (the dtype not given) is decided where the cell runs: a GPU computes in f32.
+            let dtype = if c.given.iter().any(|k| k == "dtype") { c.config.dtype } else { pez_nn::Dtype::Auto.resolve_on(device) };
+            crate::tune(Some(TuneConfig { dtype, ..c.config.clone() }), None, device)?;
         }
     }
     Ok(Status::Finished)

@@ -32,7 +32,8 @@ pub struct EvalRecord {
     pub holdout_accuracy: f64,
     pub prompt: String,
     pub token_ids: Vec<u32>,
-    pub fluency_log_ppl: f64,
+    /// Mean next-token NLL of the prompt under the model; none for a model that is not a causal decoder (T5).
+    pub fluency_log_ppl: Option<f64>,
     pub best: bool,
     pub elapsed_s: f64,
     /// The dtype the model computed in.
@@ -47,7 +48,7 @@ struct Best {
     ids: Vec<u32>,
     /// The continuous prompt, kept for `soft` runs (whose prompt is not a token sequence).
     soft: Option<Vec<f32>>,
-    fluency_log_ppl: f64,
+    fluency_log_ppl: Option<f64>,
 }
 
 /// What a run must keep to continue exactly (`checkpoint.json`).
@@ -90,7 +91,7 @@ pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer) ->
 }
 
 /// Runs (or resumes, from `resume`'s checkpoint) a tuning run and returns its `prompt.json`.
-pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>) -> Result<PromptArtifact> {
+pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>, device: &Device) -> Result<PromptArtifact> {
     let (cfg, ckpt) = match (cfg, resume) {
         (_, Some(dir)) => {
             let c = Checkpoint::read(dir)?;
@@ -101,7 +102,7 @@ pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>) -> Result<PromptArti
         (None, None) => bail!("nothing to run: give a configuration or --resume DIR"),
     };
     cfg.validate()?;
-    let lm = load_lm(&cfg.model, cfg.dtype.candle(), &Device::Cpu)?;
+    let lm = load_lm(&cfg.model, cfg.dtype.candle(), device)?;
     let mut run = Run::open(cfg, ckpt, &lm)?;
     while !run.done() {
         run.step()?;
@@ -249,7 +250,7 @@ impl<'a> Run<'a> {
     /// The prompt's input rows: a hard prompt's embedding rows, or a soft prompt's vectors.
     fn prompt_tensor(&self, ids: &[u32], soft: Option<&[f32]>) -> Result<Tensor> {
         Ok(match soft {
-            Some(s) => Tensor::from_slice(s, (self.cfg.prompt_len, self.lm.model.info().hidden_size), &Device::Cpu)?,
+            Some(s) => Tensor::from_slice(s, (self.cfg.prompt_len, self.lm.model.info().hidden_size), self.lm.model.token_embeddings().device())?,
             None => self.pez.projector.rows(ids)?,
         })
     }
@@ -276,7 +277,10 @@ impl<'a> Run<'a> {
         let soft = (self.cfg.method == Method::Soft).then(|| self.pez.state.soft.clone());
         let acc = self.accuracy(&ids, self.prompt_tensor(&ids, soft.as_deref())?, &self.data.holdout)?.accuracy;
         let hard = self.pez.projector.rows(&ids)?;
-        let flu = self.clf.fluency(&self.clf.prefix(Some(&hard))?, &ids)?.to_scalar::<f32>()? as f64;
+        let flu = match self.lm.model.as_decoder() {
+            Some(_) => Some(self.clf.fluency(&self.clf.prefix(Some(&hard))?, &ids)?.to_scalar::<f32>()? as f64),
+            None => None,
+        };
         let is_best = self.best.as_ref().is_none_or(|b| acc >= b.holdout_accuracy);
         if is_best {
             self.best = Some(Best { step, holdout_accuracy: acc, ids: ids.clone(), soft, fluency_log_ppl: flu });
@@ -350,7 +354,7 @@ impl<'a> Run<'a> {
             holdout_accuracy: Some(b.holdout_accuracy),
             dev_accuracy: dev.map(|d| d.accuracy),
             dev_per_class: dev.map(|d| d.per_class.clone()),
-            fluency_log_ppl: Some(b.fluency_log_ppl),
+            fluency_log_ppl: b.fluency_log_ppl,
             step: b.step,
             seed: self.cfg.seed,
             config: self.cfg.clone(),

@@ -56,7 +56,7 @@ impl SeedResult {
 }
 
 /// Runs seeds `base.seed .. base.seed + n` under `root` and writes the summary.
-pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize) -> Result<Summary> {
+pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize, device: &candle_core::Device) -> Result<Summary> {
     let mut runs = vec![];
     for seed in base.seed..base.seed + n {
         let dir = root.join(format!("s{seed}"));
@@ -64,10 +64,10 @@ pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize) -> Result<Summa
             Some(c) if c.finished => eprintln!("seed {seed}: finished in {}, kept", dir.display()),
             Some(_) => {
                 eprintln!("seed {seed}: resuming {}", dir.display());
-                crate::tune(None, Some(&dir))?;
+                crate::tune(None, Some(&dir), device)?;
             }
             None => {
-                crate::tune(Some(TuneConfig { seed, out: dir.clone(), ..base.clone() }), None)?;
+                crate::tune(Some(TuneConfig { seed, out: dir.clone(), ..base.clone() }), None, device)?;
             }
         }
         runs.push(SeedResult::read(seed, &dir)?);

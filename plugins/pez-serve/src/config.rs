@@ -50,6 +50,10 @@ pub struct Args {
     /// bf16, f16 or auto (mistral.rs's choice: bf16 on a CPU).
     #[arg(long, value_enum, default_value_t = EngineDtype::F32)]
     pub engine_dtype: EngineDtype,
+    /// Where the classifiers of the --model base models compute: cpu, cuda or cuda:N (a binary built with
+    /// `--features cuda`; plain generation through mistral.rs stays on the CPU). `device` per [[models]].
+    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
+    pub device: pez_nn::DeviceArg,
     /// Fetch a missing built-in base model at start (as `pez models --fetch` would) instead of refusing to start;
     /// `fetch_missing = true` in the file, or PEZ_FETCH_MISSING=1.
     #[arg(long)]
@@ -78,7 +82,7 @@ impl ServeConfig {
             Some(p) => Self::from_toml(p)?,
             None => toml::from_str::<Self>("models = []")?,
         };
-        cfg.models.extend(a.model.iter().map(|m| BaseModel { name: m.clone(), path: None, generate: None, dtype: Some(a.dtype) }));
+        cfg.models.extend(a.model.iter().map(|m| BaseModel { name: m.clone(), path: None, generate: None, dtype: Some(a.dtype), device: Some(a.device) }));
         cfg.add_classifier_dirs(&a.classifiers)?;
         cfg.host = a.host.clone().unwrap_or(cfg.host);
         cfg.fetch_missing |= a.fetch_missing;
@@ -188,6 +192,13 @@ pub struct BaseModel {
     pub generate: Option<bool>,
     /// What its classifiers compute in: f32, bf16 or auto (bf16 where the CPU has bf16 units; the default).
     pub dtype: Option<pez_nn::Dtype>,
+    /// Where its classifiers compute: "cpu" (the default), "cuda" or "cuda:N".
+    #[serde(default, deserialize_with = "device_opt")]
+    pub device: Option<pez_nn::DeviceArg>,
+}
+
+fn device_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<pez_nn::DeviceArg>, D::Error> {
+    Option::<String>::deserialize(d)?.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,9 +221,11 @@ impl BaseModel {
     pub fn path(&self) -> &str {
         self.path.as_deref().unwrap_or(&self.name)
     }
-    /// The dtype its classifiers compute in on this machine.
-    pub fn dtype(&self) -> pez_nn::Dtype {
-        self.dtype.unwrap_or(pez_nn::Dtype::Auto).resolve()
+    /// Where its classifiers compute, and in what (`auto` decided for that device on this machine).
+    pub fn placement(&self) -> Result<(candle_core::Device, pez_nn::Dtype)> {
+        let device = self.device.unwrap_or_default().open().with_context(|| format!("base model `{}`", self.name))?;
+        let dtype = self.dtype.unwrap_or(pez_nn::Dtype::Auto).resolve_on(&device);
+        Ok((device, dtype))
     }
 }
 
@@ -270,6 +283,9 @@ impl ServeConfig {
                     bail!("classifier `{}`: unknown base model `{b}`", classifier_name(c));
                 }
             }
+        }
+        for m in &self.models {
+            m.placement()?; // a device that is not here is refused before anything loads
         }
         if self.max_concurrency == 0 || self.max_batch == 0 {
             bail!("max_concurrency and max_batch must be at least 1");

@@ -37,10 +37,10 @@ impl ClassifierPool {
             let (tx, rx) = mpsc::channel::<Job>();
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<ClassifierInfo>>>();
             let bounds = Bounds { max_batch: cfg.max_batch, max_text_tokens: cfg.limits.max_text_tokens };
-            let (path, name, metrics, dtype) = (base.path().to_string(), base.name.clone(), metrics.clone(), base.dtype());
+            let (path, name, metrics, (device, dtype)) = (base.path().to_string(), base.name.clone(), metrics.clone(), base.placement()?);
             let thread = std::thread::Builder::new()
                 .name(format!("classify-{name}"))
-                .spawn(move || worker::run(&path, &name, dtype, &entries, bounds, &metrics, &rx, &ready_tx))?;
+                .spawn(move || worker::run(&path, &name, (&device, dtype), &entries, bounds, &metrics, &rx, &ready_tx))?;
             let infos = ready_rx.recv().map_err(|_| anyhow!("the worker for `{}` died while loading", base.name))??;
             for i in infos {
                 classifiers.insert(i.name.clone(), i);

@@ -69,8 +69,8 @@ struct Active {
 /// The thread's body: load the model and the classifiers, say so on `ready`, then serve rounds until the pool
 /// is gone.
 #[allow(clippy::too_many_arguments)]
-pub fn run(path: &str, base: &str, dtype: pez_nn::Dtype, entries: &[(String, PathBuf)], bounds: Bounds, metrics: &Metrics, rx: &mpsc::Receiver<Job>, ready: &mpsc::Sender<Result<Vec<ClassifierInfo>>>) {
-    let lm = match load_lm(path, dtype.candle(), &Device::Cpu) {
+pub fn run(path: &str, base: &str, (device, dtype): (&Device, pez_nn::Dtype), entries: &[(String, PathBuf)], bounds: Bounds, metrics: &Metrics, rx: &mpsc::Receiver<Job>, ready: &mpsc::Sender<Result<Vec<ClassifierInfo>>>) {
+    let lm = match load_lm(path, dtype.candle(), device) {
         Ok(lm) => lm,
         Err(e) => {
             let _ = ready.send(Err(e.context(format!("loading base model `{base}` ({path})"))));

@@ -52,7 +52,7 @@ fn server_with(max_concurrency: usize, limits: Limits) -> Server {
     let model = fixtures().join("gpt2").to_string_lossy().into_owned();
     let cfg = ServeConfig {
         host: "127.0.0.1".into(), port: 0, max_concurrency, max_batch: 32,
-        models: vec![BaseModel { name: "tiny-gpt2".into(), path: Some(model), generate: Some(false), dtype: Some(pez_nn::Dtype::F32) }],
+        models: vec![BaseModel { name: "tiny-gpt2".into(), path: Some(model), generate: Some(false), dtype: Some(pez_nn::Dtype::F32), device: None }],
         classifiers: ["tiny-pez", "tiny-empty"].iter().map(|n| ClassifierEntry { name: None, prompt: runs.path().join(n), base: None }).collect(),
         limits,
         fetch_missing: false,

@@ -1,0 +1,120 @@
+//! The device-generic path on the CPU: `PEZ_OPS=composed` runs every op as candle's own ops (what `--device cuda`
+//! runs), and 20 PEZ steps must choose the same tokens, holdout scores and metrics as the fused CPU kernels, for
+//! every decoder architecture's tiny checkpoint, T5, and the real SmolLM2. A GPU run then only has to repeat
+//! this. Also: `--device cuda` in a binary without CUDA is refused before anything is loaded or written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn pez() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pez"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures")
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "pez failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// A tiny checkpoint with a tokenizer: the transfer fixtures have their own; the others (vocabulary 64) borrow
+/// tiny GPT-2's 26-token one.
+fn model(tmp: &Path, name: &str) -> PathBuf {
+    let own = fixtures().join("transfer").join(name);
+    if own.join("tokenizer.json").exists() {
+        return own;
+    }
+    let dir = tmp.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixtures().join(name).join(f), dir.join(f)).unwrap();
+    }
+    std::fs::copy(fixtures().join("transfer/gpt2/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    dir
+}
+
+/// 20 steps, the holdout every 5; returns (prompt.json, metrics lines without times).
+fn tune(args: &[&str], out: &Path, composed: bool) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let mut cmd = pez();
+    cmd.arg("tune").args(args).args(["--steps", "20", "--eval-every", "5", "--dtype", "f32", "--out", out.to_str().unwrap()]);
+    if composed {
+        cmd.env("PEZ_OPS", "composed");
+    }
+    ok(cmd.output().unwrap());
+    let prompt: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("prompt.json")).unwrap()).unwrap();
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v.as_object_mut().unwrap().remove("elapsed_s");
+        v
+    }).collect();
+    (prompt, metrics)
+}
+
+fn assert_same_run(what: &str, args: &[&str], tmp: &Path) {
+    let (a, ma) = tune(args, &tmp.join(format!("{what}-kernels")), false);
+    let (b, mb) = tune(args, &tmp.join(format!("{what}-composed")), true);
+    assert_eq!(a["token_ids"], b["token_ids"], "{what}: kernels chose {}, composed {}", a["prompt"], b["prompt"]);
+    assert_eq!((&a["holdout_accuracy"], &a["dev_accuracy"]), (&b["holdout_accuracy"], &b["dev_accuracy"]), "{what}");
+    assert_eq!(ma.len(), 4, "{what}: a record per holdout pass");
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x["prompt"], y["prompt"], "{what}");
+        assert_eq!(x["holdout_accuracy"], y["holdout_accuracy"], "{what}");
+        let (lx, ly) = (x["train_loss"].as_f64().unwrap(), y["train_loss"].as_f64().unwrap());
+        assert!((lx - ly).abs() < 1e-4 * lx.abs().max(1.0), "{what}: train loss {lx} vs {ly}");
+    }
+}
+
+#[test]
+fn composed_ops_choose_the_kernels_tokens_on_every_tiny_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = fixtures().join("transfer");
+    let (task, train) = (fx.join("task.toml"), fx.join("dev.tsv"));
+    for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"] {
+        let m = model(tmp.path(), name);
+        // Fluency needs a causal decoder: T5 tunes on the label loss alone.
+        let fluency = if name == "t5" { "0" } else { "0.1" };
+        let args = [task.to_str().unwrap(), "--model", m.to_str().unwrap(), "--train", train.to_str().unwrap(),
+                    "--batch-size", "2", "--holdout", "4", "--prompt-len", "3", "--fluency", fluency, "--seed", "1"];
+        assert_same_run(name, &args, tmp.path());
+    }
+}
+
+#[test]
+fn composed_ops_choose_the_kernels_tokens_on_real_smollm2() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The first 48 SST-2 dev sentences to train on (the holdout among them), the next 16 as dev.
+    let dev = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/sst2/dev.tsv")).unwrap();
+    let lines: Vec<&str> = dev.lines().collect();
+    std::fs::write(tmp.path().join("train.tsv"), lines[..49].join("\n") + "\n").unwrap();
+    std::fs::write(tmp.path().join("dev.tsv"), [&lines[..1], &lines[49..65]].concat().join("\n") + "\n").unwrap();
+    let (train, devf) = (tmp.path().join("train.tsv"), tmp.path().join("dev.tsv"));
+    let args = ["sst2", "--train", train.to_str().unwrap(), "--dev", devf.to_str().unwrap(), "--holdout-rule", "random", "--train-rule", "random",
+                "--batch-size", "4", "--holdout", "8", "--prompt-len", "4", "--fluency", "0.003", "--seed", "2", "--eval-batch", "8"];
+    assert_same_run("smollm2", &args, tmp.path());
+}
+
+#[test]
+fn a_device_that_is_not_here_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let fx = fixtures().join("transfer");
+    let o = pez()
+        .args(["tune", fx.join("task.toml").to_str().unwrap(), "--model", fx.join("gpt2").to_str().unwrap(), "--device", "cuda:0", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    if cfg!(feature = "cuda") {
+        assert!(e.contains("cuda:0"), "{e}");
+    } else {
+        assert!(e.contains("--device cuda:0: this binary was built without CUDA support") && e.contains("--features cuda"), "{e}");
+    }
+    assert!(!out.exists(), "nothing may be written");
+    let o = pez().args(["eval", "sst2", "--empty", "--device", "gpu"]).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("`gpu` is not a device: use cpu, cuda or cuda:N"), "{e}");
+    let o = pez().args(["next-token", "--text", "hi", "--device", "cuda"]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--device cuda:0"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Source this (`. scripts/cuda_env.sh`) before building with `--features cuda`: it fetches NVIDIA's CUDA 13 PyPI
+# wheels once (nvcc, NVVM, the runtime headers and CCCL, ~130 MB, one pip command into ~/.cache/pez/cuda) and
+# exports what candle's kernel build (cudaforge) and cudarc read. No GPU or driver is needed to build; running
+# needs the driver (libcuda) and cuBLAS/cuRAND/NVRTC at run time on the GPU machine.
+#   CUDA_COMPUTE_CAP  the GPU generation to compile for (default 90: H100/H200)
+_pez_cuda_dir="${PEZ_CACHE:-$HOME/.cache/pez}/cuda"
+_pez_cuda_ver=13.4.92
+if [ ! -x "$_pez_cuda_dir/nvidia/cu13/bin/nvcc" ]; then
+  echo "cuda_env: fetching the CUDA $_pez_cuda_ver compiler wheels into $_pez_cuda_dir" >&2
+  python3 -m pip install -q --no-deps --target "$_pez_cuda_dir" \
+    "nvidia-cuda-nvcc==$_pez_cuda_ver" "nvidia-nvvm==$_pez_cuda_ver" "nvidia-cuda-crt==$_pez_cuda_ver" \
+    "nvidia-cuda-runtime==$_pez_cuda_ver" "nvidia-cuda-cccl==13.2.86" \
+    || { echo "cuda_env: pip could not fetch the CUDA wheels" >&2; return 1 2>/dev/null || exit 1; }
+fi
+export CUDA_HOME="$_pez_cuda_dir/nvidia/cu13"
+export CUDA_PATH="$CUDA_HOME"
+export NVCC="$CUDA_HOME/bin/nvcc"
+export PATH="$CUDA_HOME/bin:$PATH"
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13040}"
+echo "cuda_env: nvcc $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), compute capability $CUDA_COMPUTE_CAP" >&2
