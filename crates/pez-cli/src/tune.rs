@@ -96,6 +96,10 @@ pub struct Args {
     /// Print the final prompt.json instead of the summary.
     #[arg(long)]
     json: bool,
+    /// The tokens a prompt may be made of: all (readable, not special), printable (also no control characters,
+    /// no whitespace-only or byte-fallback pieces) or words (printable, a space-led run of letters).
+    #[arg(long, value_enum, default_value_t = D.tokens)]
+    tokens: pez_hub::tokenizer::TokenSet,
     /// f32, bf16 (bf16 products with f32 accumulation; norms, softmax, losses, the projection and the optimizer
     /// stay f32), or auto: bf16 where the CPU has bf16 units (AVX512-BF16), else f32. Recorded in the run.
     #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
@@ -121,7 +125,7 @@ pub fn run(a: Args) -> Result<()> {
         eval_every: a.eval_every, holdout: a.holdout, holdout_rule: a.holdout_rule.unwrap_or(default_rule),
         train_rule: a.train_rule.unwrap_or(default_rule), calibration: a.calibration, shots: a.shots,
         epochs: a.epochs, method: a.method, seed: a.seed, random_init: a.random_init, train: a.train, dev: a.dev,
-        skip_dev: a.skip_dev, eval_batch: a.eval_batch, dtype: a.dtype.resolve_on(&device),
+        skip_dev: a.skip_dev, eval_batch: a.eval_batch, tokens: a.tokens, dtype: a.dtype.resolve_on(&device),
     };
     if a.paper {
         (cfg.batch_size, cfg.steps, cfg.holdout, cfg.eval_every) = (32, 5000, 5000, 100);

@@ -190,3 +190,32 @@ fn row_rules_that_admit_no_rows_are_refused_with_the_fix() {
     assert!(e.contains("--shots"), "{e}");
     assert!(!out.exists(), "a refused run must not leave a run directory");
 }
+
+/// `--tokens words`: every prompt the run scores and the one it keeps are made of word pieces only, and the
+/// subset's size is said at the start.
+#[test]
+fn a_words_only_run_never_uses_a_token_outside_the_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let task = small_task(tmp.path());
+    let out = tmp.path().join("words");
+    let mut args = tune_args(&task, &out);
+    args.extend(["--tokens", "words", "--random-init"].map(String::from));
+    let o = ok(pez().arg("tune").args(&args).output().unwrap());
+    let lm = pez_models::load_lm("smollm2-135m", candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let words = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer, pez_hub::tokenizer::TokenSet::Words);
+    let n = words.iter().filter(|&&a| a).count();
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("tokens words: {n} of {} may be used", words.len())));
+    let mut seen = 0;
+    for line in std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for id in v["token_ids"].as_array().unwrap() {
+            let id = id.as_u64().unwrap() as usize;
+            assert!(words[id], "token {id} ({:?}) is not a word piece", pez_hub::tokenizer::decode(&lm.tokenizer, &[id as u32]).unwrap());
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 4 * 4, "4 holdout passes of a 4-token prompt");
+    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("prompt.json")).unwrap()).unwrap();
+    assert_eq!(p["config"]["tokens"], "words");
+    assert!(p["prompt"].as_str().unwrap().split(' ').skip(1).all(|w| !w.is_empty() && w.chars().all(char::is_alphabetic)), "{}", p["prompt"]);
+}

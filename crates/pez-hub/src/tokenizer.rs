@@ -157,6 +157,42 @@ pub fn decode(t: &Tokenizer, ids: &[u32]) -> Result<String> {
     t.decode(ids, false).map_err(|e| anyhow::anyhow!("decoding: {e}"))
 }
 
+/// Which tokens a prompt may be made of (`--tokens`): `all` readable ones; `printable`: also no control
+/// characters (newlines, tabs), no token that is only whitespace, no byte-fallback piece (`<0x0A>`); `words`:
+/// printable tokens that are a space-led run of letters (` movie`, ` Très`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum, strum::Display)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum TokenSet {
+    /// What runs written before the choice existed used.
+    #[default]
+    All,
+    Printable,
+    Words,
+}
+
+/// The ids of `set` among the first `vocab` (see `TokenSet`; always within `readable_tokens`).
+pub fn token_set(tok: &Tokenizer, vocab: usize, set: TokenSet) -> Vec<bool> {
+    let mut allowed = readable_tokens(tok, vocab);
+    if set == TokenSet::All {
+        return allowed;
+    }
+    for (i, a) in allowed.iter_mut().enumerate().filter(|(_, a)| **a) {
+        let piece = tok.id_to_token(i as u32).unwrap_or_default();
+        let text = tok.decode(&[i as u32], false).unwrap_or_default();
+        let byte_piece = piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>');
+        let printable = !byte_piece && !text.trim().is_empty() && !text.chars().any(char::is_control);
+        // The space is the piece's own marker (byte-level BPE's `Ġ`, SentencePiece's `▁`): a decoder may drop it
+        // from a lone first token.
+        let word = || {
+            let rest = piece.strip_prefix('Ġ').or_else(|| piece.strip_prefix('▁'));
+            rest.is_some() && { let w = text.trim_start(); !w.is_empty() && w.chars().all(char::is_alphabetic) }
+        };
+        *a = printable && (set == TokenSet::Printable || word());
+    }
+    allowed
+}
+
 /// Token ids a prompt may use: not special, inside the tokenizer's vocabulary (embedding matrices may have padding
 /// rows past it), and decoding on their own to text without U+FFFD (no partial UTF-8 byte pieces), so a prompt's
 /// text re-tokenizes to itself.

@@ -43,6 +43,9 @@ pub struct TuneConfig {
     pub skip_dev: bool,
     pub eval_batch: usize,
     pub out: PathBuf,
+    /// The vocabulary subset the prompt is made of (`all` for runs written before the choice existed).
+    #[serde(default)]
+    pub tokens: pez_hub::tokenizer::TokenSet,
     /// The dtype the model computed in (never `auto`: resolved on the machine that ran; `f32` for older runs).
     #[serde(default)]
     pub dtype: pez_nn::Dtype,
@@ -58,6 +61,7 @@ impl Default for TuneConfig {
             holdout: 500, holdout_rule: RowRule::Random, train_rule: RowRule::Random, calibration: Calibration::None, shots: None,
             epochs: 100, method: Method::Pez, seed: 0, random_init: false, train: None, dev: None, skip_dev: false, eval_batch: 32,
             out: Self::default_out("sst2", Method::Pez, 0),
+            tokens: pez_hub::tokenizer::TokenSet::All,
             dtype: pez_nn::Dtype::F32,
         }
     }

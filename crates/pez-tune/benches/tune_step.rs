@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     let task = TaskSpec::resolve("sst2")?;
     let clf = Classifier::new(&lm, &task.prompt, 10)?;
     let train = task.load("train", None)?.examples;
-    let allowed = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer);
+    let allowed = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer, Default::default());
     let init = lm.model.embed_ids(&clf.verbalizer_ids.iter().cycle().take(10).copied().collect::<Vec<_>>())?;
     let mut pez = Pez::new(Method::Pez, Projector::new(lm.model.token_embeddings(), &allowed)?, &init,
                            Optimizer::new(OptimizerKind::Adafactor, 0.0), steps, 0.3, 0)?;

@@ -84,10 +84,10 @@ impl Checkpoint {
     }
 }
 
-/// Tokens a prompt may use: everything but the tokenizer's special tokens and the byte-level pieces that are not
-/// text on their own (they decode to U+FFFD, so the prompt's text would not re-tokenize to them for transfer).
-pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer) -> Vec<bool> {
-    tokenizer::readable_tokens(tok, model.info().vocab_size)
+/// Tokens a prompt may use: those of `set` (never the tokenizer's special tokens nor the byte-level pieces that are
+/// not text on their own: they decode to U+FFFD, so the prompt's text would not re-tokenize to them for transfer).
+pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer, set: tokenizer::TokenSet) -> Vec<bool> {
+    tokenizer::token_set(tok, model.info().vocab_size, set)
 }
 
 /// Runs (or resumes, from `resume`'s checkpoint) a tuning run and returns its `prompt.json`.
@@ -193,7 +193,13 @@ impl<'a> Run<'a> {
         if ckpt.is_none() && cfg.out.join("checkpoint.json").exists() {
             bail!("{} already holds a run: use --resume {} or another --out", cfg.out.display(), cfg.out.display());
         }
-        let projector = Projector::new(model.token_embeddings(), &allowed_tokens(model, &lm.tokenizer))?;
+        let allowed = allowed_tokens(model, &lm.tokenizer, cfg.tokens);
+        let n = allowed.iter().filter(|&&a| a).count();
+        eprintln!("tokens {}: {n} of {} may be used", cfg.tokens, allowed.len());
+        if n == 0 {
+            bail!("--tokens {}: no token of {} is in the set", cfg.tokens, cfg.model);
+        }
+        let projector = Projector::new(model.token_embeddings(), &allowed)?;
         let init_ids = if cfg.random_init {
             random_prompt(&projector, model, cfg.prompt_len, cfg.seed)?
         } else {

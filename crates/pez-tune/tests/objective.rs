@@ -1,0 +1,44 @@
+//! The tuning objective's gradient with a strong fluency term (w = 0.3), against central finite differences of
+//! the objective's own loss, on the tiny GPT-2 checkpoint in f64.
+
+use candle_core::{DType, Device, Tensor};
+use pez_core::Objective;
+use pez_tune::BatchObjective;
+use std::path::Path;
+
+#[test]
+fn fluency_weighted_gradient_matches_finite_differences_at_w_0_3() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer");
+    let lm = pez_models::load_lm(fx.join("gpt2").to_str().unwrap(), DType::F64, &Device::Cpu).unwrap();
+    let task = pez_tasks::TaskSpec::resolve(fx.join("task.toml").to_str().unwrap()).unwrap();
+    let ids = [5u32, 9, 14, 3];
+    let clf = pez_classify::Classifier::new(&lm, &task.prompt, ids.len()).unwrap();
+    let batch = ["great fun", "bad movie", "dull"].iter().zip([1usize, 0, 0]).map(|(t, l)| (clf.encode(t).unwrap(), l)).collect();
+    let mut obj = BatchObjective { clf: &clf, batch, fluency: 0.3 };
+    let prompt = (lm.model.embed_ids(&ids).unwrap() + pez_nn::testing::random(&[ids.len(), lm.model.info().hidden_size], 7, DType::F64) * 0.05).unwrap();
+    let (_, g) = obj.loss_and_grad(&prompt, &ids).unwrap();
+    let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let gnorm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let base = prompt.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let eps = 1e-3;
+    let mut worst = 0f64;
+    for k in 0..12 {
+        let i = (k * 7919 + 13) % base.len();
+        let mut loss_at = |d: f64| {
+            let mut v = base.clone();
+            v[i] += d;
+            obj.loss_and_grad(&Tensor::from_vec(v, prompt.shape(), &Device::Cpu).unwrap(), &ids).unwrap().0 as f64
+        };
+        let fd = (loss_at(eps) - loss_at(-eps)) / (2.0 * eps);
+        // The loss comes back as f32: its rounding (~6e-8) over 2 eps bounds what the difference can resolve.
+        let err = (fd - g[i]).abs() / fd.abs().max(g[i].abs()).max(0.05 * gnorm / (base.len() as f64).sqrt());
+        worst = worst.max(err);
+        assert!(err < 2e-2, "coordinate {i}: analytic {} vs finite difference {fd} (rel err {err:.2e})", g[i]);
+    }
+    eprintln!("fluency 0.3: worst relative error {worst:.2e} over 12 coordinates (|g| = {gnorm:.3e})");
+    // The fluency term carries weight here: without it the gradient differs.
+    let mut plain = BatchObjective { clf: &clf, batch: obj.batch.clone(), fluency: 0.0 };
+    let (_, g0) = plain.loss_and_grad(&prompt, &ids).unwrap();
+    let d = (g0.flatten_all().unwrap().to_vec1::<f64>().unwrap().iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum::<f64>()).sqrt();
+    assert!(d > 0.1 * gnorm, "the fluency term moved the gradient by only {d:.3e} of {gnorm:.3e}");
+}
