@@ -26,6 +26,19 @@ impl<'a> Prompted<'a> {
         Ok(Self { prompt, clf, prefix, offsets })
     }
 
+    /// Mean next-token NLL of the prompt's tokens under this model (nats per predicted token; the first token
+    /// too where the model has a BOS): how readable the model finds it. `None` for a model that is not a causal
+    /// decoder, an empty prompt, or a soft prompt (its rows are not its tokens' embeddings).
+    pub fn log_perplexity(&self) -> Result<Option<f64>> {
+        let (Some(embeds), Some(_)) = (&self.prompt.embeds, self.clf.model.as_decoder()) else { return Ok(None) };
+        let hard = self.clf.model.embed_ids(&self.prompt.ids)?;
+        let is_hard = hard.dims() == embeds.dims() && (hard - embeds)?.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()? == 0.0;
+        if !is_hard {
+            return Ok(None);
+        }
+        Ok(Some(self.clf.fluency(&self.prefix, &self.prompt.ids)?.to_dtype(DType::F64)?.to_scalar::<f64>()?))
+    }
+
     /// `text` as the ids this classifier reads after the prefix (at most `cap` text tokens, and what the context
     /// leaves, then the template), and whether it was cut.
     pub fn encode(&self, text: &str, cap: usize) -> Result<(Vec<u32>, bool)> {

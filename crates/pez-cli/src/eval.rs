@@ -92,14 +92,19 @@ pub fn run(a: Args) -> Result<()> {
         write_atomic(path, out.as_bytes())?;
     }
     let prompt_text = &p.prompt.text;
+    let log_ppl = p.log_perplexity()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({
             "task": task.name, "model": lm.source, "data": data.source, "prompt": prompt_text, "accuracy": acc,
             "calibration": p.prompt.calibration, "label_offsets": p.offsets, "dtype": dtype,
+            "prompt_ids": p.prompt.ids, "prompt_log_ppl": log_ppl,
         }))?);
     } else {
         println!("task {}  model {}  data {}", task.name, lm.source, data.source.display());
         println!("prompt {:?}  calibration {}  dtype {}", prompt_text, p.prompt.calibration, dtype);
+        if let Some(l) = log_ppl {
+            println!("prompt log-perplexity {l:.3} nats/token under this model");
+        }
         println!("accuracy {:.2}%  95% CI [{:.2}, {:.2}]  ({}/{})", acc.accuracy * 100.0, acc.ci95.0 * 100.0, acc.ci95.1 * 100.0, acc.correct, acc.total);
         for (c, (k, n)) in acc.per_class.iter().enumerate() {
             println!("  {:<12} {k}/{n}", labels[c]);

@@ -192,14 +192,16 @@ fn row_rules_that_admit_no_rows_are_refused_with_the_fix() {
 }
 
 /// `--tokens words`: every prompt the run scores and the one it keeps are made of word pieces only, and the
-/// subset's size is said at the start.
+/// subset's size is said at the start. `pez eval` then reports the kept prompt's log-perplexity: on the source
+/// model what the run recorded for the same tokens (a words-only prompt re-tokenizes to itself), under another
+/// reader (Gemma 3) its own figure.
 #[test]
 fn a_words_only_run_never_uses_a_token_outside_the_set() {
     let tmp = tempfile::tempdir().unwrap();
     let task = small_task(tmp.path());
     let out = tmp.path().join("words");
     let mut args = tune_args(&task, &out);
-    args.extend(["--tokens", "words", "--random-init"].map(String::from));
+    args.extend(["--tokens", "words", "--random-init", "--dtype", "f32"].map(String::from));
     let o = ok(pez().arg("tune").args(&args).output().unwrap());
     let lm = pez_models::load_lm("smollm2-135m", candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let words = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer, pez_hub::tokenizer::TokenSet::Words);
@@ -218,4 +220,18 @@ fn a_words_only_run_never_uses_a_token_outside_the_set() {
     let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("prompt.json")).unwrap()).unwrap();
     assert_eq!(p["config"]["tokens"], "words");
     assert!(p["prompt"].as_str().unwrap().split(' ').skip(1).all(|w| !w.is_empty() && w.chars().all(char::is_alphabetic)), "{}", p["prompt"]);
+
+    let eval = |model: &str| -> serde_json::Value {
+        let o = ok(pez()
+            .args(["eval", task.to_str().unwrap(), "--prompt-file", out.to_str().unwrap(), "--model", model, "--dtype", "f32", "--json"])
+            .output()
+            .unwrap());
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let e = eval("smollm2-135m");
+    assert_eq!(e["prompt_ids"], p["token_ids"]);
+    let (smol, recorded) = (e["prompt_log_ppl"].as_f64().unwrap(), p["fluency_log_ppl"].as_f64().unwrap());
+    assert!((smol - recorded).abs() < 1e-3, "eval {smol} vs the run's {recorded}");
+    let gemma = eval("gemma3-270m")["prompt_log_ppl"].as_f64().unwrap();
+    assert!(gemma.is_finite() && gemma > 0.0 && (gemma - smol).abs() > 1e-3, "gemma {gemma} vs smollm2 {smol}");
 }
