@@ -104,7 +104,7 @@ impl Sweep {
         grid.sort_by(|(a, _), (b, _)| (a == "seed", a).cmp(&(b == "seed", b)));
         let keys: Vec<String> = grid.iter().map(|(k, _)| k.clone()).collect();
         let base: Vec<(String, toml::Value)> = f.base.iter().map(|(k, v)| (norm(k), v.clone())).collect();
-        let out = dir.join(&f.out);
+        let out: PathBuf = dir.join(&f.out).components().collect(); // `out = "."` is the file's own folder
         let mut cells = vec![];
         let n = grid.iter().map(|(_, l)| l.len()).product::<usize>();
         for index in 0..n {
