@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The GPU check (issue 24), one script for a GPU machine that has no Rust toolchain: a `pez` built here with
+# `--features cuda` (scripts/cuda_env.sh, then `cargo build --release -p pez-cli --features cuda`) is copied there
+# and run on the tiny checkpoints of every architecture, CPU against GPU in the same run:
+#   - next-token top-5 and log-probs after two texts (`pez next-token --json`): same tokens, log-probs within 1e-3;
+#   - 20 PEZ steps on the fixture task (`pez tune`, f32, fluency 0.1 where the model is a decoder): the same
+#     tokens at every holdout pass, losses within 1e-3 relative;
+#   - wall time of each tune, CPU and GPU.
+# Writes $OUT/gpu_check.json (nvidia-smi's line included) and exits non-zero on any difference.
+#   bash scripts/gpu_check.sh [PEZ]        (PEZ default gpu/pez; GPU_CHECK_DEVICE=cpu runs both sides on the CPU:
+#                                          the script's own check on a machine without a GPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEZ=$(realpath "${1:-gpu/pez}")
+DEV=${GPU_CHECK_DEVICE:-cuda}
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+smi=$(nvidia-smi -L 2>/dev/null | head -1 || true)
+echo "gpu_check: $PEZ on ${smi:-no nvidia-smi}; device $DEV; results in $OUT"
+python3 - "$PEZ" "$DEV" "$OUT" "$smi" <<'PY'
+import json, os, shutil, subprocess, sys, tempfile, time
+pez, dev, out, smi = sys.argv[1:]
+fx = "crates/pez-models/tests/fixtures"
+tmp = tempfile.mkdtemp()
+def model(name):
+    own = f"{fx}/transfer/{name}"
+    if os.path.exists(f"{own}/tokenizer.json"):
+        return own
+    d = f"{tmp}/{name}"
+    os.makedirs(d)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(f"{fx}/{name}/{f}", d)
+    shutil.copy(f"{fx}/transfer/gpt2/tokenizer.json", d)
+    return d
+def run(args):
+    r = subprocess.run([pez, *args], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"pez {' '.join(args)} failed:\n{r.stderr[-2000:]}")
+    return r.stdout
+failures, results = [], []
+for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"]:
+    m = model(name)
+    res = {"model": name}
+    if name != "t5":  # next-token needs a causal decoder
+        worst = 0.0
+        for text in ["great fun movie", "bad dull"]:
+            a, b = (json.loads(run(["next-token", "--model", m, "--text", text, "--top", "5", "--json", "--dtype", "f32", "--device", d])) for d in ("cpu", dev))
+            if [t["id"] for t in a["top"]] != [t["id"] for t in b["top"]]:
+                failures.append(f"{name}: top-5 differ after {text!r}")
+            worst = max([worst] + [abs(x["logprob"] - y["logprob"]) for x, y in zip(a["top"], b["top"])])
+        res["next_token_max_logprob_diff"] = worst
+        if worst > 1e-3:
+            failures.append(f"{name}: log-probs differ by {worst}")
+    runs = {}
+    for side, d in (("ref", "cpu"), ("dev", dev)):
+        o = f"{tmp}/{name}-{side}"
+        t0 = time.time()
+        run(["tune", f"{fx}/transfer/task.toml", "--model", m, "--train", f"{fx}/transfer/dev.tsv", "--steps", "20", "--eval-every", "5",
+             "--batch-size", "2", "--holdout", "4", "--prompt-len", "3", "--fluency", "0" if name == "t5" else "0.1", "--seed", "1",
+             "--dtype", "f32", "--device", d, "--out", o])
+        runs[side] = ([json.loads(l) for l in open(f"{o}/metrics.jsonl")], time.time() - t0)
+    (ma, ta), (mb, tb) = runs["ref"], runs["dev"]
+    same = [x["token_ids"] for x in ma] == [y["token_ids"] for y in mb]
+    loss = max(abs(x["train_loss"] - y["train_loss"]) / max(1.0, abs(x["train_loss"])) for x, y in zip(ma, mb))
+    res.update({"pez_20_steps_same_tokens": same, "pez_max_rel_loss_diff": loss, "tune_wall_s_cpu": round(ta, 2), "tune_wall_s_device": round(tb, 2),
+                "prompt": ma[-1]["prompt"]})
+    if not same:
+        failures.append(f"{name}: 20-step tokens differ: {[x['prompt'] for x in ma]} vs {[y['prompt'] for y in mb]}")
+    if loss > 1e-3:
+        failures.append(f"{name}: losses differ by {loss}")
+    results.append(res)
+    print(json.dumps(res))
+json.dump({"nvidia_smi": smi, "device": dev, "results": results, "failures": failures}, open(f"{out}/gpu_check.json", "w"), indent=1)
+print("gpu_check: " + ("all passed" if not failures else f"{len(failures)} failure(s): " + "; ".join(failures)))
+sys.exit(1 if failures else 0)
+PY
