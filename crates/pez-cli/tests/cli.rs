@@ -1,13 +1,11 @@
 //! End-to-end tests of the `pez` binary on the real SmolLM2 weights (scripts/setup.sh fetches them): resume after
 //! kill -9, and clear errors for bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
-fn pez() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pez"))
-}
+use common::{metrics_without_time, ok, pez};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 fn shared(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(p)
@@ -38,23 +36,10 @@ label_column = "label"
     p
 }
 
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "pez failed: {}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
 fn tune_args(task: &Path, out: &Path) -> Vec<String> {
     [task.to_str().unwrap(), "--steps", "8", "--batch-size", "4", "--eval-every", "2", "--holdout", "8", "--prompt-len", "4",
      "--fluency", "0.003", "--seed", "3", "--eval-batch", "8", "--out", out.to_str().unwrap()]
         .map(String::from).to_vec()
-}
-
-fn metrics_without_time(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| {
-        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-        v.as_object_mut().unwrap().remove("elapsed_s");
-        v
-    }).collect()
 }
 
 #[test]

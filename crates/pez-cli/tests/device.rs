@@ -3,21 +3,10 @@
 //! every decoder architecture's tiny checkpoint, T5, and the real SmolLM2. A GPU run then only has to repeat
 //! this. Also: `--device cuda` in a binary without CUDA is refused before anything is loaded or written.
 
+mod common;
+
+use common::{fixtures, metrics_without_time, ok, pez};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn pez() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pez"))
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "pez failed: {}", String::from_utf8_lossy(&o.stderr));
-    o
-}
 
 /// A tiny checkpoint with a tokenizer: the transfer fixtures have their own; the others (vocabulary 64) borrow
 /// tiny GPT-2's 26-token one.
@@ -44,12 +33,7 @@ fn tune(args: &[&str], out: &Path, composed: bool) -> (serde_json::Value, Vec<se
     }
     ok(cmd.output().unwrap());
     let prompt: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("prompt.json")).unwrap()).unwrap();
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| {
-        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-        v.as_object_mut().unwrap().remove("elapsed_s");
-        v
-    }).collect();
-    (prompt, metrics)
+    (prompt, metrics_without_time(out))
 }
 
 fn assert_same_run(what: &str, args: &[&str], tmp: &Path) {

@@ -2,21 +2,15 @@
 //! refused before anything runs, a cell run twice, a killed cell resumed exactly, a failed cell shown as failed,
 //! and a seeds-only grid summarised as `pez tune --seeds` summarises the same seeds.
 
+mod common;
+
+use common::{metrics_without_time, ok, pez};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-fn pez() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pez"))
-}
-
 fn fx() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "pez failed: {}", String::from_utf8_lossy(&o.stderr));
-    o
+    common::fixtures().join("transfer")
 }
 
 fn err(o: Output) -> String {
@@ -163,12 +157,7 @@ fn cells_run_twice_resume_after_a_kill_fail_visibly_and_summarise_as_pez_tune_se
     assert!(String::from_utf8_lossy(&o.stderr).contains("resuming"), "{}", String::from_utf8_lossy(&o.stderr));
     let (a, b) = (json(&tmp.path().join("long/uninterrupted/prompt.json")), json(&dir.join("prompt.json")));
     assert_eq!((a["token_ids"].clone(), a["holdout_accuracy"].clone(), a["dev_accuracy"].clone()), (b["token_ids"].clone(), b["holdout_accuracy"].clone(), b["dev_accuracy"].clone()));
-    let lines = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines().map(|l| {
-        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-        v.as_object_mut().unwrap().remove("elapsed_s");
-        v
-    }).collect::<Vec<_>>();
-    assert_eq!(lines(&tmp.path().join("long/uninterrupted")), lines(&dir));
+    assert_eq!(metrics_without_time(&tmp.path().join("long/uninterrupted")), metrics_without_time(&dir));
 
     // A failing cell leaves error.txt, and the summary shows it failed with the reason; the others stay missing.
     let f3 = sweep_at(tmp.path(), "fail.toml", "fail", (6, 3), "seed = [0, 1]\ntrain = [\"/no/such/train.tsv\"]", "");

@@ -1,0 +1,29 @@
+//! What the `pez` binary's end-to-end tests share: running it, requiring success, the model fixtures, and a run's
+//! metrics without their times (which differ between otherwise equal runs).
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn pez() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pez"))
+}
+
+pub fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "pez failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// pez-models' tiny checkpoints (and, under `transfer/`, ones with tokenizers and a task).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures")
+}
+
+/// `metrics.jsonl` of a run directory, each record without `elapsed_s`.
+pub fn metrics_without_time(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v.as_object_mut().unwrap().remove("elapsed_s");
+        v
+    }).collect()
+}
