@@ -51,7 +51,8 @@ for s in range(steps + 1):
         last = head(torch.stack([h[i, 10 + len(q) - 1] for i, q in enumerate(seqs)]))
         flu_logits = head(h[0, :9])
     ce = torch.nn.functional.cross_entropy(last[:, verb].float(), torch.tensor([int(x[1]) for x in batch]))
-    flu = torch.nn.functional.cross_entropy(flu_logits.float(), ids[1:])
+    # pez's fluency term: each prompt token's logit read off its own vector (tied head), so the gradient reaches it
+    flu = (flu_logits.float().logsumexp(-1) - (h[0, :9].float() * hard[1:]).sum(-1)).mean()
     loss = 0.997 * ce + 0.003 * flu
     prompt.grad, = torch.autograd.grad(loss, [hard])
     torch.nn.utils.clip_grad_norm_([prompt], 1.0)

@@ -174,19 +174,51 @@ impl<'a> Classifier<'a> {
     /// Mean next-token cross-entropy of the prompt in `prefix` under the model (nats per predicted token).
     /// With a BOS token the first prompt token is predicted too.
     pub fn fluency(&self, prefix: &Prefix, ids: &[u32]) -> Result<Tensor> {
+        let Some((_, logits, next, _)) = self.prompt_logits(prefix, ids)? else { return Ok(self.zero(prefix)?) };
+        Ok(ops::log_softmax_last(&logits)?.gather(&next, 1)?.mean_all()?.neg()?)
+    }
+
+    /// The fluency term tuning descends on: `fluency` with each predicted token's logit read as `h . x`, `x` the
+    /// prompt vector in that token's place, where the head is the token embeddings (tied, no bias: GPT-2, OPT,
+    /// SmolLM2, Gemma 3). At a projected prompt `x` is that token's row, so the value is `fluency`'s; the
+    /// gradient then also reaches each token's own vector, pulling it towards the tokens the model expects
+    /// there. Through the context alone (an untied head) the pull is weak: it barely changed the prompts (NOTES).
+    pub fn fluency_loss(&self, prefix: &Prefix, ids: &[u32]) -> Result<Tensor> {
+        let tied = self.model.as_decoder().is_some_and(|d| d.head().b.is_none() && d.head().w.id() == d.token_embeddings().id());
+        let Some((h, logits, next, x)) = self.prompt_logits(prefix, ids)? else { return Ok(self.zero(prefix)?) };
+        let lp = ops::log_softmax_last(&logits)?.gather(&next, 1)?;
+        if !tied {
+            return Ok(lp.mean_all()?.neg()?);
+        }
+        let lse = (logits.gather(&next, 1)? - lp)?; // log-sum-exp of each row's logits
+        let read = (&h * x.to_dtype(h.dtype())?)?.sum_keepdim(1)?;
+        Ok((lse - read)?.mean_all()?)
+    }
+
+    fn zero(&self, prefix: &Prefix) -> candle_core::Result<Tensor> {
+        let x = prefix.embeds.as_ref().expect("a prompt");
+        Tensor::zeros((), x.dtype(), x.device())
+    }
+
+    /// For the prompt in `prefix`: the hidden states that predict its tokens `[m, d]`, their logits `[m, vocab]`,
+    /// the predicted ids `[m, 1]` and the prefix rows that hold those tokens `[m, d]`; `None` when no token is
+    /// predicted (one prompt token and no BOS).
+    fn prompt_logits(&self, prefix: &Prefix, ids: &[u32]) -> Result<Option<(Tensor, Tensor, Tensor, Tensor)>> {
         let x = prefix.embeds.as_ref().expect("a prompt");
         let first = self.bos.is_none() as usize; // the first prompt token without BOS has no context
         let n = x.dim(0)?;
         if ids.len() <= first {
-            return Ok(Tensor::zeros((), x.dtype(), x.device())?);
+            return Ok(None);
         }
         let h = match &prefix.hidden {
             Some(h) => h.clone(),
             None => self.model.hidden_states(&x.unsqueeze(0)?, &[n])?.get(0)?,
         };
-        let lp = ops::log_softmax_last(&self.model.lm_head(&h.narrow(0, 0, n - 1)?)?)?;
+        // Row i of the prefix predicts the token held in row i + 1 (with BOS: prompt token i; without: i + 1).
+        let h = h.narrow(0, 0, n - 1)?;
+        let logits = self.model.lm_head(&h)?;
         let next = Tensor::new(&ids[first..], x.device())?.unsqueeze(1)?;
-        Ok(lp.gather(&next, 1)?.mean_all()?.neg()?)
+        Ok(Some((h, logits, next, x.narrow(0, 1, n - 1)?)))
     }
 }
 

@@ -100,9 +100,10 @@ impl Opt {
             num_layers: blocks.len(),
             block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
         };
+        let embed = w.get("embed_tokens.weight")?;
         Ok(Self {
-            head: Linear::new(w.get("embed_tokens.weight")?, None, w.precision())?,
-            embed: w.get("embed_tokens.weight")?,
+            head: Linear::new(embed.clone(), None, w.precision())?, // tied: the same tensor
+            embed,
             positions: w.get("embed_positions.weight")?,
             project_in: projection("project_in")?,
             project_out: projection("project_out")?,

@@ -40,7 +40,7 @@ impl Objective for BatchObjective<'_> {
             });
         }
         let ce = (ce_sum.ok_or_else(|| anyhow!("empty batch"))? * (-1.0 / batch.len() as f64))?;
-        let loss = if w > 0.0 { ((ce * (1.0 - w))? + (clf.fluency(&prefix, ids)? * w)?)? } else { ce };
+        let loss = if w > 0.0 { ((ce * (1.0 - w))? + (clf.fluency_loss(&prefix, ids)? * w)?)? } else { ce };
         let grads = loss.backward()?;
         let g = grads.get(p).cloned().ok_or_else(|| anyhow!("no gradient reached the prompt"))?;
         Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, g))
