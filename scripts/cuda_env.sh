@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Source this (`. scripts/cuda_env.sh`) before building with `--features cuda`: it fetches NVIDIA's CUDA 13 PyPI
 # wheels once (nvcc, NVVM, the runtime headers and CCCL, ~130 MB, one pip command into ~/.cache/pez/cuda) and
-# exports what candle's kernel build (cudaforge) and cudarc read. No GPU or driver is needed to build; running
-# needs the driver (libcuda) and cuBLAS/cuRAND/NVRTC at run time on the GPU machine.
+# exports what candle's kernel build (cudaforge) and cudarc read; and makes link-time stand-ins for the driver,
+# cuBLAS(Lt), cuRAND, NVRTC and the runtime (scripts/cuda_stubs.py, in $CUDA_HOME/lib/stubs, where cudarc's build
+# looks). No GPU or driver is needed to build and link; running needs the driver and the CUDA 13 libraries on the
+# GPU machine (scripts/gpu_check.sh finds them).
 #   CUDA_COMPUTE_CAP  the GPU generation to compile for (default 90: H100/H200)
 _pez_cuda_dir="${PEZ_CACHE:-$HOME/.cache/pez}/cuda"
 _pez_cuda_ver=13.4.92
@@ -17,6 +19,10 @@ export CUDA_HOME="$_pez_cuda_dir/nvidia/cu13"
 export CUDA_PATH="$CUDA_HOME"
 export NVCC="$CUDA_HOME/bin/nvcc"
 export PATH="$CUDA_HOME/bin:$PATH"
+if [ ! -e "$CUDA_HOME/lib/stubs/libcuda.so" ]; then
+  (cd "$(dirname "${BASH_SOURCE[0]}")/.." && cargo fetch --locked -q && python3 scripts/cuda_stubs.py "$CUDA_HOME/lib/stubs") \
+    || { echo "cuda_env: could not make the CUDA link stubs" >&2; return 1 2>/dev/null || exit 1; }
+fi
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13040}"
 echo "cuda_env: nvcc $("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), compute capability $CUDA_COMPUTE_CAP" >&2

@@ -5,17 +5,30 @@
 #   - next-token top-5 and log-probs after two texts (`pez next-token --json`): same tokens, log-probs within 1e-3;
 #   - 20 PEZ steps on the fixture task (`pez tune`, f32, fluency 0.1 where the model is a decoder): the same
 #     tokens at every holdout pass, losses within 1e-3 relative;
-#   - wall time of each tune, CPU and GPU.
+#   - wall time of each tune, CPU and GPU;
+#   - seconds per PEZ step at SmolLM2-135M's and GPT-2 Large's shapes, batch 16 and 32, f32 and bf16, pez against
+#     the PyTorch yardstick on the same GPU (scripts/gpu_speed.py; where python3 has torch and transformers).
 # Writes $OUT/gpu_check.json (nvidia-smi's line included) and exits non-zero on any difference.
-#   bash scripts/gpu_check.sh [PEZ]        (PEZ default gpu/pez; GPU_CHECK_DEVICE=cpu runs both sides on the CPU:
-#                                          the script's own check on a machine without a GPU)
+#   bash scripts/gpu_check.sh [PEZ]        (PEZ default gpu/pez, built by scripts/cuda_check.sh; GPU_CHECK_DEVICE=cpu
+#                                          runs both sides on the CPU, with 2-layer models for the speed part: the
+#                                          script's own check on a machine without a GPU)
+# On a device machine: run(command="bash scripts/gpu_check.sh", carry=["gpu"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEZ=$(realpath "${1:-gpu/pez}")
 DEV=${GPU_CHECK_DEVICE:-cuda}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
-smi=$(nvidia-smi -L 2>/dev/null | head -1 || true)
+smi=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null | head -1 || true)
+if [ "$DEV" != cpu ]; then
+  # gpu/pez was linked against stand-ins (scripts/cuda_stubs.py): the driver's libcuda and the CUDA 13 libraries
+  # of the Python wheels here (PyTorch's) are what it loads.
+  libs=$(python3 -c 'import glob, os, site; print(":".join(sorted({os.path.dirname(f) for p in site.getsitepackages() for f in glob.glob(p + "/nvidia/**/lib*.so*", recursive=True)})))' || true)
+  export LD_LIBRARY_PATH="${libs}:/usr/local/nvidia/lib64:/usr/local/nvidia/lib:${LD_LIBRARY_PATH:-}"
+  if ldd "$PEZ" | grep -q "not found"; then
+    echo "gpu_check: $PEZ cannot find these libraries:"; ldd "$PEZ" | grep "not found"; exit 1
+  fi
+fi
 echo "gpu_check: $PEZ on ${smi:-no nvidia-smi}; device $DEV; results in $OUT"
 python3 - "$PEZ" "$DEV" "$OUT" "$smi" <<'PY'
 import json, os, shutil, subprocess, sys, tempfile, time
@@ -70,7 +83,19 @@ for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"]:
         failures.append(f"{name}: losses differ by {loss}")
     results.append(res)
     print(json.dumps(res))
-json.dump({"nvidia_smi": smi, "device": dev, "results": results, "failures": failures}, open(f"{out}/gpu_check.json", "w"), indent=1)
+speed = None
+try:
+    import torch, transformers  # noqa: F401
+except ImportError as e:
+    speed = {"skipped": f"no yardstick here: {e}"}
+if speed is None:
+    env = dict(os.environ, **({"GPU_SPEED_SHAPES": "small"} if dev == "cpu" else {}))
+    r = subprocess.run([sys.executable, "scripts/gpu_speed.py", pez, dev, f"{tmp}/speed.json"], env=env, capture_output=True, text=True)
+    print(r.stdout, end="")
+    speed = json.load(open(f"{tmp}/speed.json")) if r.returncode == 0 else {"error": r.stderr[-2000:]}
+    if r.returncode:
+        failures.append("gpu_speed.py failed")
+json.dump({"nvidia_smi": smi, "device": dev, "results": results, "speed": speed, "failures": failures}, open(f"{out}/gpu_check.json", "w"), indent=1)
 print("gpu_check: " + ("all passed" if not failures else f"{len(failures)} failure(s): " + "; ".join(failures)))
 sys.exit(1 if failures else 0)
 PY

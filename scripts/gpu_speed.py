@@ -1,0 +1,82 @@
+"""Seconds per PEZ step at SmolLM2-135M's and GPT-2 Large's shapes (batch 16 and 32, f32 and bf16), pez against
+the PyTorch yardstick (scripts/torch_pez_step.py: logits only where the loss reads them, bf16 under autocast) on
+the same device in the same run. The checkpoints are made here with seeded random weights (no weights travel), the
+rows are 24 random words of the tiny fixture tokenizer (about an SST-2 sentence), 10 prompt tokens, fluency 0.003.
+pez's figure is the wall time between its step-5 and step-15 records over 10 (one 2-row holdout pass between).
+
+    python3 scripts/gpu_speed.py PEZ DEVICE OUT_JSON      (scripts/gpu_check.sh calls it; GPU_SPEED_SHAPES=small
+                                                           makes 2-layer models: the script's own check on a CPU)
+"""
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers as tf
+
+sys.path.insert(0, os.path.dirname(__file__))
+from torch_pez_step import step_times  # noqa: E402
+
+FX = os.path.join(os.path.dirname(__file__), "..", "crates/pez-models/tests/fixtures/transfer")
+
+
+def shapes(small):
+    layers = (lambda n: 2) if small else (lambda n: n)
+    return {
+        "smollm2-135m": tf.LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers(30),
+                                       num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+                                       rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True),
+        "gpt2-large": tf.GPT2Config(vocab_size=50257, n_positions=1024, n_embd=1280, n_layer=layers(36), n_head=20,
+                                    tie_word_embeddings=True),
+    }
+
+
+def main():
+    pez, device, out = sys.argv[1:4]
+    small = os.environ.get("GPU_SPEED_SHAPES") == "small"
+    tmp = tempfile.mkdtemp()
+    rng = random.Random(0)
+    words = [w for w in json.load(open(f"{FX}/gpt2/tokenizer.json"))["model"]["vocab"] if w != "[UNK]"]
+    rows = [(" ".join(rng.choice(words) for _ in range(24)), str(rng.randint(0, 1))) for _ in range(512)]
+    train = f"{tmp}/train.tsv"
+    with open(train, "w") as f:
+        f.write("sentence\tlabel\n" + "".join(f"{t}\t{l}\n" for t, l in rows))
+    tok = tf.PreTrainedTokenizerFast(tokenizer_file=f"{FX}/gpt2/tokenizer.json")
+    results = []
+    for name, cfg in shapes(small).items():
+        torch.manual_seed(0)
+        model = tf.AutoModelForCausalLM.from_config(cfg).eval()
+        d = f"{tmp}/{name}"
+        model.save_pretrained(d, safe_serialization=True)
+        shutil.copy(f"{FX}/gpt2/tokenizer.json", d)
+        model = model.to(device)
+        for dtype in ("f32", "bf16"):
+            for bs in (16, 32):
+                r = {"shape": name, "layers": cfg.num_hidden_layers, "dtype": dtype, "batch": bs, "device": device}
+                o = f"{tmp}/{name}-{dtype}-{bs}"
+                p = subprocess.run([pez, "tune", f"{FX}/task.toml", "--model", d, "--train", train, "--steps", "15", "--eval-every", "5",
+                                    "--batch-size", str(bs), "--holdout", "2", "--prompt-len", "10", "--fluency", "0.003", "--seed", "0",
+                                    "--dtype", dtype, "--device", device, "--out", o], capture_output=True, text=True)
+                if p.returncode:
+                    r["pez_error"] = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+                else:
+                    m = {x["step"]: x["elapsed_s"] for x in map(json.loads, open(f"{o}/metrics.jsonl"))}
+                    r["pez_s_per_step"] = round((m[15] - m[5]) / 10, 4)
+                t = step_times(model, tok, rows, bs, 10, dtype, device)
+                r["torch_s_per_step_median"] = round(statistics.median(t), 4)
+                if "pez_s_per_step" in r:
+                    r["torch_over_pez"] = round(r["torch_s_per_step_median"] / r["pez_s_per_step"], 3)
+                print(json.dumps(r), flush=True)
+                results.append(r)
+        del model
+    json.dump({"torch": torch.__version__, "results": results}, open(out, "w"), indent=1)
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
