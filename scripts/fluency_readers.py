@@ -101,8 +101,9 @@ def svg(rows, base, reader, path):
         x, y = X(r["reader_log_ppl"]), Y(r["dev"])
         o.append(f'<path d="M{x - 4:.1f},{y - 4:.1f}L{x + 4:.1f},{y + 4:.1f}M{x - 4:.1f},{y + 4:.1f}L{x + 4:.1f},{y - 4:.1f}" stroke="black" stroke-width="2"/>')
     for i, (k, c) in enumerate(list(col.items()) + [("today's default (fluency 0.003, f32)", "black")]):
-        o.append(f'<rect x="{W - 250}" y="{28 + 16 * i}" width="10" height="10" fill="{c}"/><text x="{W - 235}" y="{37 + 16 * i}">tokens {k}</text>'
-                 if c != "black" else f'<text x="{W - 250}" y="{37 + 16 * i}">x  {k}</text>')
+        y = H - B - 75 + 16 * i  # bottom right: low accuracy and high perplexity, where no prompt worth having sits
+        o.append(f'<rect x="{W - 250}" y="{y - 9}" width="10" height="10" fill="{c}"/><text x="{W - 235}" y="{y}">tokens {k}</text>'
+                 if c != "black" else f'<text x="{W - 250}" y="{y}">x  {k}</text>')
     o.append(f'<text x="{L + 5}" y="14">Each point one prompt, labelled weight/seed</text></svg>')
     open(path, "w").write("\n".join(o))
 
