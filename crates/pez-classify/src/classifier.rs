@@ -182,7 +182,8 @@ impl<'a> Classifier<'a> {
     /// prompt vector in that token's place, where the head is the token embeddings (tied, no bias: GPT-2, OPT,
     /// SmolLM2, Gemma 3). At a projected prompt `x` is that token's row, so the value is `fluency`'s; the
     /// gradient then also reaches each token's own vector, pulling it towards the tokens the model expects
-    /// there. Through the context alone (an untied head) the pull is weak: it barely changed the prompts (NOTES).
+    /// there. With an untied head it is `fluency`, whose gradient reaches the prompt through the context alone:
+    /// on SmolLM2 that pull barely changed the prompts (NOTES, issue 26).
     pub fn fluency_loss(&self, prefix: &Prefix, ids: &[u32]) -> Result<Tensor> {
         let tied = self.model.as_decoder().is_some_and(|d| d.head().b.is_none() && d.head().w.id() == d.token_embeddings().id());
         let Some((h, logits, next, x)) = self.prompt_logits(prefix, ids)? else { return Ok(self.zero(prefix)?) };
