@@ -33,6 +33,8 @@ pub struct Classifier<'a> {
     /// Longest text (in tokens) that fits the context next to the prompt and the template.
     pub max_text_tokens: usize,
     pub warnings: Vec<String>,
+    /// The head is the token embeddings (no bias), so a token's logit can be read off its own prompt vector.
+    tied_head: bool,
 }
 
 impl<'a> Classifier<'a> {
@@ -62,7 +64,8 @@ impl<'a> Classifier<'a> {
         if fixed + 1 > ctx {
             bail!("prompt ({prompt_len}) + template ({}) leave no room for text in a context of {ctx}", template_ids.len());
         }
-        Ok(Self { model, tokenizer: tok, verbalizer_ids, template_ids, bos, max_text_tokens: ctx - fixed, warnings })
+        let tied_head = model.as_decoder().is_some_and(|d| d.head().b.is_none() && d.head().w.id() == d.token_embeddings().id());
+        Ok(Self { model, tokenizer: tok, verbalizer_ids, template_ids, bos, max_text_tokens: ctx - fixed, warnings, tied_head })
     }
 
     /// Text ids (truncated to fit the context: the start of the text is kept) followed by the template ids.
@@ -185,13 +188,11 @@ impl<'a> Classifier<'a> {
     /// there. With an untied head it is `fluency`, whose gradient reaches the prompt through the context alone:
     /// on SmolLM2 that pull barely changed the prompts (NOTES, issue 26).
     pub fn fluency_loss(&self, prefix: &Prefix, ids: &[u32]) -> Result<Tensor> {
-        let tied = self.model.as_decoder().is_some_and(|d| d.head().b.is_none() && d.head().w.id() == d.token_embeddings().id());
-        let Some((h, logits, next, x)) = self.prompt_logits(prefix, ids)? else { return Ok(self.zero(prefix)?) };
-        let lp = ops::log_softmax_last(&logits)?.gather(&next, 1)?;
-        if !tied {
-            return Ok(lp.mean_all()?.neg()?);
+        if !self.tied_head {
+            return self.fluency(prefix, ids);
         }
-        let lse = (logits.gather(&next, 1)? - lp)?; // log-sum-exp of each row's logits
+        let Some((h, logits, next, x)) = self.prompt_logits(prefix, ids)? else { return Ok(self.zero(prefix)?) };
+        let lse = (logits.gather(&next, 1)? - ops::log_softmax_last(&logits)?.gather(&next, 1)?)?; // log-sum-exp of each row
         let read = (&h * x.to_dtype(h.dtype())?)?.sum_keepdim(1)?;
         Ok((lse - read)?.mean_all()?)
     }

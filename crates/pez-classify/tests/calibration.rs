@@ -7,7 +7,7 @@ use pez_tasks::{Calibration, TaskSpec};
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer")
+    pez_models::testing::fixtures().join("transfer")
 }
 
 #[test]

@@ -55,6 +55,12 @@ enum Command {
 }
 
 fn main() {
+    // Like any Unix filter, end quietly when the reader of stdout goes away (`pez sweep plan | head`) instead of
+    // panicking in println!. Sockets are unaffected: std sends with MSG_NOSIGNAL.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     pez_nn::alloc::keep_freed_memory();
     let cli = Cli::parse();
     pez_hub::registry::set_fetch_missing(cli.fetch_missing);

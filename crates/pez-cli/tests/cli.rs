@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{metrics_without_time, ok, pez};
+use common::{fixtures, metrics_without_time, ok, pez};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -136,7 +136,7 @@ fn multi_token_verbalizer_is_scored_by_its_first_token_with_a_warning() {
 /// one at the start, then step, rate, ETA and loss every `PEZ_PROGRESS_SECS` (0 here: every step).
 #[test]
 fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
-    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer");
+    let fx = fixtures().join("transfer");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let o = ok(pez()
@@ -161,7 +161,7 @@ fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
 /// that fixes it, before a run directory is written; few-shot runs draw from all rows and refuse the rules.
 #[test]
 fn row_rules_that_admit_no_rows_are_refused_with_the_fix() {
-    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer");
+    let fx = fixtures().join("transfer");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let (task, model, train) = (fx.join("task.toml"), fx.join("gpt2"), fx.join("dev.tsv"));

@@ -6,23 +6,7 @@
 mod common;
 
 use common::{fixtures, metrics_without_time, ok, pez};
-use std::path::{Path, PathBuf};
-
-/// A tiny checkpoint with a tokenizer: the transfer fixtures have their own; the others (vocabulary 64) borrow
-/// tiny GPT-2's 26-token one.
-fn model(tmp: &Path, name: &str) -> PathBuf {
-    let own = fixtures().join("transfer").join(name);
-    if own.join("tokenizer.json").exists() {
-        return own;
-    }
-    let dir = tmp.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixtures().join(name).join(f), dir.join(f)).unwrap();
-    }
-    std::fs::copy(fixtures().join("transfer/gpt2/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
-    dir
-}
+use std::path::Path;
 
 /// 20 steps, the holdout every 5; returns (prompt.json, metrics lines without times).
 fn tune(args: &[&str], out: &Path, composed: bool) -> (serde_json::Value, Vec<serde_json::Value>) {
@@ -56,7 +40,7 @@ fn composed_ops_choose_the_kernels_tokens_on_every_tiny_architecture() {
     let fx = fixtures().join("transfer");
     let (task, train) = (fx.join("task.toml"), fx.join("dev.tsv"));
     for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"] {
-        let m = model(tmp.path(), name);
+        let m = pez_models::testing::tiny_lm(tmp.path(), name);
         // Fluency needs a causal decoder: T5 tunes on the label loss alone.
         let fluency = if name == "t5" { "0" } else { "0.1" };
         let args = [task.to_str().unwrap(), "--model", m.to_str().unwrap(), "--train", train.to_str().unwrap(),

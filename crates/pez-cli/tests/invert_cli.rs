@@ -2,6 +2,7 @@
 //! tokenizer) and two shared images: the reported best cosine is what `pez score` gives for the printed prompt.
 
 use std::path::Path;
+use pez_models::testing::fixtures;
 use std::process::Command;
 
 #[test]
@@ -16,7 +17,7 @@ fn invert_then_score_agree_on_an_open_clip_layout_model() {
 }
 
 fn invert_then_score(fixture: &str, files: &[&str]) {
-    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures");
+    let fx = fixtures();
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny-clip");
     std::fs::create_dir_all(&model).unwrap();

@@ -1,5 +1,6 @@
 //! `pez sweep` end to end on the tiny GPT-2 checkpoint (runs of a second or two): stable indices, bad input
-//! refused before anything runs, a cell run twice, a killed cell resumed exactly, a failed cell shown as failed,
+//! refused before anything runs, a cell run twice, finished cells without their checkpoints (as committed) kept,
+//! a killed cell resumed exactly, a failed cell shown as failed,
 //! and a seeds-only grid summarised as `pez tune --seeds` summarises the same seeds.
 
 mod common;
@@ -136,6 +137,24 @@ fn cells_run_twice_resume_after_a_kill_fail_visibly_and_summarise_as_pez_tune_se
     assert_eq!(strip(grid["groups"][0]["summary"].clone()), strip(json(&tmp.path().join("seeds/summary.json"))));
     assert!(runs.join("summary.md").exists() && std::fs::read_to_string(runs.join("summary.svg")).unwrap().starts_with("<svg"));
 
+    // Committed results hold no checkpoint.json (git-ignored): the cells are still finished, kept and summarised
+    // alike, and a new run into one of them is refused rather than overwriting its prompt.json.
+    for i in 0..3 {
+        std::fs::remove_file(runs.join(format!("s{i}/checkpoint.json"))).unwrap();
+    }
+    assert!(plan(&f).lines().skip(2).take(3).all(|l| l.contains("finished")), "{}", plan(&f));
+    let o = ok(pez().args(["sweep", "run", f.to_str().unwrap(), "--index", "1"]).output().unwrap());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(its prompt.json; no checkpoint), kept"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(runs.join("s1/metrics.jsonl")).unwrap(), metrics);
+    ok(pez().args(["sweep", "summarize", f.to_str().unwrap()]).output().unwrap());
+    assert_eq!(strip(json(&runs.join("summary.json"))["groups"][0]["summary"].clone()), strip(grid["groups"][0]["summary"].clone()));
+    let e = err(pez()
+        .args(["tune", fxd.join("task.toml").to_str().unwrap(), "--model", fxd.join("gpt2").to_str().unwrap(), "--train", fxd.join("dev.tsv").to_str().unwrap()])
+        .args(["--steps", "6", "--holdout", "4", "--out", runs.join("s1").to_str().unwrap()])
+        .output()
+        .unwrap());
+    assert!(e.contains("already holds a run's prompt.json"), "{e}");
+
     // A cell killed after its first checkpoint resumes exactly: as the uninterrupted run of the same seed.
     let f2 = sweep_at(tmp.path(), "long.toml", "long", (1000, 3), "seed = [0, 1, 2, 3]", "");
     ok(pez().args(["sweep", "run", f2.to_str().unwrap(), "--index", "3"]).output().unwrap());
@@ -167,4 +186,22 @@ fn cells_run_twice_resume_after_a_kill_fail_visibly_and_summarise_as_pez_tune_se
     assert!(std::fs::read_to_string(tmp.path().join("fail/traintrain-s1/error.txt")).unwrap().contains("/no/such/train.tsv"));
     let md = String::from_utf8(ok(pez().args(["sweep", "summarize", f3.to_str().unwrap()]).output().unwrap()).stdout).unwrap();
     assert!(md.contains("| 1 | \"/no/such/train.tsv\" | 1 | failed |") && md.contains("2 cells: 0 finished, 0 started, 1 failed, 1 missing"), "{md}");
+}
+
+#[test]
+fn a_listing_piped_into_a_reader_that_stops_early_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // More lines than a pipe buffers (64 KiB), so pez is still writing when the reader goes.
+    let seeds = (0..4000).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let f = sweep_file(tmp.path(), &format!("seed = [{seeds}]"), "");
+    let mut child = pez().args(["sweep", "plan", f.to_str().unwrap()]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut head = [0u8; 64];
+    child.stdout.as_mut().unwrap().read_exact(&mut head).unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(o.status.signal(), Some(13), "ended by SIGPIPE as a Unix filter is: {:?} {stderr}", o.status);
 }

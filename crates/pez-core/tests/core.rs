@@ -116,7 +116,7 @@ impl Objective for MatchTarget<'_> {
 
 #[test]
 fn pez_recovers_a_target_prompt_on_a_tiny_model() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/llama");
+    let dir = pez_models::testing::fixtures().join("llama");
     let model = pez_models::load::load_hf_model(&dir, DType::F32, &Device::Cpu).unwrap();
     let m = model.as_ref();
     let target_ids = [5u32, 17, 42, 9];

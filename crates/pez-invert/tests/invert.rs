@@ -4,11 +4,7 @@ use candle_core::{DType, Device};
 use pez_invert::encoder::ClipEncoder;
 use pez_invert::{invert, score_ids, InvertConfig, TextEncoder};
 use pez_models::clip::Clip;
-use std::path::PathBuf;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures")
-}
+use pez_models::testing::fixtures;
 
 /// The tiny CLIP (vocab 64; <sot> = 62, <eot> = 63) with the 24-word tokenizer of the transfer fixtures.
 fn tiny() -> (ClipEncoder, tokenizers::Tokenizer) {

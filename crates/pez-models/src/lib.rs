@@ -17,6 +17,7 @@ pub mod llama;
 pub mod load;
 pub mod opt;
 pub mod t5;
+pub mod testing;
 
 use anyhow::Result;
 use candle_core::Tensor;

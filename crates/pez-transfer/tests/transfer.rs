@@ -16,7 +16,7 @@ struct Expected {
 }
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer")
+    pez_models::testing::fixtures().join("transfer")
 }
 
 fn artifact(dir: &std::path::Path, method: Method, prompt: &str, holdout: f64, fluency: f64) {

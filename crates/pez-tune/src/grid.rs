@@ -145,6 +145,7 @@ impl Sweep {
             Ok(ck) if ck.finished => Status::Finished,
             _ if dir.join(ERROR_FILE).exists() => Status::Failed,
             Ok(_) => Status::Started,
+            Err(_) if crate::kept_result(&dir).is_some() => Status::Finished,
             Err(_) => Status::Missing,
         }
     }
@@ -225,22 +226,28 @@ pub fn run_cell(sweep: &Sweep, index: usize, device: &candle_core::Device) -> Re
 }
 
 fn run_locked(c: &Cell, dir: &Path, device: &candle_core::Device) -> Result<Status> {
-    match Checkpoint::read(dir) {
-        Ok(ck) => {
-            let theirs = serde_json::to_value(ck.config())?;
-            let ours = serde_json::to_value(&c.config)?;
-            if let Some(k) = c.given.iter().find(|k| *k != "dtype" && theirs.get(k.as_str()) != ours.get(k.as_str())) {
-                bail!("{} holds a run whose `{k}` is {}, not the sweep's {}: move it away, or restore the sweep file",
-                      dir.display(), theirs[k.as_str()], ours[k.as_str()]);
-            }
-            if ck.finished {
-                eprintln!("cell {} ({}): finished in {}, kept", c.index, c.name, dir.display());
-                return Ok(Status::Finished);
-            }
+    let ck = Checkpoint::read(dir).ok();
+    let kept = crate::kept_result(dir);
+    let theirs = match (&ck, &kept) {
+        (Some(ck), _) => Some(serde_json::to_value(ck.config())?),
+        (None, Some(a)) => Some(serde_json::to_value(&a.config)?),
+        (None, None) => None,
+    };
+    if let Some(theirs) = theirs {
+        let ours = serde_json::to_value(&c.config)?;
+        if let Some(k) = c.given.iter().find(|k| *k != "dtype" && theirs.get(k.as_str()) != ours.get(k.as_str())) {
+            bail!("{} holds a run whose `{k}` is {}, not the sweep's {}: move it away, or restore the sweep file",
+                  dir.display(), theirs[k.as_str()], ours[k.as_str()]);
+        }
+    }
+    match (ck, kept) {
+        (Some(ck), _) if ck.finished => eprintln!("cell {} ({}): finished in {}, kept", c.index, c.name, dir.display()),
+        (None, Some(_)) => eprintln!("cell {} ({}): finished in {} (its prompt.json; no checkpoint), kept", c.index, c.name, dir.display()),
+        (Some(_), _) => {
             eprintln!("cell {} ({}): resuming {}", c.index, c.name, dir.display());
             crate::tune(None, Some(dir), device)?;
         }
-        Err(_) => {
+        (None, None) => {
             eprintln!("cell {} ({}): starting in {}", c.index, c.name, dir.display());
             // `auto` (the dtype not given) is decided where the cell runs: a GPU computes in f32.
             let dtype = if c.given.iter().any(|k| k == "dtype") { c.config.dtype } else { pez_nn::Dtype::Auto.resolve_on(device) };

@@ -90,6 +90,26 @@ pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer, se
     tokenizer::token_set(tok, model.info().vocab_size, set)
 }
 
+/// The prompt.json of a finished run whose checkpoint was not kept (`checkpoint.json` is git-ignored, so
+/// committed results hold only prompt.json and metrics.jsonl): only the end of a run writes the dev score, so a
+/// run on a task without a dev split is not recognised this way. `None` where a checkpoint is there (it tells).
+pub fn kept_result(dir: &Path) -> Option<PromptArtifact> {
+    if dir.join("checkpoint.json").exists() {
+        return None;
+    }
+    PromptArtifact::read(dir).ok().filter(|a| a.dev_accuracy.is_some())
+}
+
+/// Seconds a finished run took: its checkpoint's count, else the time of its last holdout pass in metrics.jsonl
+/// (the dev pass after it not counted); 0 when neither is there.
+pub fn wall_seconds(dir: &Path) -> f64 {
+    if let Ok(c) = Checkpoint::read(dir) {
+        return c.elapsed_s();
+    }
+    let last = std::fs::read_to_string(dir.join("metrics.jsonl")).ok().and_then(|t| t.lines().last().map(str::to_string));
+    last.and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok()).and_then(|v| v["elapsed_s"].as_f64()).unwrap_or(0.0)
+}
+
 /// Runs (or resumes, from `resume`'s checkpoint) a tuning run and returns its `prompt.json`.
 pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>, device: &Device) -> Result<PromptArtifact> {
     let (cfg, ckpt) = match (cfg, resume) {
@@ -192,6 +212,10 @@ impl<'a> Run<'a> {
         std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
         if ckpt.is_none() && cfg.out.join("checkpoint.json").exists() {
             bail!("{} already holds a run: use --resume {} or another --out", cfg.out.display(), cfg.out.display());
+        }
+        if ckpt.is_none() && cfg.out.join("prompt.json").exists() {
+            bail!("{} already holds a run's prompt.json (without its checkpoint, so it cannot be resumed): give another --out",
+                  cfg.out.display());
         }
         let allowed = allowed_tokens(model, &lm.tokenizer, cfg.tokens);
         let n = allowed.iter().filter(|&&a| a).count();

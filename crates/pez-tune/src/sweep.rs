@@ -49,7 +49,7 @@ impl SeedResult {
     /// The finished run of `seed` in `dir` (its prompt.json and checkpoint).
     pub fn read(seed: u64, dir: &Path) -> Result<Self> {
         let a = PromptArtifact::read(dir)?;
-        let wall_s = Checkpoint::read(dir).map(|c| c.elapsed_s()).unwrap_or(0.0);
+        let wall_s = crate::run::wall_seconds(dir);
         let dev_per_class = a.dev_per_class.as_ref().map(|v| v.iter().map(|&(k, t)| k as f64 / t.max(1) as f64).collect());
         Ok(Self { seed, dir: dir.to_path_buf(), prompt: a.prompt, holdout_accuracy: a.holdout_accuracy, dev_accuracy: a.dev_accuracy, dev_per_class, wall_s })
     }
@@ -62,6 +62,7 @@ pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize, device: &candle
         let dir = root.join(format!("s{seed}"));
         match Checkpoint::read(&dir).ok() {
             Some(c) if c.finished => eprintln!("seed {seed}: finished in {}, kept", dir.display()),
+            None if crate::kept_result(&dir).is_some() => eprintln!("seed {seed}: finished in {} (its prompt.json), kept", dir.display()),
             Some(_) => {
                 eprintln!("seed {seed}: resuming {}", dir.display());
                 crate::tune(None, Some(&dir), device)?;

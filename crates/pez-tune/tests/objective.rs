@@ -5,11 +5,10 @@
 use candle_core::{DType, Device, Tensor};
 use pez_core::Objective;
 use pez_tune::BatchObjective;
-use std::path::Path;
 
 #[test]
 fn fluency_weighted_gradient_matches_finite_differences_at_w_0_3() {
-    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures/transfer");
+    let fx = pez_models::testing::fixtures().join("transfer");
     let lm = pez_models::load_lm(fx.join("gpt2").to_str().unwrap(), DType::F64, &Device::Cpu).unwrap();
     let task = pez_tasks::TaskSpec::resolve(fx.join("task.toml").to_str().unwrap()).unwrap();
     let ids = [5u32, 9, 14, 3];
@@ -49,17 +48,11 @@ fn fluency_weighted_gradient_matches_finite_differences_at_w_0_3() {
 /// tied head: minus the hidden state that predicts it, over the number of predicted tokens.
 #[test]
 fn fluency_loss_equals_the_measure_and_pulls_each_token_towards_its_prediction() {
-    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures");
+    let fx = pez_models::testing::fixtures();
     let task = pez_tasks::TaskSpec::resolve(fx.join("transfer/task.toml").to_str().unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     for arch in ["gpt2", "opt", "opt350", "llama", "gemma3"] {
-        // The tiny checkpoints (vocabulary 64) with tiny GPT-2's 26-token tokenizer.
-        let dir = tmp.path().join(arch);
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in ["config.json", "model.safetensors"] {
-            std::fs::copy(fx.join(arch).join(f), dir.join(f)).unwrap();
-        }
-        std::fs::copy(fx.join("transfer/gpt2/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+        let dir = pez_models::testing::tiny_lm(tmp.path(), arch);
         let lm = pez_models::load_lm(dir.to_str().unwrap(), DType::F64, &Device::Cpu).unwrap();
         let ids = [5u32, 9, 14, 3, 7];
         let clf = pez_classify::Classifier::new(&lm, &task.prompt, ids.len()).unwrap();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use tower::ServiceExt;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crates/pez-models/tests/fixtures/transfer")
+    pez_models::testing::fixtures().join("transfer")
 }
 
 fn write_artifact(dir: &Path, prompt: &str) {

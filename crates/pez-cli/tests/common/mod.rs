@@ -2,7 +2,7 @@
 //! metrics without their times (which differ between otherwise equal runs).
 #![allow(dead_code)] // each test file uses its own part
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn pez() -> Command {
@@ -15,9 +15,7 @@ pub fn ok(o: Output) -> Output {
 }
 
 /// pez-models' tiny checkpoints (and, under `transfer/`, ones with tokenizers and a task).
-pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pez-models/tests/fixtures")
-}
+pub use pez_models::testing::fixtures;
 
 /// `metrics.jsonl` of a run directory, each record without `elapsed_s`.
 pub fn metrics_without_time(dir: &Path) -> Vec<serde_json::Value> {
