@@ -1,8 +1,8 @@
 //! `pez invert` and `pez score` end to end on the tiny random CLIP fixture (with a word-level CLIP-style
 //! tokenizer) and two shared images: the reported best cosine is what `pez score` gives for the printed prompt.
 
-use std::path::Path;
 use pez_models::testing::fixtures;
+use std::path::Path;
 use std::process::Command;
 
 #[test]

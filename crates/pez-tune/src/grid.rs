@@ -16,7 +16,7 @@
 //! Cells are numbered over the grid's keys in name order (`seed` last, so a setting's seeds are neighbours) and
 //! each list in its written order: comments, spacing and the order of keys do not move an index.
 
-use crate::run::Checkpoint;
+use crate::run::RunDir;
 use crate::sweep::{self, SeedResult, Summary};
 use anyhow::{bail, Context, Result};
 use pez_tasks::artifact::write_atomic;
@@ -141,12 +141,12 @@ impl Sweep {
 
     pub fn status(&self, c: &Cell) -> Status {
         let dir = self.dir(c);
-        match Checkpoint::read(&dir) {
-            Ok(ck) if ck.finished => Status::Finished,
+        match RunDir::read(&dir) {
+            RunDir::Finished { checkpoint: true, .. } => Status::Finished,
             _ if dir.join(ERROR_FILE).exists() => Status::Failed,
-            Ok(_) => Status::Started,
-            Err(_) if crate::kept_result(&dir).is_some() => Status::Finished,
-            Err(_) => Status::Missing,
+            RunDir::Started(_) => Status::Started,
+            RunDir::Finished { .. } => Status::Finished,
+            RunDir::Missing => Status::Missing,
         }
     }
 }
@@ -226,28 +226,27 @@ pub fn run_cell(sweep: &Sweep, index: usize, device: &candle_core::Device) -> Re
 }
 
 fn run_locked(c: &Cell, dir: &Path, device: &candle_core::Device) -> Result<Status> {
-    let ck = Checkpoint::read(dir).ok();
-    let kept = crate::kept_result(dir);
-    let theirs = match (&ck, &kept) {
-        (Some(ck), _) => Some(serde_json::to_value(ck.config())?),
-        (None, Some(a)) => Some(serde_json::to_value(&a.config)?),
-        (None, None) => None,
+    let held = RunDir::read(dir);
+    let theirs = match &held {
+        RunDir::Started(ck) => Some(ck.config()),
+        RunDir::Finished { config, .. } => Some(config),
+        RunDir::Missing => None,
     };
     if let Some(theirs) = theirs {
-        let ours = serde_json::to_value(&c.config)?;
+        let (theirs, ours) = (serde_json::to_value(theirs)?, serde_json::to_value(&c.config)?);
         if let Some(k) = c.given.iter().find(|k| *k != "dtype" && theirs.get(k.as_str()) != ours.get(k.as_str())) {
             bail!("{} holds a run whose `{k}` is {}, not the sweep's {}: move it away, or restore the sweep file",
                   dir.display(), theirs[k.as_str()], ours[k.as_str()]);
         }
     }
-    match (ck, kept) {
-        (Some(ck), _) if ck.finished => eprintln!("cell {} ({}): finished in {}, kept", c.index, c.name, dir.display()),
-        (None, Some(_)) => eprintln!("cell {} ({}): finished in {} (its prompt.json; no checkpoint), kept", c.index, c.name, dir.display()),
-        (Some(_), _) => {
+    match held {
+        RunDir::Finished { checkpoint: true, .. } => eprintln!("cell {} ({}): finished in {}, kept", c.index, c.name, dir.display()),
+        RunDir::Finished { .. } => eprintln!("cell {} ({}): finished in {} (its prompt.json; no checkpoint), kept", c.index, c.name, dir.display()),
+        RunDir::Started(_) => {
             eprintln!("cell {} ({}): resuming {}", c.index, c.name, dir.display());
             crate::tune(None, Some(dir), device)?;
         }
-        (None, None) => {
+        RunDir::Missing => {
             eprintln!("cell {} ({}): starting in {}", c.index, c.name, dir.display());
             // `auto` (the dtype not given) is decided where the cell runs: a GPU computes in f32.
             let dtype = if c.given.iter().any(|k| k == "dtype") { c.config.dtype } else { pez_nn::Dtype::Auto.resolve_on(device) };

@@ -90,14 +90,30 @@ pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer, se
     tokenizer::token_set(tok, model.info().vocab_size, set)
 }
 
-/// The prompt.json of a finished run whose checkpoint was not kept (`checkpoint.json` is git-ignored, so
-/// committed results hold only prompt.json and metrics.jsonl): only the end of a run writes the dev score, so a
-/// run on a task without a dev split is not recognised this way. `None` where a checkpoint is there (it tells).
-pub fn kept_result(dir: &Path) -> Option<PromptArtifact> {
-    if dir.join("checkpoint.json").exists() {
-        return None;
+/// What a run directory holds. A run is finished by its checkpoint's word or, where the checkpoint was not kept
+/// (`checkpoint.json` is git-ignored, so committed results hold only prompt.json and metrics.jsonl), by a
+/// prompt.json with the dev score, which only the end of a run writes (a run on a task without a dev split is not
+/// recognised that way).
+pub enum RunDir {
+    /// Neither a readable checkpoint nor a final prompt.json.
+    Missing,
+    Started(Checkpoint),
+    /// `checkpoint`: known from the checkpoint, else from prompt.json alone.
+    Finished { config: TuneConfig, checkpoint: bool },
+}
+
+impl RunDir {
+    pub fn read(dir: &Path) -> Self {
+        match Checkpoint::read(dir) {
+            Ok(c) if c.finished => Self::Finished { config: c.config, checkpoint: true },
+            Ok(c) => Self::Started(c),
+            Err(_) if dir.join("checkpoint.json").exists() => Self::Missing,
+            Err(_) => match PromptArtifact::read(dir) {
+                Ok(a) if a.dev_accuracy.is_some() => Self::Finished { config: a.config, checkpoint: false },
+                _ => Self::Missing,
+            },
+        }
     }
-    PromptArtifact::read(dir).ok().filter(|a| a.dev_accuracy.is_some())
 }
 
 /// Seconds a finished run took: its checkpoint's count, else the time of its last holdout pass in metrics.jsonl

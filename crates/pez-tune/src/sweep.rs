@@ -3,7 +3,7 @@
 //! the top prompts by holdout accuracy, in `<root>/summary.json` and `<root>/summary.md`.
 
 use pez_tasks::TuneConfig;
-use crate::run::Checkpoint;
+use crate::run::RunDir;
 use anyhow::Result;
 use pez_tasks::artifact::write_atomic;
 use pez_tasks::PromptArtifact;
@@ -60,14 +60,14 @@ pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize, device: &candle
     let mut runs = vec![];
     for seed in base.seed..base.seed + n {
         let dir = root.join(format!("s{seed}"));
-        match Checkpoint::read(&dir).ok() {
-            Some(c) if c.finished => eprintln!("seed {seed}: finished in {}, kept", dir.display()),
-            None if crate::kept_result(&dir).is_some() => eprintln!("seed {seed}: finished in {} (its prompt.json), kept", dir.display()),
-            Some(_) => {
+        match RunDir::read(&dir) {
+            RunDir::Finished { checkpoint: true, .. } => eprintln!("seed {seed}: finished in {}, kept", dir.display()),
+            RunDir::Finished { .. } => eprintln!("seed {seed}: finished in {} (its prompt.json), kept", dir.display()),
+            RunDir::Started(_) => {
                 eprintln!("seed {seed}: resuming {}", dir.display());
                 crate::tune(None, Some(&dir), device)?;
             }
-            None => {
+            RunDir::Missing => {
                 crate::tune(Some(TuneConfig { seed, out: dir.clone(), ..base.clone() }), None, device)?;
             }
         }
