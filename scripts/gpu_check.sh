@@ -8,7 +8,9 @@
 #   - wall time of each tune, CPU and GPU;
 #   - seconds per PEZ step at SmolLM2-135M's and GPT-2 Large's shapes, batch 16 and 32, f32 and bf16, pez against
 #     the PyTorch yardstick on the same GPU (scripts/gpu_speed.py; where python3 has torch and transformers).
-# Writes $OUT/gpu_check.json (nvidia-smi's line included) and exits non-zero on any difference.
+# Writes $OUT/gpu_check.json (nvidia-smi's line included; written first after the comparisons, so a run stopped
+# during the speed part keeps them, with $OUT/gpu_speed.json rewritten after each timed row) and exits non-zero on
+# any difference.
 #   bash scripts/gpu_check.sh [PEZ]        (PEZ default gpu/pez, built by scripts/cuda_check.sh; GPU_CHECK_DEVICE=cpu
 #                                          runs both sides on the CPU, with 2-layer models for the speed part: the
 #                                          script's own check on a machine without a GPU)
@@ -25,6 +27,12 @@ if [ "$DEV" != cpu ]; then
   # of the Python wheels here (PyTorch's) are what it loads.
   libs=$(python3 -c 'import glob, os, site; print(":".join(sorted({os.path.dirname(f) for p in site.getsitepackages() for f in glob.glob(p + "/nvidia/**/lib*.so*", recursive=True)})))' || true)
   export LD_LIBRARY_PATH="${libs}:/usr/local/nvidia/lib64:/usr/local/nvidia/lib:${LD_LIBRARY_PATH:-}"
+  # The kernels are PTX, compiled by the driver at load: a driver older than the CUDA that wrote them refuses them.
+  drv=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -1)
+  built=$(cat "$PEZ.cuda" 2>/dev/null || true)
+  if [ -n "$drv" ] && [ -n "$built" ] && [ "$(printf '%s\n%s\n' "$built" "$drv" | sort -V | tail -1)" != "$drv" ]; then
+    echo "gpu_check: $PEZ carries PTX of CUDA $built; this driver reads up to CUDA $drv: build with CUDA $drv (scripts/cuda_env.sh)"; exit 1
+  fi
   if ldd "$PEZ" | grep -q "not found"; then
     echo "gpu_check: $PEZ cannot find these libraries:"; ldd "$PEZ" | grep "not found"; exit 1
   fi
@@ -82,7 +90,10 @@ for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"]:
     if loss > 1e-3:
         failures.append(f"{name}: losses differ by {loss}")
     results.append(res)
-    print(json.dumps(res))
+    print(json.dumps(res), flush=True)
+def save(speed):
+    json.dump({"nvidia_smi": smi, "device": dev, "results": results, "speed": speed, "failures": failures}, open(f"{out}/gpu_check.json", "w"), indent=1)
+save({"running": "scripts/gpu_speed.py writes gpu_speed.json beside this file as it goes"})  # kept if the time limit stops the speed part
 speed = None
 try:
     import torch, transformers  # noqa: F401
@@ -90,12 +101,11 @@ except ImportError as e:
     speed = {"skipped": f"no yardstick here: {e}"}
 if speed is None:
     env = dict(os.environ, **({"GPU_SPEED_SHAPES": "small"} if dev == "cpu" else {}))
-    r = subprocess.run([sys.executable, "scripts/gpu_speed.py", pez, dev, f"{tmp}/speed.json"], env=env, capture_output=True, text=True)
-    print(r.stdout, end="")
-    speed = json.load(open(f"{tmp}/speed.json")) if r.returncode == 0 else {"error": r.stderr[-2000:]}
+    r = subprocess.run([sys.executable, "scripts/gpu_speed.py", pez, dev, f"{out}/gpu_speed.json"], env=env, stdout=None, stderr=subprocess.PIPE, text=True)
+    speed = json.load(open(f"{out}/gpu_speed.json")) if r.returncode == 0 else {"error": r.stderr[-2000:]}
     if r.returncode:
         failures.append("gpu_speed.py failed")
-json.dump({"nvidia_smi": smi, "device": dev, "results": results, "speed": speed, "failures": failures}, open(f"{out}/gpu_check.json", "w"), indent=1)
+save(speed)
 print("gpu_check: " + ("all passed" if not failures else f"{len(failures)} failure(s): " + "; ".join(failures)))
 sys.exit(1 if failures else 0)
 PY

@@ -73,8 +73,10 @@ def main():
                     r["torch_over_pez"] = round(r["torch_s_per_step_median"] / r["pez_s_per_step"], 3)
                 print(json.dumps(r), flush=True)
                 results.append(r)
+                # rewritten after every row: a run stopped by the device's time limit keeps what it measured
+                json.dump({"torch": torch.__version__, "results": results, "complete": False}, open(out, "w"), indent=1)
         del model
-    json.dump({"torch": torch.__version__, "results": results}, open(out, "w"), indent=1)
+    json.dump({"torch": torch.__version__, "results": results, "complete": True}, open(out, "w"), indent=1)
     shutil.rmtree(tmp)
 
 
