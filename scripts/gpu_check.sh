@@ -3,6 +3,7 @@
 # `--features cuda` (scripts/cuda_env.sh, then `cargo build --release -p pez-cli --features cuda`) is copied there
 # and run on the tiny checkpoints of every architecture, CPU against GPU in the same run:
 #   - next-token top-5 and log-probs after two texts (`pez next-token --json`): same tokens, log-probs within 1e-3;
+#     in bf16 (bf16 tensors; the CPU side under PEZ_OPS=composed) the CPU's top-3 within 0.05 on the GPU;
 #   - 20 PEZ steps on the fixture task (`pez tune`, f32, fluency 0.1 where the model is a decoder): the same
 #     tokens at every holdout pass, losses within 1e-3 relative;
 #   - wall time of each tune, CPU and GPU;
@@ -53,8 +54,8 @@ def model(name):
         shutil.copy(f"{fx}/{name}/{f}", d)
     shutil.copy(f"{fx}/transfer/gpt2/tokenizer.json", d)
     return d
-def run(args):
-    r = subprocess.run([pez, *args], capture_output=True, text=True)
+def run(args, env=None):
+    r = subprocess.run([pez, *args], capture_output=True, text=True, env=dict(os.environ, **(env or {})))
     if r.returncode:
         raise SystemExit(f"pez {' '.join(args)} failed:\n{r.stderr[-2000:]}")
     return r.stdout
@@ -72,6 +73,19 @@ for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"]:
         res["next_token_max_logprob_diff"] = worst
         if worst > 1e-3:
             failures.append(f"{name}: log-probs differ by {worst}")
+        # --dtype bf16: bf16 tensors on the GPU, and on the CPU under PEZ_OPS=composed (its f32 products of bf16
+        # values stand in for cuBLAS's): each of the CPU's top-3 in the GPU's top 10 (near ties may swap), log-probs
+        # within 0.05.
+        try:
+            a, b = (json.loads(run(["next-token", "--model", m, "--text", "great fun movie", "--top", n, "--json", "--dtype", "bf16", "--device", d],
+                                   {"PEZ_OPS": "composed"})) for d, n in (("cpu", "3"), (dev, "10")))
+            on_dev = {t["id"]: t["logprob"] for t in b["top"]}
+            diffs = [abs(t["logprob"] - on_dev[t["id"]]) if t["id"] in on_dev else float("inf") for t in a["top"]]
+            res["bf16_next_token_max_logprob_diff"] = max(diffs)
+            if max(diffs) > 0.05:
+                failures.append(f"{name}: bf16 next-token differs: {a['top']} vs {b['top']}")
+        except SystemExit as e:
+            failures.append(f"{name}: bf16 next-token failed: {str(e)[-500:]}")
     runs = {}
     for side, d in (("ref", "cpu"), ("dev", dev)):
         o = f"{tmp}/{name}-{side}"

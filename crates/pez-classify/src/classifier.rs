@@ -193,13 +193,13 @@ impl<'a> Classifier<'a> {
         }
         let Some((h, logits, next, x)) = self.prompt_logits(prefix, ids)? else { return Ok(self.zero(prefix)?) };
         let lse = (logits.gather(&next, 1)? - ops::log_softmax_last(&logits)?.gather(&next, 1)?)?; // log-sum-exp of each row
-        let read = (&h * x.to_dtype(h.dtype())?)?.sum_keepdim(1)?;
+        let read = (pez_nn::dtype::widened(&h)? * x.to_dtype(logits.dtype())?)?.sum_keepdim(1)?; // in the logits' dtype
         Ok((lse - read)?.mean_all()?)
     }
 
     fn zero(&self, prefix: &Prefix) -> candle_core::Result<Tensor> {
         let x = prefix.embeds.as_ref().expect("a prompt");
-        Tensor::zeros((), x.dtype(), x.device())
+        pez_nn::dtype::widened(&Tensor::zeros((), x.dtype(), x.device())?)
     }
 
     /// For the prompt in `prefix`: the hidden states that predict its tokens `[m, d]`, their logits `[m, vocab]`,

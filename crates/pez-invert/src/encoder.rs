@@ -9,7 +9,7 @@ use pez_models::clip::ClipText;
 pub trait TextEncoder {
     /// The matrix prompts are made of `[vocab, d]`.
     fn token_embeddings(&self) -> &Tensor;
-    /// Features `[1, f]` of a prompt given as embedding rows `[P, d]`.
+    /// Features `[1, f]` (f32 or f64) of a prompt given as embedding rows `[P, d]`.
     fn features(&self, prompt: &Tensor) -> Result<Tensor>;
 }
 

@@ -122,8 +122,8 @@ impl Bert {
         Ok(hidden.broadcast_mul(&w)?.sum(1)?)
     }
 
-    /// Sentence features `[b, d]`: mean-pooled last hidden states.
+    /// Sentence features `[b, d]` (widened to f32 from bf16): mean-pooled last hidden states.
     pub fn encode(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        self.mean_pool(&self.hidden_states(embeds, lengths)?, lengths)
+        Ok(pez_nn::dtype::widened(&self.mean_pool(&self.hidden_states(embeds, lengths)?, lengths)?)?)
     }
 }

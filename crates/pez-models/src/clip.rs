@@ -135,10 +135,10 @@ impl ClipText {
         Ok(self.final_ln.forward(&self.encoder.forward(h, Some(&mask))?)?)
     }
 
-    /// Projected text features `[b, proj]`, pooled at each row's end-of-text position.
+    /// Projected text features `[b, proj]` (widened to f32 from bf16), pooled at each row's end-of-text position.
     pub fn features(&self, embeds: &Tensor, eot: &[usize]) -> Result<Tensor> {
         let h = self.hidden_states(embeds)?;
-        Ok(self.projection.forward(&gather_rows(&h, eot)?)?)
+        Ok(pez_nn::dtype::widened(&self.projection.forward(&gather_rows(&h, eot)?)?)?)
     }
 }
 
@@ -174,8 +174,9 @@ impl ClipVision {
         self.encoder.cfg.image_size
     }
 
-    /// Projected image features `[b, proj]` for normalised pixels `[b, 3, H, W]`.
+    /// Projected image features `[b, proj]` (widened to f32 from bf16) for normalised pixels `[b, 3, H, W]` (any dtype).
     pub fn features(&self, pixels: &Tensor) -> Result<Tensor> {
+        let pixels = pixels.to_dtype(self.position.dtype())?;
         let (b, c, hgt, wid) = pixels.dims4()?;
         let p = self.encoder.cfg.patch_size;
         let d = self.encoder.cfg.hidden_size;
@@ -190,7 +191,7 @@ impl ClipVision {
         let h = Tensor::cat(&[&cls.contiguous()?, &x], 1)?.broadcast_add(&self.position)?;
         let h = self.encoder.forward(self.pre_ln.forward(&h)?, None)?;
         let pooled = self.post_ln.forward(&h.narrow(1, 0, 1)?.squeeze(1)?)?;
-        Ok(self.projection.forward(&pooled)?)
+        Ok(pez_nn::dtype::widened(&self.projection.forward(&pooled)?)?)
     }
 }
 

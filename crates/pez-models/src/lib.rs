@@ -55,7 +55,8 @@ pub trait LanguageModel: Send + Sync {
     /// Causal models ignore the padding (it sits after every real token); encoders mask it.
     fn hidden_states(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor>;
 
-    /// Vocabulary logits for hidden states `[.., d] -> [.., vocab]`. Kept apart from `hidden_states` so the
+    /// Vocabulary logits for hidden states `[.., d] -> [.., vocab]`, in f32 when the model computes in bf16
+    /// (`pez_nn::dtype::widened`: losses and scores read them there). Kept apart from `hidden_states` so the
     /// (large) head is evaluated only at the positions a loss reads.
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor>;
 
@@ -108,7 +109,7 @@ impl<T: CausalDecoder> LanguageModel for T {
         Ok(self.forward_after(embeds, None, None)?.0)
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.head().forward(hidden)?)
+        Ok(pez_nn::dtype::widened(&self.head().forward(hidden)?)?)
     }
     fn as_decoder(&self) -> Option<&dyn CausalDecoder> {
         Some(self)

@@ -262,7 +262,7 @@ impl LanguageModel for T5 {
         Ok(self.dec_norm.forward(&h)?)
     }
     fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.head.forward(hidden)?)
+        Ok(pez_nn::dtype::widened(&self.head.forward(hidden)?)?)
     }
     fn next_token_logits(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let h = self.hidden_states(embeds, lengths)?;

@@ -39,8 +39,12 @@ pub fn with<R>(imp: Impl, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// The choice on this thread: forced by `with`, else `PEZ_OPS`.
+pub fn current() -> Impl {
+    FORCED.with(|c| c.get()).unwrap_or_else(from_env)
+}
+
 /// Whether an op on `x` runs as a kernel.
 pub fn kernels_for(x: &Tensor) -> bool {
-    let chosen = FORCED.with(|c| c.get()).unwrap_or_else(from_env);
-    chosen == Impl::Kernels && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+    current() == Impl::Kernels && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }

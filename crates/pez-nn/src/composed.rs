@@ -1,7 +1,18 @@
 //! Each kernel's maths composed from candle primitives (gated activations: `Activation::apply(a) * b`): what runs on any device or dtype the kernels do not
 //! take (candle's autograd records the backward), and the reference the kernels are tested against.
 
-use candle_core::{Result, Shape, Tensor, D};
+use candle_core::{DType, Result, Shape, Tensor, D};
+
+/// `a @ b`. candle multiplies no bf16 on the CPU, where bf16 tensors exist only to run the GPU's bf16 path
+/// (`PEZ_OPS=composed`): there the product is taken in f32 from the bf16 values and rounded back, as cuBLAS's
+/// bf16 GEMM (f32 accumulation) gives it.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.device().is_cpu() && a.dtype() == DType::BF16 {
+        a.to_dtype(DType::F32)?.matmul(&b.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)
+    } else {
+        a.matmul(b)
+    }
+}
 
 /// `x @ w_io + b` over the last dimension of `x: [.., in]` (`w_io: [in, out]`, `b: [out]`).
 pub fn linear(x: &Tensor, w_io: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
@@ -10,7 +21,7 @@ pub fn linear(x: &Tensor, w_io: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let rows = x.elem_count() / inp;
     // A plain 2-D product over all rows; matmul reads a weight stored either way round, other views are copied.
     let w = if w_io.is_contiguous() || w_io.t()?.is_contiguous() { w_io.clone() } else { w_io.contiguous()? };
-    let y = x.reshape((rows, inp))?.matmul(&w)?;
+    let y = matmul(&x.reshape((rows, inp))?, &w)?;
     let y = match b {
         Some(b) => y.broadcast_add(b)?,
         None => y,
@@ -19,17 +30,30 @@ pub fn linear(x: &Tensor, w_io: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     y.reshape(dims)
 }
 
+/// `f(x)` computed in f32 when `x` is bf16 or f16, rounded back: norms and softmax sum over a whole row, which in
+/// bf16 loses its small terms (Hugging Face's models and PyTorch's autocast run them in f32 too).
+fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    match x.dtype() {
+        DType::BF16 | DType::F16 => f(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
+        _ => f(x),
+    }
+}
+
 /// `x / sqrt(mean(x^2) + eps) * w` over the last dimension.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+    in_f32(x, |x| {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(&w.to_dtype(x.dtype())?)
+    })
 }
 
 /// `(x - mean) / sqrt(var + eps) * w + b` over the last dimension.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    xc.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(w)?.broadcast_add(b)
+    in_f32(x, |x| {
+        let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        xc.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(&w.to_dtype(x.dtype())?)?.broadcast_add(&b.to_dtype(x.dtype())?)
+    })
 }
 
 /// `softmax(scale * q k^T + mask) v`, key/value heads repeated for grouped queries.
@@ -38,13 +62,16 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
     let (_, kvh, sk, _) = k.dims4()?;
     let expand = |t: &Tensor| t.unsqueeze(2)?.broadcast_as((b, kvh, h / kvh, sk, d))?.reshape((b, h, sk, d));
     let (k, v) = (expand(k)?, expand(v)?);
-    let z = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
-    let z = match mask {
-        Some(m) => z.broadcast_add(m)?,
-        None => z,
-    };
-    let e = z.broadcast_sub(&z.max_keepdim(D::Minus1)?.detach())?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.matmul(&v.contiguous()?)
+    let z = (matmul(&q.contiguous()?, &k.t()?)? * scale)?;
+    let p = in_f32(&z, |z| {
+        let z = match mask {
+            Some(m) => z.broadcast_add(&m.to_dtype(z.dtype())?)?,
+            None => z.clone(),
+        };
+        let e = z.broadcast_sub(&z.max_keepdim(D::Minus1)?.detach())?.exp()?;
+        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    })?;
+    matmul(&p, &v.contiguous()?)
 }
 
 /// Rotary embeddings, half-split layout: `x * cos + [-x2, x1] * sin` for `x: [.., s, d]`, tables `[s, d]`.

@@ -44,3 +44,12 @@ impl Dtype {
         }
     }
 }
+
+/// A model's output (logits, features) as the losses and scores read it: bf16 and f16 widened to f32 (as under
+/// PyTorch's autocast, where losses run in f32), f32 and f64 as they are. The backward narrows the gradient again.
+pub fn widened(t: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    match t.dtype() {
+        DType::BF16 | DType::F16 => t.to_dtype(DType::F32),
+        _ => Ok(t.clone()),
+    }
+}

@@ -18,8 +18,9 @@ struct Store {
 
 /// The dtype a checkpoint's tensors are kept in to compute in `dtype` on `device`: on the CPU, bf16 products read
 /// f32 tensors (rounded inside the kernels; candle multiplies no bf16 on the CPU), so bf16 is stored as f32.
+/// With the composed ops forced (`PEZ_OPS=composed`, the GPU's path) bf16 tensors are kept, as on a GPU.
 pub fn storage_dtype(dtype: DType, device: &Device) -> DType {
-    if device.is_cpu() && dtype == DType::BF16 { DType::F32 } else { dtype }
+    if device.is_cpu() && dtype == DType::BF16 && crate::backend::current() == crate::backend::Impl::Kernels { DType::F32 } else { dtype }
 }
 
 /// A view of a checkpoint's tensors under a prefix (cheap to clone: the tensors are shared).
