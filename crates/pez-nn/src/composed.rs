@@ -1,7 +1,8 @@
 //! Each kernel's maths composed from candle primitives (gated activations: `Activation::apply(a) * b`): what runs on any device or dtype the kernels do not
 //! take (candle's autograd records the backward), and the reference the kernels are tested against.
 
-use candle_core::{DType, Result, Shape, Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
 /// `a @ b`. candle multiplies no bf16 on the CPU, where bf16 tensors exist only to run the GPU's bf16 path
 /// (`PEZ_OPS=composed`): there the product is taken in f32 from the bf16 values and rounded back, as cuBLAS's
@@ -14,6 +15,48 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `x @ w` for a frozen `w` (2-D both): candle's own product on whichever device holds them, with a backward that
+/// gives `x` its gradient and the weight none. candle's matmul backward would also compute the weight's gradient,
+/// a second product as large as the first, which PEZ never reads.
+struct FrozenRhs;
+
+impl FrozenRhs {
+    fn bmnk(l1: &Layout, l2: &Layout) -> Result<((usize, usize, usize, usize), Shape)> {
+        let ((m, k), (_, n)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        Ok(((1, m, n, k), Shape::from((m, n))))
+    }
+}
+
+impl CustomOp2 for FrozenRhs {
+    fn name(&self) -> &'static str {
+        "matmul-frozen-rhs"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (bmnk, out) = Self::bmnk(l1, l2)?;
+        Ok((s1.matmul(s2, bmnk, l1, l2)?, out))
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (bmnk, out) = Self::bmnk(l1, l2)?;
+        Ok((s1.matmul(s2, bmnk, l1, l2)?, out))
+    }
+    fn bwd(&self, _x: &Tensor, w: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(matmul(grad, &w.t()?)?), None))
+    }
+}
+
+/// `x @ w` for a frozen weight `w`: `[m, k] @ [k, n]`, the backward only to `x`.
+pub fn matmul_frozen(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::BF16 {
+        return matmul_frozen(&x.to_dtype(DType::F32)?, &w.to_dtype(DType::F32)?)?.to_dtype(DType::BF16);
+    }
+    let (_, k) = x.dims2()?;
+    if w.dims2()?.0 != k {
+        candle_core::bail!("matmul_frozen: {:?} @ {:?}", x.dims(), w.dims());
+    }
+    x.apply_op2(w, FrozenRhs)
+}
+
 /// `x @ w_io + b` over the last dimension of `x: [.., in]` (`w_io: [in, out]`, `b: [out]`).
 pub fn linear(x: &Tensor, w_io: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let (inp, out) = w_io.dims2()?;
@@ -21,7 +64,7 @@ pub fn linear(x: &Tensor, w_io: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let rows = x.elem_count() / inp;
     // A plain 2-D product over all rows; matmul reads a weight stored either way round, other views are copied.
     let w = if w_io.is_contiguous() || w_io.t()?.is_contiguous() { w_io.clone() } else { w_io.contiguous()? };
-    let y = matmul(&x.reshape((rows, inp))?, &w)?;
+    let y = matmul_frozen(&x.reshape((rows, inp))?, &w)?;
     let y = match b {
         Some(b) => y.broadcast_add(b)?,
         None => y,
