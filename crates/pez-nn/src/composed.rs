@@ -4,15 +4,20 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
 
-/// `a @ b`. candle multiplies no bf16 on the CPU, where bf16 tensors exist only to run the GPU's bf16 path
-/// (`PEZ_OPS=composed`): there the product is taken in f32 from the bf16 values and rounded back, as cuBLAS's
+/// The product `f(a, b)`. candle multiplies no bf16 on the CPU, where bf16 tensors exist only to run the GPU's
+/// bf16 path (`PEZ_OPS=composed`): there it is taken in f32 from the bf16 values and rounded back, as cuBLAS's
 /// bf16 GEMM (f32 accumulation) gives it.
-pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+fn product(a: &Tensor, b: &Tensor, f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>) -> Result<Tensor> {
     if a.device().is_cpu() && a.dtype() == DType::BF16 {
-        a.to_dtype(DType::F32)?.matmul(&b.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)
+        f(&a.to_dtype(DType::F32)?, &b.to_dtype(DType::F32)?)?.to_dtype(DType::BF16)
     } else {
-        a.matmul(b)
+        f(a, b)
     }
+}
+
+/// `a @ b` (see `product`).
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    product(a, b, |a, b| a.matmul(b))
 }
 
 /// `x @ w` for a frozen `w` (2-D both): candle's own product on whichever device holds them, with a backward that
@@ -45,16 +50,12 @@ impl CustomOp2 for FrozenRhs {
     }
 }
 
-/// `x @ w` for a frozen weight `w`: `[m, k] @ [k, n]`, the backward only to `x`.
+/// `x @ w` for a frozen weight `w`: `[m, k] @ [k, n]`, the backward only to `x` (see `product`).
 pub fn matmul_frozen(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::BF16 {
-        return matmul_frozen(&x.to_dtype(DType::F32)?, &w.to_dtype(DType::F32)?)?.to_dtype(DType::BF16);
-    }
-    let (_, k) = x.dims2()?;
-    if w.dims2()?.0 != k {
+    if w.dims2()?.0 != x.dims2()?.1 {
         candle_core::bail!("matmul_frozen: {:?} @ {:?}", x.dims(), w.dims());
     }
-    x.apply_op2(w, FrozenRhs)
+    product(x, w, |x, w| x.apply_op2(w, FrozenRhs))
 }
 
 /// `x @ w_io + b` over the last dimension of `x: [.., in]` (`w_io: [in, out]`, `b: [out]`).
@@ -76,10 +77,7 @@ pub fn linear(x: &Tensor, w_io: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 /// `f(x)` computed in f32 when `x` is bf16 or f16, rounded back: norms and softmax sum over a whole row, which in
 /// bf16 loses its small terms (Hugging Face's models and PyTorch's autocast run them in f32 too).
 fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    match x.dtype() {
-        DType::BF16 | DType::F16 => f(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
-        _ => f(x),
-    }
+    f(&crate::dtype::widened(x)?)?.to_dtype(x.dtype())
 }
 
 /// `x / sqrt(mean(x^2) + eps) * w` over the last dimension.
