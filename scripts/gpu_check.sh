@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (issue 24), one script for a GPU machine that has no Rust toolchain: a `pez` built here with
 # `--features cuda` (scripts/cuda_env.sh, then `cargo build --release -p pez-cli --features cuda`) is copied there
-# and run on the tiny checkpoints of every architecture, CPU against GPU in the same run:
+# and run on the tiny checkpoints of every architecture and on a model of SmolLM2-135M's shape (seeded random weights
+# made there, where python3 has transformers), CPU against GPU in the same run:
 #   - next-token top-5 and log-probs after two texts (`pez next-token --json`): same tokens, log-probs within 1e-3;
 #     in bf16 (bf16 tensors; the CPU side under PEZ_OPS=composed) the CPU's top-3 within 0.05 on the GPU;
 #   - 20 PEZ steps on the fixture task (`pez tune`, f32, fluency 0.1 where the model is a decoder): the same
@@ -13,7 +14,7 @@
 # during the speed part keeps them, with $OUT/gpu_speed.json rewritten after each timed row) and exits non-zero on
 # any difference.
 #   bash scripts/gpu_check.sh [PEZ]        (PEZ default gpu/pez, built by scripts/cuda_check.sh; GPU_CHECK_DEVICE=cpu
-#                                          runs both sides on the CPU, with 2-layer models for the speed part: the
+#                                          runs both sides on the CPU, with 2-layer models of the big shapes: the
 #                                          script's own check on a machine without a GPU)
 # On a device machine: run(command="bash scripts/gpu_check.sh", carry=["gpu"]).
 set -euo pipefail
@@ -60,67 +61,84 @@ def run(args, env=None):
         raise SystemExit(f"pez {' '.join(args)} failed:\n{r.stderr[-2000:]}")
     return r.stdout
 failures, results = [], []
-for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"]:
-    m = model(name)
-    res = {"model": name}
-    if name != "t5":  # next-token needs a causal decoder
-        try:
-            worst = 0.0
-            for text in ["great fun movie", "bad dull"]:
-                a, b = (json.loads(run(["next-token", "--model", m, "--text", text, "--top", "5", "--json", "--dtype", "f32", "--device", d])) for d in ("cpu", dev))
-                if [t["id"] for t in a["top"]] != [t["id"] for t in b["top"]]:
-                    failures.append(f"{name}: top-5 differ after {text!r}")
-                worst = max([worst] + [abs(x["logprob"] - y["logprob"]) for x, y in zip(a["top"], b["top"])])
-            res["next_token_max_logprob_diff"] = worst
-            if worst > 1e-3:
-                failures.append(f"{name}: log-probs differ by {worst}")
-        except SystemExit as e:  # one failing part leaves the others to run and be recorded
-            failures.append(f"{name}: f32 next-token failed: {str(e)[-500:]}")
-        # --dtype bf16: bf16 tensors on the GPU, and on the CPU under PEZ_OPS=composed (its f32 products of bf16
-        # values stand in for cuBLAS's): each of the CPU's top-3 in the GPU's top 10 (near ties may swap), log-probs
-        # within 0.05.
-        try:
-            a, b = (json.loads(run(["next-token", "--model", m, "--text", "great fun movie", "--top", n, "--json", "--dtype", "bf16", "--device", d],
-                                   {"PEZ_OPS": "composed"})) for d, n in (("cpu", "3"), (dev, "10")))
-            on_dev = {t["id"]: t["logprob"] for t in b["top"]}
-            diffs = [abs(t["logprob"] - on_dev[t["id"]]) if t["id"] in on_dev else float("inf") for t in a["top"]]
-            res["bf16_next_token_max_logprob_diff"] = max(diffs)
-            if max(diffs) > 0.05:
-                failures.append(f"{name}: bf16 next-token differs: {a['top']} vs {b['top']}")
-        except SystemExit as e:
-            failures.append(f"{name}: bf16 next-token failed: {str(e)[-500:]}")
-    tune = ["tune", f"{fx}/transfer/task.toml", "--model", m, "--train", f"{fx}/transfer/dev.tsv", "--batch-size", "2", "--holdout", "4",
+
+def next_token_f32(name, m, res):
+    worst = 0.0
+    for text in ["great fun movie", "bad dull"]:
+        a, b = (json.loads(run(["next-token", "--model", m, "--text", text, "--top", "5", "--json", "--dtype", "f32", "--device", d])) for d in ("cpu", dev))
+        if [t["id"] for t in a["top"]] != [t["id"] for t in b["top"]]:
+            failures.append(f"{name}: top-5 differ after {text!r}")
+        worst = max([worst] + [abs(x["logprob"] - y["logprob"]) for x, y in zip(a["top"], b["top"])])
+    res["next_token_max_logprob_diff"] = worst
+    if worst > 1e-3:
+        failures.append(f"{name}: log-probs differ by {worst}")
+
+def next_token_bf16(name, m, res):
+    # --dtype bf16: bf16 tensors on the GPU, and on the CPU under PEZ_OPS=composed (its f32 products of bf16 values
+    # stand in for cuBLAS's): each of the CPU's top-3 in the GPU's top 10 (near ties may swap), log-probs within 0.05.
+    a, b = (json.loads(run(["next-token", "--model", m, "--text", "great fun movie", "--top", n, "--json", "--dtype", "bf16", "--device", d],
+                           {"PEZ_OPS": "composed"})) for d, n in (("cpu", "3"), (dev, "10")))
+    on_dev = {t["id"]: t["logprob"] for t in b["top"]}
+    diffs = [abs(t["logprob"] - on_dev[t["id"]]) if t["id"] in on_dev else float("inf") for t in a["top"]]
+    res["bf16_next_token_max_logprob_diff"] = max(diffs)
+    if max(diffs) > 0.05:
+        failures.append(f"{name}: bf16 next-token differs: {a['top']} vs {b['top']}")
+
+def tune_args(name, m):
+    return ["tune", f"{fx}/transfer/task.toml", "--model", m, "--train", f"{fx}/transfer/dev.tsv", "--batch-size", "2", "--holdout", "4",
             "--prompt-len", "3", "--fluency", "0" if name == "t5" else "0.1", "--seed", "1"]
+
+def tune_f32(name, m, res):
+    runs = {}
+    for side, d in (("ref", "cpu"), ("dev", dev)):
+        o = f"{tmp}/{name}-{side}"
+        t0 = time.time()
+        run(tune_args(name, m) + ["--steps", "20", "--eval-every", "5", "--dtype", "f32", "--device", d, "--out", o])
+        runs[side] = ([json.loads(l) for l in open(f"{o}/metrics.jsonl")], time.time() - t0)
+    (ma, ta), (mb, tb) = runs["ref"], runs["dev"]
+    same = [x["token_ids"] for x in ma] == [y["token_ids"] for y in mb]
+    loss = max(abs(x["train_loss"] - y["train_loss"]) / max(1.0, abs(x["train_loss"])) for x, y in zip(ma, mb))
+    res.update({"pez_20_steps_same_tokens": same, "pez_max_rel_loss_diff": loss, "tune_wall_s_cpu": round(ta, 2), "tune_wall_s_device": round(tb, 2),
+                "prompt": ma[-1]["prompt"]})
+    if not same:
+        failures.append(f"{name}: 20-step tokens differ: {[x['prompt'] for x in ma]} vs {[y['prompt'] for y in mb]}")
+    if loss > 1e-3:
+        failures.append(f"{name}: losses differ by {loss}")
+
+def tune_bf16(name, m, res):
+    # the first step's loss (both sides start from the same tokens), CPU under PEZ_OPS=composed against the GPU
+    first = []
+    for side, d in (("ref", "cpu"), ("dev", dev)):
+        o = f"{tmp}/{name}-bf16-{side}"
+        run(tune_args(name, m) + ["--steps", "3", "--eval-every", "1", "--dtype", "bf16", "--device", d, "--out", o], {"PEZ_OPS": "composed"})
+        first.append(json.loads(open(f"{o}/metrics.jsonl").readline())["train_loss"])
+    res["bf16_first_step_loss_cpu_device"] = first
+    if abs(first[0] - first[1]) > 0.01 * max(1.0, abs(first[0])):
+        failures.append(f"{name}: bf16 first-step loss {first[0]} on the CPU, {first[1]} on the device")
+
+def models():
+    for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"]:
+        yield name, model(name)
+    # Real SmolLM2 (a ~100 MB GGUF) does not travel; its shape does: 30 layers, 9 query and 3 key/value heads,
+    # 49,152 rows, seeded random weights made here (2 layers on a CPU-only dry run).
     try:
-        runs = {}
-        for side, d in (("ref", "cpu"), ("dev", dev)):
-            o = f"{tmp}/{name}-{side}"
-            t0 = time.time()
-            run(tune + ["--steps", "20", "--eval-every", "5", "--dtype", "f32", "--device", d, "--out", o])
-            runs[side] = ([json.loads(l) for l in open(f"{o}/metrics.jsonl")], time.time() - t0)
-        (ma, ta), (mb, tb) = runs["ref"], runs["dev"]
-        same = [x["token_ids"] for x in ma] == [y["token_ids"] for y in mb]
-        loss = max(abs(x["train_loss"] - y["train_loss"]) / max(1.0, abs(x["train_loss"])) for x, y in zip(ma, mb))
-        res.update({"pez_20_steps_same_tokens": same, "pez_max_rel_loss_diff": loss, "tune_wall_s_cpu": round(ta, 2), "tune_wall_s_device": round(tb, 2),
-                    "prompt": ma[-1]["prompt"]})
-        if not same:
-            failures.append(f"{name}: 20-step tokens differ: {[x['prompt'] for x in ma]} vs {[y['prompt'] for y in mb]}")
-        if loss > 1e-3:
-            failures.append(f"{name}: losses differ by {loss}")
-    except SystemExit as e:
-        failures.append(f"{name}: f32 tune failed: {str(e)[-500:]}")
-    # bf16: the first step's loss (both sides start from the same tokens), CPU under PEZ_OPS=composed against the GPU.
-    try:
-        first = []
-        for side, d in (("ref", "cpu"), ("dev", dev)):
-            o = f"{tmp}/{name}-bf16-{side}"
-            run(tune + ["--steps", "3", "--eval-every", "1", "--dtype", "bf16", "--device", d, "--out", o], {"PEZ_OPS": "composed"})
-            first.append(json.loads(open(f"{o}/metrics.jsonl").readline())["train_loss"])
-        res["bf16_first_step_loss_cpu_device"] = first
-        if abs(first[0] - first[1]) > 0.01 * max(1.0, abs(first[0])):
-            failures.append(f"{name}: bf16 first-step loss {first[0]} on the CPU, {first[1]} on the device")
-    except SystemExit as e:
-        failures.append(f"{name}: bf16 tune failed: {str(e)[-500:]}")
+        sys.path.insert(0, "scripts")
+        from gpu_speed import make, shapes
+    except ImportError as e:
+        results.append({"model": "smollm2-135m-shape", "skipped": f"no transformers here: {e}"})
+        return
+    d = f"{tmp}/smollm2-135m-shape"
+    make(shapes(dev == "cpu")["smollm2-135m"], d)
+    yield "smollm2-135m-shape", d
+
+for name, m in models():
+    res = {"model": name}
+    parts = [("f32 next-token", next_token_f32), ("bf16 next-token", next_token_bf16)] if name != "t5" else []  # next-token needs a causal decoder
+    for what, part in parts + [("f32 tune", tune_f32), ("bf16 tune", tune_bf16)]:
+        try:
+            part(name, m, res)
+        except SystemExit as e:  # one failing part leaves the others to run and be recorded
+            failures.append(f"{name}: {what} failed: {str(e)[-500:]}")
     results.append(res)
     print(json.dumps(res), flush=True)
 def save(speed):

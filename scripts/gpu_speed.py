@@ -36,6 +36,15 @@ def shapes(small):
     }
 
 
+def make(cfg, d):
+    """A model of `cfg` with seeded random weights, saved to `d` with the fixture tokenizer (what pez loads)."""
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(cfg).eval()
+    model.save_pretrained(d, safe_serialization=True)
+    shutil.copy(f"{FX}/gpt2/tokenizer.json", d)
+    return model
+
+
 def main():
     pez, device, out = sys.argv[1:4]
     small = os.environ.get("GPU_SPEED_SHAPES") == "small"
@@ -49,12 +58,8 @@ def main():
     tok = tf.PreTrainedTokenizerFast(tokenizer_file=f"{FX}/gpt2/tokenizer.json")
     results = []
     for name, cfg in shapes(small).items():
-        torch.manual_seed(0)
-        model = tf.AutoModelForCausalLM.from_config(cfg).eval()
         d = f"{tmp}/{name}"
-        model.save_pretrained(d, safe_serialization=True)
-        shutil.copy(f"{FX}/gpt2/tokenizer.json", d)
-        model = model.to(device)
+        model = make(cfg, d).to(device)
         for dtype in ("f32", "bf16"):
             for bs in (16, 32):
                 r = {"shape": name, "layers": cfg.num_hidden_layers, "dtype": dtype, "batch": bs, "device": device}
