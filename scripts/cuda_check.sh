@@ -11,7 +11,8 @@ t0=$(date +%s)
 # candle-kernels' build (cudaforge) keeps PTX it compiled before unless a source, the target or its flags changed,
 # not when the compiler did: kept PTX of another nvcc is thrown away here.
 stamp="${CARGO_TARGET_DIR:-target}/release/.pez-cuda-nvcc"
-nvcc_build=$("$NVCC" --version | tail -1)
+nvcc_version=$("$NVCC" --version)
+nvcc_build=$(tail -1 <<<"$nvcc_version")
 if [ "$(cat "$stamp" 2>/dev/null)" != "$nvcc_build" ]; then
   cargo clean -q --release -p candle-kernels
 fi
@@ -36,7 +37,7 @@ for v in $(echo "$ptx" | sed 's/\.version//g'); do
   awk -v v="$v" 'BEGIN { split(v, a, "."); exit !(a[1] < 9 || (a[1] == 9 && a[2] <= 0)) }' \
     || { echo "cuda_check: gpu/pez carries PTX $v, newer than driver 580 (CUDA 13.0, PTX 9.0) reads"; exit 1; }
 done
-"$NVCC" --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p' > gpu/pez.cuda
+sed -n 's/.*release \([0-9.]*\),.*/\1/p' <<<"$nvcc_version" > gpu/pez.cuda
 mb=$(( $(stat -c %s gpu/pez) / 1048576 ))
 [ "$mb" -lt 60 ] || { echo "cuda_check: gpu/pez is $mb MiB: too big to travel to a GPU machine (64 MiB a copy)"; exit 1; }
 # The CPU path of the CUDA build runs; the stubs stand in for the libraries (none of their functions is called).
