@@ -33,7 +33,8 @@ impl LearnedPrompt {
             let f = dir.join("soft_prompt.safetensors");
             let mut t = candle_core::safetensors::load(&f, &Device::Cpu)?;
             let soft = t.remove("soft_prompt").ok_or_else(|| anyhow!("{}: no soft_prompt tensor", f.display()))?;
-            let soft = soft.to_device(lm.model.token_embeddings().device())?;
+            let e = lm.model.token_embeddings();
+            let soft = soft.to_device(e.device())?.to_dtype(e.dtype())?;
             return Ok(Self { task: Some(a.task), format: a.prompt_format, text: a.prompt, ids: a.token_ids, embeds: Some(soft), calibration: a.calibration });
         }
         let (task, calibration) = (Some(a.task.clone()), a.calibration);

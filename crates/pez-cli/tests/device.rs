@@ -83,6 +83,38 @@ fn the_gpus_bf16_path_runs_every_tiny_architecture_close_to_f32() {
     }
 }
 
+/// A soft prompt (`--method soft`: vectors, not tokens) learned in bf16 tensors: its holdout passes run, its
+/// vectors are kept in f32, and it classifies in either dtype alike (label probabilities within 0.01), unlike its
+/// nearest tokens. (Found by this test: the holdout pass fed the f32 vectors to the bf16 model.)
+#[test]
+fn a_soft_prompt_learns_and_serves_in_bf16_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = fixtures().join("transfer");
+    let (task, data, model) = (fx.join("task.toml"), fx.join("dev.tsv"), fx.join("gpt2"));
+    let (task, data, model) = (task.to_str().unwrap(), data.to_str().unwrap(), model.to_str().unwrap());
+    let run = tmp.path().join("soft");
+    ok(pez().env("PEZ_OPS", "composed")
+        .args(["tune", task, "--model", model, "--train", data, "--batch-size", "2", "--holdout", "4", "--prompt-len", "3", "--steps", "6",
+               "--eval-every", "3", "--method", "soft", "--dtype", "bf16", "--out", run.to_str().unwrap()])
+        .output().unwrap());
+    let kept = candle_core::safetensors::load(run.join("soft_prompt.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!((kept["soft_prompt"].dtype(), kept["soft_prompt"].dims()), (candle_core::DType::F32, &[3, 32][..]));
+    let probs = |prompt: [&str; 2], dtype: &str, ops: &str| -> Vec<f64> {
+        let p = tmp.path().join(format!("{}-{dtype}.jsonl", prompt[0].trim_start_matches('-')));
+        ok(pez().env("PEZ_OPS", ops).args(["eval", task, prompt[0], prompt[1], "--model", model, "--data", data, "--dtype", dtype,
+                                            "--predictions", p.to_str().unwrap()]).output().unwrap());
+        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["probs"][0].as_f64().unwrap()).collect()
+    };
+    let learned = ["--prompt-file", run.to_str().unwrap()];
+    let (f32s, bf16s) = (probs(learned, "f32", "kernels"), probs(learned, "bf16", "composed"));
+    let worst = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    assert_eq!(f32s.len(), 12);
+    assert!(worst(&f32s, &bf16s) < 0.01, "{f32s:?} in f32, {bf16s:?} in bf16 tensors");
+    let art: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("prompt.json")).unwrap()).unwrap();
+    let tokens = probs(["--prompt", art["prompt"].as_str().unwrap()], "f32", "kernels");
+    assert!(worst(&f32s, &tokens) > 0.05, "the soft vectors classify as their nearest tokens do: {f32s:?}");
+}
+
 /// The same on the real models, whose rows are wide enough for bf16's rounding to matter: each of f32's top-3
 /// next tokens within 0.1 nats in bf16 tensors. (Norms and softmax summed in bf16 put SmolLM2's top token 0.77
 /// nats off and changed Gemma 3's; they now run in f32 inside, as in Hugging Face's models.)

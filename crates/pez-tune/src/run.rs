@@ -293,12 +293,17 @@ impl<'a> Run<'a> {
         Ok(r)
     }
 
-    /// The prompt's input rows: a hard prompt's embedding rows, or a soft prompt's vectors.
+    /// The prompt's input rows in the model's dtype: a hard prompt's embedding rows, or a soft prompt's vectors.
     fn prompt_tensor(&self, ids: &[u32], soft: Option<&[f32]>) -> Result<Tensor> {
         Ok(match soft {
-            Some(s) => Tensor::from_slice(s, (self.cfg.prompt_len, self.lm.model.info().hidden_size), self.lm.model.token_embeddings().device())?,
+            Some(s) => self.soft_f32(s)?.to_dtype(self.pez.projector.dtype())?,
             None => self.pez.projector.rows(ids)?,
         })
+    }
+
+    /// A soft prompt's vectors as kept (f32), whatever the model computes in.
+    fn soft_f32(&self, s: &[f32]) -> Result<Tensor> {
+        Ok(Tensor::from_slice(s, (self.cfg.prompt_len, self.lm.model.info().hidden_size), self.pez.projector.device())?)
     }
 
     /// Accuracy of a prompt (its token ids and input rows) on examples, scored as `pez eval` scores it.
@@ -377,8 +382,8 @@ impl<'a> Run<'a> {
         let b = self.best.as_ref().context("no evaluation happened")?;
         let best = self.prompt_tensor(&b.ids, b.soft.as_deref())?;
         let dev = self.data.dev.as_ref().map(|dev| self.accuracy(&b.ids, best.clone(), dev)).transpose()?;
-        if b.soft.is_some() {
-            candle_core::safetensors::save(&[("soft_prompt", best)].into_iter().collect(), self.cfg.out.join("soft_prompt.safetensors"))?;
+        if let Some(s) = &b.soft {
+            candle_core::safetensors::save(&[("soft_prompt", self.soft_f32(s)?)].into_iter().collect(), self.cfg.out.join("soft_prompt.safetensors"))?;
         }
         let a = self.artifact(b, dev.as_ref())?;
         a.write(&self.cfg.out.join("prompt.json"))?;
