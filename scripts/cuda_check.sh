@@ -38,6 +38,8 @@ for v in $(echo "$ptx" | sed 's/\.version//g'); do
     || { echo "cuda_check: gpu/pez carries PTX $v, newer than driver 580 (CUDA 13.0, PTX 9.0) reads"; exit 1; }
 done
 sed -n 's/.*release \([0-9.]*\),.*/\1/p' <<<"$nvcc_version" > gpu/pez.cuda
+# candle's kernels for compute capability 90 are `sm_90a` PTX, which runs on that generation alone.
+echo "$CUDA_COMPUTE_CAP" > gpu/pez.arch
 mb=$(( $(stat -c %s gpu/pez) / 1048576 ))
 [ "$mb" -lt 60 ] || { echo "cuda_check: gpu/pez is $mb MiB: too big to travel to a GPU machine (64 MiB a copy)"; exit 1; }
 # The CPU path of the CUDA build runs; the stubs stand in for the libraries (none of their functions is called).
