@@ -3,7 +3,7 @@
 # (scripts/cuda_env.sh, cached in ~/.cache/pez/cuda), then `pez` built and linked with the `cuda` feature (candle's
 # CUDA kernels compiled to PTX for compute capability $CUDA_COMPUTE_CAP), stripped into gpu/pez: the binary a GPU
 # machine runs (scripts/gpu_check.sh). Checked here: it records the CUDA 13 libraries it needs and runs a CPU
-# command; `--device cuda` itself needs a GPU.
+# command; `--device cuda` itself needs a GPU. pez-serve's CUDA build is compiled (`cargo check`) as well.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/cuda_env.sh
@@ -23,6 +23,9 @@ cp "${CARGO_TARGET_DIR:-target}/release/pez" gpu/pez
 strip gpu/pez
 # Both builds stay cached: this puts the CPU binary back for whatever runs next, without compiling.
 cargo build -q --release --locked -p pez-cli
+# pez-serve's classifiers take `device = "cuda"` too: its CUDA build (mistral.rs on a CUDA-enabled candle) is
+# checked, not linked (linking would build mistral.rs a second time: too long for CI).
+cargo check -q --release --locked -p pez-serve --features cuda
 needed=" $(readelf -d gpu/pez | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
 # The driver and cuBLAS at least (the linker keeps only libraries whose functions are used).
 for lib in libcuda.so.1 libcublas.so.13; do
