@@ -381,7 +381,7 @@ impl<'a> Run<'a> {
     pub fn finish(self) -> Result<PromptArtifact> {
         let b = self.best.as_ref().context("no evaluation happened")?;
         let best = self.prompt_tensor(&b.ids, b.soft.as_deref())?;
-        let dev = self.data.dev.as_ref().map(|dev| self.accuracy(&b.ids, best.clone(), dev)).transpose()?;
+        let dev = self.data.dev.as_ref().map(|dev| self.accuracy(&b.ids, best, dev)).transpose()?;
         if let Some(s) = &b.soft {
             candle_core::safetensors::save(&[("soft_prompt", self.soft_f32(s)?)].into_iter().collect(), self.cfg.out.join("soft_prompt.safetensors"))?;
         }
