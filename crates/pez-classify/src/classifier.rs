@@ -122,15 +122,16 @@ impl<'a> Classifier<'a> {
     /// Verbalizer log-probabilities (normalised over the verbalizers) `[b, labels]` of rows after `prefix`.
     pub fn label_logprobs(&self, prefix: &Prefix, rows: &[Vec<u32>]) -> Result<Tensor> {
         if let (Some(cache), Some(p), Some(decoder)) = (&prefix.cache, &prefix.embeds, self.model.as_decoder()) {
-            // Rows packed into sequences of up to PACK_TOKENS after the cached prefix: no padding, large matmuls.
-            // (Attention inside a pack is computed across rows and masked, so packs are kept short.)
-            const PACK_TOKENS: usize = 256;
+            // Rows packed into sequences after the cached prefix: no padding, large matmuls. Attention inside a pack
+            // is computed across its rows and masked, so on the CPU packs are kept short (256 tokens); on a GPU each
+            // pass costs ~0.1 s of per-op overhead whatever its size (evals/gpu), so packs take 1,024.
+            let pack_tokens = if p.device().is_cpu() { 256 } else { 1024 };
             let mut logits = vec![];
             let mut start = 0;
             while start < rows.len() {
                 let mut end = start + 1;
                 let mut tokens = rows[start].len();
-                while end < rows.len() && tokens + rows[end].len() <= PACK_TOKENS {
+                while end < rows.len() && tokens + rows[end].len() <= pack_tokens {
                     tokens += rows[end].len();
                     end += 1;
                 }
