@@ -7,7 +7,7 @@
 mod common;
 
 use common::{fixtures, metrics_without_time, ok, pez};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// 20 steps, the holdout every 5; returns (prompt.json, metrics lines without times).
 fn tune(args: &[&str], out: &Path, composed: bool) -> (serde_json::Value, Vec<serde_json::Value>) {
@@ -35,18 +35,26 @@ fn assert_same_run(what: &str, args: &[&str], tmp: &Path) {
     }
 }
 
-#[test]
-fn composed_ops_choose_the_kernels_tokens_on_every_tiny_architecture() {
-    let tmp = tempfile::tempdir().unwrap();
+/// Every tiny architecture's checkpoint (made under `tmp`) with the `pez tune` arguments both tiny-model tests run:
+/// the fixture task, 2-row batches, a 4-row holdout, 3 prompt tokens, seed 1, fluency 0.1 (0 for T5: fluency needs
+/// a causal decoder, so T5 tunes on the label loss alone).
+fn tiny_tunes(tmp: &Path) -> Vec<(&'static str, PathBuf, Vec<String>)> {
     let fx = fixtures().join("transfer");
     let (task, train) = (fx.join("task.toml"), fx.join("dev.tsv"));
-    for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"] {
-        let m = pez_models::testing::tiny_lm(tmp.path(), name);
-        // Fluency needs a causal decoder: T5 tunes on the label loss alone.
+    ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"].into_iter().map(|name| {
+        let m = pez_models::testing::tiny_lm(tmp, name);
         let fluency = if name == "t5" { "0" } else { "0.1" };
         let args = [task.to_str().unwrap(), "--model", m.to_str().unwrap(), "--train", train.to_str().unwrap(),
                     "--batch-size", "2", "--holdout", "4", "--prompt-len", "3", "--fluency", fluency, "--seed", "1"];
-        assert_same_run(name, &args, tmp.path());
+        (name, m.clone(), args.map(String::from).to_vec())
+    }).collect()
+}
+
+#[test]
+fn composed_ops_choose_the_kernels_tokens_on_every_tiny_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, _, args) in tiny_tunes(tmp.path()) {
+        assert_same_run(name, &args.iter().map(String::as_str).collect::<Vec<_>>(), tmp.path());
     }
 }
 
@@ -57,23 +65,16 @@ fn composed_ops_choose_the_kernels_tokens_on_every_tiny_architecture() {
 #[test]
 fn the_gpus_bf16_path_runs_every_tiny_architecture_close_to_f32() {
     let tmp = tempfile::tempdir().unwrap();
-    let fx = fixtures().join("transfer");
-    let (task, train) = (fx.join("task.toml"), fx.join("dev.tsv"));
-    for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"] {
-        let m = pez_models::testing::tiny_lm(tmp.path(), name);
-        let run = |dtype: &str, ops: &str, what: &[&str]| {
-            let o = ok(pez().env("PEZ_OPS", ops).args(what).args(["--model", m.to_str().unwrap(), "--dtype", dtype]).output().unwrap());
-            String::from_utf8(o.stdout).unwrap()
-        };
+    for (name, m, tune) in tiny_tunes(tmp.path()) {
         if name != "t5" {
             assert_next_tokens_close_in_bf16(m.to_str().unwrap(), "great fun movie", 0.05);
         }
         // Three steps with a record each: the first step's loss is taken at the same starting tokens in both runs
         // (the tokens after it may differ: bf16 can flip a near tie of the projection; seen on OPT-350m).
-        let first = |dtype, ops| {
+        let first = |dtype: &str, ops: &str| {
             let out = tmp.path().join(format!("{name}-{dtype}-{ops}"));
-            run(dtype, ops, &["tune", task.to_str().unwrap(), "--train", train.to_str().unwrap(), "--steps", "3", "--eval-every", "1", "--batch-size", "2",
-                              "--holdout", "4", "--prompt-len", "3", "--fluency", if name == "t5" { "0" } else { "0.1" }, "--seed", "1", "--out", out.to_str().unwrap()]);
+            ok(pez().env("PEZ_OPS", ops).arg("tune").args(&tune)
+                .args(["--steps", "3", "--eval-every", "1", "--dtype", dtype, "--out", out.to_str().unwrap()]).output().unwrap());
             let m = metrics_without_time(&out);
             assert_eq!(m.len(), 3, "{name}: a record per step");
             m[0]["train_loss"].as_f64().unwrap()
