@@ -36,7 +36,7 @@ if [ "$DEV" != cpu ]; then
     echo "gpu_check: $PEZ carries PTX of CUDA $built; this driver reads up to CUDA $drv: build with CUDA $drv (scripts/cuda_env.sh)"; exit 1
   fi
   # ... and built for one GPU generation (compute capability; candle writes arch-specific PTX such as sm_90a).
-  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .' || true)
+  cap=$(sed 's/.*, *//' <<<"$smi" | tr -d '.')  # the query above ends with compute_cap
   arch=$(cat "$PEZ.arch" 2>/dev/null || true)
   if [ -n "$cap" ] && [ -n "$arch" ] && [ "$cap" != "$arch" ]; then
     echo "gpu_check: $PEZ was built for compute capability $arch; this GPU is $cap: build with CUDA_COMPUTE_CAP=$cap (scripts/cuda_env.sh)"; exit 1
