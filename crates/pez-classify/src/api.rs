@@ -41,11 +41,15 @@ impl<'de> Deserialize<'de> for Input {
                 .into_iter()
                 .map(|x| match x {
                     serde_json::Value::String(s) => Ok(s),
-                    _ => Err(serde::de::Error::custom("`input` must be a string or an array of strings")),
+                    _ => Err(serde::de::Error::custom(
+                        "`input` must be a string or an array of strings",
+                    )),
                 })
                 .collect::<Result<_, _>>()
                 .map(Self::Many),
-            _ => Err(serde::de::Error::custom("`input` must be a string or an array of strings")),
+            _ => Err(serde::de::Error::custom(
+                "`input` must be a string or an array of strings",
+            )),
         }
     }
 }
@@ -53,8 +57,14 @@ impl<'de> Deserialize<'de> for Input {
 impl ClassifyRequest {
     /// The classifier a request to a base model carries: `(prompt, format)`.
     pub fn ad_hoc(&self) -> Result<(String, PromptFormat), String> {
-        let template = self.template.clone().ok_or("give `template` and `verbalizers` for an ad-hoc classifier, or use a classifier")?;
-        let verbalizers = self.verbalizers.clone().ok_or("`verbalizers` must be an array of strings")?;
+        let template = self
+            .template
+            .clone()
+            .ok_or("give `template` and `verbalizers` for an ad-hoc classifier, or use a classifier")?;
+        let verbalizers = self
+            .verbalizers
+            .clone()
+            .ok_or("`verbalizers` must be an array of strings")?;
         if verbalizers.len() < 2 {
             return Err("give at least two verbalizers".into());
         }
@@ -63,7 +73,14 @@ impl ClassifyRequest {
             Some(l) => l.clone(),
             None => verbalizers.iter().map(|w| w.trim().to_string()).collect(),
         };
-        Ok((self.prompt.clone().unwrap_or_default(), PromptFormat { template, verbalizers, label_names }))
+        Ok((
+            self.prompt.clone().unwrap_or_default(),
+            PromptFormat {
+                template,
+                verbalizers,
+                label_names,
+            },
+        ))
     }
 }
 
@@ -141,7 +158,9 @@ mod tests {
         assert!(matches!(r.input, Input::One(ref s) if s == "a"));
         let r: ClassifyRequest = serde_json::from_str(r#"{"model": "m", "input": ["a", "b"]}"#).unwrap();
         assert!(matches!(r.input, Input::Many(ref v) if v == &["a", "b"]));
-        let e = serde_json::from_str::<ClassifyRequest>(r#"{"model": "m", "input": [1]}"#).unwrap_err().to_string();
+        let e = serde_json::from_str::<ClassifyRequest>(r#"{"model": "m", "input": [1]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("array of strings"), "{e}");
     }
 
@@ -151,7 +170,10 @@ mod tests {
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(j, r#"{"z":0.25,"a":0.75}"#);
         let third = LabelScores(vec![("x".into(), 1.0 / 3.0)]);
-        assert_eq!(serde_json::to_string(&third).unwrap(), serde_json::json!({"x": 1.0f32 / 3.0}).to_string());
+        assert_eq!(
+            serde_json::to_string(&third).unwrap(),
+            serde_json::json!({"x": 1.0f32 / 3.0}).to_string()
+        );
         assert_eq!(serde_json::from_str::<LabelScores>(&j).unwrap(), s);
     }
 
@@ -164,6 +186,9 @@ mod tests {
         assert!(r.ad_hoc().unwrap_err().contains("two verbalizers"));
         r.verbalizers = Some(vec![" bad".into(), " good".into()]);
         let (p, f) = r.ad_hoc().unwrap();
-        assert_eq!((p.as_str(), f.label_names), ("", vec!["bad".to_string(), "good".to_string()]));
+        assert_eq!(
+            (p.as_str(), f.label_names),
+            ("", vec!["bad".to_string(), "good".to_string()])
+        );
     }
 }

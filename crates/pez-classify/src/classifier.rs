@@ -10,7 +10,11 @@ use tokenizers::Tokenizer;
 
 /// The predicted label: the highest score (log-probability or probability), the later label on a tie.
 pub fn best_label(scores: &[f32]) -> usize {
-    scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i)
+    scores
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
 }
 
 /// The `[bos ; prompt]` prefix shared by every row, run once (see `Classifier::prefix`).
@@ -50,11 +54,21 @@ impl<'a> Classifier<'a> {
                 bail!("verbalizer {v:?} is empty after tokenization");
             }
             if ids.len() > 1 {
-                let pieces: Vec<String> = ids.iter().map(|&i| tokenizer::decode(tok, &[i]).unwrap_or_default()).collect();
-                warnings.push(format!("verbalizer {v:?} is {} tokens {pieces:?}: scoring its first token {:?}", ids.len(), pieces[0]));
+                let pieces: Vec<String> = ids
+                    .iter()
+                    .map(|&i| tokenizer::decode(tok, &[i]).unwrap_or_default())
+                    .collect();
+                warnings.push(format!(
+                    "verbalizer {v:?} is {} tokens {pieces:?}: scoring its first token {:?}",
+                    ids.len(),
+                    pieces[0]
+                ));
             }
             if verbalizer_ids.contains(&ids[0]) {
-                bail!("verbalizers share the first token {:?}: the labels cannot be told apart", tokenizer::decode(tok, &ids[..1])?);
+                bail!(
+                    "verbalizers share the first token {:?}: the labels cannot be told apart",
+                    tokenizer::decode(tok, &ids[..1])?
+                );
             }
             verbalizer_ids.push(ids[0]);
         }
@@ -62,10 +76,24 @@ impl<'a> Classifier<'a> {
         let ctx = model.info().max_positions;
         let fixed = prompt_len + template_ids.len() + bos.is_some() as usize;
         if fixed + 1 > ctx {
-            bail!("prompt ({prompt_len}) + template ({}) leave no room for text in a context of {ctx}", template_ids.len());
+            bail!(
+                "prompt ({prompt_len}) + template ({}) leave no room for text in a context of {ctx}",
+                template_ids.len()
+            );
         }
-        let tied_head = model.as_decoder().is_some_and(|d| d.head().b.is_none() && d.head().w.id() == d.token_embeddings().id());
-        Ok(Self { model, tokenizer: tok, verbalizer_ids, template_ids, bos, max_text_tokens: ctx - fixed, warnings, tied_head })
+        let tied_head = model
+            .as_decoder()
+            .is_some_and(|d| d.head().b.is_none() && d.head().w.id() == d.token_embeddings().id());
+        Ok(Self {
+            model,
+            tokenizer: tok,
+            verbalizer_ids,
+            template_ids,
+            bos,
+            max_text_tokens: ctx - fixed,
+            warnings,
+            tied_head,
+        })
     }
 
     /// Text ids (truncated to fit the context: the start of the text is kept) followed by the template ids.
@@ -109,13 +137,27 @@ impl<'a> Classifier<'a> {
     /// Runs the `[bos ; prompt]` prefix that every row shares once. Causal decoders keep its keys and values, so
     /// rows continue from them; other models (T5) get the prefix embeddings put in front of every row.
     pub fn prefix(&self, prompt: Option<&Tensor>) -> Result<Prefix> {
-        let Some(embeds) = self.prefix_embeds(prompt)? else { return Ok(Prefix { embeds: None, hidden: None, cache: None }) };
+        let Some(embeds) = self.prefix_embeds(prompt)? else {
+            return Ok(Prefix {
+                embeds: None,
+                hidden: None,
+                cache: None,
+            });
+        };
         match self.model.as_decoder() {
             Some(d) => {
                 let (h, cache) = d.forward_after(&embeds.unsqueeze(0)?, None, None)?;
-                Ok(Prefix { embeds: Some(embeds), hidden: Some(h.get(0)?), cache: Some(cache) })
+                Ok(Prefix {
+                    embeds: Some(embeds),
+                    hidden: Some(h.get(0)?),
+                    cache: Some(cache),
+                })
             }
-            None => Ok(Prefix { embeds: Some(embeds), hidden: None, cache: None }),
+            None => Ok(Prefix {
+                embeds: Some(embeds),
+                hidden: None,
+                cache: None,
+            }),
         }
     }
 
@@ -137,7 +179,11 @@ impl<'a> Classifier<'a> {
                 }
                 let pack = &rows[start..end];
                 let packed = Packed::new(&pack.iter().map(Vec::len).collect::<Vec<_>>());
-                let x = self.model.embed_ids(&pack.concat())?.to_dtype(p.dtype())?.unsqueeze(0)?;
+                let x = self
+                    .model
+                    .embed_ids(&pack.concat())?
+                    .to_dtype(p.dtype())?
+                    .unsqueeze(0)?;
                 let h = decoder.forward_after(&x, Some(cache), Some(&packed))?.0.get(0)?;
                 logits.push(self.model.lm_head(&ops::rows_at(&h, &packed.last_tokens())?)?);
                 start = end;
@@ -169,16 +215,31 @@ impl<'a> Classifier<'a> {
         if calibration == Calibration::None {
             return Ok(None);
         }
-        let rows: Vec<Vec<u32>> = CONTENT_FREE.iter().map(|t| self.encode(t)).collect::<Result<Vec<_>>>()?.into_iter().filter(|r| !r.is_empty()).collect();
-        let raw = self.label_logprobs(prefix, &rows)?.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let rows: Vec<Vec<u32>> = CONTENT_FREE
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|r| !r.is_empty())
+            .collect();
+        let raw = self
+            .label_logprobs(prefix, &rows)?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
         let k = self.verbalizer_ids.len();
-        Ok(Some((0..k).map(|l| (raw.iter().map(|r| r[l].exp()).sum::<f32>() / raw.len() as f32).ln()).collect()))
+        Ok(Some(
+            (0..k)
+                .map(|l| (raw.iter().map(|r| r[l].exp()).sum::<f32>() / raw.len() as f32).ln())
+                .collect(),
+        ))
     }
 
     /// Mean next-token cross-entropy of the prompt in `prefix` under the model (nats per predicted token).
     /// With a BOS token the first prompt token is predicted too.
     pub fn fluency(&self, prefix: &Prefix, ids: &[u32]) -> Result<Tensor> {
-        let Some((_, logits, next, _)) = self.prompt_logits(prefix, ids)? else { return Ok(self.zero(prefix)?) };
+        let Some((_, logits, next, _)) = self.prompt_logits(prefix, ids)? else {
+            return Ok(self.zero(prefix)?);
+        };
         Ok(ops::log_softmax_last(&logits)?.gather(&next, 1)?.mean_all()?.neg()?)
     }
 
@@ -192,7 +253,9 @@ impl<'a> Classifier<'a> {
         if !self.tied_head {
             return self.fluency(prefix, ids);
         }
-        let Some((h, logits, next, x)) = self.prompt_logits(prefix, ids)? else { return Ok(self.zero(prefix)?) };
+        let Some((h, logits, next, x)) = self.prompt_logits(prefix, ids)? else {
+            return Ok(self.zero(prefix)?);
+        };
         let lse = (logits.gather(&next, 1)? - ops::log_softmax_last(&logits)?.gather(&next, 1)?)?; // log-sum-exp of each row
         let read = (pez_nn::dtype::widened(&h)? * x.to_dtype(logits.dtype())?)?.sum_keepdim(1)?; // in the logits' dtype
         Ok((lse - read)?.mean_all()?)
@@ -239,8 +302,15 @@ pub fn calibrated(logprobs: &[f32], offsets: &[f32]) -> Vec<f32> {
 /// The start of `text` of about `chars` characters, ended before a whitespace (mid-word only when there is none
 /// in its second half), and whether anything was cut.
 fn head_at_word(text: &str, chars: usize) -> (&str, bool) {
-    let Some((end, _)) = text.char_indices().nth(chars) else { return (text, false) };
+    let Some((end, _)) = text.char_indices().nth(chars) else {
+        return (text, false);
+    };
     let head = &text[..end];
-    let at = head.char_indices().rev().take_while(|&(i, _)| i >= end / 2).find(|(_, c)| c.is_whitespace()).map(|(i, _)| i);
+    let at = head
+        .char_indices()
+        .rev()
+        .take_while(|&(i, _)| i >= end / 2)
+        .find(|(_, c)| c.is_whitespace())
+        .map(|(i, _)| i);
     (&text[..at.unwrap_or(end)], true)
 }

@@ -39,7 +39,11 @@ impl Endpoint {
             bail!("--endpoint-model is empty");
         }
         let url = url.trim_end_matches('/').trim_end_matches("/v1").to_string();
-        Ok(Self { url, model: model.into(), api })
+        Ok(Self {
+            url,
+            model: model.into(),
+            api,
+        })
     }
 
     /// The name this target gets in tables.
@@ -49,13 +53,19 @@ impl Endpoint {
 
     /// `prompt` with `format` on this endpoint's model.
     pub fn bind<'a>(&'a self, format: &'a PromptFormat, prompt: &str) -> EndpointPrompt<'a> {
-        EndpointPrompt { endpoint: self, format, prompt: prompt.to_string() }
+        EndpointPrompt {
+            endpoint: self,
+            format,
+            prompt: prompt.to_string(),
+        }
     }
 
     fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &impl serde::Serialize) -> Result<T> {
         let url = format!("{}{path}", self.url);
         match ureq::post(&url).send_json(body) {
-            Ok(r) => r.into_json().with_context(|| format!("{url}: the answer is not the expected JSON")),
+            Ok(r) => r
+                .into_json()
+                .with_context(|| format!("{url}: the answer is not the expected JSON")),
             Err(ureq::Error::Status(code, r)) => {
                 let msg = r.into_string().unwrap_or_default();
                 bail!("{url}: HTTP {code}: {msg}")
@@ -63,7 +73,6 @@ impl Endpoint {
             Err(e) => Err(e).with_context(|| format!("{url}: no answer")),
         }
     }
-
 }
 
 /// A prompt on a model behind an endpoint.
@@ -116,16 +125,29 @@ impl EndpointPrompt<'_> {
         let mut out = Vec::with_capacity(texts.len());
         let mut unseen = 0;
         for t in texts {
-            let v: Value = self.endpoint.post("/v1/completions", &json!({
-                "model": self.endpoint.model, "prompt": format!("{}{t}{}", self.prompt, self.format.template),
-                "max_tokens": 1, "temperature": 0, "logprobs": 20,
-            }))?;
+            let v: Value = self.endpoint.post(
+                "/v1/completions",
+                &json!({
+                    "model": self.endpoint.model, "prompt": format!("{}{t}{}", self.prompt, self.format.template),
+                    "max_tokens": 1, "temperature": 0, "logprobs": 20,
+                }),
+            )?;
             let scores = verbalizer_scores(&v, &self.format.verbalizers)?;
             if scores.iter().all(|s| s.is_infinite()) {
                 unseen += 1;
             }
-            let label = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
-            out.push(Scored { label, logprobs: scores.iter().map(|&s| s as f32).collect(), raw_logprobs: None, tokens: 0, truncated: false });
+            let label = scores
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            out.push(Scored {
+                label,
+                logprobs: scores.iter().map(|&s| s as f32).collect(),
+                raw_logprobs: None,
+                tokens: 0,
+                truncated: false,
+            });
             done(1);
         }
         check_unseen(unseen, texts.len())?;
@@ -144,7 +166,9 @@ fn check_unseen(unseen: usize, total: usize) -> Result<()> {
         );
     }
     if unseen > 0 {
-        eprintln!("warning: {unseen} of {total} examples had no verbalizer among the top 20 tokens (counted as label 0)");
+        eprintln!(
+            "warning: {unseen} of {total} examples had no verbalizer among the top 20 tokens (counted as label 0)"
+        );
     }
     Ok(())
 }
@@ -170,7 +194,13 @@ pub fn verbalizer_scores(answer: &Value, verbalizers: &[String]) -> Result<Vec<f
     }
     Ok(verbalizers
         .iter()
-        .map(|w| alternatives.iter().filter(|(t, _)| t == w).map(|x| x.1).fold(f64::NEG_INFINITY, f64::max))
+        .map(|w| {
+            alternatives
+                .iter()
+                .filter(|(t, _)| t == w)
+                .map(|x| x.1)
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
         .collect())
 }
 

@@ -29,23 +29,55 @@ impl LearnedPrompt {
     pub fn from_artifact(path: &Path, lm: &LoadedLm) -> Result<Self> {
         let a = PromptArtifact::read(path)?;
         if a.method == pez_core::Method::Soft {
-            let dir = if path.is_dir() { path } else { path.parent().unwrap_or(path) };
+            let dir = if path.is_dir() {
+                path
+            } else {
+                path.parent().unwrap_or(path)
+            };
             let f = dir.join("soft_prompt.safetensors");
             let mut t = candle_core::safetensors::load(&f, &Device::Cpu)?;
-            let soft = t.remove("soft_prompt").ok_or_else(|| anyhow!("{}: no soft_prompt tensor", f.display()))?;
+            let soft = t
+                .remove("soft_prompt")
+                .ok_or_else(|| anyhow!("{}: no soft_prompt tensor", f.display()))?;
             let e = lm.model.token_embeddings();
             let soft = soft.to_device(e.device())?.to_dtype(e.dtype())?;
-            return Ok(Self { task: Some(a.task), format: a.prompt_format, text: a.prompt, ids: a.token_ids, embeds: Some(soft), calibration: a.calibration });
+            return Ok(Self {
+                task: Some(a.task),
+                format: a.prompt_format,
+                text: a.prompt,
+                ids: a.token_ids,
+                embeds: Some(soft),
+                calibration: a.calibration,
+            });
         }
         let (task, calibration) = (Some(a.task.clone()), a.calibration);
-        Ok(Self { task, calibration, ..Self::from_text(a.prompt_format, &a.prompt, lm)? })
+        Ok(Self {
+            task,
+            calibration,
+            ..Self::from_text(a.prompt_format, &a.prompt, lm)?
+        })
     }
 
     /// A hand-written prompt (or `""` for the empty template) with a prompt format.
     pub fn from_text(format: PromptFormat, text: &str, lm: &LoadedLm) -> Result<Self> {
-        let ids = if text.is_empty() { vec![] } else { tokenizer::encode(&lm.tokenizer, text)? };
-        let embeds = if ids.is_empty() { None } else { Some(lm.model.embed_ids(&ids)?) };
-        Ok(Self { task: None, format, text: text.to_string(), ids, embeds, calibration: Calibration::None })
+        let ids = if text.is_empty() {
+            vec![]
+        } else {
+            tokenizer::encode(&lm.tokenizer, text)?
+        };
+        let embeds = if ids.is_empty() {
+            None
+        } else {
+            Some(lm.model.embed_ids(&ids)?)
+        };
+        Ok(Self {
+            task: None,
+            format,
+            text: text.to_string(),
+            ids,
+            embeds,
+            calibration: Calibration::None,
+        })
     }
 
     pub fn len(&self) -> usize {

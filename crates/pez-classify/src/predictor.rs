@@ -37,15 +37,28 @@ pub struct Evaluation {
 impl Evaluation {
     /// 1 where the label was right, per example, in data order.
     pub fn correct(&self, examples: &[Example]) -> Vec<u8> {
-        self.scored.iter().zip(examples).map(|(s, e)| (s.label == e.label) as u8).collect()
+        self.scored
+            .iter()
+            .zip(examples)
+            .map(|(s, e)| (s.label == e.label) as u8)
+            .collect()
     }
 }
 
 /// Scores `examples` with `p` and measures its accuracy (with per-class counts over `num_labels`).
-pub fn evaluate(p: &dyn Predictor, examples: &[Example], num_labels: usize, batch: usize, done: &mut dyn FnMut(usize)) -> Result<Evaluation> {
+pub fn evaluate(
+    p: &dyn Predictor,
+    examples: &[Example],
+    num_labels: usize,
+    batch: usize,
+    done: &mut dyn FnMut(usize),
+) -> Result<Evaluation> {
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let scored = p.score(&texts, batch, done)?;
     let predicted: Vec<usize> = scored.iter().map(|s| s.label).collect();
     let gold: Vec<usize> = examples.iter().map(|e| e.label).collect();
-    Ok(Evaluation { accuracy: Accuracy::from_predictions(&predicted, &gold, num_labels), scored })
+    Ok(Evaluation {
+        accuracy: Accuracy::from_predictions(&predicted, &gold, num_labels),
+        scored,
+    })
 }

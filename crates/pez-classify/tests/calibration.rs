@@ -19,15 +19,25 @@ fn content_free_offsets_and_calibrated_predictions() {
     // Labels and label probabilities, as `pez eval` scores them.
     let predict = |p: &Prompted, texts: &[&str], batch| {
         let s = p.score(texts, batch, &mut |_| {}).unwrap();
-        (s.iter().map(|x| x.label).collect::<Vec<_>>(), s.iter().map(|x| x.logprobs.iter().map(|l| l.exp()).collect::<Vec<f32>>()).collect::<Vec<_>>())
+        (
+            s.iter().map(|x| x.label).collect::<Vec<_>>(),
+            s.iter()
+                .map(|x| x.logprobs.iter().map(|l| l.exp()).collect::<Vec<f32>>())
+                .collect::<Vec<_>>(),
+        )
     };
-    let learned = |c| LearnedPrompt { calibration: c, ..LearnedPrompt::from_text(task.prompt.clone(), "film great bad movie", &lm).unwrap() };
+    let learned = |c| LearnedPrompt {
+        calibration: c,
+        ..LearnedPrompt::from_text(task.prompt.clone(), "film great bad movie", &lm).unwrap()
+    };
     let raw = Prompted::new(&lm, learned(Calibration::None)).unwrap();
     let cal = Prompted::new(&lm, learned(Calibration::ContentFree)).unwrap();
     assert!(raw.offsets.is_none());
     // Independently: the raw label probabilities of the content-free texts, averaged.
     let cf = predict(&raw, &CONTENT_FREE, 8).1;
-    let want: Vec<f32> = (0..2).map(|l| (cf.iter().map(|p| p[l]).sum::<f32>() / cf.len() as f32).ln()).collect();
+    let want: Vec<f32> = (0..2)
+        .map(|l| (cf.iter().map(|p| p[l]).sum::<f32>() / cf.len() as f32).ln())
+        .collect();
     let off = cal.offsets.clone().unwrap();
     for (o, w) in off.iter().zip(&want) {
         assert!((o - w).abs() < 1e-5, "offsets {off:?} vs {want:?}");
@@ -44,9 +54,15 @@ fn content_free_offsets_and_calibrated_predictions() {
         assert_eq!(c.0[i], if q[1] >= q[0] { 1 } else { 0 });
         flipped += (c.0[i] != r.0[i]) as usize;
     }
-    eprintln!("calibration changed {flipped} of {} labels; offsets {off:?}", texts.len());
+    eprintln!(
+        "calibration changed {flipped} of {} labels; offsets {off:?}",
+        texts.len()
+    );
     // Calibrating a content-free input by its own bias makes it uninformative.
-    let one = predict(&raw, &["N/A"], 1).1[0].iter().map(|p| p.ln()).collect::<Vec<_>>();
+    let one = predict(&raw, &["N/A"], 1).1[0]
+        .iter()
+        .map(|p| p.ln())
+        .collect::<Vec<_>>();
     let u = calibrated(&one, &one);
     assert!(u.iter().all(|x| (x.exp() - 0.5).abs() < 1e-6), "{u:?}");
 }

@@ -1,10 +1,10 @@
 //! The classifier's input layout and truncation on the real SmolLM2 tokenizer and weights.
 
 use candle_core::{DType, Device};
+use pez_classify::Classifier;
 use pez_hub::tokenizer;
 use pez_models::load_lm;
 use pez_tasks::TaskSpec;
-use pez_classify::Classifier;
 
 #[test]
 fn texts_longer_than_the_context_are_truncated_keeping_prompt_and_template() {
@@ -17,13 +17,24 @@ fn texts_longer_than_the_context_are_truncated_keeping_prompt_and_template() {
     assert_eq!(clf.max_text_tokens, lm.model.info().max_positions - 10 - template.len());
     let long = "great ".repeat(lm.model.info().max_positions + 500);
     let ids = clf.encode(&long).unwrap();
-    assert_eq!(ids.len() + 10, lm.model.info().max_positions, "prompt + text + template fill the context exactly");
-    assert_eq!(&ids[ids.len() - template.len()..], template.as_slice(), "the template survives truncation");
+    assert_eq!(
+        ids.len() + 10,
+        lm.model.info().max_positions,
+        "prompt + text + template fill the context exactly"
+    );
+    assert_eq!(
+        &ids[ids.len() - template.len()..],
+        template.as_slice(),
+        "the template survives truncation"
+    );
     let head = tokenizer::encode(&lm.tokenizer, "great great great").unwrap();
     assert_eq!(&ids[..head.len()], head.as_slice(), "the start of the text is kept");
     // Short texts are untouched.
     let short = clf.encode("a fine film").unwrap();
-    assert_eq!(short, [tokenizer::encode(&lm.tokenizer, "a fine film").unwrap(), template].concat());
+    assert_eq!(
+        short,
+        [tokenizer::encode(&lm.tokenizer, "a fine film").unwrap(), template].concat()
+    );
 }
 
 #[test]
@@ -44,7 +55,14 @@ fn verbalizers_are_single_tokens_for_the_built_in_tasks() {
 /// one endless word, multi-byte characters and a text just past the cut.
 #[test]
 fn capped_encoding_equals_truncating_the_whole_text() {
-    let dev: Vec<String> = TaskSpec::resolve("sst2").unwrap().load("dev", None).unwrap().examples.into_iter().map(|e| e.text).collect();
+    let dev: Vec<String> = TaskSpec::resolve("sst2")
+        .unwrap()
+        .load("dev", None)
+        .unwrap()
+        .examples
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
     let prose = dev.join(" ");
     let texts = [
         prose.clone(),
@@ -63,7 +81,11 @@ fn capped_encoding_equals_truncating_the_whole_text() {
                 let (ids, truncated) = clf.encode_within(t, cap).unwrap();
                 let n = full.len().min(cap);
                 assert_eq!(ids.len(), n + clf.template_ids.len(), "{model} text {i} cap {cap}");
-                assert_eq!(&ids[..n], &full[..n], "{model} text {i} cap {cap}: kept ids differ from the whole text's");
+                assert_eq!(
+                    &ids[..n],
+                    &full[..n],
+                    "{model} text {i} cap {cap}: kept ids differ from the whole text's"
+                );
                 assert_eq!(truncated, full.len() > cap, "{model} text {i} cap {cap}");
             }
         }

@@ -43,24 +43,45 @@ enum Vocab {
 
 pub fn run(a: Args) -> Result<()> {
     let (enc, tok) = pez_invert::encoder::load(&a.model, a.dtype, &a.device.open()?)?;
-    let cfg = InvertConfig { prompt_len: 0, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(), only: None };
+    let cfg = InvertConfig {
+        prompt_len: 0,
+        steps: a.steps,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        block: a.block.clone(),
+        only: None,
+    };
     let mut progress = pez_progress::Progress::new("distill", "steps", a.steps as u64);
-    let d = pez_invert::distill::distill(enc.as_ref(), &tok, &a.prompt, a.ratio, a.vocab == Vocab::Prompt, cfg, |_, c| {
-        progress.set_message(format!("best cosine {c:.4}"));
-        progress.inc(1);
-    })?;
+    let d = pez_invert::distill::distill(
+        enc.as_ref(),
+        &tok,
+        &a.prompt,
+        a.ratio,
+        a.vocab == Vocab::Prompt,
+        cfg,
+        |_, c| {
+            progress.set_message(format!("best cosine {c:.4}"));
+            progress.inc(1);
+        },
+    )?;
     progress.finish();
     if a.json {
         let mut out = serde_json::to_value(&d)?;
         let extra = serde_json::json!({"model": a.model, "original": a.prompt, "ratio": a.ratio,
                                        "vocab": if a.vocab == Vocab::Prompt { "prompt" } else { "all" }});
-        out.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
+        out.as_object_mut()
+            .expect("an object")
+            .extend(extra.as_object().expect("an object").clone());
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!("original ({} tokens): {}", d.original_tokens, a.prompt);
         println!("pez      ({} tokens): {}  cosine {:.4}", d.length, d.prompt, d.cosine);
         println!("truncated:           {}  cosine {:.4}", d.truncated, d.truncated_cosine);
-        println!("best of {} random:  cosine {:.4}", d.random_prompts, d.random_best_cosine);
+        println!(
+            "best of {} random:  cosine {:.4}",
+            d.random_prompts, d.random_best_cosine
+        );
     }
     Ok(())
 }

@@ -63,11 +63,20 @@ pub fn run(a: Args) -> Result<()> {
         Some(t) => t,
         None => {
             let name = learned.task.clone().unwrap_or_default();
-            TaskSpec::resolve(&name).map_err(|e| e.context(format!("the prompt was learned for task `{name}`: name that task (or its .toml) for its data")))?
+            TaskSpec::resolve(&name).map_err(|e| {
+                e.context(format!(
+                    "the prompt was learned for task `{name}`: name that task (or its .toml) for its data"
+                ))
+            })?
         }
     };
     if task.num_labels() != learned.format.num_labels() {
-        bail!("task `{}` has {} labels, the prompt's format {}", task.name, task.num_labels(), learned.format.num_labels());
+        bail!(
+            "task `{}` has {} labels, the prompt's format {}",
+            task.name,
+            task.num_labels(),
+            learned.format.num_labels()
+        );
     }
     if let Some(c) = a.calibration {
         learned.calibration = c;
@@ -78,7 +87,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     let data = task.load("dev", a.data.as_deref())?;
     let mut progress = pez_progress::Progress::new("eval", "examples", data.examples.len() as u64);
-    let e = evaluate(&p, &data.examples, task.num_labels(), a.batch_size, &mut |n| progress.inc(n as u64))?;
+    let e = evaluate(&p, &data.examples, task.num_labels(), a.batch_size, &mut |n| {
+        progress.inc(n as u64)
+    })?;
     progress.finish();
     let acc = &e.accuracy;
     let labels = &p.prompt.format.label_names;
@@ -86,7 +97,9 @@ pub fn run(a: Args) -> Result<()> {
         let mut out = String::new();
         for (i, s) in e.scored.iter().enumerate() {
             let probs: Vec<f32> = s.logprobs.iter().map(|x| x.exp()).collect();
-            out += &serde_json::to_string(&serde_json::json!({"index": i, "label": labels[s.label], "label_index": s.label, "probs": probs}))?;
+            out += &serde_json::to_string(
+                &serde_json::json!({"index": i, "label": labels[s.label], "label_index": s.label, "probs": probs}),
+            )?;
             out.push('\n');
         }
         write_atomic(path, out.as_bytes())?;
@@ -94,18 +107,36 @@ pub fn run(a: Args) -> Result<()> {
     let prompt_text = &p.prompt.text;
     let log_ppl = p.log_perplexity()?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "task": task.name, "model": lm.source, "data": data.source, "prompt": prompt_text, "accuracy": acc,
-            "calibration": p.prompt.calibration, "label_offsets": p.offsets, "dtype": dtype,
-            "prompt_ids": p.prompt.ids, "prompt_log_ppl": log_ppl,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "task": task.name, "model": lm.source, "data": data.source, "prompt": prompt_text, "accuracy": acc,
+                "calibration": p.prompt.calibration, "label_offsets": p.offsets, "dtype": dtype,
+                "prompt_ids": p.prompt.ids, "prompt_log_ppl": log_ppl,
+            }))?
+        );
     } else {
-        println!("task {}  model {}  data {}", task.name, lm.source, data.source.display());
-        println!("prompt {:?}  calibration {}  dtype {}", prompt_text, p.prompt.calibration, dtype);
+        println!(
+            "task {}  model {}  data {}",
+            task.name,
+            lm.source,
+            data.source.display()
+        );
+        println!(
+            "prompt {:?}  calibration {}  dtype {}",
+            prompt_text, p.prompt.calibration, dtype
+        );
         if let Some(l) = log_ppl {
             println!("prompt log-perplexity {l:.3} nats/token under this model");
         }
-        println!("accuracy {:.2}%  95% CI [{:.2}, {:.2}]  ({}/{})", acc.accuracy * 100.0, acc.ci95.0 * 100.0, acc.ci95.1 * 100.0, acc.correct, acc.total);
+        println!(
+            "accuracy {:.2}%  95% CI [{:.2}, {:.2}]  ({}/{})",
+            acc.accuracy * 100.0,
+            acc.ci95.0 * 100.0,
+            acc.ci95.1 * 100.0,
+            acc.correct,
+            acc.total
+        );
         for (c, (k, n)) in acc.per_class.iter().enumerate() {
             println!("  {:<12} {k}/{n}", labels[c]);
         }

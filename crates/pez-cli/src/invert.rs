@@ -41,7 +41,15 @@ pub fn run_invert(a: InvertArgs) -> Result<()> {
     }
     let m = ClipModel::load(&a.model, a.dtype, &a.device.open()?)?;
     let targets = m.image_features(&a.images)?;
-    let cfg = InvertConfig { prompt_len: a.prompt_len, steps: a.steps, lr: a.lr, weight_decay: a.weight_decay, seed: a.seed, block: a.block.clone(), only: None };
+    let cfg = InvertConfig {
+        prompt_len: a.prompt_len,
+        steps: a.steps,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        block: a.block.clone(),
+        only: None,
+    };
     let mut progress = pez_progress::Progress::new("invert", "steps", a.steps as u64);
     let best = invert(&m.text, &m.tokenizer, &targets, &cfg, |_, c| {
         progress.set_message(format!("best cosine {c:.4}"));
@@ -79,8 +87,16 @@ pub struct ScoreArgs {
 pub fn run_score(a: ScoreArgs) -> Result<()> {
     let m = ClipModel::load(&a.model, a.dtype, &a.device.open()?)?;
     let targets = m.image_features(&a.images)?;
-    let ids = m.tokenizer.encode(a.text.as_str(), false).map_err(|e| anyhow::anyhow!("{e}"))?.get_ids().to_vec();
+    let ids = m
+        .tokenizer
+        .encode(a.text.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .get_ids()
+        .to_vec();
     let cos = score_ids(&m.text, &ids, &targets)?;
-    println!("{}", serde_json::json!({"model": a.model, "text": a.text, "images": a.images, "cosine": cos}));
+    println!(
+        "{}",
+        serde_json::json!({"model": a.model, "text": a.text, "images": a.images, "cosine": cos})
+    );
     Ok(())
 }

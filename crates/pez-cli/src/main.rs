@@ -17,7 +17,11 @@ mod tune;
 static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 #[derive(Parser)]
-#[command(name = "pez", version, about = "Hard prompts made easy: learn readable prompts by gradient descent")]
+#[command(
+    name = "pez",
+    version,
+    about = "Hard prompts made easy: learn readable prompts by gradient descent"
+)]
 struct Cli {
     /// Fetch a built-in model a command needs when it is missing (as `pez models --fetch` would), instead of
     /// stopping with an error; also PEZ_FETCH_MISSING=1.

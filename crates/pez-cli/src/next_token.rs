@@ -30,14 +30,20 @@ pub fn run(a: Args) -> Result<()> {
     let dtype = a.dtype.resolve_on(&device);
     let lm = load_lm(&a.model, dtype.candle(), &device)?;
     // Models that expect a BOS token (Gemma) get it, as their tokenizer would add it.
-    let ids: Vec<u32> = lm.bos.into_iter().chain(tokenizer::encode(&lm.tokenizer, &a.text)?).collect();
+    let ids: Vec<u32> = lm
+        .bos
+        .into_iter()
+        .chain(tokenizer::encode(&lm.tokenizer, &a.text)?)
+        .collect();
     if ids.is_empty() {
         bail!("--text is empty after tokenization");
     }
     let n = ids.len().min(lm.model.info().max_positions);
     let ids = &ids[ids.len() - n..];
     let emb = lm.model.embed_ids(ids)?.unsqueeze(0)?;
-    let lp = ops::log_softmax_last(&lm.model.next_token_logits(&emb, &[n])?)?.get(0)?.to_vec1::<f32>()?;
+    let lp = ops::log_softmax_last(&lm.model.next_token_logits(&emb, &[n])?)?
+        .get(0)?
+        .to_vec1::<f32>()?;
     let mut order: Vec<usize> = (0..lp.len()).collect();
     order.sort_by(|&x, &y| lp[y].total_cmp(&lp[x]));
     let top: Vec<serde_json::Value> = order
@@ -54,7 +60,12 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         println!("{:>8}  {:>10}  token", "id", "logprob");
         for t in &top {
-            println!("{:>8}  {:>10.4}  {:?}", t["id"], t["logprob"].as_f64().unwrap_or(0.0), t["token"].as_str().unwrap_or(""));
+            println!(
+                "{:>8}  {:>10.4}  {:?}",
+                t["id"],
+                t["logprob"].as_f64().unwrap_or(0.0),
+                t["token"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(())

@@ -70,7 +70,10 @@ pub fn run(a: Args) -> Result<()> {
 fn array_index() -> Result<usize> {
     for var in ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"] {
         if let Ok(v) = std::env::var(var) {
-            return v.trim().parse().with_context(|| format!("${var} is `{v}`, not a cell index"));
+            return v
+                .trim()
+                .parse()
+                .with_context(|| format!("${var} is `{v}`, not a cell index"));
         }
     }
     anyhow::bail!("no cell index: give --index I (or run as a Slurm array task or a Kubernetes Indexed Job)")

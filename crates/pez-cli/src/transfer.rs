@@ -45,15 +45,24 @@ pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
     // The endpoints are checked before anything is scored (minutes of work lost to a typo otherwise).
     if a.endpoint.len() != a.endpoint_model.len() {
-        anyhow::bail!("give one --endpoint-model per --endpoint ({} endpoints, {} models)", a.endpoint.len(), a.endpoint_model.len());
+        anyhow::bail!(
+            "give one --endpoint-model per --endpoint ({} endpoints, {} models)",
+            a.endpoint.len(),
+            a.endpoint_model.len()
+        );
     }
-    let endpoints = a.endpoint.iter().zip(&a.endpoint_model)
+    let endpoints = a
+        .endpoint
+        .iter()
+        .zip(&a.endpoint_model)
         .map(|(url, model)| pez_classify::endpoint::Endpoint::new(url, model, a.endpoint_api))
         .collect::<Result<Vec<_>>>()?;
     let grid = pez_transfer::Grid::new(&a.task, &a.prompts, a.top, a.data.as_deref())?;
     let mut scores = vec![];
     for m in &a.models {
-        let s = grid.score_model(m, a.dtype, a.batch_size, a.calibration, &mut |msg| eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64()))?;
+        let s = grid.score_model(m, a.dtype, a.batch_size, a.calibration, &mut |msg| {
+            eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64())
+        })?;
         for x in &s {
             eprintln!("          {:<14} {:6.2}%  {:?}", x.method, x.accuracy * 100.0, x.prompt);
         }
@@ -68,9 +77,18 @@ pub fn run(a: Args) -> Result<()> {
     }
     let out = a.out.unwrap_or_else(|| PathBuf::from("evals").join(&a.task));
     let cmd: Vec<String> = std::env::args().collect();
-    let header = format!("Command: `{}`  \nData: {} ({} examples). Wall time {:.0} s.", cmd.join(" "), grid.data_source.display(), grid.data.len(), t0.elapsed().as_secs_f64());
+    let header = format!(
+        "Command: `{}`  \nData: {} ({} examples). Wall time {:.0} s.",
+        cmd.join(" "),
+        grid.data_source.display(),
+        grid.data.len(),
+        t0.elapsed().as_secs_f64()
+    );
     pez_transfer::report::write_all(&out, &grid.task.name, &scores, &header)?;
     println!("{}", std::fs::read_to_string(out.join("transfer.md"))?);
-    eprintln!("wrote {}/transfer.{{md,csv,svg}} and transfer_scores.json", out.display());
+    eprintln!(
+        "wrote {}/transfer.{{md,csv,svg}} and transfer_scores.json",
+        out.display()
+    );
     Ok(())
 }

@@ -112,20 +112,44 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let device = a.device.open()?;
     let Some(task) = a.task.clone() else {
-        let Some(dir) = &a.resume else { anyhow::bail!("give a task (sst2, amazon, agnews, or a .toml file) or --resume DIR") };
+        let Some(dir) = &a.resume else {
+            anyhow::bail!("give a task (sst2, amazon, agnews, or a .toml file) or --resume DIR")
+        };
         return report(&pez_tune::tune(None, Some(dir), &device)?, dir, a.json);
     };
     // By default the task's rows that look like its evaluation data (SST-2: long rows; evals/sst2/holdout-study);
     // few-shot sets are drawn from all rows.
     let default_rule = TuneConfig::default_rule(&task, a.shots)?;
     let mut cfg = TuneConfig {
-        out: a.out.clone().unwrap_or_else(|| TuneConfig::default_out(&task, a.method, a.seed)),
-        task, model: a.model, fluency: a.fluency, prompt_len: a.prompt_len, steps: a.steps, batch_size: a.batch_size,
-        lr: a.lr.unwrap_or(TuneConfig::default_lr(a.optimizer)), optimizer: a.optimizer, weight_decay: a.weight_decay,
-        eval_every: a.eval_every, holdout: a.holdout, holdout_rule: a.holdout_rule.unwrap_or(default_rule),
-        train_rule: a.train_rule.unwrap_or(default_rule), calibration: a.calibration, shots: a.shots,
-        epochs: a.epochs, method: a.method, seed: a.seed, random_init: a.random_init, train: a.train, dev: a.dev,
-        skip_dev: a.skip_dev, eval_batch: a.eval_batch, tokens: a.tokens, dtype: a.dtype.resolve_on(&device),
+        out: a
+            .out
+            .clone()
+            .unwrap_or_else(|| TuneConfig::default_out(&task, a.method, a.seed)),
+        task,
+        model: a.model,
+        fluency: a.fluency,
+        prompt_len: a.prompt_len,
+        steps: a.steps,
+        batch_size: a.batch_size,
+        lr: a.lr.unwrap_or(TuneConfig::default_lr(a.optimizer)),
+        optimizer: a.optimizer,
+        weight_decay: a.weight_decay,
+        eval_every: a.eval_every,
+        holdout: a.holdout,
+        holdout_rule: a.holdout_rule.unwrap_or(default_rule),
+        train_rule: a.train_rule.unwrap_or(default_rule),
+        calibration: a.calibration,
+        shots: a.shots,
+        epochs: a.epochs,
+        method: a.method,
+        seed: a.seed,
+        random_init: a.random_init,
+        train: a.train,
+        dev: a.dev,
+        skip_dev: a.skip_dev,
+        eval_batch: a.eval_batch,
+        tokens: a.tokens,
+        dtype: a.dtype.resolve_on(&device),
     };
     if a.paper {
         (cfg.batch_size, cfg.steps, cfg.holdout, cfg.eval_every) = (32, 5000, 5000, 100);
@@ -136,7 +160,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     if a.seeds > 1 {
         cfg.validate()?;
-        let root = a.out.unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
+        let root = a
+            .out
+            .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
         let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top, &device)?;
         print!("{}", pez_tune::sweep::markdown(&s));
         eprintln!("wrote {}/summary.json and summary.md", root.display());
@@ -155,14 +181,28 @@ fn report(a: &PromptArtifact, dir: &Path, json: bool) -> Result<()> {
     let pct = |x: Option<f64>| x.map_or("–".into(), |v| format!("{:.2}%", v * 100.0));
     println!("prompt   {:?}", a.prompt);
     println!("holdout  {}  (best at step {})", pct(a.holdout_accuracy), a.step);
-    let per_class: Vec<String> = a.dev_per_class.iter().flatten().zip(&a.prompt_format.label_names)
-        .map(|((k, n), l)| format!("{l} {:.1}%", 100.0 * *k as f64 / (*n).max(1) as f64)).collect();
+    let per_class: Vec<String> = a
+        .dev_per_class
+        .iter()
+        .flatten()
+        .zip(&a.prompt_format.label_names)
+        .map(|((k, n), l)| format!("{l} {:.1}%", 100.0 * *k as f64 / (*n).max(1) as f64))
+        .collect();
     match a.dev_accuracy {
         Some(_) => println!("dev      {}  ({})", pct(a.dev_accuracy), per_class.join(", ")),
         None => println!("dev      not scored (--skip-dev)"),
     }
     println!("run      {}", dir.display());
-    println!("evaluate pez eval {} --prompt-file {} --model {}", a.task, dir.join("prompt.json").display(), a.config.model);
-    println!("serve    pez-serve --model {} --classifiers {}", a.config.model, dir.display());
+    println!(
+        "evaluate pez eval {} --prompt-file {} --model {}",
+        a.task,
+        dir.join("prompt.json").display(),
+        a.config.model
+    );
+    println!(
+        "serve    pez-serve --model {} --classifiers {}",
+        a.config.model,
+        dir.display()
+    );
     Ok(())
 }

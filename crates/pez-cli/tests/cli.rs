@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn shared(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(p)
 }
 
 /// A small custom task: the first 48 SST-2 dev sentences to train on, the next 16 as its dev split.
@@ -16,7 +18,11 @@ fn small_task(dir: &Path) -> PathBuf {
     let dev = std::fs::read_to_string(shared("sst2/dev.tsv")).unwrap();
     let lines: Vec<&str> = dev.lines().collect();
     std::fs::write(dir.join("train.tsv"), lines[..49].join("\n") + "\n").unwrap();
-    std::fs::write(dir.join("dev.tsv"), [&lines[..1], &lines[49..65]].concat().join("\n") + "\n").unwrap();
+    std::fs::write(
+        dir.join("dev.tsv"),
+        [&lines[..1], &lines[49..65]].concat().join("\n") + "\n",
+    )
+    .unwrap();
     let toml = r#"
 name = "mini-sst2"
 template = " It was"
@@ -37,9 +43,29 @@ label_column = "label"
 }
 
 fn tune_args(task: &Path, out: &Path) -> Vec<String> {
-    [task.to_str().unwrap(), "--steps", "8", "--batch-size", "4", "--eval-every", "2", "--holdout", "8", "--prompt-len", "4",
-     "--fluency", "0.003", "--seed", "3", "--eval-batch", "8", "--out", out.to_str().unwrap()]
-        .map(String::from).to_vec()
+    [
+        task.to_str().unwrap(),
+        "--steps",
+        "8",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "2",
+        "--holdout",
+        "8",
+        "--prompt-len",
+        "4",
+        "--fluency",
+        "0.003",
+        "--seed",
+        "3",
+        "--eval-batch",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[test]
@@ -53,18 +79,27 @@ fn resume_after_kill_equals_an_uninterrupted_run() {
     let t0 = Instant::now();
     // Kill -9 once the second evaluation's checkpoint is on disk, before the run ends.
     loop {
-        let n = std::fs::read_to_string(b.join("metrics.jsonl")).map(|s| s.lines().count()).unwrap_or(0);
+        let n = std::fs::read_to_string(b.join("metrics.jsonl"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
         if n >= 2 && b.join("checkpoint.json").exists() {
             break;
         }
         assert!(t0.elapsed() < Duration::from_secs(300), "run b made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "run b ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run b ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let ck: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(b.join("checkpoint.json")).unwrap()).unwrap();
-    assert!(ck["pez"]["step"].as_u64().unwrap() < 8, "killed too late to test anything");
+    let ck: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("checkpoint.json")).unwrap()).unwrap();
+    assert!(
+        ck["pez"]["step"].as_u64().unwrap() < 8,
+        "killed too late to test anything"
+    );
 
     ok(pez().args(["tune", "--resume", b.to_str().unwrap()]).output().unwrap());
     let pa: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("prompt.json")).unwrap()).unwrap();
@@ -88,7 +123,11 @@ fn bad_input_gets_clear_errors_and_writes_nothing() {
     let task = small_task(tmp.path());
     let t = task.to_str().unwrap();
     // Label out of range, on line 3 of the data file.
-    let mut rows = std::fs::read_to_string(tmp.path().join("train.tsv")).unwrap().lines().map(String::from).collect::<Vec<_>>();
+    let mut rows = std::fs::read_to_string(tmp.path().join("train.tsv"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect::<Vec<_>>();
     rows[2] = "a fine film\t7".into();
     std::fs::write(tmp.path().join("train.tsv"), rows.join("\n")).unwrap();
     let out = tmp.path().join("run");
@@ -124,13 +163,20 @@ fn bad_input_gets_clear_errors_and_writes_nothing() {
 fn multi_token_verbalizer_is_scored_by_its_first_token_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();
     let task = small_task(tmp.path());
-    let text = std::fs::read_to_string(&task).unwrap().replace("\" positive\"]", "\" superlatively\"]");
+    let text = std::fs::read_to_string(&task)
+        .unwrap()
+        .replace("\" positive\"]", "\" superlatively\"]");
     std::fs::write(&task, text).unwrap();
-    let o = ok(pez().args(["eval", task.to_str().unwrap(), "--empty", "--json"]).output().unwrap());
+    let o = ok(pez()
+        .args(["eval", task.to_str().unwrap(), "--empty", "--json"])
+        .output()
+        .unwrap());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("\" superlatively\" is") && e.contains("scoring its first token"), "{e}");
+    assert!(
+        e.contains("\" superlatively\" is") && e.contains("scoring its first token"),
+        "{e}"
+    );
 }
-
 
 /// With stderr not a terminal (a pipe, as in `pez tune ... 2> run.log`), progress comes as plain timed lines:
 /// one at the start, then step, rate, ETA and loss every `PEZ_PROGRESS_SECS` (0 here: every step).
@@ -140,8 +186,22 @@ fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let o = ok(pez()
-        .args(["tune", fx.join("task.toml").to_str().unwrap(), "--model", fx.join("gpt2").to_str().unwrap()])
-        .args(["--train", fx.join("dev.tsv").to_str().unwrap(), "--steps", "6", "--batch-size", "2", "--eval-every", "3"])
+        .args([
+            "tune",
+            fx.join("task.toml").to_str().unwrap(),
+            "--model",
+            fx.join("gpt2").to_str().unwrap(),
+        ])
+        .args([
+            "--train",
+            fx.join("dev.tsv").to_str().unwrap(),
+            "--steps",
+            "6",
+            "--batch-size",
+            "2",
+            "--eval-every",
+            "3",
+        ])
         .args(["--holdout", "4", "--prompt-len", "2", "--out", out.to_str().unwrap()])
         .env("PEZ_PROGRESS_SECS", "0")
         .output()
@@ -150,11 +210,19 @@ fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
     let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("[tune ")).collect();
     assert!(lines[0].ends_with("starting: 6 steps"), "{e}");
     for step in 1..=6 {
-        assert!(lines.iter().any(|l| l.contains(&format!("] {step}/6 steps (")) && l.contains("ETA") && l.contains("loss")), "step {step}: {e}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("] {step}/6 steps (")) && l.contains("ETA") && l.contains("loss")),
+            "step {step}: {e}"
+        );
     }
     assert!(lines.iter().any(|l| l.contains("holdout") && l.contains("best")), "{e}");
     assert!(lines.last().unwrap().contains("done: 6/6 steps"), "{e}");
-    assert!(!e.contains('\r') && !e.contains("\x1b["), "no bar escapes in a log: {e:?}");
+    assert!(
+        !e.contains('\r') && !e.contains("\x1b["),
+        "no bar escapes in a log: {e:?}"
+    );
 }
 
 /// A row rule that admits no rows (the fixture's texts are 2-4 words; `long` wants 10+) is refused with the flag
@@ -165,12 +233,28 @@ fn row_rules_that_admit_no_rows_are_refused_with_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let (task, model, train) = (fx.join("task.toml"), fx.join("gpt2"), fx.join("dev.tsv"));
-    let base = ["tune", task.to_str().unwrap(), "--model", model.to_str().unwrap(), "--train", train.to_str().unwrap(),
-                "--steps", "2", "--out", out.to_str().unwrap()];
+    let base = [
+        "tune",
+        task.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        train.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     let e = err_of(&[&base[..], &["--holdout-rule", "long"]].concat());
-    assert!(e.contains("no holdout rows") && e.contains("give --holdout-rule random"), "{e}");
+    assert!(
+        e.contains("no holdout rows") && e.contains("give --holdout-rule random"),
+        "{e}"
+    );
     let e = err_of(&[&base[..], &["--train-rule", "long"]].concat());
-    assert!(e.contains("no training rows") && e.contains("give --train-rule random"), "{e}");
+    assert!(
+        e.contains("no training rows") && e.contains("give --train-rule random"),
+        "{e}"
+    );
     let e = err_of(&[&base[..], &["--shots", "1", "--holdout-rule", "long"]].concat());
     assert!(e.contains("--shots"), "{e}");
     assert!(!out.exists(), "a refused run must not leave a run directory");
@@ -197,26 +281,56 @@ fn a_words_only_run_never_uses_a_token_outside_the_set() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         for id in v["token_ids"].as_array().unwrap() {
             let id = id.as_u64().unwrap() as usize;
-            assert!(words[id], "token {id} ({:?}) is not a word piece", pez_hub::tokenizer::decode(&lm.tokenizer, &[id as u32]).unwrap());
+            assert!(
+                words[id],
+                "token {id} ({:?}) is not a word piece",
+                pez_hub::tokenizer::decode(&lm.tokenizer, &[id as u32]).unwrap()
+            );
             seen += 1;
         }
     }
     assert_eq!(seen, 4 * 4, "4 holdout passes of a 4-token prompt");
-    let p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("prompt.json")).unwrap()).unwrap();
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("prompt.json")).unwrap()).unwrap();
     assert_eq!(p["config"]["tokens"], "words");
-    assert!(p["prompt"].as_str().unwrap().split(' ').skip(1).all(|w| !w.is_empty() && w.chars().all(char::is_alphabetic)), "{}", p["prompt"]);
+    assert!(
+        p["prompt"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .skip(1)
+            .all(|w| !w.is_empty() && w.chars().all(char::is_alphabetic)),
+        "{}",
+        p["prompt"]
+    );
 
     let eval = |model: &str| -> serde_json::Value {
         let o = ok(pez()
-            .args(["eval", task.to_str().unwrap(), "--prompt-file", out.to_str().unwrap(), "--model", model, "--dtype", "f32", "--json"])
+            .args([
+                "eval",
+                task.to_str().unwrap(),
+                "--prompt-file",
+                out.to_str().unwrap(),
+                "--model",
+                model,
+                "--dtype",
+                "f32",
+                "--json",
+            ])
             .output()
             .unwrap());
         serde_json::from_slice(&o.stdout).unwrap()
     };
     let e = eval("smollm2-135m");
     assert_eq!(e["prompt_ids"], p["token_ids"]);
-    let (smol, recorded) = (e["prompt_log_ppl"].as_f64().unwrap(), p["fluency_log_ppl"].as_f64().unwrap());
+    let (smol, recorded) = (
+        e["prompt_log_ppl"].as_f64().unwrap(),
+        p["fluency_log_ppl"].as_f64().unwrap(),
+    );
     assert!((smol - recorded).abs() < 1e-3, "eval {smol} vs the run's {recorded}");
     let gemma = eval("gemma3-270m")["prompt_log_ppl"].as_f64().unwrap();
-    assert!(gemma.is_finite() && gemma > 0.0 && (gemma - smol).abs() > 1e-3, "gemma {gemma} vs smollm2 {smol}");
+    assert!(
+        gemma.is_finite() && gemma > 0.0 && (gemma - smol).abs() > 1e-3,
+        "gemma {gemma} vs smollm2 {smol}"
+    );
 }

@@ -12,26 +12,47 @@ use std::path::{Path, PathBuf};
 /// 20 steps, the holdout every 5; returns (prompt.json, metrics lines without times).
 fn tune(args: &[&str], out: &Path, composed: bool) -> (serde_json::Value, Vec<serde_json::Value>) {
     let mut cmd = pez();
-    cmd.arg("tune").args(args).args(["--steps", "20", "--eval-every", "5", "--dtype", "f32", "--out", out.to_str().unwrap()]);
+    cmd.arg("tune").args(args).args([
+        "--steps",
+        "20",
+        "--eval-every",
+        "5",
+        "--dtype",
+        "f32",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     if composed {
         cmd.env("PEZ_OPS", "composed");
     }
     ok(cmd.output().unwrap());
-    let prompt: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("prompt.json")).unwrap()).unwrap();
+    let prompt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("prompt.json")).unwrap()).unwrap();
     (prompt, metrics_without_time(out))
 }
 
 fn assert_same_run(what: &str, args: &[&str], tmp: &Path) {
     let (a, ma) = tune(args, &tmp.join(format!("{what}-kernels")), false);
     let (b, mb) = tune(args, &tmp.join(format!("{what}-composed")), true);
-    assert_eq!(a["token_ids"], b["token_ids"], "{what}: kernels chose {}, composed {}", a["prompt"], b["prompt"]);
-    assert_eq!((&a["holdout_accuracy"], &a["dev_accuracy"]), (&b["holdout_accuracy"], &b["dev_accuracy"]), "{what}");
+    assert_eq!(
+        a["token_ids"], b["token_ids"],
+        "{what}: kernels chose {}, composed {}",
+        a["prompt"], b["prompt"]
+    );
+    assert_eq!(
+        (&a["holdout_accuracy"], &a["dev_accuracy"]),
+        (&b["holdout_accuracy"], &b["dev_accuracy"]),
+        "{what}"
+    );
     assert_eq!(ma.len(), 4, "{what}: a record per holdout pass");
     for (x, y) in ma.iter().zip(&mb) {
         assert_eq!(x["prompt"], y["prompt"], "{what}");
         assert_eq!(x["holdout_accuracy"], y["holdout_accuracy"], "{what}");
         let (lx, ly) = (x["train_loss"].as_f64().unwrap(), y["train_loss"].as_f64().unwrap());
-        assert!((lx - ly).abs() < 1e-4 * lx.abs().max(1.0), "{what}: train loss {lx} vs {ly}");
+        assert!(
+            (lx - ly).abs() < 1e-4 * lx.abs().max(1.0),
+            "{what}: train loss {lx} vs {ly}"
+        );
     }
 }
 
@@ -41,13 +62,31 @@ fn assert_same_run(what: &str, args: &[&str], tmp: &Path) {
 fn tiny_tunes(tmp: &Path) -> Vec<(&'static str, PathBuf, Vec<String>)> {
     let fx = fixtures().join("transfer");
     let (task, train) = (fx.join("task.toml"), fx.join("dev.tsv"));
-    ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"].into_iter().map(|name| {
-        let m = pez_models::testing::tiny_lm(tmp, name);
-        let fluency = if name == "t5" { "0" } else { "0.1" };
-        let args = [task.to_str().unwrap(), "--model", m.to_str().unwrap(), "--train", train.to_str().unwrap(),
-                    "--batch-size", "2", "--holdout", "4", "--prompt-len", "3", "--fluency", fluency, "--seed", "1"];
-        (name, m.clone(), args.map(String::from).to_vec())
-    }).collect()
+    ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"]
+        .into_iter()
+        .map(|name| {
+            let m = pez_models::testing::tiny_lm(tmp, name);
+            let fluency = if name == "t5" { "0" } else { "0.1" };
+            let args = [
+                task.to_str().unwrap(),
+                "--model",
+                m.to_str().unwrap(),
+                "--train",
+                train.to_str().unwrap(),
+                "--batch-size",
+                "2",
+                "--holdout",
+                "4",
+                "--prompt-len",
+                "3",
+                "--fluency",
+                fluency,
+                "--seed",
+                "1",
+            ];
+            (name, m.clone(), args.map(String::from).to_vec())
+        })
+        .collect()
 }
 
 #[test]
@@ -73,14 +112,31 @@ fn the_gpus_bf16_path_runs_every_tiny_architecture_close_to_f32() {
         // (the tokens after it may differ: bf16 can flip a near tie of the projection; seen on OPT-350m).
         let first = |dtype: &str, ops: &str| {
             let out = tmp.path().join(format!("{name}-{dtype}-{ops}"));
-            ok(pez().env("PEZ_OPS", ops).arg("tune").args(&tune)
-                .args(["--steps", "3", "--eval-every", "1", "--dtype", dtype, "--out", out.to_str().unwrap()]).output().unwrap());
+            ok(pez()
+                .env("PEZ_OPS", ops)
+                .arg("tune")
+                .args(&tune)
+                .args([
+                    "--steps",
+                    "3",
+                    "--eval-every",
+                    "1",
+                    "--dtype",
+                    dtype,
+                    "--out",
+                    out.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap());
             let m = metrics_without_time(&out);
             assert_eq!(m.len(), 3, "{name}: a record per step");
             m[0]["train_loss"].as_f64().unwrap()
         };
         let (la, lb) = (first("f32", "kernels"), first("bf16", "composed"));
-        assert!((la - lb).abs() < 0.02 + 0.02 * la.abs(), "{name}: first step's loss {la} in f32, {lb} in bf16 tensors");
+        assert!(
+            (la - lb).abs() < 0.02 + 0.02 * la.abs(),
+            "{name}: first step's loss {la} in f32, {lb} in bf16 tensors"
+        );
     }
 }
 
@@ -94,26 +150,86 @@ fn a_soft_prompt_learns_and_serves_in_bf16_tensors() {
     let (task, data, model) = (fx.join("task.toml"), fx.join("dev.tsv"), fx.join("gpt2"));
     let (task, data, model) = (task.to_str().unwrap(), data.to_str().unwrap(), model.to_str().unwrap());
     let run = tmp.path().join("soft");
-    ok(pez().env("PEZ_OPS", "composed")
-        .args(["tune", task, "--model", model, "--train", data, "--batch-size", "2", "--holdout", "4", "--prompt-len", "3", "--steps", "6",
-               "--eval-every", "3", "--method", "soft", "--dtype", "bf16", "--out", run.to_str().unwrap()])
-        .output().unwrap());
+    ok(pez()
+        .env("PEZ_OPS", "composed")
+        .args([
+            "tune",
+            task,
+            "--model",
+            model,
+            "--train",
+            data,
+            "--batch-size",
+            "2",
+            "--holdout",
+            "4",
+            "--prompt-len",
+            "3",
+            "--steps",
+            "6",
+            "--eval-every",
+            "3",
+            "--method",
+            "soft",
+            "--dtype",
+            "bf16",
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap());
     let kept = candle_core::safetensors::load(run.join("soft_prompt.safetensors"), &candle_core::Device::Cpu).unwrap();
-    assert_eq!((kept["soft_prompt"].dtype(), kept["soft_prompt"].dims()), (candle_core::DType::F32, &[3, 32][..]));
+    assert_eq!(
+        (kept["soft_prompt"].dtype(), kept["soft_prompt"].dims()),
+        (candle_core::DType::F32, &[3, 32][..])
+    );
     let probs = |prompt: [&str; 2], dtype: &str, ops: &str| -> Vec<f64> {
-        let p = tmp.path().join(format!("{}-{dtype}.jsonl", prompt[0].trim_start_matches('-')));
-        ok(pez().env("PEZ_OPS", ops).args(["eval", task, prompt[0], prompt[1], "--model", model, "--data", data, "--dtype", dtype,
-                                            "--predictions", p.to_str().unwrap()]).output().unwrap());
-        std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["probs"][0].as_f64().unwrap()).collect()
+        let p = tmp
+            .path()
+            .join(format!("{}-{dtype}.jsonl", prompt[0].trim_start_matches('-')));
+        ok(pez()
+            .env("PEZ_OPS", ops)
+            .args([
+                "eval",
+                task,
+                prompt[0],
+                prompt[1],
+                "--model",
+                model,
+                "--data",
+                data,
+                "--dtype",
+                dtype,
+                "--predictions",
+                p.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap());
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["probs"][0]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
     };
     let learned = ["--prompt-file", run.to_str().unwrap()];
     let (f32s, bf16s) = (probs(learned, "f32", "kernels"), probs(learned, "bf16", "composed"));
     let worst = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     assert_eq!(f32s.len(), 12);
-    assert!(worst(&f32s, &bf16s) < 0.01, "{f32s:?} in f32, {bf16s:?} in bf16 tensors");
-    let art: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("prompt.json")).unwrap()).unwrap();
+    assert!(
+        worst(&f32s, &bf16s) < 0.01,
+        "{f32s:?} in f32, {bf16s:?} in bf16 tensors"
+    );
+    let art: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("prompt.json")).unwrap()).unwrap();
     let tokens = probs(["--prompt", art["prompt"].as_str().unwrap()], "f32", "kernels");
-    assert!(worst(&f32s, &tokens) > 0.05, "the soft vectors classify as their nearest tokens do: {f32s:?}");
+    assert!(
+        worst(&f32s, &tokens) > 0.05,
+        "the soft vectors classify as their nearest tokens do: {f32s:?}"
+    );
 }
 
 /// The same on the real models, whose rows are wide enough for bf16's rounding to matter: each of f32's top-3
@@ -132,14 +248,41 @@ fn the_gpus_bf16_path_stays_close_to_f32_on_the_real_models() {
 /// within `tol`.
 fn assert_next_tokens_close_in_bf16(model: &str, text: &str, tol: f64) {
     let top = |dtype: &str, ops: &str, n: &str| -> Vec<(u64, f64)> {
-        let o = ok(pez().env("PEZ_OPS", ops).args(["next-token", "--model", model, "--text", text, "--top", n, "--json", "--dtype", dtype]).output().unwrap());
+        let o = ok(pez()
+            .env("PEZ_OPS", ops)
+            .args([
+                "next-token",
+                "--model",
+                model,
+                "--text",
+                text,
+                "--top",
+                n,
+                "--json",
+                "--dtype",
+                dtype,
+            ])
+            .output()
+            .unwrap());
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["top"].as_array().unwrap().iter().map(|t| (t["id"].as_u64().unwrap(), t["logprob"].as_f64().unwrap())).collect()
+        v["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["id"].as_u64().unwrap(), t["logprob"].as_f64().unwrap()))
+            .collect()
     };
     let (f32s, bf16s) = (top("f32", "kernels", "3"), top("bf16", "composed", "10"));
     for (id, lp) in f32s {
-        let other = bf16s.iter().find(|t| t.0 == id).unwrap_or_else(|| panic!("{model} after {text:?}: token {id} left bf16's top 10"));
-        assert!((lp - other.1).abs() < tol, "{model} after {text:?}: token {id} at {lp} in f32, {} in bf16 tensors", other.1);
+        let other = bf16s
+            .iter()
+            .find(|t| t.0 == id)
+            .unwrap_or_else(|| panic!("{model} after {text:?}: token {id} left bf16's top 10"));
+        assert!(
+            (lp - other.1).abs() < tol,
+            "{model} after {text:?}: token {id} at {lp} in f32, {} in bf16 tensors",
+            other.1
+        );
     }
 }
 
@@ -147,13 +290,39 @@ fn assert_next_tokens_close_in_bf16(model: &str, text: &str, tol: f64) {
 fn composed_ops_choose_the_kernels_tokens_on_real_smollm2() {
     let tmp = tempfile::tempdir().unwrap();
     // The first 48 SST-2 dev sentences to train on (the holdout among them), the next 16 as dev.
-    let dev = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/sst2/dev.tsv")).unwrap();
+    let dev = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/sst2/dev.tsv"))
+        .unwrap();
     let lines: Vec<&str> = dev.lines().collect();
     std::fs::write(tmp.path().join("train.tsv"), lines[..49].join("\n") + "\n").unwrap();
-    std::fs::write(tmp.path().join("dev.tsv"), [&lines[..1], &lines[49..65]].concat().join("\n") + "\n").unwrap();
+    std::fs::write(
+        tmp.path().join("dev.tsv"),
+        [&lines[..1], &lines[49..65]].concat().join("\n") + "\n",
+    )
+    .unwrap();
     let (train, devf) = (tmp.path().join("train.tsv"), tmp.path().join("dev.tsv"));
-    let args = ["sst2", "--train", train.to_str().unwrap(), "--dev", devf.to_str().unwrap(), "--holdout-rule", "random", "--train-rule", "random",
-                "--batch-size", "4", "--holdout", "8", "--prompt-len", "4", "--fluency", "0.003", "--seed", "2", "--eval-batch", "8"];
+    let args = [
+        "sst2",
+        "--train",
+        train.to_str().unwrap(),
+        "--dev",
+        devf.to_str().unwrap(),
+        "--holdout-rule",
+        "random",
+        "--train-rule",
+        "random",
+        "--batch-size",
+        "4",
+        "--holdout",
+        "8",
+        "--prompt-len",
+        "4",
+        "--fluency",
+        "0.003",
+        "--seed",
+        "2",
+        "--eval-batch",
+        "8",
+    ];
     assert_same_run("smollm2", &args, tmp.path());
 }
 
@@ -163,7 +332,16 @@ fn a_device_that_is_not_here_is_refused_before_anything_is_written() {
     let out = tmp.path().join("run");
     let fx = fixtures().join("transfer");
     let o = pez()
-        .args(["tune", fx.join("task.toml").to_str().unwrap(), "--model", fx.join("gpt2").to_str().unwrap(), "--device", "cuda:0", "--out", out.to_str().unwrap()])
+        .args([
+            "tune",
+            fx.join("task.toml").to_str().unwrap(),
+            "--model",
+            fx.join("gpt2").to_str().unwrap(),
+            "--device",
+            "cuda:0",
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
@@ -171,12 +349,28 @@ fn a_device_that_is_not_here_is_refused_before_anything_is_written() {
     if cfg!(feature = "cuda") {
         assert!(e.contains("cuda:0"), "{e}");
     } else {
-        assert!(e.contains("--device cuda:0: this binary was built without CUDA support") && e.contains("--features cuda"), "{e}");
+        assert!(
+            e.contains("--device cuda:0: this binary was built without CUDA support") && e.contains("--features cuda"),
+            "{e}"
+        );
     }
     assert!(!out.exists(), "nothing may be written");
-    let o = pez().args(["eval", "sst2", "--empty", "--device", "gpu"]).output().unwrap();
+    let o = pez()
+        .args(["eval", "sst2", "--empty", "--device", "gpu"])
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("`gpu` is not a device: use cpu, cuda or cuda:N"), "{e}");
-    let o = pez().args(["next-token", "--text", "hi", "--device", "cuda"]).output().unwrap();
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--device cuda:0"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !o.status.success() && e.contains("`gpu` is not a device: use cpu, cuda or cuda:N"),
+        "{e}"
+    );
+    let o = pez()
+        .args(["next-token", "--text", "hi", "--device", "cuda"])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--device cuda:0"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -68,15 +68,44 @@ pub struct Pez {
 
 impl Pez {
     /// Starts from an initial prompt `[len, d]` (e.g. tiled verbalizer embeddings).
-    pub fn new(method: Method, projector: Projector, init: &Tensor, optimizer: Optimizer, total_steps: usize, lr: f64, seed: u64) -> Result<Self> {
+    pub fn new(
+        method: Method,
+        projector: Projector,
+        init: &Tensor,
+        optimizer: Optimizer,
+        total_steps: usize,
+        lr: f64,
+        seed: u64,
+    ) -> Result<Self> {
         let (len, dim) = init.dims2()?;
-        let soft = init.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let state = PezState { step: 0, len, dim, soft, optimizer, rng: ChaCha8Rng::seed_from_u64(seed) };
-        Ok(Self { method, projector, total_steps, lr, clip_norm: 1.0, state })
+        let soft = init
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let state = PezState {
+            step: 0,
+            len,
+            dim,
+            soft,
+            optimizer,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        };
+        Ok(Self {
+            method,
+            projector,
+            total_steps,
+            lr,
+            clip_norm: 1.0,
+            state,
+        })
     }
 
     pub fn soft_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_slice(&self.state.soft, (self.state.len, self.state.dim), self.projector.device())?)
+        Ok(Tensor::from_slice(
+            &self.state.soft,
+            (self.state.len, self.state.dim),
+            self.projector.device(),
+        )?)
     }
 
     /// The current hard prompt (projection of the continuous prompt).
@@ -93,7 +122,10 @@ impl Pez {
             _ => self.projector.rows(&ids)?,
         };
         let (loss, grad) = objective.loss_and_grad(&at.to_dtype(self.projector.dtype())?, &ids)?;
-        let mut g = grad.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut g = grad
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let norm = g.iter().map(|x| x * x).sum::<f32>().sqrt();
         if !norm.is_finite() {
             bail!("non-finite gradient at step {}", self.state.step);
@@ -110,7 +142,11 @@ impl Pez {
                 // Start from the hard point, take the step, keep only its projection.
                 st.soft = at.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
                 st.optimizer.update(&mut st.soft, &g, st.len, st.dim, self.lr);
-                let snapped = self.projector.rows(&self.projector.nearest(&Tensor::from_slice(&st.soft, (st.len, st.dim), self.projector.device())?)?)?;
+                let snapped = self.projector.rows(&self.projector.nearest(&Tensor::from_slice(
+                    &st.soft,
+                    (st.len, st.dim),
+                    self.projector.device(),
+                )?)?)?;
                 st.soft = snapped.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
             }
             Method::Fluentprompt => {
@@ -123,12 +159,20 @@ impl Pez {
                 }
             }
         }
-        Ok(StepReport { loss, ids, grad_norm: norm })
+        Ok(StepReport {
+            loss,
+            ids,
+            grad_norm: norm,
+        })
     }
 }
 
 /// Geometric decay from 1 at the first step to 1e-4 at the last.
 pub fn langevin_beta(step: usize, total: usize) -> f64 {
-    let t = if total <= 1 { 1.0 } else { (step.saturating_sub(1)) as f64 / (total - 1) as f64 };
+    let t = if total <= 1 {
+        1.0
+    } else {
+        (step.saturating_sub(1)) as f64 / (total - 1) as f64
+    };
     10f64.powf(-4.0 * t.min(1.0))
 }

@@ -20,7 +20,10 @@ impl Optimizer {
     pub fn new(kind: OptimizerKind, weight_decay: f64) -> Self {
         match kind {
             OptimizerKind::Adafactor => Self::Adafactor(Adafactor::default()),
-            OptimizerKind::Adamw => Self::AdamW(AdamW { weight_decay, ..AdamW::default() }),
+            OptimizerKind::Adamw => Self::AdamW(AdamW {
+                weight_decay,
+                ..AdamW::default()
+            }),
         }
     }
 
@@ -47,7 +50,14 @@ pub struct Adafactor {
 
 impl Default for Adafactor {
     fn default() -> Self {
-        Self { eps1: 1e-30, clip_threshold: 1.0, decay_rate: -0.8, step: 0, row: vec![], col: vec![] }
+        Self {
+            eps1: 1e-30,
+            clip_threshold: 1.0,
+            decay_rate: -0.8,
+            step: 0,
+            row: vec![],
+            col: vec![],
+        }
     }
 }
 
@@ -61,11 +71,17 @@ impl Adafactor {
         let beta2t = 1.0 - (self.step as f64).powf(self.decay_rate);
         // Running means of grad^2 + eps over columns (per row) and over rows (per column).
         for r in 0..rows {
-            let m = (0..cols).map(|c| (g[r * cols + c] as f64).powi(2) + self.eps1).sum::<f64>() / cols as f64;
+            let m = (0..cols)
+                .map(|c| (g[r * cols + c] as f64).powi(2) + self.eps1)
+                .sum::<f64>()
+                / cols as f64;
             self.row[r] = beta2t * self.row[r] + (1.0 - beta2t) * m;
         }
         for c in 0..cols {
-            let m = (0..rows).map(|r| (g[r * cols + c] as f64).powi(2) + self.eps1).sum::<f64>() / rows as f64;
+            let m = (0..rows)
+                .map(|r| (g[r * cols + c] as f64).powi(2) + self.eps1)
+                .sum::<f64>()
+                / rows as f64;
             self.col[c] = beta2t * self.col[c] + (1.0 - beta2t) * m;
         }
         let row_mean = self.row.iter().sum::<f64>() / rows as f64;
@@ -98,7 +114,15 @@ pub struct AdamW {
 
 impl Default for AdamW {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, step: 0, m: vec![], v: vec![] }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step: 0,
+            m: vec![],
+            v: vec![],
+        }
     }
 }
 

@@ -27,7 +27,10 @@ impl Projector {
         let e32 = embeddings.to_dtype(DType::F32)?;
         let norms = e32.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
         let normalized_t = e32.broadcast_div(&norms)?.t()?.contiguous()?;
-        let mask: Vec<f32> = allowed.iter().map(|&a| if a { 0.0 } else { f32::NEG_INFINITY }).collect();
+        let mask: Vec<f32> = allowed
+            .iter()
+            .map(|&a| if a { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
         Ok(Self {
             embeddings: embeddings.clone(),
             normalized_t,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 /// pez's folder in the user's cache: `$XDG_CACHE_HOME/pez`, default `~/.cache/pez`.
 pub fn cache_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
     cache.unwrap_or_else(|| PathBuf::from(".")).join("pez")
 }
 

@@ -21,7 +21,8 @@ pub fn safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Weig
     }
     let mut tensors = HashMap::new();
     for f in &files {
-        let loaded = candle_core::safetensors::load(f, device).with_context(|| format!("reading safetensors file {}", f.display()))?;
+        let loaded = candle_core::safetensors::load(f, device)
+            .with_context(|| format!("reading safetensors file {}", f.display()))?;
         for (name, t) in loaded {
             tensors.insert(name, t.to_dtype(storage_dtype(dtype, device))?);
         }

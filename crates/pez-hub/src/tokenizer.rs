@@ -48,13 +48,30 @@ pub fn from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
 
 /// Whether the GGUF tokenizer expects a BOS token in front of every input (`tokenizer.ggml.add_bos_token`).
 pub fn gguf_bos(c: &gguf_file::Content) -> Option<u32> {
-    let add = c.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
-    let id = c.metadata.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok());
-    if add { id } else { None }
+    let add = c
+        .metadata
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(false);
+    let id = c
+        .metadata
+        .get("tokenizer.ggml.bos_token_id")
+        .and_then(|v| v.to_u32().ok());
+    if add {
+        id
+    } else {
+        None
+    }
 }
 
 fn strings(c: &gguf_file::Content, key: &str) -> Result<Vec<String>> {
-    c.metadata.get(key).with_context(|| format!("GGUF has no {key}"))?.to_vec()?.iter().map(|v| Ok(v.to_string()?.clone())).collect()
+    c.metadata
+        .get(key)
+        .with_context(|| format!("GGUF has no {key}"))?
+        .to_vec()?
+        .iter()
+        .map(|v| Ok(v.to_string()?.clone()))
+        .collect()
 }
 
 /// Control tokens (type 3) are matched whole and never split.
@@ -79,9 +96,16 @@ fn sentencepiece_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
     use tokenizers::decoders::{byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as DecSeq, DecoderWrapper};
     use tokenizers::normalizers::{replace::Replace, NormalizerWrapper};
     let tokens = strings(c, "tokenizer.ggml.tokens")?;
-    let scores: Vec<f32> = c.metadata.get("tokenizer.ggml.scores").context("GGUF has no tokenizer.ggml.scores")?.to_vec()?
-        .iter().map(|v| Ok(v.to_f32()?)).collect::<Result<_>>()?;
-    let ids: std::collections::HashMap<&str, u32> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
+    let scores: Vec<f32> = c
+        .metadata
+        .get("tokenizer.ggml.scores")
+        .context("GGUF has no tokenizer.ggml.scores")?
+        .to_vec()?
+        .iter()
+        .map(|v| Ok(v.to_f32()?))
+        .collect::<Result<_>>()?;
+    let ids: std::collections::HashMap<&str, u32> =
+        tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
     let mut merges: Vec<(String, String, f32, u32, u32)> = Vec::new();
     for (t, &score) in tokens.iter().zip(&scores) {
         let mut local = Vec::new();
@@ -97,7 +121,11 @@ fn sentencepiece_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
     }
     merges.sort_by(|a, b| b.2.total_cmp(&a.2)); // stable: ties keep the order above
     let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-    let unk = c.metadata.get("tokenizer.ggml.unknown_token_id").and_then(|v| v.to_u32().ok()).map(|i| tokens[i as usize].clone());
+    let unk = c
+        .metadata
+        .get("tokenizer.ggml.unknown_token_id")
+        .and_then(|v| v.to_u32().ok())
+        .map(|i| tokens[i as usize].clone());
     let mut b = BPE::builder()
         .vocab_and_merges(vocab, merges.into_iter().map(|m| (m.0, m.1)).collect())
         .byte_fallback(true)
@@ -105,9 +133,15 @@ fn sentencepiece_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
     if let Some(u) = unk {
         b = b.unk_token(u);
     }
-    let bpe = b.build().map_err(|e| anyhow::anyhow!("building SentencePiece BPE from GGUF: {e}"))?;
+    let bpe = b
+        .build()
+        .map_err(|e| anyhow::anyhow!("building SentencePiece BPE from GGUF: {e}"))?;
     let mut t = Tokenizer::new(bpe);
-    let prefix = c.metadata.get("tokenizer.ggml.add_space_prefix").and_then(|v| v.to_bool().ok()).unwrap_or(true);
+    let prefix = c
+        .metadata
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(|v| v.to_bool().ok())
+        .unwrap_or(true);
     let replace = NormalizerWrapper::Replace(Replace::new(" ", "▁").map_err(|e| anyhow::anyhow!("{e}"))?);
     if prefix {
         t.with_normalizer(Some(tokenizers::normalizers::Sequence::new(vec![
@@ -131,15 +165,25 @@ fn byte_level_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
     let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let merges: Vec<(String, String)> = strings(c, "tokenizer.ggml.merges")?
         .iter()
-        .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).with_context(|| format!("bad GGUF merge `{m}`")))
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .with_context(|| format!("bad GGUF merge `{m}`"))
+        })
         .collect::<Result<_>>()?;
-    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| anyhow::anyhow!("building BPE from GGUF: {e}"))?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| anyhow::anyhow!("building BPE from GGUF: {e}"))?;
     let mut t = Tokenizer::new(bpe);
     // SmolLM2 ("smollm" pre-tokenizer) splits digits one by one before the GPT-2 byte-level split.
     let pre = gguf_str(c, "tokenizer.ggml.pre").unwrap_or_default();
     let byte_level = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
     if pre == "smollm" {
-        t.with_pre_tokenizer(Some(Sequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level])));
+        t.with_pre_tokenizer(Some(Sequence::new(vec![
+            PreTokenizerWrapper::Digits(Digits::new(true)),
+            byte_level,
+        ])));
     } else {
         t.with_pre_tokenizer(Some(byte_level));
     }
@@ -150,7 +194,10 @@ fn byte_level_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
 
 /// Token ids of `text` without special tokens.
 pub fn encode(t: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    Ok(t.encode(text, false).map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?.get_ids().to_vec())
+    Ok(t.encode(text, false)
+        .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?
+        .get_ids()
+        .to_vec())
 }
 
 pub fn decode(t: &Tokenizer, ids: &[u32]) -> Result<String> {
@@ -160,7 +207,9 @@ pub fn decode(t: &Tokenizer, ids: &[u32]) -> Result<String> {
 /// Which tokens a prompt may be made of (`--tokens`): `all` readable ones; `printable`: also no control
 /// characters (newlines, tabs), no token that is only whitespace, no byte-fallback piece (`<0x0A>`); `words`:
 /// printable tokens that are a space-led run of letters (` movie`, ` Très`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum, strum::Display)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum, strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum TokenSet {
@@ -186,7 +235,10 @@ pub fn token_set(tok: &Tokenizer, vocab: usize, set: TokenSet) -> Vec<bool> {
         // from a lone first token.
         let word = || {
             let rest = piece.strip_prefix('Ġ').or_else(|| piece.strip_prefix('▁'));
-            rest.is_some() && { let w = text.trim_start(); !w.is_empty() && w.chars().all(char::is_alphabetic) }
+            rest.is_some() && {
+                let w = text.trim_start();
+                !w.is_empty() && w.chars().all(char::is_alphabetic)
+            }
         };
         *a = printable && (set == TokenSet::Printable || word());
     }
@@ -197,7 +249,13 @@ pub fn token_set(tok: &Tokenizer, vocab: usize, set: TokenSet) -> Vec<bool> {
 /// rows past it), and decoding on their own to text without U+FFFD (no partial UTF-8 byte pieces), so a prompt's
 /// text re-tokenizes to itself.
 pub fn readable_tokens(tok: &Tokenizer, vocab: usize) -> Vec<bool> {
-    let mut allowed: Vec<bool> = (0..vocab as u32).map(|i| tok.decode(&[i], false).map(|s| !s.contains('\u{FFFD}')).unwrap_or(false)).collect();
+    let mut allowed: Vec<bool> = (0..vocab as u32)
+        .map(|i| {
+            tok.decode(&[i], false)
+                .map(|s| !s.contains('\u{FFFD}'))
+                .unwrap_or(false)
+        })
+        .collect();
     for (id, t) in tok.get_added_tokens_decoder() {
         if t.special && (id as usize) < vocab {
             allowed[id as usize] = false;

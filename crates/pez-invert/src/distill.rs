@@ -27,11 +27,23 @@ pub struct Distillation {
 /// prompt's own tokens (else the whole vocabulary, as the paper). The random baseline draws as many prompts as PEZ
 /// takes steps, from the same tokens PEZ may use.
 /// `progress(step, best cosine so far)` is called after each PEZ step.
-pub fn distill(enc: &dyn TextEncoder, tok: &Tokenizer, prompt: &str, ratio: f64, own_tokens: bool, mut cfg: InvertConfig, progress: impl FnMut(usize, f64)) -> Result<Distillation> {
+pub fn distill(
+    enc: &dyn TextEncoder,
+    tok: &Tokenizer,
+    prompt: &str,
+    ratio: f64,
+    own_tokens: bool,
+    mut cfg: InvertConfig,
+    progress: impl FnMut(usize, f64),
+) -> Result<Distillation> {
     if !(ratio > 0.0 && ratio <= 1.0) {
         bail!("--ratio must be in (0, 1], got {ratio}");
     }
-    let ids = tok.encode(prompt, false).map_err(|e| anyhow::anyhow!("{e}"))?.get_ids().to_vec();
+    let ids = tok
+        .encode(prompt, false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .get_ids()
+        .to_vec();
     if ids.is_empty() {
         bail!("the prompt is empty");
     }
@@ -49,8 +61,16 @@ pub fn distill(enc: &dyn TextEncoder, tok: &Tokenizer, prompt: &str, ratio: f64,
         random_best = random_best.max(score_ids(enc, &r, &target)?);
     }
     Ok(Distillation {
-        original_tokens: ids.len(), length: len, prompt: best.prompt, token_ids: best.token_ids, cosine: best.cosine,
-        best_step: best.step, truncated: tok.decode(&ids[..len], true).unwrap_or_default(), truncated_cosine,
-        random_best_cosine: random_best, random_prompts: cfg.steps, config: cfg,
+        original_tokens: ids.len(),
+        length: len,
+        prompt: best.prompt,
+        token_ids: best.token_ids,
+        cosine: best.cosine,
+        best_step: best.step,
+        truncated: tok.decode(&ids[..len], true).unwrap_or_default(),
+        truncated_cosine,
+        random_best_cosine: random_best,
+        random_prompts: cfg.steps,
+        config: cfg,
     })
 }

@@ -55,7 +55,11 @@ impl TextEncoder for ClipEncoder {
 
 /// Loads a text encoder by name or directory onto `device`, computing in `dtype`: a BERT sentence encoder
 /// (`minilm-l6`) or a CLIP model's text tower.
-pub fn load(name: &str, dtype: pez_nn::Dtype, device: &candle_core::Device) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)> {
+pub fn load(
+    name: &str,
+    dtype: pez_nn::Dtype,
+    device: &candle_core::Device,
+) -> Result<(Box<dyn TextEncoder>, tokenizers::Tokenizer)> {
     use anyhow::{bail, Context};
     let dt = dtype.resolve_on(device).candle();
     let dir = match pez_hub::ModelSpec::resolve(name)? {
@@ -63,24 +67,36 @@ pub fn load(name: &str, dtype: pez_nn::Dtype, device: &candle_core::Device) -> R
         pez_hub::ModelSpec::Gguf(p) => bail!("{}: a text encoder is a Hugging Face directory, not GGUF", p.display()),
     };
     let tok = pez_hub::tokenizer::from_dir(&dir)?;
-    let id = |t: &str| tok.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
+    let id = |t: &str| {
+        tok.token_to_id(t)
+            .with_context(|| format!("{}: tokenizer has no {t}", dir.display()))
+    };
     #[derive(serde::Deserialize)]
     struct Mt {
         model_type: String,
     }
     let mt: Mt = if pez_models::clip::is_open_clip_dir(&dir) {
-        Mt { model_type: "clip".into() }
+        Mt {
+            model_type: "clip".into(),
+        }
     } else {
         pez_hub::checkpoint::read_config(&dir)?
     };
     let enc: Box<dyn TextEncoder> = match mt.model_type.as_str() {
-        "bert" => Box::new(BertEncoder { bert: Bert::from_dir(&dir, dt, device)?, cls: id("[CLS]")?, sep: id("[SEP]")? }),
+        "bert" => Box::new(BertEncoder {
+            bert: Bert::from_dir(&dir, dt, device)?,
+            cls: id("[CLS]")?,
+            sep: id("[SEP]")?,
+        }),
         "clip" => Box::new(ClipEncoder {
             text: pez_models::clip::Clip::from_dir(&dir, dt, device)?.text,
             sot: id("<|startoftext|>")?,
             eot: id("<|endoftext|>")?,
         }),
-        other => bail!("{}: model_type `{other}` is not a text encoder (bert, clip)", dir.display()),
+        other => bail!(
+            "{}: model_type `{other}` is not a text encoder (bert, clip)",
+            dir.display()
+        ),
     };
     Ok((enc, tok))
 }
@@ -104,17 +120,35 @@ impl ClipModel {
             pez_hub::ModelSpec::Gguf(p) => bail!("{}: CLIP models are Hugging Face directories", p.display()),
         };
         let tokenizer = pez_hub::tokenizer::from_dir(&dir)?;
-        let id = |t: &str| tokenizer.token_to_id(t).with_context(|| format!("{}: tokenizer has no {t}", dir.display()));
+        let id = |t: &str| {
+            tokenizer
+                .token_to_id(t)
+                .with_context(|| format!("{}: tokenizer has no {t}", dir.display()))
+        };
         let (sot, eot) = (id("<|startoftext|>")?, id("<|endoftext|>")?);
         let clip = pez_models::clip::Clip::from_dir(&dir, dtype.resolve_on(device).candle(), device)?;
-        let (mean, std) = pez_models::clip::image_mean_std(&dir)?.unwrap_or((crate::image::OPENAI_MEAN, crate::image::OPENAI_STD));
-        Ok(Self { text: ClipEncoder { text: clip.text, sot, eot }, vision: clip.vision, tokenizer, mean, std })
+        let (mean, std) =
+            pez_models::clip::image_mean_std(&dir)?.unwrap_or((crate::image::OPENAI_MEAN, crate::image::OPENAI_STD));
+        Ok(Self {
+            text: ClipEncoder {
+                text: clip.text,
+                sot,
+                eot,
+            },
+            vision: clip.vision,
+            tokenizer,
+            mean,
+            std,
+        })
     }
 
     /// Projected image features `[n, f]` of image files.
     pub fn image_features(&self, paths: &[std::path::PathBuf]) -> Result<Tensor> {
         let size = self.vision.image_size();
-        let px = paths.iter().map(|p| crate::image::preprocess(p, size, self.mean, self.std)).collect::<Result<Vec<_>>>()?;
+        let px = paths
+            .iter()
+            .map(|p| crate::image::preprocess(p, size, self.mean, self.std))
+            .collect::<Result<Vec<_>>>()?;
         let device = self.text.text.token_embeddings().device();
         self.vision.features(&Tensor::stack(&px, 0)?.to_device(device)?)
     }

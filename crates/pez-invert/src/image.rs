@@ -20,7 +20,11 @@ pub struct Rgb {
 pub fn load_rgb(path: &Path) -> Result<Rgb> {
     let img = image::open(path).with_context(|| format!("reading image {}", path.display()))?;
     let rgb = img.to_rgb8();
-    Ok(Rgb { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.into_raw() })
+    Ok(Rgb {
+        width: rgb.width() as usize,
+        height: rgb.height() as usize,
+        data: rgb.into_raw(),
+    })
 }
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -86,7 +90,11 @@ pub fn resize_bicubic(img: &Rgb, width: usize, height: usize) -> Rgb {
                 }
             }
         }
-        cur = Rgb { width, height: cur.height, data: out };
+        cur = Rgb {
+            width,
+            height: cur.height,
+            data: out,
+        };
     }
     if height != cur.height {
         let cs = coeffs(cur.height, height);
@@ -102,7 +110,11 @@ pub fn resize_bicubic(img: &Rgb, width: usize, height: usize) -> Rgb {
                 }
             }
         }
-        cur = Rgb { width: cur.width, height, data: out };
+        cur = Rgb {
+            width: cur.width,
+            height,
+            data: out,
+        };
     }
     cur
 }
@@ -120,7 +132,11 @@ fn round_half_even(x: f64) -> i64 {
 /// torchvision `Resize(size)` (short side to `size`) then `CenterCrop(size)`, as 8-bit RGB.
 pub fn resize_and_crop(img: &Rgb, size: usize) -> Rgb {
     let (w, h) = (img.width, img.height);
-    let (nw, nh) = if w <= h { (size, (size as f64 * h as f64 / w as f64) as usize) } else { ((size as f64 * w as f64 / h as f64) as usize, size) };
+    let (nw, nh) = if w <= h {
+        (size, (size as f64 * h as f64 / w as f64) as usize)
+    } else {
+        ((size as f64 * w as f64 / h as f64) as usize, size)
+    };
     let r = resize_bicubic(img, nw, nh);
     let top = round_half_even((nh as f64 - size as f64) / 2.0).max(0) as usize;
     let left = round_half_even((nw as f64 - size as f64) / 2.0).max(0) as usize;
@@ -129,7 +145,11 @@ pub fn resize_and_crop(img: &Rgb, size: usize) -> Rgb {
         let row = (top + y) * nw + left;
         data.extend_from_slice(&r.data[row * 3..(row + size) * 3]);
     }
-    Rgb { width: size, height: size, data }
+    Rgb {
+        width: size,
+        height: size,
+        data,
+    }
 }
 
 /// The model input `[3, size, size]`: `(pixel / 255 - mean) / std`, channels first.

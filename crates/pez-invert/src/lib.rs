@@ -19,7 +19,11 @@ pub use encoder::TextEncoder;
 /// Tokens a prompt may use: no special or unused tokens, and none whose text contains a blocked substring
 /// (case-insensitive), the paper's safety blocklist.
 pub fn allowed_tokens(tok: &Tokenizer, vocab: usize, block: &[String]) -> Vec<bool> {
-    let block: Vec<String> = block.iter().map(|b| b.to_lowercase()).filter(|b| !b.is_empty()).collect();
+    let block: Vec<String> = block
+        .iter()
+        .map(|b| b.to_lowercase())
+        .filter(|b| !b.is_empty())
+        .collect();
     let readable = pez_hub::tokenizer::readable_tokens(tok, vocab);
     (0..vocab as u32)
         .map(|i| {
@@ -30,7 +34,9 @@ pub fn allowed_tokens(tok: &Tokenizer, vocab: usize, block: &[String]) -> Vec<bo
                 && !(raw.starts_with('[') && raw.ends_with(']'))
                 && !(raw.starts_with('<') && raw.ends_with('>'))
                 && !text.trim().is_empty()
-                && !block.iter().any(|b| text.contains(b.as_str()) || raw_l.contains(b.as_str()))
+                && !block
+                    .iter()
+                    .any(|b| text.contains(b.as_str()) || raw_l.contains(b.as_str()))
         })
         .collect()
 }
@@ -52,7 +58,11 @@ impl Objective for FeatureObjective<'_> {
         let v = Var::from_tensor(prompt)?;
         let cos = mean_cosine(&self.encoder.features(v.as_tensor())?, &self.targets)?;
         let loss = (cos.neg()? + 1.0)?;
-        let g = loss.backward()?.get(v.as_tensor()).cloned().ok_or_else(|| anyhow::anyhow!("no gradient reached the prompt"))?;
+        let g = loss
+            .backward()?
+            .get(v.as_tensor())
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no gradient reached the prompt"))?;
         Ok((loss.to_scalar::<f32>()?, g))
     }
 }
@@ -73,7 +83,15 @@ pub struct InvertConfig {
 impl Default for InvertConfig {
     /// The paper's image-inversion settings (AdamW lr 0.1, weight decay 0.1), 16 tokens, 3000 steps.
     fn default() -> Self {
-        Self { prompt_len: 16, steps: 3000, lr: 0.1, weight_decay: 0.1, seed: 0, block: vec![], only: None }
+        Self {
+            prompt_len: 16,
+            steps: 3000,
+            lr: 0.1,
+            weight_decay: 0.1,
+            seed: 0,
+            block: vec![],
+            only: None,
+        }
     }
 }
 
@@ -90,24 +108,59 @@ pub struct Inversion {
 }
 
 /// Runs PEZ from a random allowed-token prompt towards `targets: [n, f]`.
-pub fn invert(encoder: &dyn TextEncoder, tok: &Tokenizer, targets: &Tensor, cfg: &InvertConfig, mut progress: impl FnMut(usize, f64)) -> Result<Inversion> {
+pub fn invert(
+    encoder: &dyn TextEncoder,
+    tok: &Tokenizer,
+    targets: &Tensor,
+    cfg: &InvertConfig,
+    mut progress: impl FnMut(usize, f64),
+) -> Result<Inversion> {
     let emb = encoder.token_embeddings();
     let mut allowed = allowed_tokens(tok, emb.dim(0)?, &cfg.block);
     if let Some(only) = &cfg.only {
         let keep: std::collections::HashSet<u32> = only.iter().copied().collect();
-        allowed.iter_mut().enumerate().for_each(|(i, a)| *a &= keep.contains(&(i as u32)));
+        allowed
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, a)| *a &= keep.contains(&(i as u32)));
     }
-    let pool: Vec<u32> = allowed.iter().enumerate().filter(|(_, &a)| a).map(|(i, _)| i as u32).collect();
+    let pool: Vec<u32> = allowed
+        .iter()
+        .enumerate()
+        .filter(|(_, &a)| a)
+        .map(|(i, _)| i as u32)
+        .collect();
     if pool.is_empty() {
-        bail!("no token is left to choose from (the blocklist, or the blocklist with the allowlist, excludes every one)");
+        bail!(
+            "no token is left to choose from (the blocklist, or the blocklist with the allowlist, excludes every one)"
+        );
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let init_ids: Vec<u32> = (0..cfg.prompt_len).map(|_| pool[rng.gen_range(0..pool.len())]).collect();
+    let init_ids: Vec<u32> = (0..cfg.prompt_len)
+        .map(|_| pool[rng.gen_range(0..pool.len())])
+        .collect();
     let init = emb.index_select(&Tensor::new(init_ids.as_slice(), emb.device())?, 0)?;
     let projector = Projector::new(emb, &allowed)?;
-    let mut pez = Pez::new(Method::Pez, projector, &init, Optimizer::new(OptimizerKind::Adamw, cfg.weight_decay), cfg.steps, cfg.lr, cfg.seed)?;
-    let mut obj = FeatureObjective { encoder, targets: targets.clone() };
-    let mut best = Inversion { prompt: String::new(), token_ids: vec![], cosine: f64::MIN, step: 0, pool: vec![] };
+    let mut pez = Pez::new(
+        Method::Pez,
+        projector,
+        &init,
+        Optimizer::new(OptimizerKind::Adamw, cfg.weight_decay),
+        cfg.steps,
+        cfg.lr,
+        cfg.seed,
+    )?;
+    let mut obj = FeatureObjective {
+        encoder,
+        targets: targets.clone(),
+    };
+    let mut best = Inversion {
+        prompt: String::new(),
+        token_ids: vec![],
+        cosine: f64::MIN,
+        step: 0,
+        pool: vec![],
+    };
     for step in 0..cfg.steps {
         // The loss is evaluated at the projected prompt before the update: that is the hard prompt's score.
         let r = pez.step(&mut obj)?;
@@ -124,6 +177,8 @@ pub fn invert(encoder: &dyn TextEncoder, tok: &Tokenizer, targets: &Tensor, cfg:
 
 /// Mean cosine of a fixed token sequence's features to the targets (for baselines and `pez score`).
 pub fn score_ids(encoder: &dyn TextEncoder, ids: &[u32], targets: &Tensor) -> Result<f64> {
-    let emb = encoder.token_embeddings().index_select(&Tensor::new(ids, encoder.token_embeddings().device())?, 0)?;
+    let emb = encoder
+        .token_embeddings()
+        .index_select(&Tensor::new(ids, encoder.token_embeddings().device())?, 0)?;
     Ok(mean_cosine(&encoder.features(&emb)?, targets)?.to_scalar::<f32>()? as f64)
 }

@@ -19,7 +19,16 @@ static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn main() -> anyhow::Result<()> {
     pez_nn::alloc::keep_freed_memory();
-    let Args { model, batch: b, tokens: s, reps, forward_only, dtype, device, .. } = Args::parse();
+    let Args {
+        model,
+        batch: b,
+        tokens: s,
+        reps,
+        forward_only,
+        dtype,
+        device,
+        ..
+    } = Args::parse();
     let device = device.open()?;
     let dtype = dtype.resolve_on(&device);
     let lm = load_lm(&model, dtype.candle(), &device)?;
@@ -58,11 +67,22 @@ fn main() -> anyhow::Result<()> {
     };
     if forward_only {
         let rss0 = peak_rss_mib();
-        let times = (0..reps).map(|_| secs(&forward)).collect::<anyhow::Result<Vec<f64>>>()?;
+        let times = (0..reps)
+            .map(|_| secs(&forward))
+            .collect::<anyhow::Result<Vec<f64>>>()?;
         let fwd = times.iter().sum::<f64>() / reps as f64;
-        println!("model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads", info.arch, dtype.resolve(), rayon_threads());
-        println!("forward (inference)  {fwd:8.3} s   {:6.1} GFLOP/s   peak RSS {:.0} MiB (after loading {:.0} MiB)",
-                 fwd_flops / fwd / 1e9, peak_rss_mib(), rss0);
+        println!(
+            "model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads",
+            info.arch,
+            dtype.resolve(),
+            rayon_threads()
+        );
+        println!(
+            "forward (inference)  {fwd:8.3} s   {:6.1} GFLOP/s   peak RSS {:.0} MiB (after loading {:.0} MiB)",
+            fwd_flops / fwd / 1e9,
+            peak_rss_mib(),
+            rss0
+        );
         return Ok(());
     }
     forward()?; // warm-up
@@ -79,13 +99,30 @@ fn main() -> anyhow::Result<()> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (fwd, bwd) = (mean(&fwds), mean(&fbs));
     ratios.sort_by(f64::total_cmp);
-    println!("model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads", info.arch, dtype.resolve(), rayon_threads());
-    println!("forward                     {:8.3} s   {:6.1} GFLOP/s", fwd, fwd_flops / fwd / 1e9);
+    println!(
+        "model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads",
+        info.arch,
+        dtype.resolve(),
+        rayon_threads()
+    );
+    println!(
+        "forward                     {:8.3} s   {:6.1} GFLOP/s",
+        fwd,
+        fwd_flops / fwd / 1e9
+    );
     // The input-only backward does about the forward's FLOPs again (no weight gradients).
-    println!("forward+backward-to-inputs  {:8.3} s   {:6.1} GFLOP/s (counting 2x forward FLOPs)",
-             bwd, 2.0 * fwd_flops / bwd / 1e9);
-    println!("backward / forward          {:8.2}x  (goal <= 1.2x); per rep: median {:.2}x, range {:.2}x - {:.2}x",
-             (bwd - fwd) / fwd, ratios[ratios.len() / 2], ratios[0], ratios[ratios.len() - 1]);
+    println!(
+        "forward+backward-to-inputs  {:8.3} s   {:6.1} GFLOP/s (counting 2x forward FLOPs)",
+        bwd,
+        2.0 * fwd_flops / bwd / 1e9
+    );
+    println!(
+        "backward / forward          {:8.2}x  (goal <= 1.2x); per rep: median {:.2}x, range {:.2}x - {:.2}x",
+        (bwd - fwd) / fwd,
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
     Ok(())
 }
 
@@ -119,6 +156,9 @@ fn rayon_threads() -> usize {
 /// The process's peak resident size so far (VmHWM), in MiB; 0 where /proc is missing.
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
     kib.unwrap_or(0.0) / 1024.0
 }

@@ -23,8 +23,12 @@ pub struct BertConfig {
     #[serde(default = "act")]
     pub hidden_act: String,
 }
-fn eps() -> f64 { 1e-12 }
-fn act() -> String { "gelu".into() }
+fn eps() -> f64 {
+    1e-12
+}
+fn act() -> String {
+    "gelu".into()
+}
 
 struct Block {
     q: Linear,
@@ -72,7 +76,9 @@ impl Bert {
     pub fn load(w: &Weights, cfg: BertConfig) -> Result<Self> {
         let w = w.under_first(&["bert", "model"], "embeddings.word_embeddings.weight");
         let eps = cfg.layer_norm_eps;
-        let blocks = (0..cfg.num_hidden_layers).map(|i| Block::load(&w.pp("encoder.layer").pp(i), eps)).collect::<Result<Vec<_>>>()?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(&w.pp("encoder.layer").pp(i), eps))
+            .collect::<Result<Vec<_>>>()?;
         let e = w.pp("embeddings");
         Ok(Self {
             act: Activation::from_hf(&cfg.hidden_act)?,
@@ -94,14 +100,27 @@ impl Bert {
     /// Last hidden states `[b, s, d]` for right-padded word embeddings (token type 0 everywhere).
     pub fn hidden_states(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (_, s, _) = embeds.dims3()?;
-        let e = embeds.broadcast_add(&self.position.narrow(0, 0, s)?)?.broadcast_add(&self.token_type.get(0)?)?;
+        let e = embeds
+            .broadcast_add(&self.position.narrow(0, 0, s)?)?
+            .broadcast_add(&self.token_type.get(0)?)?;
         let mut h = self.emb_ln.forward(&e)?;
         let mask = key_padding_mask(lengths, s, embeds.dtype(), embeds.device())?;
         let heads = self.cfg.num_attention_heads;
         let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
         for b in &self.blocks {
-            let (q, k, v) = (split_heads(&b.q.forward(&h)?, heads)?, split_heads(&b.k.forward(&h)?, heads)?, split_heads(&b.v.forward(&h)?, heads)?);
-            let a = b.attn_out.forward(&merge_heads(&attention_at(&q, &k, &v, Some(&mask), scale, self.precision)?)?)?;
+            let (q, k, v) = (
+                split_heads(&b.q.forward(&h)?, heads)?,
+                split_heads(&b.k.forward(&h)?, heads)?,
+                split_heads(&b.v.forward(&h)?, heads)?,
+            );
+            let a = b.attn_out.forward(&merge_heads(&attention_at(
+                &q,
+                &k,
+                &v,
+                Some(&mask),
+                scale,
+                self.precision,
+            )?)?)?;
             h = b.attn_ln.forward(&(h + a)?)?;
             let m = b.out.forward(&self.act.apply(&b.inter.forward(&h)?)?)?;
             h = b.out_ln.forward(&(h + m)?)?;
@@ -124,6 +143,8 @@ impl Bert {
 
     /// Sentence features `[b, d]` (widened to f32 from bf16): mean-pooled last hidden states.
     pub fn encode(&self, embeds: &Tensor, lengths: &[usize]) -> Result<Tensor> {
-        Ok(pez_nn::dtype::widened(&self.mean_pool(&self.hidden_states(embeds, lengths)?, lengths)?)?)
+        Ok(pez_nn::dtype::widened(
+            &self.mean_pool(&self.hidden_states(embeds, lengths)?, lengths)?,
+        )?)
     }
 }

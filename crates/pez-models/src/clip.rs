@@ -5,12 +5,12 @@
 //! transformer, LayerNorm of the class token, linear projection.
 
 use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
 use pez_hub::checkpoint::{read_config, safetensors_dir};
 use pez_nn::masks::causal_mask;
 use pez_nn::matmul::Precision;
 use pez_nn::ops::{attention_at, gather_rows, merge_heads, split_heads};
 use pez_nn::{Activation, LayerNorm, Linear, Mlp, Weights};
-use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,8 +31,12 @@ pub struct TowerConfig {
     #[serde(default)]
     pub patch_size: usize,
 }
-fn act() -> String { "quick_gelu".into() }
-fn eps() -> f64 { 1e-5 }
+fn act() -> String {
+    "quick_gelu".into()
+}
+fn eps() -> f64 {
+    1e-5
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClipConfig {
@@ -61,7 +65,12 @@ impl Block {
             v: l("self_attn.v_proj")?,
             out: l("self_attn.out_proj")?,
             ln2: LayerNorm::load(&w.pp("layer_norm2"), eps)?,
-            mlp: Mlp { gate: None, up: l("mlp.fc1")?, down: l("mlp.fc2")?, act },
+            mlp: Mlp {
+                gate: None,
+                up: l("mlp.fc1")?,
+                down: l("mlp.fc2")?,
+                act,
+            },
         })
     }
 }
@@ -80,7 +89,11 @@ impl Encoder {
         let blocks = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(&w.pp("encoder.layers").pp(i), cfg.layer_norm_eps, act))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { blocks, cfg, precision: w.precision() })
+        Ok(Self {
+            blocks,
+            cfg,
+            precision: w.precision(),
+        })
     }
 
     fn forward(&self, mut h: Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
@@ -88,8 +101,14 @@ impl Encoder {
         let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
         for b in &self.blocks {
             let x = b.ln1.forward(&h)?;
-            let (q, k, v) = (split_heads(&b.q.forward(&x)?, heads)?, split_heads(&b.k.forward(&x)?, heads)?, split_heads(&b.v.forward(&x)?, heads)?);
-            h = (h + b.out.forward(&merge_heads(&attention_at(&q, &k, &v, mask, scale, self.precision)?)?)?)?;
+            let (q, k, v) = (
+                split_heads(&b.q.forward(&x)?, heads)?,
+                split_heads(&b.k.forward(&x)?, heads)?,
+                split_heads(&b.v.forward(&x)?, heads)?,
+            );
+            h = (h + b
+                .out
+                .forward(&merge_heads(&attention_at(&q, &k, &v, mask, scale, self.precision)?)?)?)?;
             h = (&h + b.mlp.forward(&b.ln2.forward(&h)?)?)?;
         }
         Ok(h)
@@ -138,7 +157,9 @@ impl ClipText {
     /// Projected text features `[b, proj]` (widened to f32 from bf16), pooled at each row's end-of-text position.
     pub fn features(&self, embeds: &Tensor, eot: &[usize]) -> Result<Tensor> {
         let h = self.hidden_states(embeds)?;
-        Ok(pez_nn::dtype::widened(&self.projection.forward(&gather_rows(&h, eot)?)?)?)
+        Ok(pez_nn::dtype::widened(
+            &self.projection.forward(&gather_rows(&h, eot)?)?,
+        )?)
     }
 }
 
@@ -209,7 +230,10 @@ impl Clip {
         } else {
             (read_config::<ClipConfig>(dir)?, safetensors_dir(dir, dtype, device)?)
         };
-        Ok(Self { text: ClipText::load(&w, cfg.text_config)?, vision: ClipVision::load(&w, cfg.vision_config)? })
+        Ok(Self {
+            text: ClipText::load(&w, cfg.text_config)?,
+            vision: ClipVision::load(&w, cfg.vision_config)?,
+        })
     }
 }
 
@@ -224,14 +248,20 @@ pub fn is_open_clip_dir(dir: &Path) -> bool {
 pub fn image_mean_std(dir: &Path) -> Result<Option<([f32; 3], [f32; 3])>> {
     let three = |v: Option<&serde_json::Value>| -> Option<[f32; 3]> {
         let a = v?.as_array()?;
-        Some([a.first()?.as_f64()? as f32, a.get(1)?.as_f64()? as f32, a.get(2)?.as_f64()? as f32])
+        Some([
+            a.first()?.as_f64()? as f32,
+            a.get(1)?.as_f64()? as f32,
+            a.get(2)?.as_f64()? as f32,
+        ])
     };
     for (file, section, mean, std) in [
         ("preprocessor_config.json", None, "image_mean", "image_std"),
         (open_clip::CONFIG, Some("preprocess_cfg"), "mean", "std"),
     ] {
         let p = dir.join(file);
-        let Ok(text) = std::fs::read_to_string(&p) else { continue };
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
         let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         let v = section.map_or(Some(&v), |s| v.get(s));
         if let (Some(m), Some(s)) = (three(v.and_then(|v| v.get(mean))), three(v.and_then(|v| v.get(std)))) {
@@ -277,10 +307,15 @@ mod open_clip {
 
     fn tower(v: &serde_json::Value, text: bool, act: &str, eps: f64) -> Result<TowerConfig> {
         let width: usize = get(v, "width", if text { 512 } else { 768 })?;
-        let heads = if text { get(v, "heads", 8)? } else { width / get::<usize>(v, "head_width", 64)? };
+        let heads = if text {
+            get(v, "heads", 8)?
+        } else {
+            width / get::<usize>(v, "head_width", 64)?
+        };
         let image_size = match get::<serde_json::Value>(v, "image_size", 224.into())? {
             serde_json::Value::Array(a) if a.len() == 2 && a[0] == a[1] => serde_json::from_value(a[0].clone())?,
-            x => serde_json::from_value(x.clone()).with_context(|| format!("open_clip config: image_size {x} is not square"))?,
+            x => serde_json::from_value(x.clone())
+                .with_context(|| format!("open_clip config: image_size {x} is not square"))?,
         };
         Ok(TowerConfig {
             hidden_size: width,
@@ -296,45 +331,85 @@ mod open_clip {
 
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<(ClipConfig, Weights)> {
         let p = dir.join(CONFIG);
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p)?)
-            .with_context(|| format!("parsing {}", p.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p)?).with_context(|| format!("parsing {}", p.display()))?;
         // Hub repositories wrap the model config in `model_cfg`; open_clip's model_configs/*.json are bare.
         let mc: ModelCfg = serde_json::from_value(v.get("model_cfg").unwrap_or(&v).clone())
             .with_context(|| format!("{}: not an open_clip model config", p.display()))?;
         use serde_json::Value::{Bool, Null, String as S};
-        let common = [("ls_init_value", Null), ("block_type", Null), ("qk_norm", Bool(false)),
-            ("scaled_cosine_attn", Bool(false)), ("scale_heads", Bool(false)), ("scale_attn_inner", Bool(false)),
-            ("scale_attn", Bool(false)), ("scale_fc", Bool(false)), ("final_ln_after_pool", Bool(false))];
+        let common = [
+            ("ls_init_value", Null),
+            ("block_type", Null),
+            ("qk_norm", Bool(false)),
+            ("scaled_cosine_attn", Bool(false)),
+            ("scale_heads", Bool(false)),
+            ("scale_attn_inner", Bool(false)),
+            ("scale_attn", Bool(false)),
+            ("scale_fc", Bool(false)),
+            ("final_ln_after_pool", Bool(false)),
+        ];
         let mut vision_plain = common.to_vec();
-        vision_plain.extend([("timm_model_name", Null), ("attentional_pool", Bool(false)), ("no_ln_pre", Bool(false)),
-            ("pool_type", S("tok".into())), ("pos_embed_type", S("learnable".into()))]);
+        vision_plain.extend([
+            ("timm_model_name", Null),
+            ("attentional_pool", Bool(false)),
+            ("no_ln_pre", Bool(false)),
+            ("pool_type", S("tok".into())),
+            ("pos_embed_type", S("learnable".into())),
+        ]);
         let mut text_plain = common.to_vec();
-        text_plain.extend([("hf_model_name", Null), ("embed_cls", Bool(false)), ("no_causal_mask", Bool(false)),
-            ("pool_type", S("argmax".into())), ("proj_bias", Bool(false)), ("proj_type", S("linear".into()))]);
+        text_plain.extend([
+            ("hf_model_name", Null),
+            ("embed_cls", Bool(false)),
+            ("no_causal_mask", Bool(false)),
+            ("pool_type", S("argmax".into())),
+            ("proj_bias", Bool(false)),
+            ("proj_type", S("linear".into())),
+        ]);
         check_plain("vision", &mc.vision_cfg, &vision_plain)?;
         check_plain("text", &mc.text_cfg, &text_plain)?;
         let act = if mc.quick_gelu { "quick_gelu" } else { "gelu" };
-        let eps = |v: &serde_json::Value| v.get("norm_kwargs").and_then(|n| n.get("eps")).and_then(|e| e.as_f64()).unwrap_or(1e-5);
+        let eps = |v: &serde_json::Value| {
+            v.get("norm_kwargs")
+                .and_then(|n| n.get("eps"))
+                .and_then(|e| e.as_f64())
+                .unwrap_or(1e-5)
+        };
         let cfg = ClipConfig {
             text_config: tower(&mc.text_cfg, true, act, eps(&mc.text_cfg))?,
             vision_config: tower(&mc.vision_cfg, false, act, eps(&mc.vision_cfg))?,
             projection_dim: mc.embed_dim,
         };
-        let (st, bin) = (dir.join("open_clip_model.safetensors"), dir.join("open_clip_pytorch_model.bin"));
+        let (st, bin) = (
+            dir.join("open_clip_model.safetensors"),
+            dir.join("open_clip_pytorch_model.bin"),
+        );
         let tensors: Vec<(String, Tensor)> = if st.exists() {
-            candle_core::safetensors::load(&st, device).with_context(|| format!("reading {}", st.display()))?.into_iter().collect()
+            candle_core::safetensors::load(&st, device)
+                .with_context(|| format!("reading {}", st.display()))?
+                .into_iter()
+                .collect()
         } else if bin.exists() {
             candle_core::pickle::read_all(&bin).with_context(|| format!("reading {}", bin.display()))?
         } else {
-            bail!("{}: no open_clip_model.safetensors or open_clip_pytorch_model.bin", dir.display())
+            bail!(
+                "{}: no open_clip_model.safetensors or open_clip_pytorch_model.bin",
+                dir.display()
+            )
         };
         let mut renamed = HashMap::new();
         for (name, t) in tensors {
             for (hf, t) in hf_names(&name, t).with_context(|| format!("{}", dir.display()))? {
-                renamed.insert(hf, t.to_device(device)?.to_dtype(pez_nn::weights::storage_dtype(dtype, device))?);
+                renamed.insert(
+                    hf,
+                    t.to_device(device)?
+                        .to_dtype(pez_nn::weights::storage_dtype(dtype, device))?,
+                );
             }
         }
-        Ok((cfg, Weights::new(renamed, dir.display().to_string(), dtype, device.clone())))
+        Ok((
+            cfg,
+            Weights::new(renamed, dir.display().to_string(), dtype, device.clone()),
+        ))
     }
 
     /// One open_clip tensor as the Hugging Face tensors it becomes: the fused attention input projection splits
@@ -353,13 +428,23 @@ mod open_clip {
                 return ["q_proj", "k_proj", "v_proj"]
                     .iter()
                     .enumerate()
-                    .map(|(j, qkv)| Ok((format!("{p}.self_attn.{qkv}.{kind}"), t.narrow(0, j * d, d)?.contiguous()?)))
+                    .map(|(j, qkv)| {
+                        Ok((
+                            format!("{p}.self_attn.{qkv}.{kind}"),
+                            t.narrow(0, j * d, d)?.contiguous()?,
+                        ))
+                    })
                     .collect();
             }
-            let mapped = [("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("mlp.c_fc.", "mlp.fc1."),
-                ("mlp.c_proj.", "mlp.fc2."), ("attn.out_proj.", "self_attn.out_proj.")]
-                .iter()
-                .find_map(|(from, to)| part.strip_prefix(from).map(|r| format!("{p}.{to}{r}")));
+            let mapped = [
+                ("ln_1.", "layer_norm1."),
+                ("ln_2.", "layer_norm2."),
+                ("mlp.c_fc.", "mlp.fc1."),
+                ("mlp.c_proj.", "mlp.fc2."),
+                ("attn.out_proj.", "self_attn.out_proj."),
+            ]
+            .iter()
+            .find_map(|(from, to)| part.strip_prefix(from).map(|r| format!("{p}.{to}{r}")));
             return match mapped {
                 Some(n) => one(&n),
                 None => bail!("open_clip tensor `{name}` is not part of a plain CLIP block"),
@@ -369,14 +454,20 @@ mod open_clip {
         match (tower, rest) {
             ("text_model", "token_embedding.weight") => one(&format!("text_model.{e}.token_embedding.weight")),
             ("text_model", "positional_embedding") => one(&format!("text_model.{e}.position_embedding.weight")),
-            ("text_model", "ln_final.weight" | "ln_final.bias") => one(&rest.replace("ln_final", "text_model.final_layer_norm")),
+            ("text_model", "ln_final.weight" | "ln_final.bias") => {
+                one(&rest.replace("ln_final", "text_model.final_layer_norm"))
+            }
             ("text_model", "text_projection") => Ok(vec![("text_projection.weight".into(), t.t()?.contiguous()?)]),
             ("text_model", "logit_scale" | "logit_bias" | "attn_mask") => Ok(vec![]),
             ("vision_model", "class_embedding") => one(&format!("vision_model.{e}.class_embedding")),
             ("vision_model", "conv1.weight") => one(&format!("vision_model.{e}.patch_embedding.weight")),
             ("vision_model", "positional_embedding") => one(&format!("vision_model.{e}.position_embedding.weight")),
-            ("vision_model", "ln_pre.weight" | "ln_pre.bias") => one(&rest.replace("ln_pre", "vision_model.pre_layrnorm")),
-            ("vision_model", "ln_post.weight" | "ln_post.bias") => one(&rest.replace("ln_post", "vision_model.post_layernorm")),
+            ("vision_model", "ln_pre.weight" | "ln_pre.bias") => {
+                one(&rest.replace("ln_pre", "vision_model.pre_layrnorm"))
+            }
+            ("vision_model", "ln_post.weight" | "ln_post.bias") => {
+                one(&rest.replace("ln_post", "vision_model.post_layernorm"))
+            }
             ("vision_model", "proj") => Ok(vec![("visual_projection.weight".into(), t.t()?.contiguous()?)]),
             _ => bail!("open_clip tensor `{name}` is not part of a plain CLIP model"),
         }

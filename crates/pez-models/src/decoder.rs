@@ -31,7 +31,13 @@ impl<'a> Pass<'a> {
     pub fn new(embeds: &Tensor, past: Option<&'a KvCache>, packed: Option<&'a Packed>) -> Result<Self> {
         let (_, s, _) = embeds.dims3()?;
         let positions = masks::token_positions(s, KvCache::len_of(past), packed);
-        Ok(Self { past, packed, positions, dtype: embeds.dtype(), device: embeds.device().clone() })
+        Ok(Self {
+            past,
+            packed,
+            positions,
+            dtype: embeds.dtype(),
+            device: embeds.device().clone(),
+        })
     }
 
     fn past_len(&self) -> usize {
@@ -45,7 +51,14 @@ impl<'a> Pass<'a> {
 
     /// The additive mask `[s, past + s]`: causal, per row when packed, within `window` positions if given.
     pub fn mask(&self, window: Option<usize>) -> Result<Tensor> {
-        Ok(masks::attention_mask(self.positions.len(), self.past_len(), self.packed, window, self.dtype, &self.device)?)
+        Ok(masks::attention_mask(
+            self.positions.len(),
+            self.past_len(),
+            self.packed,
+            window,
+            self.dtype,
+            &self.device,
+        )?)
     }
 
     /// Rotary tables at the tokens' positions divided by `factor` (linear rope scaling; 1 for none).
@@ -57,7 +70,12 @@ impl<'a> Pass<'a> {
 
     /// Runs `layer(l, i, h, past)` over the layers in order, each continuing its own cached keys and values;
     /// returns the last hidden states and the cache extended by this pass.
-    pub fn run<L>(&self, embeds: Tensor, layers: &[L], layer: impl Fn(&L, usize, &Tensor, LayerPast) -> Result<LayerOut>) -> Result<(Tensor, KvCache)> {
+    pub fn run<L>(
+        &self,
+        embeds: Tensor,
+        layers: &[L],
+        layer: impl Fn(&L, usize, &Tensor, LayerPast) -> Result<LayerOut>,
+    ) -> Result<(Tensor, KvCache)> {
         let mut h = embeds;
         let mut cache = Vec::with_capacity(layers.len());
         for (i, l) in layers.iter().enumerate() {
@@ -65,7 +83,13 @@ impl<'a> Pass<'a> {
             h = next;
             cache.push(kv);
         }
-        Ok((h, KvCache { len: self.past_len() + self.positions.len(), layers: cache }))
+        Ok((
+            h,
+            KvCache {
+                len: self.past_len() + self.positions.len(),
+                layers: cache,
+            },
+        ))
     }
 }
 
@@ -101,7 +125,17 @@ impl SelfAttention {
     /// `{q,k,v,o}_proj` under `w` (the Hugging Face names of Llama and Gemma), scores scaled by `scale`.
     pub fn load(w: &Weights, heads: usize, kv_heads: usize, scale: f64) -> Result<Self> {
         let l = |n: &str| Linear::load(&w.pp(n));
-        Ok(Self { q: l("q_proj")?, k: l("k_proj")?, v: l("v_proj")?, o: l("o_proj")?, heads, kv_heads, scale, qk_norm: None, precision: w.precision() })
+        Ok(Self {
+            q: l("q_proj")?,
+            k: l("k_proj")?,
+            v: l("v_proj")?,
+            o: l("o_proj")?,
+            heads,
+            kv_heads,
+            scale,
+            qk_norm: None,
+            precision: w.precision(),
+        })
     }
 
     /// `x: [b, s, d]` -> the attention output `[b, s, d]` and this layer's keys and values after `past`.
@@ -131,5 +165,10 @@ impl SelfAttention {
 /// The gated MLP `down(act(gate(x)) * up(x))` under `w` (`{gate,up,down}_proj`: Llama and Gemma).
 pub fn gated_mlp(w: &Weights, act: Activation) -> Result<Mlp> {
     let l = |n: &str| Linear::load(&w.pp(n));
-    Ok(Mlp { gate: Some(l("gate_proj")?), up: l("up_proj")?, down: l("down_proj")?, act })
+    Ok(Mlp {
+        gate: Some(l("gate_proj")?),
+        up: l("up_proj")?,
+        down: l("down_proj")?,
+        act,
+    })
 }

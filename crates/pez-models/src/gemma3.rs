@@ -37,10 +37,18 @@ pub struct Gemma3Config {
     #[serde(default = "act")]
     pub hidden_activation: String,
 }
-fn eps() -> f64 { 1e-6 }
-fn pattern() -> usize { 6 }
-fn ctx() -> usize { 32768 }
-fn act() -> String { "gelu_pytorch_tanh".into() }
+fn eps() -> f64 {
+    1e-6
+}
+fn pattern() -> usize {
+    6
+}
+fn ctx() -> usize {
+    32768
+}
+fn act() -> String {
+    "gelu_pytorch_tanh".into()
+}
 
 impl Gemma3Config {
     pub fn from_gguf(c: &gguf_file::Content) -> Result<Self> {
@@ -88,10 +96,16 @@ impl Gemma3Config {
         };
         if let Some(p) = &self.rope_parameters {
             let (g, l) = (&p["full_attention"], &p["sliding_attention"]);
-            return ((theta_of(g).unwrap_or(1e6), factor_of(g)), (theta_of(l).unwrap_or(1e4), factor_of(l)));
+            return (
+                (theta_of(g).unwrap_or(1e6), factor_of(g)),
+                (theta_of(l).unwrap_or(1e4), factor_of(l)),
+            );
         }
         let gf = self.rope_scaling.as_ref().map(factor_of).unwrap_or(1.0);
-        ((self.rope_theta.unwrap_or(1e6), gf), (self.rope_local_base_freq.unwrap_or(1e4), 1.0))
+        (
+            (self.rope_theta.unwrap_or(1e6), gf),
+            (self.rope_local_base_freq.unwrap_or(1e4), 1.0),
+        )
     }
 }
 
@@ -107,9 +121,19 @@ struct Block {
 
 impl Block {
     /// `norm` reads an RMSNorm's scale (1 + w) by name.
-    fn load(w: &Weights, c: &Gemma3Config, act: Activation, norm: &dyn Fn(&Weights) -> Result<RmsNorm>) -> Result<Self> {
+    fn load(
+        w: &Weights,
+        c: &Gemma3Config,
+        act: Activation,
+        norm: &dyn Fn(&Weights) -> Result<RmsNorm>,
+    ) -> Result<Self> {
         let a = w.pp("self_attn");
-        let mut attn = SelfAttention::load(&a, c.num_attention_heads, c.num_key_value_heads, 1.0 / c.query_pre_attn_scalar.sqrt())?;
+        let mut attn = SelfAttention::load(
+            &a,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            1.0 / c.query_pre_attn_scalar.sqrt(),
+        )?;
         attn.qk_norm = Some((norm(&a.pp("q_norm"))?, norm(&a.pp("k_norm"))?));
         Ok(Self {
             input_norm: norm(&w.pp("input_layernorm"))?,
@@ -122,7 +146,9 @@ impl Block {
     }
 
     fn forward(&self, h: &Tensor, rope: &Rope, mask: &Tensor, past: LayerPast) -> Result<LayerOut> {
-        let (a, kv) = self.attn.forward(&self.input_norm.forward(h)?, Some(rope), mask, past)?;
+        let (a, kv) = self
+            .attn
+            .forward(&self.input_norm.forward(h)?, Some(rope), mask, past)?;
         let h = (h + self.post_attn_norm.forward(&a)?)?;
         let m = self.mlp.forward(&self.pre_ff_norm.forward(&h)?)?;
         Ok(((h + self.post_ff_norm.forward(&m)?)?, kv))
@@ -141,7 +167,10 @@ pub struct Gemma3 {
 impl Gemma3 {
     /// From Hugging Face tensor names. `norms_hold_one_plus_w`: GGUF files store RMSNorm scales as 1 + w already.
     pub fn load(w: &Weights, mut cfg: Gemma3Config, norms_hold_one_plus_w: bool) -> Result<Self> {
-        let m = w.under_first(&["model.language_model", "language_model.model", "model"], "embed_tokens.weight");
+        let m = w.under_first(
+            &["model.language_model", "language_model.model", "model"],
+            "embed_tokens.weight",
+        );
         let eps = cfg.rms_norm_eps;
         let norm = |w: &Weights| -> Result<RmsNorm> {
             let t = w.get("weight")?;
@@ -150,22 +179,37 @@ impl Gemma3 {
         let embed = m.get("embed_tokens.weight")?;
         cfg.vocab_size = embed.dim(0)?;
         let act = Activation::from_hf(&cfg.hidden_activation)?;
-        let blocks = (0..cfg.num_hidden_layers).map(|i| Block::load(&m.pp("layers").pp(i), &cfg, act, &norm)).collect::<Result<Vec<_>>>()?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(&m.pp("layers").pp(i), &cfg, act, &norm))
+            .collect::<Result<Vec<_>>>()?;
         let info = LmInfo {
             arch: "gemma3".into(),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
             max_positions: cfg.max_position_embeddings,
             num_layers: blocks.len(),
-            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
+            block_matmul_params: crate::count_params(
+                blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights())),
+            ),
         };
-        Ok(Self { norm: norm(&m.pp("norm"))?, head: Linear::new(embed.clone(), None, w.precision())?, embed, blocks, info, cfg })
+        Ok(Self {
+            norm: norm(&m.pp("norm"))?,
+            head: Linear::new(embed.clone(), None, w.precision())?,
+            embed,
+            blocks,
+            info,
+            cfg,
+        })
     }
 
     /// From a llama.cpp GGUF file's tensors (renamed to Hugging Face's; its norm scales already hold 1 + w).
     pub fn from_gguf(w: &Weights, content: &gguf_file::Content) -> Result<Self> {
         let cfg = Gemma3Config::from_gguf(content)?;
-        Self::load(&pez_hub::gguf::to_hf(w, "gemma3", cfg.num_attention_heads, cfg.num_key_value_heads)?, cfg, true)
+        Self::load(
+            &pez_hub::gguf::to_hf(w, "gemma3", cfg.num_attention_heads, cfg.num_key_value_heads)?,
+            cfg,
+            true,
+        )
     }
 }
 
@@ -180,12 +224,20 @@ impl CausalDecoder for Gemma3 {
         &self.head
     }
     /// Sliding-window layers and global layers each have their own mask and rope base.
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
+    fn forward_after(
+        &self,
+        embeds: &Tensor,
+        past: Option<&KvCache>,
+        packed: Option<&Packed>,
+    ) -> Result<(Tensor, KvCache)> {
         let c = &self.cfg;
         let pass = Pass::new(embeds, past, packed)?;
         let ((g_theta, g_factor), (l_theta, l_factor)) = c.rope();
         let global = (pass.rope(c.head_dim, g_theta, g_factor)?, pass.mask(None)?);
-        let local = (pass.rope(c.head_dim, l_theta, l_factor)?, pass.mask(Some(c.sliding_window))?);
+        let local = (
+            pass.rope(c.head_dim, l_theta, l_factor)?,
+            pass.mask(Some(c.sliding_window))?,
+        );
         let h = (embeds * (c.hidden_size as f64).sqrt())?;
         let (h, cache) = pass.run(h, &self.blocks, |b, i, h, past| {
             let (rope, mask) = if c.is_sliding(i) { &local } else { &global };

@@ -19,8 +19,12 @@ pub struct Gpt2Config {
     #[serde(default = "default_act")]
     pub activation_function: String,
 }
-fn default_eps() -> f64 { 1e-5 }
-fn default_act() -> String { "gelu_new".into() }
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
 
 /// `h + attn(ln_1(h))`, then `h + mlp(ln_2(h))`.
 struct Block {
@@ -39,14 +43,35 @@ impl Block {
     fn load(w: &Weights, c: &Gpt2Config, act: Activation) -> Result<Self> {
         // `c_attn` holds the query, key and value maps side by side: `[d, 3d]` and `[3d]`.
         let (w_qkv, b_qkv, d) = (w.get("attn.c_attn.weight")?, w.get("attn.c_attn.bias")?, c.n_embd);
-        let part = |j: usize| Linear::from_in_out(w_qkv.narrow(1, j * d, d)?, Some(b_qkv.narrow(0, j * d, d)?), w.precision());
+        let part = |j: usize| {
+            Linear::from_in_out(
+                w_qkv.narrow(1, j * d, d)?,
+                Some(b_qkv.narrow(0, j * d, d)?),
+                w.precision(),
+            )
+        };
         let scale = 1.0 / ((d / c.n_head) as f64).sqrt();
-        let attn = SelfAttention { q: part(0)?, k: part(1)?, v: part(2)?, o: conv1d(&w.pp("attn.c_proj"))?, heads: c.n_head, kv_heads: c.n_head, scale, qk_norm: None, precision: w.precision() };
+        let attn = SelfAttention {
+            q: part(0)?,
+            k: part(1)?,
+            v: part(2)?,
+            o: conv1d(&w.pp("attn.c_proj"))?,
+            heads: c.n_head,
+            kv_heads: c.n_head,
+            scale,
+            qk_norm: None,
+            precision: w.precision(),
+        };
         Ok(Self {
             ln_1: LayerNorm::load(&w.pp("ln_1"), c.layer_norm_epsilon)?,
             attn,
             ln_2: LayerNorm::load(&w.pp("ln_2"), c.layer_norm_epsilon)?,
-            mlp: Mlp { gate: None, up: conv1d(&w.pp("mlp.c_fc"))?, down: conv1d(&w.pp("mlp.c_proj"))?, act },
+            mlp: Mlp {
+                gate: None,
+                up: conv1d(&w.pp("mlp.c_fc"))?,
+                down: conv1d(&w.pp("mlp.c_proj"))?,
+                act,
+            },
         })
     }
 
@@ -72,14 +97,18 @@ impl Gpt2 {
     pub fn load(w: &Weights, cfg: Gpt2Config) -> Result<Self> {
         let w = w.under_first(&["transformer"], "wte.weight");
         let act = Activation::from_hf(&cfg.activation_function)?;
-        let blocks = (0..cfg.n_layer).map(|i| Block::load(&w.pp("h").pp(i), &cfg, act)).collect::<Result<Vec<_>>>()?;
+        let blocks = (0..cfg.n_layer)
+            .map(|i| Block::load(&w.pp("h").pp(i), &cfg, act))
+            .collect::<Result<Vec<_>>>()?;
         let info = LmInfo {
             arch: "gpt2".into(),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.n_embd,
             max_positions: cfg.n_positions,
             num_layers: blocks.len(),
-            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
+            block_matmul_params: crate::count_params(
+                blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights())),
+            ),
         };
         let wte = w.get_shaped("wte.weight", &[cfg.vocab_size, cfg.n_embd])?;
         Ok(Self {
@@ -104,10 +133,19 @@ impl CausalDecoder for Gpt2 {
     fn head(&self) -> &Linear {
         &self.head
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
+    fn forward_after(
+        &self,
+        embeds: &Tensor,
+        past: Option<&KvCache>,
+        packed: Option<&Packed>,
+    ) -> Result<(Tensor, KvCache)> {
         let pass = Pass::new(embeds, past, packed)?;
         if pass.end() > self.cfg.n_positions {
-            bail!("sequence of {} tokens exceeds GPT-2's {} positions", pass.end(), self.cfg.n_positions);
+            bail!(
+                "sequence of {} tokens exceeds GPT-2's {} positions",
+                pass.end(),
+                self.cfg.n_positions
+            );
         }
         let mask = pass.mask(None)?;
         let h = embeds.broadcast_add(&ops::rows_at(&self.wpe, &pass.positions)?)?;

@@ -94,7 +94,12 @@ pub trait CausalDecoder: Send + Sync {
     ///
     /// A learned prompt is the same prefix in every row: its keys and values are computed once and reused,
     /// and gradients still flow back through them to the prompt.
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)>;
+    fn forward_after(
+        &self,
+        embeds: &Tensor,
+        past: Option<&KvCache>,
+        packed: Option<&Packed>,
+    ) -> Result<(Tensor, KvCache)>;
 }
 
 impl<T: CausalDecoder> LanguageModel for T {

@@ -29,9 +29,15 @@ pub struct LlamaConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<serde_json::Value>,
 }
-fn default_eps() -> f64 { 1e-5 }
-fn default_theta() -> f64 { 10000.0 }
-fn default_ctx() -> usize { 2048 }
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_ctx() -> usize {
+    2048
+}
 
 impl LlamaConfig {
     pub fn from_gguf(c: &gguf_file::Content) -> Result<Self> {
@@ -80,7 +86,9 @@ impl Block {
     }
 
     fn forward(&self, h: &Tensor, rope: &Rope, mask: &Tensor, past: LayerPast) -> Result<LayerOut> {
-        let (a, kv) = self.attn.forward(&self.input_norm.forward(h)?, Some(rope), mask, past)?;
+        let (a, kv) = self
+            .attn
+            .forward(&self.input_norm.forward(h)?, Some(rope), mask, past)?;
         let h = (h + a)?;
         let m = self.mlp.forward(&self.post_norm.forward(&h)?)?;
         Ok(((h + m)?, kv))
@@ -102,7 +110,9 @@ impl Llama {
         let m = w.pp("model");
         let embed = m.get("embed_tokens.weight")?;
         cfg.vocab_size = embed.dim(0)?;
-        let blocks = (0..cfg.num_hidden_layers).map(|i| Block::load(&m.pp("layers").pp(i), &cfg)).collect::<Result<Vec<_>>>()?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(&m.pp("layers").pp(i), &cfg))
+            .collect::<Result<Vec<_>>>()?;
         let head = match w.get_opt("lm_head.weight") {
             Some(h) if !cfg.tie_word_embeddings => h,
             _ => embed.clone(),
@@ -114,15 +124,27 @@ impl Llama {
             hidden_size: cfg.hidden_size,
             max_positions: cfg.max_position_embeddings,
             num_layers: blocks.len(),
-            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
+            block_matmul_params: crate::count_params(
+                blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights())),
+            ),
         };
-        Ok(Self { norm: RmsNorm::load(&m.pp("norm"), cfg.rms_norm_eps)?, embed, blocks, head, info, cfg })
+        Ok(Self {
+            norm: RmsNorm::load(&m.pp("norm"), cfg.rms_norm_eps)?,
+            embed,
+            blocks,
+            head,
+            info,
+            cfg,
+        })
     }
 
     /// From a llama.cpp GGUF file (its tensors renamed to Hugging Face's, Q/K rows put back in its order).
     pub fn from_gguf(w: &Weights, content: &gguf_file::Content) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(content)?;
-        Self::load(&pez_hub::gguf::to_hf(w, "llama", cfg.num_attention_heads, cfg.kv_heads())?, cfg)
+        Self::load(
+            &pez_hub::gguf::to_hf(w, "llama", cfg.num_attention_heads, cfg.kv_heads())?,
+            cfg,
+        )
     }
 }
 
@@ -136,10 +158,20 @@ impl CausalDecoder for Llama {
     fn head(&self) -> &Linear {
         &self.head
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
+    fn forward_after(
+        &self,
+        embeds: &Tensor,
+        past: Option<&KvCache>,
+        packed: Option<&Packed>,
+    ) -> Result<(Tensor, KvCache)> {
         let pass = Pass::new(embeds, past, packed)?;
-        let (rope, mask) = (pass.rope(self.cfg.head_dim(), self.cfg.rope_theta, 1.0)?, pass.mask(None)?);
-        let (h, cache) = pass.run(embeds.clone(), &self.blocks, |b, _, h, past| b.forward(h, &rope, &mask, past))?;
+        let (rope, mask) = (
+            pass.rope(self.cfg.head_dim(), self.cfg.rope_theta, 1.0)?,
+            pass.mask(None)?,
+        );
+        let (h, cache) = pass.run(embeds.clone(), &self.blocks, |b, _, h, past| {
+            b.forward(h, &rope, &mask, past)
+        })?;
         Ok((self.norm.forward(&h)?, cache))
     }
 }

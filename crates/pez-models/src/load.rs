@@ -40,7 +40,12 @@ pub fn load_lm(name: &str, dtype: DType, device: &Device) -> Result<LoadedLm> {
 pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<LoadedLm> {
     let model = load_hf_model(dir, dtype, device)?;
     let tokenizer = tokenizer::from_dir(dir)?;
-    Ok(LoadedLm { model, bos: bos_of(&tokenizer), tokenizer, source: dir.display().to_string() })
+    Ok(LoadedLm {
+        model,
+        bos: bos_of(&tokenizer),
+        tokenizer,
+        source: dir.display().to_string(),
+    })
 }
 
 /// The model of a Hugging Face directory, without its tokenizer.
@@ -74,5 +79,10 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<LoadedLm>
         "gemma3" => Box::new(gemma3::Gemma3::from_gguf(&w, &content)?),
         other => bail!("{}: GGUF architecture `{other}` is not supported", path.display()),
     };
-    Ok(LoadedLm { model, tokenizer: tokenizer::from_gguf(&content)?, bos: tokenizer::gguf_bos(&content), source: path.display().to_string() })
+    Ok(LoadedLm {
+        model,
+        tokenizer: tokenizer::from_gguf(&content)?,
+        bos: tokenizer::gguf_bos(&content),
+        source: path.display().to_string(),
+    })
 }

@@ -24,8 +24,12 @@ pub struct OptConfig {
     #[serde(default = "yes")]
     pub enable_bias: bool,
 }
-fn yes() -> bool { true }
-fn relu() -> String { "relu".into() }
+fn yes() -> bool {
+    true
+}
+fn relu() -> String {
+    "relu".into()
+}
 
 /// OPT's learned positions start at index 2 (a fairseq legacy).
 const POSITION_OFFSET: usize = 2;
@@ -46,13 +50,25 @@ impl Block {
         let scale = 1.0 / ((c.hidden_size / heads) as f64).sqrt();
         let a = "self_attn";
         let attn = SelfAttention {
-            q: l(&format!("{a}.q_proj"))?, k: l(&format!("{a}.k_proj"))?, v: l(&format!("{a}.v_proj"))?, o: l(&format!("{a}.out_proj"))?,
-            heads, kv_heads: heads, scale, qk_norm: None, precision: w.precision(),
+            q: l(&format!("{a}.q_proj"))?,
+            k: l(&format!("{a}.k_proj"))?,
+            v: l(&format!("{a}.v_proj"))?,
+            o: l(&format!("{a}.out_proj"))?,
+            heads,
+            kv_heads: heads,
+            scale,
+            qk_norm: None,
+            precision: w.precision(),
         };
         Ok(Self {
             attn,
             attn_ln: LayerNorm::load(&w.pp("self_attn_layer_norm"), 1e-5)?,
-            mlp: Mlp { gate: None, up: l("fc1")?, down: l("fc2")?, act },
+            mlp: Mlp {
+                gate: None,
+                up: l("fc1")?,
+                down: l("fc2")?,
+                act,
+            },
             final_ln: LayerNorm::load(&w.pp("final_layer_norm"), 1e-5)?,
             pre: c.do_layer_norm_before,
         })
@@ -89,16 +105,28 @@ impl Opt {
     pub fn load(w: &Weights, cfg: OptConfig) -> Result<Self> {
         let w = w.under_first(&["model.decoder", "decoder"], "embed_tokens.weight");
         let act = Activation::from_hf(&cfg.activation_function)?;
-        let blocks = (0..cfg.num_hidden_layers).map(|i| Block::load(&w.pp("layers").pp(i), &cfg, act)).collect::<Result<Vec<_>>>()?;
-        let final_ln = if w.contains("final_layer_norm.weight") { Some(LayerNorm::load(&w.pp("final_layer_norm"), 1e-5)?) } else { None };
-        let projection = |n: &str| w.get_opt(&format!("{n}.weight")).map(|p| Linear::new(p, None, w.precision())).transpose();
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(&w.pp("layers").pp(i), &cfg, act))
+            .collect::<Result<Vec<_>>>()?;
+        let final_ln = if w.contains("final_layer_norm.weight") {
+            Some(LayerNorm::load(&w.pp("final_layer_norm"), 1e-5)?)
+        } else {
+            None
+        };
+        let projection = |n: &str| {
+            w.get_opt(&format!("{n}.weight"))
+                .map(|p| Linear::new(p, None, w.precision()))
+                .transpose()
+        };
         let info = LmInfo {
             arch: "opt".into(),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.word_embed_proj_dim.unwrap_or(cfg.hidden_size),
             max_positions: cfg.max_position_embeddings,
             num_layers: blocks.len(),
-            block_matmul_params: crate::count_params(blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights()))),
+            block_matmul_params: crate::count_params(
+                blocks.iter().flat_map(|b| b.attn.weights().chain(b.mlp.weights())),
+            ),
         };
         let embed = w.get("embed_tokens.weight")?;
         Ok(Self {
@@ -125,10 +153,19 @@ impl CausalDecoder for Opt {
     fn head(&self) -> &Linear {
         &self.head
     }
-    fn forward_after(&self, embeds: &Tensor, past: Option<&KvCache>, packed: Option<&Packed>) -> Result<(Tensor, KvCache)> {
+    fn forward_after(
+        &self,
+        embeds: &Tensor,
+        past: Option<&KvCache>,
+        packed: Option<&Packed>,
+    ) -> Result<(Tensor, KvCache)> {
         let pass = Pass::new(embeds, past, packed)?;
         if pass.end() > self.cfg.max_position_embeddings {
-            bail!("sequence of {} tokens exceeds OPT's {} positions", pass.end(), self.cfg.max_position_embeddings);
+            bail!(
+                "sequence of {} tokens exceeds OPT's {} positions",
+                pass.end(),
+                self.cfg.max_position_embeddings
+            );
         }
         let mask = pass.mask(None)?;
         let h = match &self.project_in {

@@ -39,12 +39,24 @@ pub struct T5Config {
     #[serde(default = "ctx")]
     pub n_positions: usize,
 }
-fn buckets() -> usize { 32 }
-fn max_distance() -> usize { 128 }
-fn eps() -> f64 { 1e-6 }
-fn ff() -> String { "relu".into() }
-fn yes() -> bool { true }
-fn ctx() -> usize { 512 }
+fn buckets() -> usize {
+    32
+}
+fn max_distance() -> usize {
+    128
+}
+fn eps() -> f64 {
+    1e-6
+}
+fn ff() -> String {
+    "relu".into()
+}
+fn yes() -> bool {
+    true
+}
+fn ctx() -> usize {
+    512
+}
 
 /// HF's `_relative_position_bucket`: exact buckets for small distances, log-spaced up to `max_distance`.
 pub fn relative_position_bucket(rel: i64, bidirectional: bool, num_buckets: usize, max_distance: usize) -> usize {
@@ -84,14 +96,27 @@ struct Attn {
 impl Attn {
     fn load(w: &Weights) -> Result<Self> {
         let l = |n: &str| Linear::load(&w.pp(n));
-        Ok(Self { q: l("q")?, k: l("k")?, v: l("v")?, o: l("o")?, precision: w.precision() })
+        Ok(Self {
+            q: l("q")?,
+            k: l("k")?,
+            v: l("v")?,
+            o: l("o")?,
+            precision: w.precision(),
+        })
     }
 
     fn forward(&self, x: &Tensor, kv: &Tensor, bias: &Tensor, heads: usize) -> Result<Tensor> {
         let q = split_heads(&self.q.forward(x)?, heads)?;
         let k = split_heads(&self.k.forward(kv)?, heads)?;
         let v = split_heads(&self.v.forward(kv)?, heads)?;
-        Ok(self.o.forward(&merge_heads(&attention_at(&q, &k, &v, Some(bias), 1.0, self.precision)?)?)?)
+        Ok(self.o.forward(&merge_heads(&attention_at(
+            &q,
+            &k,
+            &v,
+            Some(bias),
+            1.0,
+            self.precision,
+        )?)?)?)
     }
 
     fn weights(&self) -> impl Iterator<Item = &Tensor> {
@@ -103,9 +128,19 @@ impl Attn {
 fn mlp(w: &Weights, gated: bool, act: Activation) -> Result<Mlp> {
     let l = |n: &str| Linear::load(&w.pp(n));
     Ok(if gated {
-        Mlp { gate: Some(l("wi_0")?), up: l("wi_1")?, down: l("wo")?, act }
+        Mlp {
+            gate: Some(l("wi_0")?),
+            up: l("wi_1")?,
+            down: l("wo")?,
+            act,
+        }
     } else {
-        Mlp { gate: None, up: l("wi")?, down: l("wo")?, act }
+        Mlp {
+            gate: None,
+            up: l("wi")?,
+            down: l("wo")?,
+            act,
+        }
     })
 }
 
@@ -146,7 +181,10 @@ impl T5 {
             "gated-gelu" => "gelu_new",
             s => s.trim_start_matches("gated-"),
         };
-        let (act, gated) = (Activation::from_hf(act_name)?, cfg.feed_forward_proj.starts_with("gated-"));
+        let (act, gated) = (
+            Activation::from_hf(act_name)?,
+            cfg.feed_forward_proj.starts_with("gated-"),
+        );
         let encoder = (0..cfg.num_layers)
             .map(|i| {
                 let l = w.pp("encoder.block").pp(i).pp("layer");
@@ -179,16 +217,30 @@ impl T5 {
             Some(h) if !cfg.tie_word_embeddings || cfg.scale_decoder_outputs.is_some() => h,
             _ => shared.clone(),
         };
-        let head = Linear::new(if scale { (head * (cfg.d_model as f64).powf(-0.5))? } else { head }, None, w.precision())?;
+        let head = Linear::new(
+            if scale {
+                (head * (cfg.d_model as f64).powf(-0.5))?
+            } else {
+                head
+            },
+            None,
+            w.precision(),
+        )?;
         let info = LmInfo {
             arch: "t5".into(),
             vocab_size: shared.dim(0)?,
             hidden_size: cfg.d_model,
             max_positions: cfg.n_positions,
             num_layers: encoder.len(),
-            block_matmul_params: crate::count_params(encoder.iter().flat_map(|b| b.attn.weights().chain(b.ff.weights()))),
+            block_matmul_params: crate::count_params(
+                encoder.iter().flat_map(|b| b.attn.weights().chain(b.ff.weights())),
+            ),
         };
-        let rel_bias = |part: &str| w.get(&format!("{part}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"));
+        let rel_bias = |part: &str| {
+            w.get(&format!(
+                "{part}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+            ))
+        };
         Ok(Self {
             enc_rel_bias: rel_bias("encoder")?,
             dec_rel_bias: rel_bias("decoder")?,
@@ -209,8 +261,12 @@ impl T5 {
         let idx: Vec<u32> = (0..q)
             .flat_map(|i| {
                 (0..k).map(move |j| {
-                    relative_position_bucket(j as i64 - i as i64, bidirectional, c.relative_attention_num_buckets,
-                                             c.relative_attention_max_distance) as u32
+                    relative_position_bucket(
+                        j as i64 - i as i64,
+                        bidirectional,
+                        c.relative_attention_num_buckets,
+                        c.relative_attention_max_distance,
+                    ) as u32
                 })
             })
             .collect();
@@ -224,7 +280,10 @@ impl T5 {
         let (dt, dev) = (embeds.dtype(), embeds.device());
         let heads = self.cfg.num_heads;
         let pad = key_padding_mask(lengths, s, dt, dev)?;
-        let bias = self.position_bias(&self.enc_rel_bias, s, s, true, dev)?.to_dtype(dt)?.broadcast_add(&pad)?;
+        let bias = self
+            .position_bias(&self.enc_rel_bias, s, s, true, dev)?
+            .to_dtype(dt)?
+            .broadcast_add(&pad)?;
         let mut h = embeds.clone();
         for b in &self.encoder {
             let x = b.attn_norm.forward(&h)?;
@@ -251,7 +310,10 @@ impl LanguageModel for T5 {
         let self_bias = self.position_bias(&self.dec_rel_bias, 1, 1, false, dev)?.to_dtype(dt)?;
         let cross_bias = key_padding_mask(lengths, s, dt, dev)?;
         let start = self.embed_ids(&[self.cfg.decoder_start_token_id])?;
-        let mut h = start.unsqueeze(0)?.broadcast_as((b, 1, self.cfg.d_model))?.contiguous()?;
+        let mut h = start
+            .unsqueeze(0)?
+            .broadcast_as((b, 1, self.cfg.d_model))?
+            .contiguous()?;
         for blk in &self.decoder {
             let x = blk.self_norm.forward(&h)?;
             h = (&h + blk.self_attn.forward(&x, &x, &self_bias, heads)?)?;
@@ -269,4 +331,3 @@ impl LanguageModel for T5 {
         self.lm_head(&h.squeeze(1)?)
     }
 }
-

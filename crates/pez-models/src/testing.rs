@@ -20,6 +20,10 @@ pub fn tiny_lm(tmp: &Path, name: &str) -> PathBuf {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(fixtures().join(name).join(f), dir.join(f)).unwrap();
     }
-    std::fs::copy(fixtures().join("transfer/gpt2/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        fixtures().join("transfer/gpt2/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
     dir
 }

@@ -11,7 +11,11 @@ fn golden(name: &str) {
     let model = load_hf_model(&fixture(name), DType::F32, &Device::Cpu).unwrap();
     let exp = expected(name);
     let lengths = usizes(&exp["lengths"]);
-    let rows: Vec<Vec<u32>> = ids(&exp["input_ids"]).into_iter().zip(&lengths).map(|(r, &l)| r[..l].to_vec()).collect();
+    let rows: Vec<Vec<u32>> = ids(&exp["input_ids"])
+        .into_iter()
+        .zip(&lengths)
+        .map(|(r, &l)| r[..l].to_vec())
+        .collect();
     let (emb, lengths) = embed_batch(model.as_ref(), &rows).unwrap();
     let logits = model.lm_head(&model.hidden_states(&emb, &lengths).unwrap()).unwrap();
     let err = max_abs_diff_rows(&logits, &exp["logits"], &lengths);
@@ -38,7 +42,12 @@ fn grad(name: &str) {
     let loss = |x: &Tensor| {
         let lp = pez_nn::ops::log_softmax_last(&m.next_token_logits(x, &lengths).unwrap()).unwrap();
         let h = m.hidden_states(x, &lengths).unwrap();
-        (lp * &w).unwrap().sum_all().unwrap().add(&h.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
+        (lp * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .add(&h.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap())
+            .unwrap()
     };
     check_grad(&x, loss, 24, 1e-3);
 }
@@ -72,13 +81,30 @@ fn prefix_cache(name: &str) {
     let err_prefix = max_abs_diff(&hp.get(0).unwrap(), &want.get(0).unwrap().narrow(0, 0, p).unwrap());
     let err_rows = max_abs_diff_rows(&hr, &want.narrow(1, p, s).unwrap(), &lengths);
     eprintln!("{name}: cached vs whole: prefix {err_prefix:.2e}, rows {err_rows:.2e}");
-    assert!(err_prefix < 1e-10 && err_rows < 1e-10, "{name}: cache changes the result ({err_prefix}, {err_rows})");
+    assert!(
+        err_prefix < 1e-10 && err_rows < 1e-10,
+        "{name}: cache changes the result ({err_prefix}, {err_rows})"
+    );
     // The same rows packed into one sequence without padding give the same hidden states.
     let packed = pez_nn::Packed::new(&lengths);
-    let flat = Tensor::cat(&[&rows.get(0).unwrap().narrow(0, 0, s).unwrap(), &rows.get(1).unwrap().narrow(0, 0, 4).unwrap()], 0).unwrap();
-    let hk = dec.forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed)).unwrap().0.get(0).unwrap();
-    let err_packed = max_abs_diff(&hk.narrow(0, 0, s).unwrap(), &hr.get(0).unwrap())
-        .max(max_abs_diff(&hk.narrow(0, s, 4).unwrap(), &hr.get(1).unwrap().narrow(0, 0, 4).unwrap()));
+    let flat = Tensor::cat(
+        &[
+            &rows.get(0).unwrap().narrow(0, 0, s).unwrap(),
+            &rows.get(1).unwrap().narrow(0, 0, 4).unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    let hk = dec
+        .forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed))
+        .unwrap()
+        .0
+        .get(0)
+        .unwrap();
+    let err_packed = max_abs_diff(&hk.narrow(0, 0, s).unwrap(), &hr.get(0).unwrap()).max(max_abs_diff(
+        &hk.narrow(0, s, 4).unwrap(),
+        &hr.get(1).unwrap().narrow(0, 0, 4).unwrap(),
+    ));
     eprintln!("{name}: packed vs padded rows {err_packed:.2e}");
     assert!(err_packed < 1e-10, "{name}: packing changes the result ({err_packed})");
     assert_eq!(packed.last_tokens(), vec![s - 1, s + 3]);
@@ -86,10 +112,20 @@ fn prefix_cache(name: &str) {
     let w = random(&[2, v], 5, DType::F64);
     let packed_loss = |pre: &Tensor| {
         let (hp, cache) = dec.forward_after(pre, None, None).unwrap();
-        let h = dec.forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed)).unwrap().0.get(0).unwrap();
+        let h = dec
+            .forward_after(&flat.unsqueeze(0).unwrap(), Some(&cache), Some(&packed))
+            .unwrap()
+            .0
+            .get(0)
+            .unwrap();
         let last = pez_nn::ops::rows_at(&h, &packed.last_tokens()).unwrap();
         let lp = pez_nn::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
-        (lp * &w).unwrap().sum_all().unwrap().add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
+        (lp * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap())
+            .unwrap()
     };
     check_grad(&prefix, packed_loss, 12, 1e-3);
     let loss = |pre: &Tensor| {
@@ -97,17 +133,37 @@ fn prefix_cache(name: &str) {
         let (hr, _) = dec.forward_after(&rows, Some(&cache), None).unwrap();
         let last = pez_nn::ops::gather_rows(&hr, &[s - 1, 3]).unwrap();
         let lp = pez_nn::ops::log_softmax_last(&m.lm_head(&last).unwrap()).unwrap();
-        (lp * &w).unwrap().sum_all().unwrap().add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap()).unwrap()
+        (lp * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .add(&hp.sqr().unwrap().sum_all().unwrap().affine(0.01, 0.0).unwrap())
+            .unwrap()
     };
     check_grad(&prefix, loss, 12, 1e-3);
 }
 
 mod prefix_cache {
-    #[test] fn gpt2() { super::prefix_cache("gpt2") }
-    #[test] fn opt() { super::prefix_cache("opt") }
-    #[test] fn opt350() { super::prefix_cache("opt350") }
-    #[test] fn llama() { super::prefix_cache("llama") }
-    #[test] fn gemma3() { super::prefix_cache("gemma3") }
+    #[test]
+    fn gpt2() {
+        super::prefix_cache("gpt2")
+    }
+    #[test]
+    fn opt() {
+        super::prefix_cache("opt")
+    }
+    #[test]
+    fn opt350() {
+        super::prefix_cache("opt350")
+    }
+    #[test]
+    fn llama() {
+        super::prefix_cache("llama")
+    }
+    #[test]
+    fn gemma3() {
+        super::prefix_cache("gemma3")
+    }
 }
 
 /// Every causal decoder says it is one (the prefix cache and packing depend on it); T5 says it is not.

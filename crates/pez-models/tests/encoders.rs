@@ -6,12 +6,16 @@ use candle_core::{DType, Device, Tensor};
 use common::*;
 use pez_models::bert::Bert;
 use pez_models::clip::Clip;
-use pez_models::load::load_hf_model;
 use pez_models::embed_batch;
+use pez_models::load::load_hf_model;
 
 fn rows(exp: &std::collections::HashMap<String, Tensor>) -> (Vec<Vec<u32>>, Vec<usize>) {
     let lengths = usizes(&exp["lengths"]);
-    let rows = ids(&exp["input_ids"]).into_iter().zip(&lengths).map(|(r, &l)| r[..l].to_vec()).collect();
+    let rows = ids(&exp["input_ids"])
+        .into_iter()
+        .zip(&lengths)
+        .map(|(r, &l)| r[..l].to_vec())
+        .collect();
     (rows, lengths)
 }
 
@@ -48,9 +52,15 @@ fn t5_grad() {
 fn t5_relative_buckets_match_transformers() {
     use pez_models::t5::relative_position_bucket as b;
     // Values printed by transformers 5.24 T5Attention._relative_position_bucket(num_buckets=32, max_distance=128).
-    let bi: Vec<usize> = [-200, -64, -20, -8, -7, -1, 0, 1, 7, 8, 20, 64, 200].iter().map(|&r| b(r, true, 32, 128)).collect();
+    let bi: Vec<usize> = [-200, -64, -20, -8, -7, -1, 0, 1, 7, 8, 20, 64, 200]
+        .iter()
+        .map(|&r| b(r, true, 32, 128))
+        .collect();
     assert_eq!(bi, vec![15, 14, 10, 8, 7, 1, 0, 17, 23, 24, 26, 30, 31]);
-    let uni: Vec<usize> = [-200, -64, -20, -16, -15, -1, 0, 5].iter().map(|&r| b(r, false, 32, 128)).collect();
+    let uni: Vec<usize> = [-200, -64, -20, -16, -15, -1, 0, 5]
+        .iter()
+        .map(|&r| b(r, false, 32, 128))
+        .collect();
     assert_eq!(uni, vec![31, 26, 17, 16, 15, 1, 0, 0]);
 }
 
@@ -60,8 +70,16 @@ fn bert_golden() {
     let exp = expected("bert");
     let (rows, lengths) = rows(&exp);
     let s = lengths[0];
-    let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(0).take(s - r.len()))).collect();
-    let emb = m.token_embeddings().index_select(&Tensor::new(flat.as_slice(), &Device::Cpu).unwrap(), 0).unwrap().reshape((2, s, 32)).unwrap();
+    let flat: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| r.iter().copied().chain(std::iter::repeat(0).take(s - r.len())))
+        .collect();
+    let emb = m
+        .token_embeddings()
+        .index_select(&Tensor::new(flat.as_slice(), &Device::Cpu).unwrap(), 0)
+        .unwrap()
+        .reshape((2, s, 32))
+        .unwrap();
     let h = m.hidden_states(&emb, &lengths).unwrap();
     let err = max_abs_diff_rows(&h, &exp["hidden"], &lengths);
     let perr = max_abs_diff(&m.mean_pool(&h, &lengths).unwrap(), &exp["mean_pooled"]);
@@ -74,18 +92,32 @@ fn bert_grad() {
     let m = Bert::from_dir(&fixture("bert"), DType::F64, &Device::Cpu).unwrap();
     let x = random(&[2, 6, 32], 5, DType::F64);
     let w = random(&[2, 32], 6, DType::F64);
-    check_grad(&x, |x| (m.encode(x, &[6, 4]).unwrap() * &w).unwrap().sum_all().unwrap(), 24, 1e-3);
+    check_grad(
+        &x,
+        |x| (m.encode(x, &[6, 4]).unwrap() * &w).unwrap().sum_all().unwrap(),
+        24,
+        1e-3,
+    );
 }
 
 fn clip_golden(name: &str) {
     let m = Clip::from_dir(&fixture(name), DType::F32, &Device::Cpu).unwrap();
     let exp = expected(name);
     let ids: Vec<u32> = common::ids(&exp["input_ids"]).concat();
-    let emb = m.text.token_embeddings().index_select(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap(), 0).unwrap().reshape((2, 7, 32)).unwrap();
+    let emb = m
+        .text
+        .token_embeddings()
+        .index_select(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap(), 0)
+        .unwrap()
+        .reshape((2, 7, 32))
+        .unwrap();
     let eot = usizes(&exp["eot"]);
     let herr = max_abs_diff(&m.text.hidden_states(&emb).unwrap(), &exp["text_hidden"]);
     let terr = max_abs_diff(&m.text.features(&emb, &eot).unwrap(), &exp["text_features"]);
-    let ierr = max_abs_diff(&m.vision.features(&exp["pixel_values"]).unwrap(), &exp["image_features"]);
+    let ierr = max_abs_diff(
+        &m.vision.features(&exp["pixel_values"]).unwrap(),
+        &exp["image_features"],
+    );
     eprintln!("{name}: text hidden {herr:.2e}, text features {terr:.2e}, image features {ierr:.2e}");
     assert!(herr < 1e-4 && terr < 1e-4 && ierr < 1e-4);
 }
@@ -106,9 +138,21 @@ fn openclip_native_golden(name: &str) {
     let m = Clip::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
     let exp = expected(name);
     let ids: Vec<u32> = common::ids(&exp["input_ids"]).concat();
-    let emb = m.text.token_embeddings().index_select(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap(), 0).unwrap().reshape((2, 16, 32)).unwrap();
-    let terr = max_abs_diff(&m.text.features(&emb, &usizes(&exp["eot"])).unwrap(), &exp["text_features"]);
-    let ierr = max_abs_diff(&m.vision.features(&exp["pixel_values"]).unwrap(), &exp["image_features"]);
+    let emb = m
+        .text
+        .token_embeddings()
+        .index_select(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap(), 0)
+        .unwrap()
+        .reshape((2, 16, 32))
+        .unwrap();
+    let terr = max_abs_diff(
+        &m.text.features(&emb, &usizes(&exp["eot"])).unwrap(),
+        &exp["text_features"],
+    );
+    let ierr = max_abs_diff(
+        &m.vision.features(&exp["pixel_values"]).unwrap(),
+        &exp["image_features"],
+    );
     eprintln!("{name}: text features {terr:.2e}, image features {ierr:.2e}");
     assert!(terr < 1e-4 && ierr < 1e-4);
     let (mean, std) = pez_models::clip::image_mean_std(&dir).unwrap().expect("preprocess_cfg");
@@ -130,11 +174,19 @@ fn openclip_native_refuses_unsupported_towers() {
     let dir = std::env::temp_dir().join(format!("pez-openclip-attnpool-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = fixture("openclip_native");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("open_clip_config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("open_clip_config.json")).unwrap()).unwrap();
     cfg["model_cfg"]["vision_cfg"]["attentional_pool"] = true.into();
     std::fs::write(dir.join("open_clip_config.json"), cfg.to_string()).unwrap();
-    std::fs::copy(src.join("open_clip_model.safetensors"), dir.join("open_clip_model.safetensors")).unwrap();
-    let err = Clip::from_dir(&dir, DType::F32, &Device::Cpu).err().expect("must refuse").to_string();
+    std::fs::copy(
+        src.join("open_clip_model.safetensors"),
+        dir.join("open_clip_model.safetensors"),
+    )
+    .unwrap();
+    let err = Clip::from_dir(&dir, DType::F32, &Device::Cpu)
+        .err()
+        .expect("must refuse")
+        .to_string();
     assert!(err.contains("attentional_pool"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -144,5 +196,10 @@ fn clip_text_grad() {
     let m = Clip::from_dir(&fixture("openclip"), DType::F64, &Device::Cpu).unwrap();
     let x = random(&[2, 6, 32], 7, DType::F64);
     let w = random(&[2, 24], 8, DType::F64);
-    check_grad(&x, |x| (m.text.features(x, &[5, 3]).unwrap() * &w).unwrap().sum_all().unwrap(), 24, 1e-3);
+    check_grad(
+        &x,
+        |x| (m.text.features(x, &[5, 3]).unwrap() * &w).unwrap().sum_all().unwrap(),
+        24,
+        1e-3,
+    );
 }

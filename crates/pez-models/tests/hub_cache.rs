@@ -20,7 +20,10 @@ fn hub_cache_snapshot_resolves_and_missing_models_say_how_to_get_them() {
     assert_eq!(lm.model.info().arch, "gpt2");
     let err = pez_models::load_lm("gpt2-xl", DType::F32, &Device::Cpu).err().unwrap();
     let msg = format!("{err:#}");
-    assert!(msg.contains("openai-community/gpt2-xl") && msg.contains("huggingface-cli download"), "{msg}");
+    assert!(
+        msg.contains("openai-community/gpt2-xl") && msg.contains("huggingface-cli download"),
+        "{msg}"
+    );
 
     // An open_clip-only repository (open_clip_config.json, no config.json) resolves and loads as well.
     let snap = cache.path().join("models--tiny-org--tiny-openclip/snapshots/4567def");

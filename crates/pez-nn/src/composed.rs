@@ -41,7 +41,13 @@ impl CustomOp2 for FrozenRhs {
         Ok((s1.matmul(s2, bmnk, l1, l2)?, out))
     }
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (bmnk, out) = Self::bmnk(l1, l2)?;
         Ok((s1.matmul(s2, bmnk, l1, l2)?, out))
     }
@@ -64,7 +70,11 @@ pub fn linear(x: &Tensor, w_io: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let rows = x.elem_count() / inp;
     // A plain 2-D product over all rows; matmul reads a weight stored either way round, other views are copied.
-    let w = if w_io.is_contiguous() || w_io.t()?.is_contiguous() { w_io.clone() } else { w_io.contiguous()? };
+    let w = if w_io.is_contiguous() || w_io.t()?.is_contiguous() {
+        w_io.clone()
+    } else {
+        w_io.contiguous()?
+    };
     let y = matmul_frozen(&x.reshape((rows, inp))?, &w)?;
     let y = match b {
         Some(b) => y.broadcast_add(b)?,
@@ -84,7 +94,8 @@ fn in_f32(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tenso
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     in_f32(x, |x| {
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(&w.to_dtype(x.dtype())?)
+        x.broadcast_div(&(ms + eps)?.sqrt()?)?
+            .broadcast_mul(&w.to_dtype(x.dtype())?)
     })
 }
 
@@ -93,7 +104,9 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     in_f32(x, |x| {
         let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        xc.broadcast_div(&(var + eps)?.sqrt()?)?.broadcast_mul(&w.to_dtype(x.dtype())?)?.broadcast_add(&b.to_dtype(x.dtype())?)
+        xc.broadcast_div(&(var + eps)?.sqrt()?)?
+            .broadcast_mul(&w.to_dtype(x.dtype())?)?
+            .broadcast_add(&b.to_dtype(x.dtype())?)
     })
 }
 
@@ -101,7 +114,11 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
     let (b, h, _, d) = q.dims4()?;
     let (_, kvh, sk, _) = k.dims4()?;
-    let expand = |t: &Tensor| t.unsqueeze(2)?.broadcast_as((b, kvh, h / kvh, sk, d))?.reshape((b, h, sk, d));
+    let expand = |t: &Tensor| {
+        t.unsqueeze(2)?
+            .broadcast_as((b, kvh, h / kvh, sk, d))?
+            .reshape((b, h, sk, d))
+    };
     let (k, v) = (expand(k)?, expand(v)?);
     let z = (matmul(&q.contiguous()?, &k.t()?)? * scale)?;
     let p = in_f32(&z, |z| {

@@ -51,7 +51,8 @@ impl DeviceArg {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(n: usize) -> Result<Device> {
-    Device::new_cuda(n).map_err(|e| anyhow::anyhow!("--device cuda:{n}: no usable CUDA GPU {n} here ({e}); use --device cpu"))
+    Device::new_cuda(n)
+        .map_err(|e| anyhow::anyhow!("--device cuda:{n}: no usable CUDA GPU {n} here ({e}); use --device cpu"))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -68,14 +69,20 @@ mod tests {
         assert_eq!("cpu".parse::<DeviceArg>().unwrap(), DeviceArg::Cpu);
         assert_eq!("cuda".parse::<DeviceArg>().unwrap(), DeviceArg::Cuda(0));
         assert_eq!("cuda:3".parse::<DeviceArg>().unwrap(), DeviceArg::Cuda(3));
-        assert!("gpu".parse::<DeviceArg>().unwrap_err().contains("use cpu, cuda or cuda:N"));
+        assert!("gpu"
+            .parse::<DeviceArg>()
+            .unwrap_err()
+            .contains("use cpu, cuda or cuda:N"));
         assert!("cuda:x".parse::<DeviceArg>().is_err());
         assert!(DeviceArg::Cpu.open().unwrap().is_cpu());
         let e = DeviceArg::Cuda(99).open().unwrap_err().to_string();
         if cfg!(feature = "cuda") {
             assert!(e.contains("no usable CUDA GPU 99"), "{e}");
         } else {
-            assert!(e.contains("built without CUDA support") && e.contains("--features cuda"), "{e}");
+            assert!(
+                e.contains("built without CUDA support") && e.contains("--features cuda"),
+                "{e}"
+            );
         }
     }
 }

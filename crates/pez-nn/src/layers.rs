@@ -21,7 +21,11 @@ impl Linear {
     /// `w: [out, in]`. With `Precision::Bf16` (and f32 weights on the CPU) its bf16 form is packed now, once.
     pub fn new(w: Tensor, b: Option<Tensor>, precision: Precision) -> Result<Self> {
         let packable = precision == Precision::Bf16 && w.device().is_cpu() && w.dtype() == DType::F32;
-        let packed = if packable { Some(Arc::new(crate::kernels::pack_bf16(&w)?)) } else { None };
+        let packed = if packable {
+            Some(Arc::new(crate::kernels::pack_bf16(&w)?))
+        } else {
+            None
+        };
         Ok(Self { w, b, packed })
     }
 
@@ -49,7 +53,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn load(w: &Weights, eps: f64) -> Result<Self> {
-        Ok(Self { w: w.get("weight")?, b: w.get("bias")?, eps })
+        Ok(Self {
+            w: w.get("weight")?,
+            b: w.get("bias")?,
+            eps,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -70,7 +78,10 @@ impl RmsNorm {
 
     /// The scale stored as `weight`.
     pub fn load(w: &Weights, eps: f64) -> Result<Self> {
-        Ok(Self { scale: w.get("weight")?, eps })
+        Ok(Self {
+            scale: w.get("weight")?,
+            eps,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {

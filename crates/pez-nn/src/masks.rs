@@ -16,13 +16,19 @@ pub struct Packed {
 
 impl Packed {
     pub fn new(lengths: &[usize]) -> Self {
-        let row = lengths.iter().enumerate().flat_map(|(r, &l)| std::iter::repeat_n(r, l)).collect();
+        let row = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(r, &l)| std::iter::repeat_n(r, l))
+            .collect();
         let pos = lengths.iter().flat_map(|&l| 0..l).collect();
         Self { row, pos }
     }
     /// Index in the packed sequence of each row's last token.
     pub fn last_tokens(&self) -> Vec<usize> {
-        (0..self.row.len()).filter(|&t| t + 1 == self.row.len() || self.row[t + 1] != self.row[t]).collect()
+        (0..self.row.len())
+            .filter(|&t| t + 1 == self.row.len() || self.row[t + 1] != self.row[t])
+            .collect()
     }
     /// Absolute positions (after `past` cached ones).
     pub fn positions(&self, past: usize) -> Vec<usize> {
@@ -39,7 +45,14 @@ pub fn token_positions(s: usize, past: usize, packed: Option<&Packed>) -> Vec<us
 }
 
 /// The additive attention mask `[s, past + s]` of `s` new tokens: causal, or per row when `packed`.
-pub fn attention_mask(s: usize, past: usize, packed: Option<&Packed>, window: Option<usize>, dtype: DType, dev: &Device) -> Result<Tensor> {
+pub fn attention_mask(
+    s: usize,
+    past: usize,
+    packed: Option<&Packed>,
+    window: Option<usize>,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Tensor> {
     match packed {
         None => causal_mask_after(s, past, window, dtype, dev),
         Some(k) => packed_mask(k, past, window, dtype, dev),

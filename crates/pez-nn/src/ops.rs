@@ -53,7 +53,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
 }
 
 /// `attention` with its products at `precision` (the kernel's; the composed maths multiplies in the tensors' dtype).
-pub fn attention_at(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64, precision: Precision) -> Result<Tensor> {
+pub fn attention_at(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    precision: Precision,
+) -> Result<Tensor> {
     if kernels_for(q) {
         kernels::attention(q, k, v, mask, scale, precision)
     } else {
@@ -97,7 +104,10 @@ pub fn rope_tables_at(pos: &[f64], d: usize, theta: f64, dtype: DType, dev: &Dev
             }
         }
     }
-    Ok((Tensor::from_vec(cos, (s, d), dev)?.to_dtype(dtype)?, Tensor::from_vec(sin, (s, d), dev)?.to_dtype(dtype)?))
+    Ok((
+        Tensor::from_vec(cos, (s, d), dev)?.to_dtype(dtype)?,
+        Tensor::from_vec(sin, (s, d), dev)?.to_dtype(dtype)?,
+    ))
 }
 
 /// Applies rotary embeddings to `x: [b, h, s, d]`: `x * cos + rotate_half(x) * sin` (tables `[s, d]`).
@@ -179,7 +189,11 @@ pub fn rows_at(table: &Tensor, idx: &[usize]) -> Result<Tensor> {
 
 /// Rows `positions[i]` of `x[i]`: `[b, s, d] -> [b, d]`.
 pub fn gather_rows(x: &Tensor, positions: &[usize]) -> Result<Tensor> {
-    let rows = positions.iter().enumerate().map(|(i, &p)| x.get(i)?.get(p)).collect::<Result<Vec<_>>>()?;
+    let rows = positions
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| x.get(i)?.get(p))
+        .collect::<Result<Vec<_>>>()?;
     Tensor::stack(&rows, 0)
 }
 

@@ -6,8 +6,20 @@ use candle_core::{DType, Device, Tensor};
 /// Max |a - b| over all elements, compared in f32.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let a = a
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = b
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
@@ -19,7 +31,9 @@ pub fn check_grad(x: &Tensor, loss: impl Fn(&Tensor) -> Tensor, n: usize, tol: f
     let var = candle_core::Var::from_tensor(x).unwrap();
     let l = loss(var.as_tensor());
     let grads = l.backward().unwrap();
-    let g = grads.get(var.as_tensor()).expect("no gradient reached the input embeddings");
+    let g = grads
+        .get(var.as_tensor())
+        .expect("no gradient reached the input embeddings");
     let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let base = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let gnorm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -40,7 +54,11 @@ pub fn check_grad(x: &Tensor, loss: impl Fn(&Tensor) -> Tensor, n: usize, tol: f
         // Relative to the gradient's scale, so near-zero coordinates do not blow the ratio up.
         let err = (fd - g[i]).abs() / (fd.abs().max(g[i].abs()).max(1e-3 * gnorm / (base.len() as f64).sqrt()));
         worst = worst.max(err);
-        assert!(err < tol, "coordinate {i}: analytic {} vs finite difference {fd} (rel err {err:.2e})", g[i]);
+        assert!(
+            err < tol,
+            "coordinate {i}: analytic {} vs finite difference {fd} (rel err {err:.2e})",
+            g[i]
+        );
     }
     eprintln!("gradient check: worst relative error {worst:.2e} over {n} coordinates");
 }
@@ -55,5 +73,8 @@ pub fn random(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }

@@ -20,7 +20,11 @@ struct Store {
 /// f32 tensors (rounded inside the kernels; candle multiplies no bf16 on the CPU), so bf16 is stored as f32.
 /// With the composed ops forced (`PEZ_OPS=composed`, the GPU's path) bf16 tensors are kept, as on a GPU.
 pub fn storage_dtype(dtype: DType, device: &Device) -> DType {
-    if device.is_cpu() && dtype == DType::BF16 && crate::backend::current() == crate::backend::Impl::Kernels { DType::F32 } else { dtype }
+    if device.is_cpu() && dtype == DType::BF16 && crate::backend::current() == crate::backend::Impl::Kernels {
+        DType::F32
+    } else {
+        dtype
+    }
 }
 
 /// A view of a checkpoint's tensors under a prefix (cheap to clone: the tensors are shared).
@@ -32,23 +36,43 @@ pub struct Weights {
 
 impl Weights {
     pub fn new(tensors: HashMap<String, Tensor>, source: impl Into<String>, dtype: DType, device: Device) -> Self {
-        Self { store: Arc::new(Store { tensors, source: source.into(), dtype, device }), prefix: String::new() }
+        Self {
+            store: Arc::new(Store {
+                tensors,
+                source: source.into(),
+                dtype,
+                device,
+            }),
+            prefix: String::new(),
+        }
     }
 
     /// The view under `name` (a dotted path or a layer index) inside this one.
     pub fn pp(&self, name: impl std::fmt::Display) -> Self {
-        Self { store: self.store.clone(), prefix: format!("{}{name}.", self.prefix) }
+        Self {
+            store: self.store.clone(),
+            prefix: format!("{}{name}.", self.prefix),
+        }
     }
 
     /// The view under the first of `candidates` (e.g. `"transformer"`) under which `probe` exists, else this one:
     /// checkpoints saved with a task head carry such a prefix, bare models do not.
     pub fn under_first(&self, candidates: &[&str], probe: &str) -> Self {
-        candidates.iter().map(|c| self.pp(c)).find(|w| w.contains(probe)).unwrap_or_else(|| self.clone())
+        candidates
+            .iter()
+            .map(|c| self.pp(c))
+            .find(|w| w.contains(probe))
+            .unwrap_or_else(|| self.clone())
     }
 
     /// The same checkpoint's tensors under other names (e.g. llama.cpp's renamed to Hugging Face's).
     pub fn renamed(&self, tensors: HashMap<String, Tensor>) -> Self {
-        Self::new(tensors, self.store.source.clone(), self.store.dtype, self.store.device.clone())
+        Self::new(
+            tensors,
+            self.store.source.clone(),
+            self.store.dtype,
+            self.store.device.clone(),
+        )
     }
 
     fn full(&self, name: &str) -> String {
@@ -61,14 +85,23 @@ impl Weights {
 
     pub fn get(&self, name: &str) -> Result<Tensor> {
         let full = self.full(name);
-        self.store.tensors.get(&full).cloned().with_context(|| format!("tensor `{full}` not found in {}", self.store.source))
+        self.store
+            .tensors
+            .get(&full)
+            .cloned()
+            .with_context(|| format!("tensor `{full}` not found in {}", self.store.source))
     }
 
     /// Like `get`, with the shape checked.
     pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.get(name)?;
         if t.dims() != shape {
-            bail!("tensor `{}` in {} has shape {:?}, expected {shape:?}", self.full(name), self.store.source, t.dims());
+            bail!(
+                "tensor `{}` in {} has shape {:?}, expected {shape:?}",
+                self.full(name),
+                self.store.source,
+                t.dims()
+            );
         }
         Ok(t)
     }
@@ -91,7 +124,11 @@ impl Weights {
     }
     /// How the CPU kernels treat products with these weights: bf16 when the model computes in bf16 on the CPU.
     pub fn precision(&self) -> Precision {
-        if self.store.device.is_cpu() && self.store.dtype == DType::BF16 { Precision::Bf16 } else { Precision::F32 }
+        if self.store.device.is_cpu() && self.store.dtype == DType::BF16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
     }
     pub fn device(&self) -> &Device {
         &self.store.device
@@ -106,7 +143,11 @@ mod tests {
     fn prefix_views_read_dotted_names() {
         let t = |v: f32| Tensor::new(&[v], &Device::Cpu).unwrap();
         let w = Weights::new(
-            [("model.layers.3.norm.weight".to_string(), t(1.0)), ("transformer.wte.weight".to_string(), t(2.0))].into(),
+            [
+                ("model.layers.3.norm.weight".to_string(), t(1.0)),
+                ("transformer.wte.weight".to_string(), t(2.0)),
+            ]
+            .into(),
             "test",
             DType::F32,
             Device::Cpu,
@@ -116,7 +157,9 @@ mod tests {
         assert!(layer.get_opt("norm.bias").is_none());
         let e = layer.get("norm.bias").unwrap_err().to_string();
         assert!(e.contains("model.layers.3.norm.bias") && e.contains("test"), "{e}");
-        assert!(w.under_first(&["transformer", "model"], "wte.weight").contains("wte.weight"));
+        assert!(w
+            .under_first(&["transformer", "model"], "wte.weight")
+            .contains("wte.weight"));
         assert!(w.under_first(&["h"], "wte.weight").contains("transformer.wte.weight"));
     }
 }

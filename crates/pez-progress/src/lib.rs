@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 /// Seconds between plain lines: `$PEZ_PROGRESS_SECS`, default 10.
 fn interval() -> Duration {
-    let s = std::env::var("PEZ_PROGRESS_SECS").ok().and_then(|v| v.parse::<f64>().ok()).filter(|s| *s >= 0.0).unwrap_or(10.0);
+    let s = std::env::var("PEZ_PROGRESS_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s >= 0.0)
+        .unwrap_or(10.0);
     Duration::from_secs_f64(s)
 }
 
@@ -35,7 +39,17 @@ impl Progress {
             b
         });
         let now = Instant::now();
-        let p = Self { unit, label: label.into(), total, pos: 0, start: (0, now), msg: String::new(), bar, last_line: now, every: interval() };
+        let p = Self {
+            unit,
+            label: label.into(),
+            total,
+            pos: 0,
+            start: (0, now),
+            msg: String::new(),
+            bar,
+            last_line: now,
+            every: interval(),
+        };
         if p.bar.is_none() {
             eprintln!("[{}] starting: {} {unit}", p.label, p.total);
         }

@@ -39,11 +39,19 @@ pub struct PromptArtifact {
 
 impl PromptArtifact {
     pub fn read(path: &Path) -> Result<Self> {
-        let p = if path.is_dir() { path.join("prompt.json") } else { path.to_path_buf() };
+        let p = if path.is_dir() {
+            path.join("prompt.json")
+        } else {
+            path.to_path_buf()
+        };
         let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         let a: Self = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         if a.format != FORMAT {
-            bail!("{}: prompt.json format {} is not supported (expected {FORMAT})", p.display(), a.format);
+            bail!(
+                "{}: prompt.json format {} is not supported (expected {FORMAT})",
+                p.display(),
+                a.format
+            );
         }
         Ok(a)
     }

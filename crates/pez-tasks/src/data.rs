@@ -45,23 +45,45 @@ pub struct Format {
     #[serde(default)]
     pub label_map: BTreeMap<String, usize>,
 }
-fn comma() -> String { ",".into() }
-fn yes() -> bool { true }
+fn comma() -> String {
+    ",".into()
+}
+fn yes() -> bool {
+    true
+}
 
 impl Format {
     pub fn sst2() -> Self {
-        Self { delimiter: "\t".into(), header: true, quoting: false, text_columns: vec![Column::Name("sentence".into())],
-               label_column: Column::Name("label".into()), label_map: BTreeMap::new() }
+        Self {
+            delimiter: "\t".into(),
+            header: true,
+            quoting: false,
+            text_columns: vec![Column::Name("sentence".into())],
+            label_column: Column::Name("label".into()),
+            label_map: BTreeMap::new(),
+        }
     }
     /// The public Amazon Polarity CSV: label (1 = negative, 2 = positive), title, content; no header.
     pub fn amazon() -> Self {
-        Self { delimiter: ",".into(), header: false, quoting: true, text_columns: vec![Column::Index(1), Column::Index(2)],
-               label_column: Column::Index(0), label_map: [("1".to_string(), 0), ("2".to_string(), 1)].into() }
+        Self {
+            delimiter: ",".into(),
+            header: false,
+            quoting: true,
+            text_columns: vec![Column::Index(1), Column::Index(2)],
+            label_column: Column::Index(0),
+            label_map: [("1".to_string(), 0), ("2".to_string(), 1)].into(),
+        }
     }
     /// The shared AG News files: text, label 0..3; no header.
     pub fn agnews() -> Self {
-        Self { delimiter: ",".into(), header: false, quoting: true, text_columns: vec![Column::Index(0)],
-               label_column: Column::Index(1), label_map: BTreeMap::new() }
+        Self {
+            delimiter: ",".into(),
+            header: false,
+            quoting: true,
+            text_columns: vec![Column::Index(0)],
+            label_column: Column::Index(1),
+            label_map: BTreeMap::new(),
+        }
     }
 }
 
@@ -93,8 +115,20 @@ pub fn load(path: &Path, f: &Format, num_labels: usize) -> Result<Dataset> {
         .flexible(true)
         .from_path(path)
         .with_context(|| format!("opening dataset {}", path.display()))?;
-    let headers = if f.header { Some(rdr.headers().with_context(|| format!("{}: reading header", path.display()))?.clone()) } else { None };
-    let text_cols: Vec<usize> = f.text_columns.iter().map(|c| col_index(c, headers.as_ref(), path)).collect::<Result<_>>()?;
+    let headers = if f.header {
+        Some(
+            rdr.headers()
+                .with_context(|| format!("{}: reading header", path.display()))?
+                .clone(),
+        )
+    } else {
+        None
+    };
+    let text_cols: Vec<usize> = f
+        .text_columns
+        .iter()
+        .map(|c| col_index(c, headers.as_ref(), path))
+        .collect::<Result<_>>()?;
     let label_col = col_index(&f.label_column, headers.as_ref(), path)?;
     let mut examples = Vec::new();
     for rec in rdr.records() {
@@ -105,27 +139,44 @@ pub fn load(path: &Path, f: &Format, num_labels: usize) -> Result<Dataset> {
         if rec.len() < need {
             bail!("{}: expected at least {need} columns, found {}", at(), rec.len());
         }
-        let text = text_cols.iter().map(|&i| rec[i].trim()).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ");
+        let text = text_cols
+            .iter()
+            .map(|&i| rec[i].trim())
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         if text.is_empty() {
             bail!("{}: empty text", at());
         }
-        examples.push(Example { text, label: label_of(rec[label_col].trim(), f, num_labels, &at)? });
+        examples.push(Example {
+            text,
+            label: label_of(rec[label_col].trim(), f, num_labels, &at)?,
+        });
     }
     if examples.is_empty() {
         bail!("{}: no examples", path.display());
     }
-    Ok(Dataset { examples, source: path.to_path_buf() })
+    Ok(Dataset {
+        examples,
+        source: path.to_path_buf(),
+    })
 }
 
 /// A raw label as an index: through the label map if the format has one, else as an integer `0..num_labels`.
 fn label_of(raw: &str, f: &Format, num_labels: usize, at: &dyn Fn() -> String) -> Result<usize> {
     let label = if f.label_map.is_empty() {
-        raw.parse::<usize>().with_context(|| format!("{}: label {raw:?} is not an integer", at()))?
+        raw.parse::<usize>()
+            .with_context(|| format!("{}: label {raw:?} is not an integer", at()))?
     } else {
-        *f.label_map.get(raw).with_context(|| format!("{}: label {raw:?} is not in the label map", at()))?
+        *f.label_map
+            .get(raw)
+            .with_context(|| format!("{}: label {raw:?} is not in the label map", at()))?
     };
     if label >= num_labels {
-        bail!("{}: label {label} out of range (the task has {num_labels} labels)", at());
+        bail!(
+            "{}: label {label} out of range (the task has {num_labels} labels)",
+            at()
+        );
     }
     Ok(label)
 }
@@ -135,18 +186,31 @@ fn load_parquet(path: &Path, f: &Format, num_labels: usize) -> Result<Dataset> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
     let file = std::fs::File::open(path).with_context(|| format!("opening dataset {}", path.display()))?;
-    let reader = SerializedFileReader::new(file).with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
-    let names: Vec<String> = reader.metadata().file_metadata().schema().get_fields().iter().map(|c| c.name().to_string()).collect();
+    let reader = SerializedFileReader::new(file)
+        .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
+    let names: Vec<String> = reader
+        .metadata()
+        .file_metadata()
+        .schema()
+        .get_fields()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
     let col = |c: &Column| -> Result<usize> {
         match c {
             Column::Index(i) if *i < names.len() => Ok(*i),
             Column::Index(i) => bail!("{}: no column {i} (it has {})", path.display(), names.len()),
-            Column::Name(n) => names.iter().position(|x| x == n).with_context(|| format!("{}: no column named `{n}` (columns: {names:?})", path.display())),
+            Column::Name(n) => names
+                .iter()
+                .position(|x| x == n)
+                .with_context(|| format!("{}: no column named `{n}` (columns: {names:?})", path.display())),
         }
     };
     let text_cols: Vec<usize> = f.text_columns.iter().map(&col).collect::<Result<_>>()?;
     let label_col = col(&f.label_column)?;
-    let rows = reader.get_row_iter(None).with_context(|| format!("{}: reading rows", path.display()))?;
+    let rows = reader
+        .get_row_iter(None)
+        .with_context(|| format!("{}: reading rows", path.display()))?;
     let mut examples = Vec::new();
     for (i, row) in rows.enumerate() {
         let at = || format!("{}: row {}", path.display(), i + 1);
@@ -175,12 +239,18 @@ fn load_parquet(path: &Path, f: &Format, num_labels: usize) -> Result<Dataset> {
             Field::Str(s) => s.trim().to_string(),
             other => bail!("{}: label column `{}` holds {other}", at(), names[label_col]),
         };
-        examples.push(Example { text, label: label_of(&raw, f, num_labels, &at)? });
+        examples.push(Example {
+            text,
+            label: label_of(&raw, f, num_labels, &at)?,
+        });
     }
     if examples.is_empty() {
         bail!("{}: no examples", path.display());
     }
-    Ok(Dataset { examples, source: path.to_path_buf() })
+    Ok(Dataset {
+        examples,
+        source: path.to_path_buf(),
+    })
 }
 
 /// Whether `path` names a Parquet file (the hub's splits) rather than CSV/TSV.
@@ -219,14 +289,29 @@ impl Dataset {
     /// Seeded split into (train, holdout) with `holdout` examples held out (at most half of the data), drawn
     /// from the examples `rule` admits; the run trains on the other rows that `train_rule` admits, never on a
     /// holdout row.
-    pub fn split_holdout(&self, holdout: usize, seed: u64, rule: RowRule, train_rule: RowRule) -> (Vec<Example>, Vec<Example>) {
+    pub fn split_holdout(
+        &self,
+        holdout: usize,
+        seed: u64,
+        rule: RowRule,
+        train_rule: RowRule,
+    ) -> (Vec<Example>, Vec<Example>) {
         let mut idx: Vec<usize> = (0..self.examples.len()).collect();
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let h = holdout.min(self.examples.len() / 2);
         // The first `h` admitted rows in shuffled order (with `Random`, simply the first `h`); the rest train, in
         // the same shuffled order.
-        let held: std::collections::HashSet<usize> = idx.iter().copied().filter(|&i| rule.admits(&self.examples[i])).take(h).collect();
-        let hold = idx.iter().filter(|i| held.contains(i)).map(|&i| self.examples[i].clone()).collect();
+        let held: std::collections::HashSet<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| rule.admits(&self.examples[i]))
+            .take(h)
+            .collect();
+        let hold = idx
+            .iter()
+            .filter(|i| held.contains(i))
+            .map(|&i| self.examples[i].clone())
+            .collect();
         let trains = |&&i: &&usize| !held.contains(&i) && train_rule.admits(&self.examples[i]);
         let train = idx.iter().filter(trains).map(|&i| self.examples[i].clone()).collect();
         (train, hold)
@@ -239,7 +324,12 @@ impl Dataset {
         for c in 0..num_labels {
             let mut of_c: Vec<&Example> = self.examples.iter().filter(|e| e.label == c).collect();
             if of_c.len() < 2 * k {
-                bail!("{}: class {c} has {} examples, {} needed for {k}-shot train + holdout", self.source.display(), of_c.len(), 2 * k);
+                bail!(
+                    "{}: class {c} has {} examples, {} needed for {k}-shot train + holdout",
+                    self.source.display(),
+                    of_c.len(),
+                    2 * k
+                );
             }
             of_c.shuffle(&mut rng);
             train.extend(of_c[..k].iter().map(|&e| e.clone()));

@@ -24,7 +24,13 @@ impl Accuracy {
             }
         }
         let total = gold.len();
-        Self { correct, total, accuracy: correct as f64 / total.max(1) as f64, ci95: wilson(correct, total, 1.959964), per_class }
+        Self {
+            correct,
+            total,
+            accuracy: correct as f64 / total.max(1) as f64,
+            ci95: wilson(correct, total, 1.959964),
+            per_class,
+        }
     }
 }
 

@@ -66,7 +66,10 @@ fn hub_name(fmt: &[&str]) -> Format {
         delimiter: ",".into(),
         header: true,
         quoting: true,
-        text_columns: fmt[..fmt.len() - 1].iter().map(|c| Column::Name(c.to_string())).collect(),
+        text_columns: fmt[..fmt.len() - 1]
+            .iter()
+            .map(|c| Column::Name(c.to_string()))
+            .collect(),
         label_column: Column::Name(fmt[fmt.len() - 1].to_string()),
         label_map: Default::default(),
     }
@@ -94,26 +97,73 @@ pub struct BuiltinTask {
 /// The built-in task `task` (one of `BUILTIN_TASKS`).
 pub fn builtin_task(task: &str) -> Option<BuiltinTask> {
     use crate::PromptFormat;
-    let s = |local, local_format, hub_repo, hub_file, hub_format| BuiltinSplit { local, local_format, hub_repo, hub_file, hub_format };
-    let t = |prompt, train, dev, rows| BuiltinTask { prompt, train, dev, rows };
+    let s = |local, local_format, hub_repo, hub_file, hub_format| BuiltinSplit {
+        local,
+        local_format,
+        hub_repo,
+        hub_file,
+        hub_format,
+    };
+    let t = |prompt, train, dev, rows| BuiltinTask {
+        prompt,
+        train,
+        dev,
+        rows,
+    };
     Some(match task {
         "sst2" => t(
             PromptFormat::polarity(),
-            s("sst2/train.tsv", Format::sst2, "stanfordnlp/sst2", "data/train-00000-of-00001.parquet", sst2_hub),
-            s("sst2/dev.tsv", Format::sst2, "stanfordnlp/sst2", "data/validation-00000-of-00001.parquet", sst2_hub),
+            s(
+                "sst2/train.tsv",
+                Format::sst2,
+                "stanfordnlp/sst2",
+                "data/train-00000-of-00001.parquet",
+                sst2_hub,
+            ),
+            s(
+                "sst2/dev.tsv",
+                Format::sst2,
+                "stanfordnlp/sst2",
+                "data/validation-00000-of-00001.parquet",
+                sst2_hub,
+            ),
             // Train is mostly phrases cut from the whole sentences that dev and test hold.
             crate::RowRule::Long,
         ),
         "agnews" => t(
             PromptFormat::agnews(),
-            s("agnews/train_5k.csv", Format::agnews, "fancyzhx/ag_news", "data/train-00000-of-00001.parquet", agnews_hub),
-            s("agnews/dev_1k.csv", Format::agnews, "fancyzhx/ag_news", "data/test-00000-of-00001.parquet", agnews_hub),
+            s(
+                "agnews/train_5k.csv",
+                Format::agnews,
+                "fancyzhx/ag_news",
+                "data/train-00000-of-00001.parquet",
+                agnews_hub,
+            ),
+            s(
+                "agnews/dev_1k.csv",
+                Format::agnews,
+                "fancyzhx/ag_news",
+                "data/test-00000-of-00001.parquet",
+                agnews_hub,
+            ),
             crate::RowRule::Random,
         ),
         "amazon" => t(
             PromptFormat::polarity(),
-            s("amazon/train.csv", Format::amazon, "fancyzhx/amazon_polarity", "amazon_polarity/train-00000-of-00004.parquet", amazon_hub),
-            s("amazon/test.csv", Format::amazon, "fancyzhx/amazon_polarity", "amazon_polarity/test-00000-of-00001.parquet", amazon_hub),
+            s(
+                "amazon/train.csv",
+                Format::amazon,
+                "fancyzhx/amazon_polarity",
+                "amazon_polarity/train-00000-of-00004.parquet",
+                amazon_hub,
+            ),
+            s(
+                "amazon/test.csv",
+                Format::amazon,
+                "fancyzhx/amazon_polarity",
+                "amazon_polarity/test-00000-of-00001.parquet",
+                amazon_hub,
+            ),
             crate::RowRule::Random,
         ),
         _ => return None,
@@ -141,21 +191,31 @@ impl Places {
             pez_data: std::env::var_os("PEZ_DATA").map(PathBuf::from),
             cwd: std::env::current_dir().ok(),
             // As the models' hub-cache lookup: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
-            hub_cache: std::env::var_os("HF_HUB_CACHE").map(PathBuf::from).unwrap_or_else(|| hf_hub::Cache::from_env().path().clone()),
+            hub_cache: std::env::var_os("HF_HUB_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| hf_hub::Cache::from_env().path().clone()),
             offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
         }
     }
 
     /// `shared/data` in the current directory or its nearest parent that has one.
     pub fn shared_data(&self) -> Option<PathBuf> {
-        self.cwd.as_ref()?.ancestors().map(|a| a.join("shared/data")).find(|p| p.is_dir())
+        self.cwd
+            .as_ref()?
+            .ancestors()
+            .map(|a| a.join("shared/data"))
+            .find(|p| p.is_dir())
     }
 }
 
 impl BuiltinSplit {
     /// The format of a file: Parquet files are the hub's layout, anything else the local one.
     pub fn format_of(&self, path: &Path) -> Format {
-        if is_parquet(path) { (self.hub_format)() } else { (self.local_format)() }
+        if is_parquet(path) {
+            (self.hub_format)()
+        } else {
+            (self.local_format)()
+        }
     }
 
     fn hub_repo(&self) -> hf_hub::Repo {
@@ -164,13 +224,21 @@ impl BuiltinSplit {
 
     /// The first place (2-4 above) that has this split, without downloading anything.
     pub fn locate(&self, places: &Places) -> Option<Location> {
-        if let Some(p) = places.pez_data.as_ref().map(|r| r.join(self.local)).filter(|p| p.is_file()) {
+        if let Some(p) = places
+            .pez_data
+            .as_ref()
+            .map(|r| r.join(self.local))
+            .filter(|p| p.is_file())
+        {
             return Some(Location::PezData(p));
         }
         if let Some(p) = places.shared_data().map(|d| d.join(self.local)).filter(|p| p.is_file()) {
             return Some(Location::Shared(p));
         }
-        hf_hub::Cache::new(places.hub_cache.clone()).repo(self.hub_repo()).get(self.hub_file).map(Location::HubCache)
+        hf_hub::Cache::new(places.hub_cache.clone())
+            .repo(self.hub_repo())
+            .get(self.hub_file)
+            .map(Location::HubCache)
     }
 
     /// `locate`, else a download from the hub into its cache (unless offline); the error names the file and
@@ -185,14 +253,29 @@ impl BuiltinSplit {
             self.local, self.hub_file, self.hub_repo, places.hub_cache.display()
         );
         if places.offline {
-            bail!("{}/{} is not in the hub cache and HF_HUB_OFFLINE=1 forbids downloading it: {ways}", self.hub_repo, self.hub_file);
+            bail!(
+                "{}/{} is not in the hub cache and HF_HUB_OFFLINE=1 forbids downloading it: {ways}",
+                self.hub_repo,
+                self.hub_file
+            );
         }
-        eprintln!("downloading {}/{} from the Hugging Face hub into {}", self.hub_repo, self.hub_file, places.hub_cache.display());
-        let api = hf_hub::api::sync::ApiBuilder::new().with_cache_dir(places.hub_cache.clone()).with_progress(true).build().context("starting the hub client")?;
-        let path = api
-            .repo(self.hub_repo())
-            .get(self.hub_file)
-            .with_context(|| format!("downloading {}/{} from the Hugging Face hub failed: {ways}", self.hub_repo, self.hub_file))?;
+        eprintln!(
+            "downloading {}/{} from the Hugging Face hub into {}",
+            self.hub_repo,
+            self.hub_file,
+            places.hub_cache.display()
+        );
+        let api = hf_hub::api::sync::ApiBuilder::new()
+            .with_cache_dir(places.hub_cache.clone())
+            .with_progress(true)
+            .build()
+            .context("starting the hub client")?;
+        let path = api.repo(self.hub_repo()).get(self.hub_file).with_context(|| {
+            format!(
+                "downloading {}/{} from the Hugging Face hub failed: {ways}",
+                self.hub_repo, self.hub_file
+            )
+        })?;
         Ok(Location::HubCache(path))
     }
 }

@@ -20,14 +20,20 @@ pub struct PromptFormat {
 impl PromptFormat {
     /// SST-2 and Amazon: `" It was"` -> ` negative` / ` positive`.
     pub fn polarity() -> Self {
-        Self { template: " It was".into(), verbalizers: vec![" negative".into(), " positive".into()], label_names: vec!["negative".into(), "positive".into()] }
+        Self {
+            template: " It was".into(),
+            verbalizers: vec![" negative".into(), " positive".into()],
+            label_names: vec!["negative".into(), "positive".into()],
+        }
     }
 
     /// AG News: `" It was about"` -> ` politics` / ` sports` / ` business` / ` technology`.
     pub fn agnews() -> Self {
         Self {
             template: " It was about".into(),
-            verbalizers: [" politics", " sports", " business", " technology"].map(String::from).to_vec(),
+            verbalizers: [" politics", " sports", " business", " technology"]
+                .map(String::from)
+                .to_vec(),
             label_names: ["World", "Sports", "Business", "Sci/Tech"].map(String::from).to_vec(),
         }
     }
@@ -37,7 +43,11 @@ impl PromptFormat {
             bail!("a task needs at least two verbalizers, got {}", self.verbalizers.len());
         }
         if self.verbalizers.len() != self.label_names.len() {
-            bail!("{} verbalizers but {} label names", self.verbalizers.len(), self.label_names.len());
+            bail!(
+                "{} verbalizers but {} label names",
+                self.verbalizers.len(),
+                self.label_names.len()
+            );
         }
         Ok(())
     }
@@ -65,7 +75,11 @@ pub enum Calibration {
 #[derive(Debug, Clone)]
 pub enum DataSource {
     /// A custom task's files (from its TOML), all in one row format.
-    Files { format: Format, train: Option<PathBuf>, dev: Option<PathBuf> },
+    Files {
+        format: Format,
+        train: Option<PathBuf>,
+        dev: Option<PathBuf>,
+    },
     /// A built-in task: each split found at run time (see `crate::sources`).
     Builtin { train: BuiltinSplit, dev: BuiltinSplit },
 }
@@ -99,7 +113,15 @@ impl TaskSpec {
     /// `sst2`, `amazon`, `agnews`, or a path to a task TOML file.
     pub fn resolve(name: &str) -> Result<Self> {
         if let Some(t) = builtin_task(name) {
-            return Ok(TaskSpec { name: name.into(), prompt: t.prompt, data: DataSource::Builtin { train: t.train, dev: t.dev }, rows: t.rows });
+            return Ok(TaskSpec {
+                name: name.into(),
+                prompt: t.prompt,
+                data: DataSource::Builtin {
+                    train: t.train,
+                    dev: t.dev,
+                },
+                rows: t.rows,
+            });
         }
         if name.ends_with(".toml") || Path::new(name).is_file() {
             return Self::from_toml(Path::new(name));
@@ -110,10 +132,21 @@ impl TaskSpec {
     pub fn from_toml(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading task file {}", path.display()))?;
         let f: TaskFile = toml::from_str(&text).with_context(|| format!("parsing task file {}", path.display()))?;
-        f.prompt.validate().with_context(|| format!("in task file {}", path.display()))?;
+        f.prompt
+            .validate()
+            .with_context(|| format!("in task file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rel = |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base.join(p) } else { p });
-        Ok(Self { name: f.name, prompt: f.prompt, data: DataSource::Files { format: f.format, train: rel(f.train), dev: rel(f.dev) }, rows: f.rows })
+        Ok(Self {
+            name: f.name,
+            prompt: f.prompt,
+            data: DataSource::Files {
+                format: f.format,
+                train: rel(f.train),
+                dev: rel(f.dev),
+            },
+            rows: f.rows,
+        })
     }
 
     pub fn num_labels(&self) -> usize {
@@ -123,7 +156,11 @@ impl TaskSpec {
     /// Where a split (`train`, else dev) would be read from: the explicit file, or the task's own. For built-in
     /// tasks this fetches from the hub when the split is nowhere local (see `crate::sources`).
     pub fn locate(&self, split: &str, path: Option<&Path>) -> Result<(PathBuf, Format)> {
-        let flag = if split == "train" { "--train" } else { "--data (or --dev)" };
+        let flag = if split == "train" {
+            "--train"
+        } else {
+            "--data (or --dev)"
+        };
         match &self.data {
             DataSource::Files { format, train, dev } => {
                 let own = if split == "train" { train } else { dev };
@@ -135,7 +172,9 @@ impl TaskSpec {
                 let s = if split == "train" { train } else { dev };
                 let p = match path {
                     Some(p) => Location::Given(p.to_path_buf()),
-                    None => s.fetch(&Places::from_env()).map_err(|e| e.context(format!("task `{}`: no {split} split: pass {flag}", self.name)))?,
+                    None => s
+                        .fetch(&Places::from_env())
+                        .map_err(|e| e.context(format!("task `{}`: no {split} split: pass {flag}", self.name)))?,
                 };
                 Ok((p.path().to_path_buf(), s.format_of(p.path())))
             }

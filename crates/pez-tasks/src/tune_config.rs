@@ -56,10 +56,29 @@ pub struct TuneConfig {
 impl Default for TuneConfig {
     fn default() -> Self {
         Self {
-            task: "sst2".into(), model: "smollm2-135m".into(), fluency: 0.0, prompt_len: 10, steps: 200, batch_size: 16,
-            lr: Self::default_lr(OptimizerKind::Adafactor), optimizer: OptimizerKind::Adafactor, weight_decay: 0.1, eval_every: 25,
-            holdout: 500, holdout_rule: RowRule::Random, train_rule: RowRule::Random, calibration: Calibration::None, shots: None,
-            epochs: 100, method: Method::Pez, seed: 0, random_init: false, train: None, dev: None, skip_dev: false, eval_batch: 32,
+            task: "sst2".into(),
+            model: "smollm2-135m".into(),
+            fluency: 0.0,
+            prompt_len: 10,
+            steps: 200,
+            batch_size: 16,
+            lr: Self::default_lr(OptimizerKind::Adafactor),
+            optimizer: OptimizerKind::Adafactor,
+            weight_decay: 0.1,
+            eval_every: 25,
+            holdout: 500,
+            holdout_rule: RowRule::Random,
+            train_rule: RowRule::Random,
+            calibration: Calibration::None,
+            shots: None,
+            epochs: 100,
+            method: Method::Pez,
+            seed: 0,
+            random_init: false,
+            train: None,
+            dev: None,
+            skip_dev: false,
+            eval_batch: 32,
             out: Self::default_out("sst2", Method::Pez, 0),
             tokens: pez_hub::tokenizer::TokenSet::All,
             dtype: pez_nn::Dtype::F32,
@@ -80,7 +99,11 @@ impl TuneConfig {
     /// The rows the holdout and the batches come from unless given: the task's own rule (SST-2: rows of 10+
     /// words, like its dev sentences; evals/sst2/holdout-study), any row for few-shot sets.
     pub fn default_rule(task: &str, shots: Option<usize>) -> Result<RowRule> {
-        Ok(if shots.is_some() { RowRule::Random } else { crate::TaskSpec::resolve(task)?.rows })
+        Ok(if shots.is_some() {
+            RowRule::Random
+        } else {
+            crate::TaskSpec::resolve(task)?.rows
+        })
     }
 
     /// The default run directory: `runs/<task>-<method>-s<seed>`.

@@ -9,9 +9,15 @@ fn built_in_tasks_read_the_shared_data() {
     assert_eq!(dev.examples.iter().filter(|e| e.label == 1).count(), 444);
     let ag = TaskSpec::resolve("agnews").unwrap();
     let train = ag.load("train", None).unwrap();
-    let counts: Vec<usize> = (0..4).map(|c| train.examples.iter().filter(|e| e.label == c).count()).collect();
+    let counts: Vec<usize> = (0..4)
+        .map(|c| train.examples.iter().filter(|e| e.label == c).count())
+        .collect();
     assert_eq!(counts, vec![1259, 1257, 1281, 1203]);
-    let err = TaskSpec::resolve("amazon").unwrap().load("dev", None).unwrap_err().to_string();
+    let err = TaskSpec::resolve("amazon")
+        .unwrap()
+        .load("dev", None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--data"), "{err}");
 }
 
@@ -52,14 +58,22 @@ fn few_shot_sampling_is_seeded_disjoint_and_balanced() {
 fn amazon_csv_layout_with_quotes() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("amazon.csv");
-    std::fs::write(&p, "\"2\",\"Great\",\"Loved it, really\"\n\"1\",\"Bad\",\"Broke \"\"fast\"\"\"\n").unwrap();
+    std::fs::write(
+        &p,
+        "\"2\",\"Great\",\"Loved it, really\"\n\"1\",\"Bad\",\"Broke \"\"fast\"\"\"\n",
+    )
+    .unwrap();
     let d = TaskSpec::resolve("amazon").unwrap().load("dev", Some(&p)).unwrap();
     assert_eq!(d.examples[0].text, "Great Loved it, really");
     assert_eq!(d.examples[0].label, 1);
     assert_eq!(d.examples[1].text, "Bad Broke \"fast\"");
     assert_eq!(d.examples[1].label, 0);
     std::fs::write(&p, "\"2\",\"Great\",\"ok\"\n\"3\",\"Odd\",\"label three\"\n").unwrap();
-    let e = TaskSpec::resolve("amazon").unwrap().load("dev", Some(&p)).unwrap_err().to_string();
+    let e = TaskSpec::resolve("amazon")
+        .unwrap()
+        .load("dev", Some(&p))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("amazon.csv:2") && e.contains("label map"), "{e}");
 }
 
@@ -76,8 +90,16 @@ fn accuracy_and_wilson_interval() {
 #[test]
 fn row_rules_random_as_before_and_long_from_long_rows_only() {
     use pez_tasks::{Dataset, Example, RowRule};
-    let examples: Vec<Example> = (0..200).map(|i| Example { text: "w ".repeat(1 + i % 15).trim().to_string() + &format!(" {i}"), label: i % 2 }).collect();
-    let d = Dataset { examples: examples.clone(), source: "mem".into() };
+    let examples: Vec<Example> = (0..200)
+        .map(|i| Example {
+            text: "w ".repeat(1 + i % 15).trim().to_string() + &format!(" {i}"),
+            label: i % 2,
+        })
+        .collect();
+    let d = Dataset {
+        examples: examples.clone(),
+        source: "mem".into(),
+    };
     // Random: the first `h` of the seeded shuffle, the rest in the same order (the paper's, and the old, split).
     let (train, hold) = d.split_holdout(30, 7, RowRule::Random, RowRule::Random);
     let mut idx: Vec<usize> = (0..200).collect();
@@ -85,7 +107,10 @@ fn row_rules_random_as_before_and_long_from_long_rows_only() {
     use rand::SeedableRng;
     idx.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
     assert_eq!(hold, idx[..30].iter().map(|&i| examples[i].clone()).collect::<Vec<_>>());
-    assert_eq!(train, idx[30..].iter().map(|&i| examples[i].clone()).collect::<Vec<_>>());
+    assert_eq!(
+        train,
+        idx[30..].iter().map(|&i| examples[i].clone()).collect::<Vec<_>>()
+    );
     // Long: only rows of at least 10 words are held out, never trained on; everything else trains.
     let (train, hold) = d.split_holdout(30, 7, RowRule::Long, RowRule::Random);
     assert_eq!((hold.len(), train.len()), (30, 170));
@@ -95,9 +120,15 @@ fn row_rules_random_as_before_and_long_from_long_rows_only() {
     // Training on long rows too: the same holdout; the batches come from the other long rows, in the same order.
     let (train_long, hold_long) = d.split_holdout(30, 7, RowRule::Long, RowRule::Long);
     assert_eq!(hold_long, hold);
-    assert_eq!(train_long, train.iter().filter(|e| long(e)).cloned().collect::<Vec<_>>());
+    assert_eq!(
+        train_long,
+        train.iter().filter(|e| long(e)).cloned().collect::<Vec<_>>()
+    );
     assert_eq!(train_long.len(), examples.iter().filter(|e| long(e)).count() - 30);
     // Asking for more long rows than exist takes all of them (and at most half of the data).
     let n_long = examples.iter().filter(|e| RowRule::Long.admits(e)).count();
-    assert_eq!(d.split_holdout(190, 7, RowRule::Long, RowRule::Random).1.len(), n_long.min(100));
+    assert_eq!(
+        d.split_holdout(190, 7, RowRule::Long, RowRule::Random).1.len(),
+        n_long.min(100)
+    );
 }

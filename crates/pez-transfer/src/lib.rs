@@ -49,7 +49,8 @@ pub fn find_artifacts(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PromptArtifact)
         } else if p.join("prompt.json").exists() {
             vec![p.join("prompt.json")]
         } else {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))?
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path().join("prompt.json")))
                 .filter(|f| f.exists())
                 .collect();
@@ -64,20 +65,31 @@ pub fn find_artifacts(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PromptArtifact)
 }
 
 /// The top-k prompts of each method by holdout accuracy (soft prompts are skipped: they do not transfer).
-pub fn select_top(arts: Vec<(PathBuf, PromptArtifact)>, k: usize, task: &str) -> Result<BTreeMap<String, Vec<(PathBuf, PromptArtifact)>>> {
+pub fn select_top(
+    arts: Vec<(PathBuf, PromptArtifact)>,
+    k: usize,
+    task: &str,
+) -> Result<BTreeMap<String, Vec<(PathBuf, PromptArtifact)>>> {
     let mut by: BTreeMap<String, Vec<(PathBuf, PromptArtifact)>> = BTreeMap::new();
     for (p, a) in arts {
         if a.task != task {
             bail!("{}: learned for task `{}`, not `{task}`", p.display(), a.task);
         }
         if a.method == Method::Soft {
-            eprintln!("skipping {}: a soft prompt is not text and cannot be re-tokenized for another model", p.display());
+            eprintln!(
+                "skipping {}: a soft prompt is not text and cannot be re-tokenized for another model",
+                p.display()
+            );
             continue;
         }
         by.entry(method_label(&a)).or_default().push((p, a));
     }
     for v in by.values_mut() {
-        v.sort_by(|x, y| y.1.holdout_accuracy.unwrap_or(0.0).total_cmp(&x.1.holdout_accuracy.unwrap_or(0.0)));
+        v.sort_by(|x, y| {
+            y.1.holdout_accuracy
+                .unwrap_or(0.0)
+                .total_cmp(&x.1.holdout_accuracy.unwrap_or(0.0))
+        });
         v.truncate(k);
     }
     Ok(by)
@@ -96,21 +108,42 @@ impl Grid {
         let methods = select_top(find_artifacts(prompts)?, top, &task.name)?;
         if let Some((p, a)) = methods.values().flatten().next() {
             for (q, b) in methods.values().flatten() {
-                if (&b.prompt_format.template, &b.prompt_format.verbalizers) != (&a.prompt_format.template, &a.prompt_format.verbalizers) {
-                    bail!("{} and {} use different templates or verbalizers", p.display(), q.display());
+                if (&b.prompt_format.template, &b.prompt_format.verbalizers)
+                    != (&a.prompt_format.template, &a.prompt_format.verbalizers)
+                {
+                    bail!(
+                        "{} and {} use different templates or verbalizers",
+                        p.display(),
+                        q.display()
+                    );
                 }
             }
         }
         let d = task.load("dev", data)?;
-        Ok(Self { task, data: d.examples, data_source: d.source, methods })
+        Ok(Self {
+            task,
+            data: d.examples,
+            data_source: d.source,
+            methods,
+        })
     }
 
     /// Scores the empty template and every selected prompt on one in-process model, computing in `dtype`.
     /// With `calibration`, each prompt's label bias is estimated on this target.
-    pub fn score_model(&self, model: &str, dtype: pez_nn::Dtype, batch: usize, calibration: Calibration, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
+    pub fn score_model(
+        &self,
+        model: &str,
+        dtype: pez_nn::Dtype,
+        batch: usize,
+        calibration: Calibration,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Vec<PromptScore>> {
         let lm = load_lm(model, dtype.candle(), &Device::Cpu)?;
         let bind = |prompt: &str| -> Result<Box<dyn Predictor + '_>> {
-            let learned = LearnedPrompt { calibration, ..LearnedPrompt::from_text(self.task.prompt.clone(), prompt, &lm)? };
+            let learned = LearnedPrompt {
+                calibration,
+                ..LearnedPrompt::from_text(self.task.prompt.clone(), prompt, &lm)?
+            };
             Ok(Box::new(Prompted::new(&lm, learned)?))
         };
         self.score_target(model, batch, &bind, progress)
@@ -118,19 +151,40 @@ impl Grid {
 
     /// Scores them on a model behind an endpoint.
     pub fn score_endpoint(&self, ep: &Endpoint, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
-        let bind = |prompt: &str| -> Result<Box<dyn Predictor + '_>> { Ok(Box::new(ep.bind(&self.task.prompt, prompt))) };
+        let bind =
+            |prompt: &str| -> Result<Box<dyn Predictor + '_>> { Ok(Box::new(ep.bind(&self.task.prompt, prompt))) };
         // pez-serve batches across requests itself; 64 texts a request keep each answer small.
         self.score_target(&ep.label(), 64, &bind, progress)
     }
 
     /// Every prompt (and the empty template) bound to the target by `bind`, scored on the data.
-    fn score_target<'p>(&self, target: &str, batch: usize, bind: &dyn Fn(&str) -> Result<Box<dyn Predictor + 'p>>, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
+    fn score_target<'p>(
+        &self,
+        target: &str,
+        batch: usize,
+        bind: &dyn Fn(&str) -> Result<Box<dyn Predictor + 'p>>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Vec<PromptScore>> {
         let mut out = vec![];
         let mut one = |method: &str, prompt: &str, source: Option<PathBuf>, holdout: Option<f64>| -> Result<()> {
             progress(&format!("{target}: {method} {prompt:?}"));
-            let e = evaluate(bind(prompt)?.as_ref(), &self.data, self.task.num_labels(), batch, &mut |_| {})?;
+            let e = evaluate(
+                bind(prompt)?.as_ref(),
+                &self.data,
+                self.task.num_labels(),
+                batch,
+                &mut |_| {},
+            )?;
             let correct = e.correct(&self.data);
-            out.push(PromptScore { method: method.into(), prompt: prompt.into(), source, holdout_accuracy: holdout, model: target.into(), accuracy: e.accuracy.accuracy, correct });
+            out.push(PromptScore {
+                method: method.into(),
+                prompt: prompt.into(),
+                source,
+                holdout_accuracy: holdout,
+                model: target.into(),
+                accuracy: e.accuracy.accuracy,
+                correct,
+            });
             Ok(())
         };
         one("empty", "", None, None)?;

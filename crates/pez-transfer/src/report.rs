@@ -33,10 +33,16 @@ pub fn cells(scores: &[PromptScore]) -> (Vec<String>, Vec<String>, Vec<Cell>) {
     }
     let mut out = vec![];
     for model in &models {
-        let empty: Vec<f64> = scores.iter().find(|s| &s.model == model && s.method == "empty")
-            .map(|s| s.correct.iter().map(|&c| c as f64).collect()).unwrap_or_default();
+        let empty: Vec<f64> = scores
+            .iter()
+            .find(|s| &s.model == model && s.method == "empty")
+            .map(|s| s.correct.iter().map(|&c| c as f64).collect())
+            .unwrap_or_default();
         for method in &methods {
-            let of: Vec<&PromptScore> = scores.iter().filter(|s| &s.model == model && &s.method == method).collect();
+            let of: Vec<&PromptScore> = scores
+                .iter()
+                .filter(|s| &s.model == model && &s.method == method)
+                .collect();
             if of.is_empty() {
                 continue;
             }
@@ -46,11 +52,21 @@ pub fn cells(scores: &[PromptScore]) -> (Vec<String>, Vec<String>, Vec<Cell>) {
                 (None, None)
             } else {
                 let n = of[0].correct.len();
-                let avg: Vec<f64> = (0..n).map(|i| of.iter().map(|s| s.correct[i] as f64).sum::<f64>() / of.len() as f64).collect();
+                let avg: Vec<f64> = (0..n)
+                    .map(|i| of.iter().map(|s| s.correct[i] as f64).sum::<f64>() / of.len() as f64)
+                    .collect();
                 let (d, _, p) = paired_t(&avg, &empty);
                 (Some(d), Some(p))
             };
-            out.push(Cell { method: method.clone(), model: model.clone(), mean, std, n: of.len(), diff_vs_empty: diff, p_value: p });
+            out.push(Cell {
+                method: method.clone(),
+                model: model.clone(),
+                mean,
+                std,
+                n: of.len(),
+                diff_vs_empty: diff,
+                p_value: p,
+            });
         }
     }
     (methods, models, out)
@@ -88,18 +104,39 @@ pub fn write_all(dir: &Path, task: &str, scores: &[PromptScore], header: &str) -
     }
     md.push_str("\n## Prompts\n\n| method | model | accuracy | holdout (source) | prompt |\n|---|---|---|---|---|\n");
     for s in scores {
-        writeln!(md, "| {} | {} | {:.2} | {} | `{}` |", s.method, s.model, s.accuracy * 100.0,
-                 s.holdout_accuracy.map(|h| format!("{:.1}", h * 100.0)).unwrap_or("–".into()), table_cell(&s.prompt))?;
+        writeln!(
+            md,
+            "| {} | {} | {:.2} | {} | `{}` |",
+            s.method,
+            s.model,
+            s.accuracy * 100.0,
+            s.holdout_accuracy
+                .map(|h| format!("{:.1}", h * 100.0))
+                .unwrap_or("–".into()),
+            table_cell(&s.prompt)
+        )?;
     }
     std::fs::write(dir.join("transfer.md"), md)?;
     // CSV
     let mut csv = String::from("method,model,mean,std,n,diff_vs_empty,p_value\n");
     for c in &cells {
-        writeln!(csv, "{},{},{:.6},{:.6},{},{},{}", c.method, c.model, c.mean, c.std, c.n,
-                 c.diff_vs_empty.map(|d| format!("{d:.6}")).unwrap_or_default(), c.p_value.map(|p| format!("{p:.6}")).unwrap_or_default())?;
+        writeln!(
+            csv,
+            "{},{},{:.6},{:.6},{},{},{}",
+            c.method,
+            c.model,
+            c.mean,
+            c.std,
+            c.n,
+            c.diff_vs_empty.map(|d| format!("{d:.6}")).unwrap_or_default(),
+            c.p_value.map(|p| format!("{p:.6}")).unwrap_or_default()
+        )?;
     }
     std::fs::write(dir.join("transfer.csv"), csv)?;
-    std::fs::write(dir.join("transfer_scores.json"), serde_json::to_string_pretty(&serde_json::json!({"cells": cells, "prompts": scores}))?)?;
+    std::fs::write(
+        dir.join("transfer_scores.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"cells": cells, "prompts": scores}))?,
+    )?;
     std::fs::write(dir.join("transfer.svg"), svg(&methods, &models, &cells, task)?)?;
     Ok(())
 }
@@ -107,14 +144,24 @@ pub fn write_all(dir: &Path, task: &str, scores: &[PromptScore], header: &str) -
 /// Grouped bars: one group per target model, one bar per method (mean over its prompts), error bars = std.
 fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> Result<String> {
     use plotters::prelude::*;
-    let colors = [RGBColor(136, 136, 136), RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189)];
+    let colors = [
+        RGBColor(136, 136, 136),
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+    ];
     let short = |m: &str| -> String { m.rsplit('/').next().unwrap_or(m).chars().take(24).collect() };
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (160 * models.len() as u32 + 240, 380)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{task}: dev accuracy by target model and method"), ("sans-serif", 16))
+            .caption(
+                format!("{task}: dev accuracy by target model and method"),
+                ("sans-serif", 16),
+            )
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(45)
@@ -124,16 +171,33 @@ fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> Res
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(models.len())
-            .x_label_formatter(&|x| models.get(x.round() as usize).filter(|_| (x - x.round()).abs() < 1e-6).map_or(String::new(), |m| short(m)))
+            .x_label_formatter(&|x| {
+                models
+                    .get(x.round() as usize)
+                    .filter(|_| (x - x.round()).abs() < 1e-6)
+                    .map_or(String::new(), |m| short(m))
+            })
             .y_label_formatter(&|y| if *y <= 100.0 { format!("{y:.0}") } else { String::new() })
             .y_desc("accuracy (%)")
             .draw()?;
         let bw = 0.8 / methods.len() as f64;
         for (mi, me) in methods.iter().enumerate() {
             let color = colors[mi % colors.len()];
-            let bars: Vec<(f64, &Cell)> = cells.iter().filter(|c| &c.method == me).filter_map(|c| Some((models.iter().position(|m| *m == c.model)? as f64 - 0.4 + bw * mi as f64, c))).collect();
+            let bars: Vec<(f64, &Cell)> = cells
+                .iter()
+                .filter(|c| &c.method == me)
+                .filter_map(|c| {
+                    Some((
+                        models.iter().position(|m| *m == c.model)? as f64 - 0.4 + bw * mi as f64,
+                        c,
+                    ))
+                })
+                .collect();
             chart
-                .draw_series(bars.iter().map(|(x, c)| Rectangle::new([(*x, 0.0), (x + bw * 0.9, c.mean * 100.0)], color.filled())))?
+                .draw_series(
+                    bars.iter()
+                        .map(|(x, c)| Rectangle::new([(*x, 0.0), (x + bw * 0.9, c.mean * 100.0)], color.filled())),
+                )?
                 .label(me.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
             let whiskers = bars.iter().filter(|(_, c)| c.std > 0.0).map(|(x, c)| {
@@ -142,7 +206,12 @@ fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> Res
             });
             chart.draw_series(whiskers)?;
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
     }
     Ok(out)
@@ -150,7 +219,11 @@ fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> Res
 
 /// A prompt inside a Markdown table cell (in backticks): pipes escaped, newlines and tabs written as `\n`, `\t`.
 fn table_cell(prompt: &str) -> String {
-    prompt.replace('|', "\\|").replace('`', "'").replace('\n', "\\n").replace('\t', "\\t")
+    prompt
+        .replace('|', "\\|")
+        .replace('`', "'")
+        .replace('\n', "\\n")
+        .replace('\t', "\\t")
 }
 
 #[cfg(test)]

@@ -6,7 +6,11 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 pub fn mean_std(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
     let m = x.iter().sum::<f64>() / n;
-    let var = if x.len() > 1 { x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if x.len() > 1 {
+        x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (m, var.sqrt())
 }
 
@@ -17,7 +21,11 @@ pub fn paired_t(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
     let (m, s) = mean_std(&d);
     let n = d.len() as f64;
     if s == 0.0 {
-        return (m, if m == 0.0 { 0.0 } else { f64::INFINITY * m.signum() }, if m == 0.0 { 1.0 } else { 0.0 });
+        return (
+            m,
+            if m == 0.0 { 0.0 } else { f64::INFINITY * m.signum() },
+            if m == 0.0 { 1.0 } else { 0.0 },
+        );
     }
     let t = m / (s / n.sqrt());
     let dist = StudentsT::new(0.0, 1.0, n - 1.0).expect("valid degrees of freedom");

@@ -2,9 +2,9 @@
 //! independent computation with transformers (scripts/make_fixtures.py, job `transfer`).
 
 use candle_core::{DType, Device};
-use pez_tasks::TaskSpec;
 use pez_classify::{LearnedPrompt, Predictor, Prompted};
 use pez_core::Method;
+use pez_tasks::TaskSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -22,16 +22,32 @@ fn fixtures() -> PathBuf {
 fn artifact(dir: &std::path::Path, method: Method, prompt: &str, holdout: f64, fluency: f64) {
     std::fs::create_dir_all(dir).unwrap();
     let a = pez_tasks::PromptArtifact {
-        format: 1, prompt: prompt.into(), token_ids: vec![], method, source_model: "tiny".into(),
-        task: "tiny-sst2".into(), prompt_format: pez_tasks::PromptFormat::polarity(), calibration: Default::default(), holdout_accuracy: Some(holdout), dev_accuracy: None, dev_per_class: None,
-        fluency_log_ppl: None, step: 1, seed: 0, config: pez_tasks::TuneConfig { fluency, ..Default::default() },
+        format: 1,
+        prompt: prompt.into(),
+        token_ids: vec![],
+        method,
+        source_model: "tiny".into(),
+        task: "tiny-sst2".into(),
+        prompt_format: pez_tasks::PromptFormat::polarity(),
+        calibration: Default::default(),
+        holdout_accuracy: Some(holdout),
+        dev_accuracy: None,
+        dev_per_class: None,
+        fluency_log_ppl: None,
+        step: 1,
+        seed: 0,
+        config: pez_tasks::TuneConfig {
+            fluency,
+            ..Default::default()
+        },
     };
     a.write(&dir.join("prompt.json")).unwrap();
 }
 
 #[test]
 fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
-    let exp: Expected = serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
+    let exp: Expected =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
     let task_file = fixtures().join("task.toml");
     let runs = tempfile::tempdir().unwrap();
     // Two "pez+fluency" prompts (the better one by holdout should be kept with --top 1) and one "pez" prompt.
@@ -40,13 +56,28 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
     artifact(&runs.path().join("c"), Method::Pez, &exp.prompts[2], 0.7, 0.0);
     artifact(&runs.path().join("d"), Method::Soft, "ignored", 1.0, 0.0);
     let grid = pez_transfer::Grid::new(task_file.to_str().unwrap(), &[runs.path().to_path_buf()], 1, None).unwrap();
-    assert_eq!(grid.methods.keys().collect::<Vec<_>>(), vec!["pez", "pez+fluency"], "soft prompts are skipped");
-    assert_eq!(grid.methods["pez+fluency"][0].1.prompt, exp.prompts[1], "top-1 by holdout accuracy");
+    assert_eq!(
+        grid.methods.keys().collect::<Vec<_>>(),
+        vec!["pez", "pez+fluency"],
+        "soft prompts are skipped"
+    );
+    assert_eq!(
+        grid.methods["pez+fluency"][0].1.prompt, exp.prompts[1],
+        "top-1 by holdout accuracy"
+    );
 
     let mut all = vec![];
     for arch in ["gpt2", "opt", "t5"] {
         let model = fixtures().join(arch);
-        let scores = grid.score_model(model.to_str().unwrap(), pez_nn::Dtype::F32, 5, pez_tasks::Calibration::None, &mut |_| {}).unwrap();
+        let scores = grid
+            .score_model(
+                model.to_str().unwrap(),
+                pez_nn::Dtype::F32,
+                5,
+                pez_tasks::Calibration::None,
+                &mut |_| {},
+            )
+            .unwrap();
         let want = &exp.correct[arch];
         for s in &scores {
             assert_eq!(&s.correct, &want[&s.prompt], "{arch} {} {:?}", s.method, s.prompt);
@@ -62,7 +93,10 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
             let scored = p.score(&texts, 4, &mut |_| {}).unwrap();
             for (s, m) in scored.iter().zip(&exp.margin[arch][prompt]) {
                 let ours = s.logprobs[1] - s.logprobs[0];
-                assert!((ours - m).abs() < 1e-3, "{arch} {prompt:?}: margin {ours} vs transformers {m}");
+                assert!(
+                    (ours - m).abs() < 1e-3,
+                    "{arch} {prompt:?}: margin {ours} vs transformers {m}"
+                );
             }
         }
         all.extend(scores);
@@ -72,6 +106,11 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
     let csv = std::fs::read_to_string(out.path().join("transfer.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 3 * 3);
     let t5_empty: f64 = exp.correct["t5"][""].iter().map(|&c| c as f64).sum::<f64>() / 12.0;
-    assert!(csv.contains(&format!("empty,{},{t5_empty:.6}", fixtures().join("t5").display())), "{csv}");
-    assert!(std::fs::read_to_string(out.path().join("transfer.svg")).unwrap().starts_with("<svg"));
+    assert!(
+        csv.contains(&format!("empty,{},{t5_empty:.6}", fixtures().join("t5").display())),
+        "{csv}"
+    );
+    assert!(std::fs::read_to_string(out.path().join("transfer.svg"))
+        .unwrap()
+        .starts_with("<svg"));
 }

@@ -2,12 +2,12 @@
 //! train batches.    cargo bench -p pez-tune --bench tune_step -- [model] [batch] [steps] [--dtype f32|bf16|auto]
 //! The PyTorch yardstick for the same step is scripts/torch_pez_step.py.
 
+use clap::Parser;
+use pez_classify::Classifier;
 use pez_core::{Method, Optimizer, OptimizerKind, Pez, Projector};
 use pez_models::load_lm;
 use pez_tasks::TaskSpec;
-use pez_classify::Classifier;
 use pez_tune::BatchObjective;
-use clap::Parser;
 use std::time::Instant;
 
 #[global_allocator]
@@ -15,7 +15,15 @@ static GLOBAL: pez_nn::alloc::Allocator = pez_nn::alloc::Allocator;
 
 fn main() -> anyhow::Result<()> {
     pez_nn::alloc::keep_freed_memory();
-    let Args { model, batch: bs, steps, dtype, verbose, device, .. } = Args::parse();
+    let Args {
+        model,
+        batch: bs,
+        steps,
+        dtype,
+        verbose,
+        device,
+        ..
+    } = Args::parse();
     let device = device.open()?;
     let dtype = dtype.resolve_on(&device);
     let lm = load_lm(&model, dtype.candle(), &device)?;
@@ -23,21 +31,36 @@ fn main() -> anyhow::Result<()> {
     let clf = Classifier::new(&lm, &task.prompt, 10)?;
     let train = task.load("train", None)?.examples;
     let allowed = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer, Default::default());
-    let init = lm.model.embed_ids(&clf.verbalizer_ids.iter().cycle().take(10).copied().collect::<Vec<_>>())?;
-    let mut pez = Pez::new(Method::Pez, Projector::new(lm.model.token_embeddings(), &allowed)?, &init,
-                           Optimizer::new(OptimizerKind::Adafactor, 0.0), steps, 0.3, 0)?;
+    let init = lm
+        .model
+        .embed_ids(&clf.verbalizer_ids.iter().cycle().take(10).copied().collect::<Vec<_>>())?;
+    let mut pez = Pez::new(
+        Method::Pez,
+        Projector::new(lm.model.token_embeddings(), &allowed)?,
+        &init,
+        Optimizer::new(OptimizerKind::Adafactor, 0.0),
+        steps,
+        0.3,
+        0,
+    )?;
     let mut times = vec![];
     let mut tokens = 0;
     for s in 0..steps + 1 {
         // Fixed, spread-out batches (the same ones every run) so timings compare.
-        let batch: Vec<(Vec<u32>, usize)> = (0..bs).map(|i| {
-            let e = &train[(s * bs + i) * 4099 % train.len()];
-            (clf.encode(&e.text).unwrap(), e.label)
-        }).collect();
+        let batch: Vec<(Vec<u32>, usize)> = (0..bs)
+            .map(|i| {
+                let e = &train[(s * bs + i) * 4099 % train.len()];
+                (clf.encode(&e.text).unwrap(), e.label)
+            })
+            .collect();
         let batch_tokens = batch.iter().map(|b| b.0.len()).sum::<usize>();
         tokens += batch_tokens + 10 * bs;
         let t = Instant::now();
-        pez.step(&mut BatchObjective { clf: &clf, batch, fluency: 0.003 })?;
+        pez.step(&mut BatchObjective {
+            clf: &clf,
+            batch,
+            fluency: 0.003,
+        })?;
         let dt = t.elapsed().as_secs_f64();
         if verbose {
             eprintln!("step {s}: {batch_tokens} row tokens, {dt:.3} s");
@@ -50,8 +73,17 @@ fn main() -> anyhow::Result<()> {
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
-    println!("model {model}, dtype {}, batch {bs}, prompt 10, fluency 0.003, {} timed steps, {:.1} tokens per row", dtype.resolve(), times.len(), tokens as f64 / ((steps + 1) * bs) as f64);
-    println!("seconds per PEZ step: mean {mean:.3}, median {median:.3}, min {:.3}, max {:.3}", times.iter().cloned().fold(f64::MAX, f64::min), times.iter().cloned().fold(0.0, f64::max));
+    println!(
+        "model {model}, dtype {}, batch {bs}, prompt 10, fluency 0.003, {} timed steps, {:.1} tokens per row",
+        dtype.resolve(),
+        times.len(),
+        tokens as f64 / ((steps + 1) * bs) as f64
+    );
+    println!(
+        "seconds per PEZ step: mean {mean:.3}, median {median:.3}, min {:.3}, max {:.3}",
+        times.iter().cloned().fold(f64::MAX, f64::min),
+        times.iter().cloned().fold(0.0, f64::max)
+    );
     Ok(())
 }
 

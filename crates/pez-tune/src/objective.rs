@@ -28,21 +28,34 @@ impl Objective for BatchObjective<'_> {
         order.sort_by_key(|&i| batch[i].0.len());
         let mut ce_sum: Option<Tensor> = None;
         // Packed rows (decoders with a prefix cache) carry no padding: one call takes them all.
-        let sub = if prefix.cache.is_some() { batch.len().max(1) } else { SUB_BATCH };
+        let sub = if prefix.cache.is_some() {
+            batch.len().max(1)
+        } else {
+            SUB_BATCH
+        };
         for chunk in order.chunks(sub) {
             let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| batch[i].0.clone()).collect();
             let labels: Vec<u32> = chunk.iter().map(|&i| batch[i].1 as u32).collect();
             let lp = clf.label_logprobs(&prefix, &rows)?;
-            let picked = lp.gather(&Tensor::new(labels.as_slice(), p.device())?.unsqueeze(1)?, D::Minus1)?.sum_all()?;
+            let picked = lp
+                .gather(&Tensor::new(labels.as_slice(), p.device())?.unsqueeze(1)?, D::Minus1)?
+                .sum_all()?;
             ce_sum = Some(match ce_sum {
                 Some(s) => (s + picked)?,
                 None => picked,
             });
         }
         let ce = (ce_sum.ok_or_else(|| anyhow!("empty batch"))? * (-1.0 / batch.len() as f64))?;
-        let loss = if w > 0.0 { ((ce * (1.0 - w))? + (clf.fluency_loss(&prefix, ids)? * w)?)? } else { ce };
+        let loss = if w > 0.0 {
+            ((ce * (1.0 - w))? + (clf.fluency_loss(&prefix, ids)? * w)?)?
+        } else {
+            ce
+        };
         let grads = loss.backward()?;
-        let g = grads.get(p).cloned().ok_or_else(|| anyhow!("no gradient reached the prompt"))?;
+        let g = grads
+            .get(p)
+            .cloned()
+            .ok_or_else(|| anyhow!("no gradient reached the prompt"))?;
         Ok((loss.to_dtype(DType::F32)?.to_scalar::<f32>()?, g))
     }
 }

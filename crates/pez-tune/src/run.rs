@@ -99,17 +99,26 @@ pub enum RunDir {
     Missing,
     Started(Checkpoint),
     /// `checkpoint`: known from the checkpoint, else from prompt.json alone.
-    Finished { config: TuneConfig, checkpoint: bool },
+    Finished {
+        config: TuneConfig,
+        checkpoint: bool,
+    },
 }
 
 impl RunDir {
     pub fn read(dir: &Path) -> Self {
         match Checkpoint::read(dir) {
-            Ok(c) if c.finished => Self::Finished { config: c.config, checkpoint: true },
+            Ok(c) if c.finished => Self::Finished {
+                config: c.config,
+                checkpoint: true,
+            },
             Ok(c) => Self::Started(c),
             Err(_) if dir.join("checkpoint.json").exists() => Self::Missing,
             Err(_) => match PromptArtifact::read(dir) {
-                Ok(a) if a.dev_accuracy.is_some() => Self::Finished { config: a.config, checkpoint: false },
+                Ok(a) if a.dev_accuracy.is_some() => Self::Finished {
+                    config: a.config,
+                    checkpoint: false,
+                },
                 _ => Self::Missing,
             },
         }
@@ -122,8 +131,12 @@ pub fn wall_seconds(dir: &Path) -> f64 {
     if let Ok(c) = Checkpoint::read(dir) {
         return c.elapsed_s();
     }
-    let last = std::fs::read_to_string(dir.join("metrics.jsonl")).ok().and_then(|t| t.lines().last().map(str::to_string));
-    last.and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok()).and_then(|v| v["elapsed_s"].as_f64()).unwrap_or(0.0)
+    let last = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .ok()
+        .and_then(|t| t.lines().last().map(str::to_string));
+    last.and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .and_then(|v| v["elapsed_s"].as_f64())
+        .unwrap_or(0.0)
 }
 
 /// Runs (or resumes, from `resume`'s checkpoint) a tuning run and returns its `prompt.json`.
@@ -131,7 +144,10 @@ pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>, device: &Device) -> 
     let (cfg, ckpt) = match (cfg, resume) {
         (_, Some(dir)) => {
             let c = Checkpoint::read(dir)?;
-            let cfg = TuneConfig { out: dir.to_path_buf(), ..c.config.clone() };
+            let cfg = TuneConfig {
+                out: dir.to_path_buf(),
+                ..c.config.clone()
+            };
             (cfg, Some(c))
         }
         (Some(cfg), None) => (cfg, None),
@@ -166,20 +182,41 @@ impl Data {
             None => train_set.split_holdout(cfg.holdout, cfg.seed, cfg.holdout_rule, cfg.train_rule),
         };
         let src = train_set.source.display();
-        for (rows, what, flag, rule) in [(&holdout, "holdout", "--holdout-rule", cfg.holdout_rule), (&train, "training", "--train-rule", cfg.train_rule)] {
+        for (rows, what, flag, rule) in [
+            (&holdout, "holdout", "--holdout-rule", cfg.holdout_rule),
+            (&train, "training", "--train-rule", cfg.train_rule),
+        ] {
             match (rows.is_empty(), rule) {
                 (false, _) => {}
-                (true, RowRule::Long) => bail!("{src}: no {what} rows: `long` admits rows of {}+ words; give {flag} random", pez_tasks::data::LONG_WORDS),
-                (true, RowRule::Random) => bail!("{src}: {} rows are too few for a holdout and training", train_set.examples.len()),
+                (true, RowRule::Long) => bail!(
+                    "{src}: no {what} rows: `long` admits rows of {}+ words; give {flag} random",
+                    pez_tasks::data::LONG_WORDS
+                ),
+                (true, RowRule::Random) => bail!(
+                    "{src}: {} rows are too few for a holdout and training",
+                    train_set.examples.len()
+                ),
             }
         }
         let steps = match cfg.shots {
             Some(_) => cfg.epochs * train.len().div_ceil(cfg.batch_size),
             None => cfg.steps,
         };
-        let dev = if cfg.skip_dev { None } else { Some(task.load("dev", cfg.dev.as_deref())?.examples) };
-        let train = train.iter().map(|e| Ok((clf.encode(&e.text)?, e.label))).collect::<Result<Vec<_>>>()?;
-        Ok(Self { train, holdout, dev, steps })
+        let dev = if cfg.skip_dev {
+            None
+        } else {
+            Some(task.load("dev", cfg.dev.as_deref())?.examples)
+        };
+        let train = train
+            .iter()
+            .map(|e| Ok((clf.encode(&e.text)?, e.label)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            train,
+            holdout,
+            dev,
+            steps,
+        })
     }
 
     /// The batch of step `step` (1-based): epoch-wise shuffles seeded by (seed, epoch), so a resumed run sees the
@@ -190,7 +227,10 @@ impl Data {
         let (epoch, k) = ((step - 1) / per_epoch, (step - 1) % per_epoch);
         let mut idx: Vec<usize> = (0..n).collect();
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0000_0000 ^ epoch as u64));
-        idx[k * bs..((k + 1) * bs).min(n)].iter().map(|&i| self.train[i].clone()).collect()
+        idx[k * bs..((k + 1) * bs).min(n)]
+            .iter()
+            .map(|&i| self.train[i].clone())
+            .collect()
     }
 }
 
@@ -218,7 +258,11 @@ impl<'a> Run<'a> {
         let task = TaskSpec::resolve(&cfg.task)?;
         let model = lm.model.as_ref();
         if cfg.fluency > 0.0 && model.as_decoder().is_none() {
-            bail!("fluency needs a causal decoder; {} ({}) is not one", cfg.model, model.info().arch);
+            bail!(
+                "fluency needs a causal decoder; {} ({}) is not one",
+                cfg.model,
+                model.info().arch
+            );
         }
         let clf = Classifier::new(lm, &task.prompt, cfg.prompt_len)?;
         for w in &clf.warnings {
@@ -227,7 +271,11 @@ impl<'a> Run<'a> {
         let data = Data::load(&cfg, &task, &clf)?;
         std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
         if ckpt.is_none() && cfg.out.join("checkpoint.json").exists() {
-            bail!("{} already holds a run: use --resume {} or another --out", cfg.out.display(), cfg.out.display());
+            bail!(
+                "{} already holds a run: use --resume {} or another --out",
+                cfg.out.display(),
+                cfg.out.display()
+            );
         }
         if ckpt.is_none() && cfg.out.join("prompt.json").exists() {
             bail!("{} already holds a run's prompt.json (without its checkpoint, so it cannot be resumed): give another --out",
@@ -244,23 +292,56 @@ impl<'a> Run<'a> {
             random_prompt(&projector, model, cfg.prompt_len, cfg.seed)?
         } else {
             // As the reference: the verbalizer tokens tiled to the prompt length.
-            clf.verbalizer_ids.iter().cycle().take(cfg.prompt_len).copied().collect()
+            clf.verbalizer_ids
+                .iter()
+                .cycle()
+                .take(cfg.prompt_len)
+                .copied()
+                .collect()
         };
         let optimizer = Optimizer::new(cfg.optimizer, cfg.weight_decay);
-        let pez = Pez::new(cfg.method, projector, &model.embed_ids(&init_ids)?, optimizer, data.steps, cfg.lr, cfg.seed)?;
+        let pez = Pez::new(
+            cfg.method,
+            projector,
+            &model.embed_ids(&init_ids)?,
+            optimizer,
+            data.steps,
+            cfg.lr,
+            cfg.seed,
+        )?;
         let progress = pez_progress::Progress::new(&format!("tune {}", cfg.out.display()), "steps", data.steps as u64);
         let mut run = Self {
-            cfg, task, lm, clf, data, pez, best: None, metrics_lines: 0, loss_sum: 0.0, loss_count: 0, elapsed0: 0.0,
-            t0: Instant::now(), progress,
+            cfg,
+            task,
+            lm,
+            clf,
+            data,
+            pez,
+            best: None,
+            metrics_lines: 0,
+            loss_sum: 0.0,
+            loss_count: 0,
+            elapsed0: 0.0,
+            t0: Instant::now(),
+            progress,
         };
         let metrics = run.metrics_path();
         match ckpt {
             Some(c) => {
                 run.pez.state = c.pez;
-                (run.best, run.metrics_lines, run.loss_sum, run.loss_count, run.elapsed0) = (c.best, c.metrics_lines, c.loss_sum, c.loss_count, c.elapsed_s);
+                (run.best, run.metrics_lines, run.loss_sum, run.loss_count, run.elapsed0) =
+                    (c.best, c.metrics_lines, c.loss_sum, c.loss_count, c.elapsed_s);
                 // Drop evaluations written after the checkpoint: they will be redone identically.
-                let kept: Vec<String> = std::fs::read_to_string(&metrics).unwrap_or_default().lines().take(run.metrics_lines).map(String::from).collect();
-                write_atomic(&metrics, (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes())?;
+                let kept: Vec<String> = std::fs::read_to_string(&metrics)
+                    .unwrap_or_default()
+                    .lines()
+                    .take(run.metrics_lines)
+                    .map(String::from)
+                    .collect();
+                write_atomic(
+                    &metrics,
+                    (kept.join("\n") + if kept.is_empty() { "" } else { "\n" }).as_bytes(),
+                )?;
             }
             None => write_atomic(&metrics, b"")?,
         }
@@ -284,8 +365,14 @@ impl<'a> Run<'a> {
 
     /// One PEZ step on the next batch.
     pub fn step(&mut self) -> Result<StepReport> {
-        let batch = self.data.batch(self.cfg.batch_size, self.cfg.seed, self.pez.state.step + 1);
-        let r = self.pez.step(&mut BatchObjective { clf: &self.clf, batch, fluency: self.cfg.fluency })?;
+        let batch = self
+            .data
+            .batch(self.cfg.batch_size, self.cfg.seed, self.pez.state.step + 1);
+        let r = self.pez.step(&mut BatchObjective {
+            clf: &self.clf,
+            batch,
+            fluency: self.cfg.fluency,
+        })?;
         self.loss_sum += r.loss as f64;
         self.loss_count += 1;
         self.progress.set_message(format!("loss {:.3}", r.loss));
@@ -303,7 +390,11 @@ impl<'a> Run<'a> {
 
     /// A soft prompt's vectors as kept (f32), whatever the model computes in.
     fn soft_f32(&self, s: &[f32]) -> Result<Tensor> {
-        Ok(Tensor::from_slice(s, (self.cfg.prompt_len, self.lm.model.info().hidden_size), self.pez.projector.device())?)
+        Ok(Tensor::from_slice(
+            s,
+            (self.cfg.prompt_len, self.lm.model.info().hidden_size),
+            self.pez.projector.device(),
+        )?)
     }
 
     /// Accuracy of a prompt (its token ids and input rows) on examples, scored as `pez eval` scores it.
@@ -326,15 +417,27 @@ impl<'a> Run<'a> {
         let step = self.pez.state.step;
         let ids = self.pez.hard_ids()?;
         let soft = (self.cfg.method == Method::Soft).then(|| self.pez.state.soft.clone());
-        let acc = self.accuracy(&ids, self.prompt_tensor(&ids, soft.as_deref())?, &self.data.holdout)?.accuracy;
+        let acc = self
+            .accuracy(&ids, self.prompt_tensor(&ids, soft.as_deref())?, &self.data.holdout)?
+            .accuracy;
         let hard = self.pez.projector.rows(&ids)?;
         let flu = match self.lm.model.as_decoder() {
-            Some(_) => Some(self.clf.fluency(&self.clf.prefix(Some(&hard))?, &ids)?.to_scalar::<f32>()? as f64),
+            Some(_) => Some(
+                self.clf
+                    .fluency(&self.clf.prefix(Some(&hard))?, &ids)?
+                    .to_scalar::<f32>()? as f64,
+            ),
             None => None,
         };
         let is_best = self.best.as_ref().is_none_or(|b| acc >= b.holdout_accuracy);
         if is_best {
-            self.best = Some(Best { step, holdout_accuracy: acc, ids: ids.clone(), soft, fluency_log_ppl: flu });
+            self.best = Some(Best {
+                step,
+                holdout_accuracy: acc,
+                ids: ids.clone(),
+                soft,
+                fluency_log_ppl: flu,
+            });
         }
         let rec = EvalRecord {
             step,
@@ -347,12 +450,20 @@ impl<'a> Run<'a> {
             elapsed_s: self.elapsed(),
             dtype: self.cfg.dtype,
         };
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(self.metrics_path())?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.metrics_path())?;
         writeln!(f, "{}", serde_json::to_string(&rec)?)?;
         self.metrics_lines += 1;
         (self.loss_sum, self.loss_count) = (0.0, 0);
         let best = self.best.as_ref().map_or(0.0, |b| b.holdout_accuracy);
-        self.progress.set_message(format!("loss {:.3}  holdout {:.1}%  best {:.1}%", rec.train_loss, acc * 100.0, best * 100.0));
+        self.progress.set_message(format!(
+            "loss {:.3}  holdout {:.1}%  best {:.1}%",
+            rec.train_loss,
+            acc * 100.0,
+            best * 100.0
+        ));
         self.progress.line();
         Ok(rec)
     }
@@ -371,19 +482,36 @@ impl<'a> Run<'a> {
 
     fn write_checkpoint(&self, finished: bool) -> Result<()> {
         let ck = Checkpoint {
-            config: self.cfg.clone(), pez: self.pez.state.clone(), best: self.best.clone(), metrics_lines: self.metrics_lines,
-            loss_sum: self.loss_sum, loss_count: self.loss_count, elapsed_s: self.elapsed(), finished,
+            config: self.cfg.clone(),
+            pez: self.pez.state.clone(),
+            best: self.best.clone(),
+            metrics_lines: self.metrics_lines,
+            loss_sum: self.loss_sum,
+            loss_count: self.loss_count,
+            elapsed_s: self.elapsed(),
+            finished,
         };
-        write_atomic(&self.cfg.out.join("checkpoint.json"), serde_json::to_string(&ck)?.as_bytes())
+        write_atomic(
+            &self.cfg.out.join("checkpoint.json"),
+            serde_json::to_string(&ck)?.as_bytes(),
+        )
     }
 
     /// Scores the best prompt on the dev split, saves a soft prompt's vectors, and writes the final `prompt.json`.
     pub fn finish(self) -> Result<PromptArtifact> {
         let b = self.best.as_ref().context("no evaluation happened")?;
         let best = self.prompt_tensor(&b.ids, b.soft.as_deref())?;
-        let dev = self.data.dev.as_ref().map(|dev| self.accuracy(&b.ids, best, dev)).transpose()?;
+        let dev = self
+            .data
+            .dev
+            .as_ref()
+            .map(|dev| self.accuracy(&b.ids, best, dev))
+            .transpose()?;
         if let Some(s) = &b.soft {
-            candle_core::safetensors::save(&[("soft_prompt", self.soft_f32(s)?)].into_iter().collect(), self.cfg.out.join("soft_prompt.safetensors"))?;
+            candle_core::safetensors::save(
+                &[("soft_prompt", self.soft_f32(s)?)].into_iter().collect(),
+                self.cfg.out.join("soft_prompt.safetensors"),
+            )?;
         }
         let a = self.artifact(b, dev.as_ref())?;
         a.write(&self.cfg.out.join("prompt.json"))?;
@@ -428,7 +556,9 @@ fn random_prompt(projector: &Projector, model: &dyn LanguageModel, len: usize, s
                     return Ok(i);
                 }
             }
-            bail!("no random token that projects onto itself in {TRIES_PER_TOKEN} draws: use the default initialisation")
+            bail!(
+                "no random token that projects onto itself in {TRIES_PER_TOKEN} draws: use the default initialisation"
+            )
         })
         .collect()
 }

@@ -2,11 +2,11 @@
 //! (`<root>/s<seed>`: resumed if a checkpoint is there, skipped if finished), then a summary of every seed and
 //! the top prompts by holdout accuracy, in `<root>/summary.json` and `<root>/summary.md`.
 
-use pez_tasks::TuneConfig;
 use crate::run::RunDir;
 use anyhow::Result;
 use pez_tasks::artifact::write_atomic;
 use pez_tasks::PromptArtifact;
+use pez_tasks::TuneConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -41,7 +41,11 @@ pub fn mean_std(xs: &[f64]) -> Option<(f64, f64)> {
     }
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     Some((mean, var.sqrt()))
 }
 
@@ -50,8 +54,19 @@ impl SeedResult {
     pub fn read(seed: u64, dir: &Path) -> Result<Self> {
         let a = PromptArtifact::read(dir)?;
         let wall_s = crate::run::wall_seconds(dir);
-        let dev_per_class = a.dev_per_class.as_ref().map(|v| v.iter().map(|&(k, t)| k as f64 / t.max(1) as f64).collect());
-        Ok(Self { seed, dir: dir.to_path_buf(), prompt: a.prompt, holdout_accuracy: a.holdout_accuracy, dev_accuracy: a.dev_accuracy, dev_per_class, wall_s })
+        let dev_per_class = a
+            .dev_per_class
+            .as_ref()
+            .map(|v| v.iter().map(|&(k, t)| k as f64 / t.max(1) as f64).collect());
+        Ok(Self {
+            seed,
+            dir: dir.to_path_buf(),
+            prompt: a.prompt,
+            holdout_accuracy: a.holdout_accuracy,
+            dev_accuracy: a.dev_accuracy,
+            dev_per_class,
+            wall_s,
+        })
     }
 }
 
@@ -68,7 +83,15 @@ pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize, device: &candle
                 crate::tune(None, Some(&dir), device)?;
             }
             RunDir::Missing => {
-                crate::tune(Some(TuneConfig { seed, out: dir.clone(), ..base.clone() }), None, device)?;
+                crate::tune(
+                    Some(TuneConfig {
+                        seed,
+                        out: dir.clone(),
+                        ..base.clone()
+                    }),
+                    None,
+                    device,
+                )?;
             }
         }
         runs.push(SeedResult::read(seed, &dir)?);
@@ -82,7 +105,12 @@ pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize, device: &candle
 /// Best-of-N over `runs`: dev mean and std over all, and over the `top` by holdout accuracy.
 pub fn summarize(runs: Vec<SeedResult>, top: usize) -> Summary {
     let mut by_holdout: Vec<&SeedResult> = runs.iter().collect();
-    by_holdout.sort_by(|x, y| y.holdout_accuracy.unwrap_or(0.0).total_cmp(&x.holdout_accuracy.unwrap_or(0.0)).then(x.seed.cmp(&y.seed)));
+    by_holdout.sort_by(|x, y| {
+        y.holdout_accuracy
+            .unwrap_or(0.0)
+            .total_cmp(&x.holdout_accuracy.unwrap_or(0.0))
+            .then(x.seed.cmp(&y.seed))
+    });
     by_holdout.truncate(top);
     let dev = |rs: &[&SeedResult]| mean_std(&rs.iter().filter_map(|r| r.dev_accuracy).collect::<Vec<_>>());
     Summary {
@@ -103,12 +131,32 @@ fn pm(x: Option<(f64, f64)>) -> String {
 }
 
 pub fn markdown(s: &Summary) -> String {
-    let mut out = String::from("| seed | holdout | dev | dev per class | wall (s) | prompt |\n|---|---|---|---|---|---|\n");
+    let mut out =
+        String::from("| seed | holdout | dev | dev per class | wall (s) | prompt |\n|---|---|---|---|---|---|\n");
     for r in &s.runs {
-        let per = r.dev_per_class.as_ref().map_or("–".into(), |v| v.iter().map(|x| format!("{:.1}", x * 100.0)).collect::<Vec<_>>().join(" / "));
-        out += &format!("| {} | {} | {} | {per} | {:.0} | `{}` |\n", r.seed, pct(r.holdout_accuracy), pct(r.dev_accuracy), r.wall_s, r.prompt.replace('\n', "\\n").replace('`', "'"));
+        let per = r.dev_per_class.as_ref().map_or("–".into(), |v| {
+            v.iter()
+                .map(|x| format!("{:.1}", x * 100.0))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        });
+        out += &format!(
+            "| {} | {} | {} | {per} | {:.0} | `{}` |\n",
+            r.seed,
+            pct(r.holdout_accuracy),
+            pct(r.dev_accuracy),
+            r.wall_s,
+            r.prompt.replace('\n', "\\n").replace('`', "'")
+        );
     }
-    out += &format!("\nDev accuracy over {} seeds: {} (mean ± std). Top {} by holdout (seeds {:?}): {}. Wall time {:.0} s.\n",
-                    s.runs.len(), pm(s.dev_mean_std), s.top.len(), s.top, pm(s.top_dev_mean_std), s.wall_s);
+    out += &format!(
+        "\nDev accuracy over {} seeds: {} (mean ± std). Top {} by holdout (seeds {:?}): {}. Wall time {:.0} s.\n",
+        s.runs.len(),
+        pm(s.dev_mean_std),
+        s.top.len(),
+        s.top,
+        pm(s.top_dev_mean_std),
+        s.wall_s
+    );
     out
 }

@@ -17,7 +17,16 @@ fn prompts_use_only_readable_non_special_tokens() {
     }
     for (i, &a) in allowed.iter().enumerate() {
         let text = tokenizer::decode(&lm.tokenizer, &[i as u32]).unwrap();
-        assert_eq!(a, !text.contains('\u{FFFD}') && !lm.tokenizer.get_added_tokens_decoder().get(&(i as u32)).is_some_and(|t| t.special), "token {i} {text:?}");
+        assert_eq!(
+            a,
+            !text.contains('\u{FFFD}')
+                && !lm
+                    .tokenizer
+                    .get_added_tokens_decoder()
+                    .get(&(i as u32))
+                    .is_some_and(|t| t.special),
+            "token {i} {text:?}"
+        );
     }
 }
 
@@ -28,23 +37,47 @@ fn printable_and_words_subsets_on_smollm2() {
     use tokenizer::TokenSet;
     let lm = load_lm("smollm2-135m", DType::F32, &Device::Cpu).unwrap();
     let tok = &lm.tokenizer;
-    let sets: Vec<Vec<bool>> = [TokenSet::All, TokenSet::Printable, TokenSet::Words].iter().map(|&s| pez_tune::allowed_tokens(lm.model.as_ref(), tok, s)).collect();
+    let sets: Vec<Vec<bool>> = [TokenSet::All, TokenSet::Printable, TokenSet::Words]
+        .iter()
+        .map(|&s| pez_tune::allowed_tokens(lm.model.as_ref(), tok, s))
+        .collect();
     let id = |piece: &str| tok.token_to_id(piece).unwrap_or_else(|| panic!("no piece {piece:?}")) as usize;
     let count = |s: &Vec<bool>| s.iter().filter(|&&a| a).count();
-    eprintln!("all {}, printable {}, words {}", count(&sets[0]), count(&sets[1]), count(&sets[2]));
+    eprintln!(
+        "all {}, printable {}, words {}",
+        count(&sets[0]),
+        count(&sets[1]),
+        count(&sets[2])
+    );
     // (piece, in all, in printable, in words): newline, tab, CRLF, spaces only, a word, a word without its space,
     // a word with punctuation, a bracket after a space, a capitalised word.
-    for (piece, want) in [("Ċ", [true, false, false]), ("ĉ", [true, false, false]), ("čĊ", [true, false, false]), ("ĠĠ", [true, false, false]),
-                          ("Ġmovie", [true, true, true]), ("movie", [true, true, false]), ("Ġmovie.", [false, false, false]),
-                          ("Ġ(", [true, true, false]), ("ĠThe", [true, true, true])] {
+    for (piece, want) in [
+        ("Ċ", [true, false, false]),
+        ("ĉ", [true, false, false]),
+        ("čĊ", [true, false, false]),
+        ("ĠĠ", [true, false, false]),
+        ("Ġmovie", [true, true, true]),
+        ("movie", [true, true, false]),
+        ("Ġmovie.", [false, false, false]),
+        ("Ġ(", [true, true, false]),
+        ("ĠThe", [true, true, true]),
+    ] {
         let Some(i) = tok.token_to_id(piece).map(|i| i as usize) else {
             assert!(piece == "Ġmovie.", "{piece:?} should be a SmolLM2 piece");
             continue;
         };
         let got = [sets[0][i], sets[1][i], sets[2][i]];
-        assert_eq!(got, want, "{piece:?} (id {i}, text {:?})", tokenizer::decode(tok, &[i as u32]).unwrap());
+        assert_eq!(
+            got,
+            want,
+            "{piece:?} (id {i}, text {:?})",
+            tokenizer::decode(tok, &[i as u32]).unwrap()
+        );
     }
-    assert!(!sets[1][id("Ġ")] && !sets[2][id("Ġ")], "a lone space is whitespace only");
+    assert!(
+        !sets[1][id("Ġ")] && !sets[2][id("Ġ")],
+        "a lone space is whitespace only"
+    );
     // Nested, and each set a real part of the one before.
     for w in sets.windows(2) {
         assert!(w[1].iter().zip(&w[0]).all(|(b, a)| !b || *a));
@@ -53,6 +86,9 @@ fn printable_and_words_subsets_on_smollm2() {
     assert!(count(&sets[2]) > 10_000, "SmolLM2 has tens of thousands of word pieces");
     for (i, _) in sets[1].iter().enumerate().filter(|(_, &a)| a) {
         let text = tokenizer::decode(tok, &[i as u32]).unwrap();
-        assert!(!text.chars().any(char::is_control) && !text.trim().is_empty(), "{i} {text:?}");
+        assert!(
+            !text.chars().any(char::is_control) && !text.trim().is_empty(),
+            "{i} {text:?}"
+        );
     }
 }

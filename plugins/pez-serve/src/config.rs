@@ -7,7 +7,10 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(version, about = "OpenAI-compatible server where learned PEZ classifiers are model names (on mistral.rs)")]
+#[command(
+    version,
+    about = "OpenAI-compatible server where learned PEZ classifiers are model names (on mistral.rs)"
+)]
 pub struct Args {
     /// Base model(s): a short name (smollm2-135m, gemma3-270m, gpt2-large, ...), a GGUF file or a directory.
     #[arg(long)]
@@ -82,7 +85,13 @@ impl ServeConfig {
             Some(p) => Self::from_toml(p)?,
             None => toml::from_str::<Self>("models = []")?,
         };
-        cfg.models.extend(a.model.iter().map(|m| BaseModel { name: m.clone(), path: None, generate: None, dtype: Some(a.dtype), device: Some(a.device) }));
+        cfg.models.extend(a.model.iter().map(|m| BaseModel {
+            name: m.clone(),
+            path: None,
+            generate: None,
+            dtype: Some(a.dtype),
+            device: Some(a.device),
+        }));
         cfg.add_classifier_dirs(&a.classifiers)?;
         cfg.host = a.host.clone().unwrap_or(cfg.host);
         cfg.fetch_missing |= a.fetch_missing;
@@ -198,7 +207,9 @@ pub struct BaseModel {
 }
 
 fn device_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<pez_nn::DeviceArg>, D::Error> {
-    Option::<String>::deserialize(d)?.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
+    Option::<String>::deserialize(d)?
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,10 +223,18 @@ pub struct ClassifierEntry {
     pub base: Option<String>,
 }
 
-fn default_host() -> String { "127.0.0.1".into() }
-fn default_port() -> u16 { 8080 }
-fn default_concurrency() -> usize { 64 }
-fn default_batch() -> usize { 32 }
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+fn default_concurrency() -> usize {
+    64
+}
+fn default_batch() -> usize {
+    32
+}
 
 impl BaseModel {
     pub fn path(&self) -> &str {
@@ -223,7 +242,11 @@ impl BaseModel {
     }
     /// Where its classifiers compute, and in what (`auto` decided for that device on this machine).
     pub fn placement(&self) -> Result<(candle_core::Device, pez_nn::Dtype)> {
-        let device = self.device.unwrap_or_default().open().with_context(|| format!("base model `{}`", self.name))?;
+        let device = self
+            .device
+            .unwrap_or_default()
+            .open()
+            .with_context(|| format!("base model `{}`", self.name))?;
         let dtype = self.dtype.unwrap_or(pez_nn::Dtype::Auto).resolve_on(&device);
         Ok((device, dtype))
     }
@@ -261,7 +284,11 @@ impl ServeConfig {
                 v
             };
             for r in runs {
-                self.classifiers.push(ClassifierEntry { name: None, prompt: r, base: base.clone() });
+                self.classifiers.push(ClassifierEntry {
+                    name: None,
+                    prompt: r,
+                    base: base.clone(),
+                });
             }
         }
         Ok(())
@@ -272,7 +299,12 @@ impl ServeConfig {
             bail!("no base model: give --model or a [[models]] entry");
         }
         let mut names = std::collections::HashSet::new();
-        for n in self.models.iter().map(|m| m.name.clone()).chain(self.classifiers.iter().map(classifier_name)) {
+        for n in self
+            .models
+            .iter()
+            .map(|m| m.name.clone())
+            .chain(self.classifiers.iter().map(classifier_name))
+        {
             if !names.insert(n.clone()) {
                 bail!("model name `{n}` is used twice");
             }
@@ -292,9 +324,15 @@ impl ServeConfig {
         }
         let l = &self.limits;
         for (name, v) in [
-            ("max_body_bytes", l.max_body_bytes as u64), ("max_inputs", l.max_inputs as u64), ("max_text_tokens", l.max_text_tokens as u64),
-            ("max_messages", l.max_messages as u64), ("max_content_parts", l.max_content_parts as u64), ("max_tokens", l.max_tokens as u64),
-            ("max_n", l.max_n as u64), ("header_timeout_s", l.header_timeout_s), ("body_timeout_s", l.body_timeout_s),
+            ("max_body_bytes", l.max_body_bytes as u64),
+            ("max_inputs", l.max_inputs as u64),
+            ("max_text_tokens", l.max_text_tokens as u64),
+            ("max_messages", l.max_messages as u64),
+            ("max_content_parts", l.max_content_parts as u64),
+            ("max_tokens", l.max_tokens as u64),
+            ("max_n", l.max_n as u64),
+            ("header_timeout_s", l.header_timeout_s),
+            ("body_timeout_s", l.body_timeout_s),
             ("max_connections", l.max_connections as u64),
         ] {
             if v == 0 {
@@ -310,6 +348,12 @@ pub fn classifier_name(c: &ClassifierEntry) -> String {
     if let Some(n) = &c.name {
         return n.clone();
     }
-    let dir = if c.prompt.is_file() { c.prompt.parent().unwrap_or(&c.prompt) } else { &c.prompt };
-    dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "classifier".into())
+    let dir = if c.prompt.is_file() {
+        c.prompt.parent().unwrap_or(&c.prompt)
+    } else {
+        &c.prompt
+    };
+    dir.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "classifier".into())
 }

@@ -46,7 +46,12 @@ pub fn plan(cfg: &ServeConfig, a: &Args) -> anyhow::Result<Plan> {
         let spec = ModelSpec::resolve(m.path()).with_context(|| format!("base model `{}`", m.name))?;
         let generate = !a.no_generation && m.generate.unwrap_or(matches!(spec, ModelSpec::Gguf(_)));
         if generate {
-            let ModelSpec::Gguf(file) = &spec else { anyhow::bail!("base model `{}`: generation through mistral.rs needs a GGUF file here", m.name) };
+            let ModelSpec::Gguf(file) = &spec else {
+                anyhow::bail!(
+                    "base model `{}`: generation through mistral.rs needs a GGUF file here",
+                    m.name
+                )
+            };
             let file = if a.engine_gguf_as_is {
                 file.clone()
             } else {
@@ -57,9 +62,17 @@ pub fn plan(cfg: &ServeConfig, a: &Args) -> anyhow::Result<Plan> {
             };
             models.push((m.name.clone(), gguf_selection(&file, dtype)?));
         }
-        bases.push(BaseInfo { name: m.name.clone(), generate });
+        bases.push(BaseInfo {
+            name: m.name.clone(),
+            generate,
+        });
     }
-    Ok(Plan { bases, models, max_seqs: a.engine_max_seqs.unwrap_or(cfg.max_concurrency), prefix_cache: a.prefix_cache })
+    Ok(Plan {
+        bases,
+        models,
+        max_seqs: a.engine_max_seqs.unwrap_or(cfg.max_concurrency),
+        prefix_cache: a.prefix_cache,
+    })
 }
 
 impl Plan {
@@ -68,8 +81,13 @@ impl Plan {
         if self.models.is_empty() {
             return Ok(None);
         }
-        tracing::info!("starting mistral.rs for {:?}", self.models.iter().map(|m| &m.0).collect::<Vec<_>>());
-        let mut b = MistralRsForServerBuilder::new().with_max_seqs(self.max_seqs).with_prefix_cache_n(self.prefix_cache);
+        tracing::info!(
+            "starting mistral.rs for {:?}",
+            self.models.iter().map(|m| &m.0).collect::<Vec<_>>()
+        );
+        let mut b = MistralRsForServerBuilder::new()
+            .with_max_seqs(self.max_seqs)
+            .with_prefix_cache_n(self.prefix_cache);
         for (name, sel) in self.models {
             b = b.add_model_with_alias(name.clone(), name, sel);
         }
@@ -106,19 +124,33 @@ enum Out {
 pub async fn generate(engine: SharedMistralRsState, v: Value, kind: Kind, model: String) -> Result<Response, ApiError> {
     let resp = match kind {
         Kind::Chat => {
-            let req = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid chat completion request: {e}")))?;
-            tokio::spawn(async move { mistralrs_server_core::chat_completion::chatcompletions(State(engine), Json(req)).await.into_response() })
+            let req = serde_json::from_value(v)
+                .map_err(|e| ApiError::bad_request(format!("invalid chat completion request: {e}")))?;
+            tokio::spawn(async move {
+                mistralrs_server_core::chat_completion::chatcompletions(State(engine), Json(req))
+                    .await
+                    .into_response()
+            })
         }
         Kind::Completion => {
-            let req = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid completion request: {e}")))?;
-            tokio::spawn(async move { mistralrs_server_core::completions::completions(State(engine), Json(req)).await.into_response() })
+            let req = serde_json::from_value(v)
+                .map_err(|e| ApiError::bad_request(format!("invalid completion request: {e}")))?;
+            tokio::spawn(async move {
+                mistralrs_server_core::completions::completions(State(engine), Json(req))
+                    .await
+                    .into_response()
+            })
         }
     };
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let Ok(resp) = resp.await else { return };
         let (parts, mut body) = resp.into_parts();
-        let sse = parts.headers.get(header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).is_some_and(|c| c.starts_with("text/event-stream"));
+        let sse = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .is_some_and(|c| c.starts_with("text/event-stream"));
         if !sse {
             let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
             let _ = tx.send(Out::Full(parts, bytes));
@@ -137,11 +169,14 @@ pub async fn generate(engine: SharedMistralRsState, v: Value, kind: Kind, model:
         Out::Full(parts, bytes) => full_response(parts, &bytes, &model, kind),
         Out::Stream(parts, stream) => {
             // Per choice, the characters streamed so far (the next token's `text_offset`).
-            let events = futures_util::stream::unfold((stream, model, Vec::new()), move |(mut rx, model, mut offsets)| async move {
-                let b = rx.recv().await?;
-                let out = rename_in_events(&b, &model, kind, &mut offsets);
-                Some((Ok::<_, std::convert::Infallible>(out), (rx, model, offsets)))
-            });
+            let events = futures_util::stream::unfold(
+                (stream, model, Vec::new()),
+                move |(mut rx, model, mut offsets)| async move {
+                    let b = rx.recv().await?;
+                    let out = rename_in_events(&b, &model, kind, &mut offsets);
+                    Some((Ok::<_, std::convert::Infallible>(out), (rx, model, offsets)))
+                },
+            );
             Ok(Response::from_parts(parts, Body::from_stream(events)))
         }
     }
@@ -158,10 +193,17 @@ fn full_response(parts: Parts, bytes: &[u8], model: &str, kind: Kind) -> Result<
     }
     let message = parsed
         .as_ref()
-        .and_then(|v| v.get("message").or_else(|| v.pointer("/error/message")).and_then(Value::as_str).map(String::from))
+        .and_then(|v| {
+            v.get("message")
+                .or_else(|| v.pointer("/error/message"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(500).collect());
     Err(match parts.status {
-        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => ApiError::bad_request(format!("mistral.rs cannot run this request: {message}")),
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
+            ApiError::bad_request(format!("mistral.rs cannot run this request: {message}"))
+        }
         s if s.is_client_error() => ApiError::new(s, message, "invalid_request_error"),
         _ => ApiError::internal(format!("mistral.rs failed: {message}")),
     })
@@ -206,7 +248,9 @@ pub fn fix_top_logprobs(v: &mut Value) {
 /// carried across the chunks of a stream, whose chunks carry one entry as `logprobs` itself). Entries already in
 /// that layout are left alone.
 pub fn completion_logprobs(v: &mut Value, offsets: &mut Vec<usize>) {
-    let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else { return };
+    let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else {
+        return;
+    };
     for (n, c) in choices.iter_mut().enumerate() {
         // A whole answer lists its tokens under `content`; a stream's chunk carries one entry as `logprobs` itself.
         let content = match c.get("logprobs") {
@@ -229,7 +273,10 @@ pub fn completion_logprobs(v: &mut Value, offsets: &mut Vec<usize>) {
             tokens.push(Value::from(token));
             token_logprobs.push(e.get("logprob").cloned().unwrap_or(Value::Null));
             let top = e.get("top_logprobs").and_then(Value::as_array).into_iter().flatten();
-            top_logprobs.push(Value::Object(top.filter_map(|t| Some((t.get("token")?.as_str()?.to_string(), t.get("logprob")?.clone()))).collect()));
+            top_logprobs.push(Value::Object(
+                top.filter_map(|t| Some((t.get("token")?.as_str()?.to_string(), t.get("logprob")?.clone())))
+                    .collect(),
+            ));
         }
         c["logprobs"] = serde_json::json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top_logprobs, "text_offset": text_offset});
     }
@@ -237,7 +284,9 @@ pub fn completion_logprobs(v: &mut Value, offsets: &mut Vec<usize>) {
 
 /// `data: {...}` events with the model named as requested (and, for completions, OpenAI's logprobs layout).
 fn rename_in_events(chunk: &[u8], model: &str, kind: Kind, offsets: &mut Vec<usize>) -> Bytes {
-    let Ok(text) = std::str::from_utf8(chunk) else { return Bytes::copy_from_slice(chunk) };
+    let Ok(text) = std::str::from_utf8(chunk) else {
+        return Bytes::copy_from_slice(chunk);
+    };
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         let renamed = line.strip_prefix("data: ").and_then(|rest| {
@@ -265,13 +314,22 @@ pub fn fast_cpu_gguf(file: &std::path::Path) -> anyhow::Result<std::path::PathBu
         return Ok(file.to_path_buf());
     }
     let dir = pez_hub::cache_dir().join("engine");
-    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     let out = dir.join(format!("{stem}.q8_0.gguf"));
-    let fresh = |p: &std::path::Path| -> Option<bool> { Some(std::fs::metadata(p).ok()?.modified().ok()? >= std::fs::metadata(file).ok()?.modified().ok()?) };
+    let fresh = |p: &std::path::Path| -> Option<bool> {
+        Some(std::fs::metadata(p).ok()?.modified().ok()? >= std::fs::metadata(file).ok()?.modified().ok()?)
+    };
     if fresh(&out) == Some(true) {
         return Ok(out);
     }
-    tracing::info!("requantizing {} to Q8_0 for mistral.rs (candle has no SIMD kernel for its type) -> {}", file.display(), out.display());
+    tracing::info!(
+        "requantizing {} to Q8_0 for mistral.rs (candle has no SIMD kernel for its type) -> {}",
+        file.display(),
+        out.display()
+    );
     let dev = candle_core::Device::Cpu;
     let mut tensors: Vec<(String, QTensor)> = vec![];
     let mut names: Vec<&String> = content.tensor_infos.keys().collect();
@@ -279,12 +337,17 @@ pub fn fast_cpu_gguf(file: &std::path::Path) -> anyhow::Result<std::path::PathBu
     for name in names {
         let q = content.tensor(&mut reader, name, &dev)?;
         let cols = q.shape().dims().last().copied().unwrap_or(0);
-        let q = if slow(q.dtype()) && cols % GgmlDType::Q8_0.block_size() == 0 { QTensor::quantize(&q.dequantize(&dev)?, GgmlDType::Q8_0)? } else { q };
+        let q = if slow(q.dtype()) && cols % GgmlDType::Q8_0.block_size() == 0 {
+            QTensor::quantize(&q.dequantize(&dev)?, GgmlDType::Q8_0)?
+        } else {
+            q
+        };
         tensors.push((name.clone(), q));
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = out.with_extension("gguf.tmp");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?);
+    let mut w =
+        std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?);
     let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     gguf_file::write(&mut w, &metadata, &refs)?;

@@ -16,21 +16,38 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>, kind: &'static str) -> Self {
-        Self { status, message: message.into(), kind, param: None, code: None }
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message, "invalid_request_error")
     }
     /// A 400 about one field of the request.
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
-        Self { param: Some(param.to_string()), ..Self::bad_request(message) }
+        Self {
+            param: Some(param.to_string()),
+            ..Self::bad_request(message)
+        }
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error")
     }
     pub fn unknown_model(model: &str) -> Self {
         let shown: String = model.chars().take(100).collect();
-        Self { code: Some("model_not_found"), param: Some("model".into()), ..Self::new(StatusCode::NOT_FOUND, format!("the model `{shown}` does not exist"), "invalid_request_error") }
+        Self {
+            code: Some("model_not_found"),
+            param: Some("model".into()),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                format!("the model `{shown}` does not exist"),
+                "invalid_request_error",
+            )
+        }
     }
     pub fn status(&self) -> StatusCode {
         self.status
@@ -43,7 +60,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
+        let body =
+            json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
         let mut r = (self.status, Json(body)).into_response();
         let retry = match self.status {
             StatusCode::TOO_MANY_REQUESTS => Some("1"),
@@ -51,7 +69,8 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         if let Some(secs) = retry {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
         }
         r
     }

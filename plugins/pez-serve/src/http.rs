@@ -2,9 +2,9 @@
 //! connections), a bound on open connections, and a graceful shutdown with a deadline. The listener is bound
 //! before the models load; until the router is set every request gets a 503 (`/health`: "loading").
 
+use crate::config::Limits;
 use crate::error::ApiError;
 use crate::pool::ClassifierPool;
-use crate::config::Limits;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
@@ -30,7 +30,12 @@ fn loading(path: &str) -> Response {
     if path == "/health/live" {
         return Json(json!({"status": "ok"})).into_response();
     }
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is still loading its models", "server_unavailable").into_response()
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is still loading its models",
+        "server_unavailable",
+    )
+    .into_response()
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then lets requests in flight finish for at most
@@ -89,8 +94,15 @@ pub async fn serve(listener: TcpListener, app: AppSlot, limits: Limits, shutdown
     drop(listener);
     let _ = stop_tx.send(true);
     let grace = Duration::from_secs(limits.shutdown_timeout_s);
-    if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await.is_err() {
-        tracing::warn!("{} connection(s) still open {} s after the shutdown signal; exiting anyway", conns.len(), grace.as_secs());
+    if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} connection(s) still open {} s after the shutdown signal; exiting anyway",
+            conns.len(),
+            grace.as_secs()
+        );
     }
 }
 

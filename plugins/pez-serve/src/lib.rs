@@ -50,7 +50,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{id}", get(routes::models::retrieve))
         .merge(limited)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route", "invalid_request_error") })
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method", "invalid_request_error") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+                "invalid_request_error",
+            )
+        })
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)

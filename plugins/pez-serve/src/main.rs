@@ -20,7 +20,12 @@ async fn main() {
         pez_nn::alloc::keep_freed_memory();
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().json().flatten_event(true).with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(e) = run(Args::parse()).await {
         tracing::error!("{e:#}");
         std::process::exit(1);
@@ -32,21 +37,39 @@ async fn run(a: Args) -> Result<()> {
     pez_hub::registry::set_fetch_missing(cfg.fetch_missing);
     if a.check_config {
         for c in &cfg.classifiers {
-            let p = pez_tasks::PromptArtifact::read(&c.prompt).with_context(|| format!("classifier `{}`", config::classifier_name(c)))?;
-            println!("classifier {} on {}: {:?}", config::classifier_name(c), c.base.as_deref().unwrap_or(&cfg.models[0].name), p.prompt);
+            let p = pez_tasks::PromptArtifact::read(&c.prompt)
+                .with_context(|| format!("classifier `{}`", config::classifier_name(c)))?;
+            println!(
+                "classifier {} on {}: {:?}",
+                config::classifier_name(c),
+                c.base.as_deref().unwrap_or(&cfg.models[0].name),
+                p.prompt
+            );
         }
         let models: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
-        println!("config ok: base model(s) {models:?}, {} classifier(s), http://{}:{}", cfg.classifiers.len(), cfg.host, cfg.port);
+        println!(
+            "config ok: base model(s) {models:?}, {} classifier(s), http://{}:{}",
+            cfg.classifiers.len(),
+            cfg.host,
+            cfg.port
+        );
         return Ok(());
     }
     let engine = engine::plan(&cfg, &a)?;
 
     // Listen at once: /health answers 503 ("loading") until everything below is ready.
     let addr = format!("{}:{}", cfg.host, cfg.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     tracing::info!("pez-serve listening on http://{addr} (loading)");
     let slot: http::AppSlot = Arc::new(OnceLock::new());
-    let server = tokio::spawn(http::serve(listener, slot.clone(), cfg.limits.clone(), http::shutdown_signal()));
+    let server = tokio::spawn(http::serve(
+        listener,
+        slot.clone(),
+        cfg.limits.clone(),
+        http::shutdown_signal(),
+    ));
 
     let metrics = Arc::new(Metrics::default());
     tracing::info!("loading {} classifier(s)", cfg.classifiers.len());

@@ -62,10 +62,24 @@ pub async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Res
         .unwrap_or_else(|| s.id("req"));
     s.metrics.in_flight.inc();
     // The route's pattern (e.g. `/v1/models/{id}`), never the raw path, so labels stay few; "other" for none.
-    let route = req.extensions().get::<MatchedPath>().map_or("other", MatchedPath::as_str).to_string();
-    let mut seen = Observed { s: s.clone(), id: id.clone(), method: req.method().to_string(), route, t0: Instant::now(), done: false };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", MatchedPath::as_str)
+        .to_string();
+    let mut seen = Observed {
+        s: s.clone(),
+        id: id.clone(),
+        method: req.method().to_string(),
+        route,
+        t0: Instant::now(),
+        done: false,
+    };
     let mut resp = next.run(req).await;
-    let model = resp.extensions().get::<ServedModel>().map_or("-".to_string(), |m| s.known(&m.0));
+    let model = resp
+        .extensions()
+        .get::<ServedModel>()
+        .map_or("-".to_string(), |m| s.known(&m.0));
     seen.finish(resp.status().as_u16(), &model);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -78,14 +92,35 @@ pub async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Res
 pub async fn read_body(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let max = s.limits.max_body_bytes;
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {max} bytes"), "invalid_request_error").into_response();
-    let announced = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {max} bytes"),
+            "invalid_request_error",
+        )
+        .into_response()
+    };
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > max as u64) {
         return too_large();
     }
     let secs = s.limits.body_timeout_s;
-    match tokio::time::timeout(Duration::from_secs(secs), http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max))).await {
-        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("the request body did not arrive in full within {secs} s"), "invalid_request_error").into_response(),
+    match tokio::time::timeout(
+        Duration::from_secs(secs),
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max)),
+    )
+    .await
+    {
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive in full within {secs} s"),
+            "invalid_request_error",
+        )
+        .into_response(),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => too_large(),
         Ok(Err(e)) => ApiError::bad_request(format!("could not read the request body: {e}")).into_response(),
         Ok(Ok(c)) => next.run(Request::from_parts(parts, Body::from(c.to_bytes()))).await,
@@ -96,6 +131,11 @@ pub async fn read_body(State(s): State<AppState>, req: Request, next: Next) -> R
 pub async fn limit_concurrency(State(s): State<AppState>, req: Request, next: Next) -> Response {
     match s.limiter.clone().try_acquire_owned() {
         Ok(_permit) => next.run(req).await,
-        Err(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests in flight; retry later", "rate_limit_exceeded").into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests in flight; retry later",
+            "rate_limit_exceeded",
+        )
+        .into_response(),
     }
 }

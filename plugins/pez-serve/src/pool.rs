@@ -36,12 +36,33 @@ impl ClassifierPool {
                 .collect();
             let (tx, rx) = mpsc::channel::<Job>();
             let (ready_tx, ready_rx) = mpsc::channel::<Result<Vec<ClassifierInfo>>>();
-            let bounds = Bounds { max_batch: cfg.max_batch, max_text_tokens: cfg.limits.max_text_tokens };
-            let (path, name, metrics, (device, dtype)) = (base.path().to_string(), base.name.clone(), metrics.clone(), base.placement()?);
+            let bounds = Bounds {
+                max_batch: cfg.max_batch,
+                max_text_tokens: cfg.limits.max_text_tokens,
+            };
+            let (path, name, metrics, (device, dtype)) = (
+                base.path().to_string(),
+                base.name.clone(),
+                metrics.clone(),
+                base.placement()?,
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("classify-{name}"))
-                .spawn(move || worker::run(&path, &name, (&device, dtype), &entries, bounds, &metrics, &rx, &ready_tx))?;
-            let infos = ready_rx.recv().map_err(|_| anyhow!("the worker for `{}` died while loading", base.name))??;
+                .spawn(move || {
+                    worker::run(
+                        &path,
+                        &name,
+                        (&device, dtype),
+                        &entries,
+                        bounds,
+                        &metrics,
+                        &rx,
+                        &ready_tx,
+                    )
+                })?;
+            let infos = ready_rx
+                .recv()
+                .map_err(|_| anyhow!("the worker for `{}` died while loading", base.name))??;
             for i in infos {
                 classifiers.insert(i.name.clone(), i);
             }
@@ -52,26 +73,49 @@ impl ClassifierPool {
 
     /// Base models whose worker thread has ended (it never should: the server is then unhealthy).
     pub fn dead_workers(&self) -> Vec<String> {
-        self.workers.iter().filter(|(_, w)| w.thread.is_finished()).map(|(n, _)| n.clone()).collect()
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.thread.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Scores `texts` with classifier `name`; results in input order. Dropping the future (the client went away)
     /// withdraws the texts not yet scored.
     pub async fn classify(&self, name: &str, texts: Vec<String>) -> Result<Vec<Scored>, ClassifyError> {
-        let info = self.classifiers.get(name).ok_or_else(|| ClassifyError::BadRequest(format!("unknown classifier `{name}`")))?;
+        let info = self
+            .classifiers
+            .get(name)
+            .ok_or_else(|| ClassifyError::BadRequest(format!("unknown classifier `{name}`")))?;
         self.submit(&info.base, Ok(info.slot), texts).await
     }
 
     /// Scores `texts` on base model `base` with a classifier given in the request.
-    pub async fn classify_ad_hoc(&self, base: &str, adhoc: AdHoc, texts: Vec<String>) -> Result<Vec<Scored>, ClassifyError> {
+    pub async fn classify_ad_hoc(
+        &self,
+        base: &str,
+        adhoc: AdHoc,
+        texts: Vec<String>,
+    ) -> Result<Vec<Scored>, ClassifyError> {
         self.submit(base, Err(adhoc), texts).await
     }
 
-    async fn submit(&self, base: &str, slot: Result<usize, AdHoc>, texts: Vec<String>) -> Result<Vec<Scored>, ClassifyError> {
-        let worker = self.workers.get(base).ok_or_else(|| ClassifyError::BadRequest(format!("unknown base model `{base}`")))?;
+    async fn submit(
+        &self,
+        base: &str,
+        slot: Result<usize, AdHoc>,
+        texts: Vec<String>,
+    ) -> Result<Vec<Scored>, ClassifyError> {
+        let worker = self
+            .workers
+            .get(base)
+            .ok_or_else(|| ClassifyError::BadRequest(format!("unknown base model `{base}`")))?;
         let (reply, rx) = oneshot::channel();
-        worker.jobs.send(Job { slot, texts, reply }).map_err(|_| ClassifyError::Internal("the classifier worker has stopped".into()))?;
-        rx.await.map_err(|_| ClassifyError::Internal("the classifier worker dropped the request".into()))?
+        worker
+            .jobs
+            .send(Job { slot, texts, reply })
+            .map_err(|_| ClassifyError::Internal("the classifier worker has stopped".into()))?;
+        rx.await
+            .map_err(|_| ClassifyError::Internal("the classifier worker dropped the request".into()))?
     }
 }
-

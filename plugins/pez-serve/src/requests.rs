@@ -50,7 +50,8 @@ pub struct CompletionRequest {
 
 /// The body as `T`; a malformed one is a 400 naming the field at fault.
 pub fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     if !v.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
@@ -85,6 +86,9 @@ mod tests {
         let e = parse::<CompletionRequest>(&Bytes::from(r#"{"model": "m", "prompt": [1]}"#)).unwrap_err();
         assert_eq!(e.param(), Some("prompt"));
         let r = parse::<ChatRequest>(&Bytes::from(r#"{"model": "m", "messages": [], "temperature": 0.5}"#)).unwrap();
-        assert_eq!(to_object(&r), serde_json::json!({"model": "m", "messages": [], "temperature": 0.5}));
+        assert_eq!(
+            to_object(&r),
+            serde_json::json!({"model": "m", "messages": [], "temperature": 0.5})
+        );
     }
 }

@@ -31,7 +31,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: ClassifierPool, engine: Option<SharedMistralRsState>, bases: Vec<BaseInfo>, max_concurrency: usize, limits: Limits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        pool: ClassifierPool,
+        engine: Option<SharedMistralRsState>,
+        bases: Vec<BaseInfo>,
+        max_concurrency: usize,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             pool: Arc::new(pool),
             engine,
@@ -46,17 +53,27 @@ impl AppState {
 
     /// A fresh id such as `chatcmpl-...`.
     pub fn id(&self, prefix: &str) -> String {
-        format!("{prefix}-{:x}{:06x}", self.created, self.next_id.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{prefix}-{:x}{:06x}",
+            self.created,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// `model` if it is served, else "-": what metrics and logs name (request text never becomes a label).
     pub fn known(&self, model: &str) -> String {
         let served = self.pool.classifiers.contains_key(model) || self.bases.iter().any(|b| b.name == model);
-        if served { model.to_string() } else { "-".into() }
+        if served {
+            model.to_string()
+        } else {
+            "-".into()
+        }
     }
 }
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -14,12 +14,22 @@ pub fn texts(input: &Input, field: &str, limits: &Limits) -> Result<Vec<String>,
         Input::One(s) => vec![s.clone()],
         Input::Many(a) if a.is_empty() => return Err(ApiError::invalid(field, format!("`{field}` is empty"))),
         Input::Many(a) if a.len() > limits.max_inputs => {
-            return Err(ApiError::invalid(field, format!("`{field}` has {} texts; at most {} per request", a.len(), limits.max_inputs)))
+            return Err(ApiError::invalid(
+                field,
+                format!(
+                    "`{field}` has {} texts; at most {} per request",
+                    a.len(),
+                    limits.max_inputs
+                ),
+            ))
         }
         Input::Many(a) => a.clone(),
     };
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
-        return Err(ApiError::invalid(field, format!("`{field}` {i} is empty: there is nothing to classify")));
+        return Err(ApiError::invalid(
+            field,
+            format!("`{field}` {i} is empty: there is nothing to classify"),
+        ));
     }
     Ok(texts)
 }
@@ -32,7 +42,14 @@ pub fn content_text(content: Option<&Value>, limits: &Limits, at: &str) -> Resul
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Array(parts)) => {
             if parts.len() > limits.max_content_parts {
-                return Err(ApiError::invalid(at, format!("`{at}` has {} content parts; at most {}", parts.len(), limits.max_content_parts)));
+                return Err(ApiError::invalid(
+                    at,
+                    format!(
+                        "`{at}` has {} content parts; at most {}",
+                        parts.len(),
+                        limits.max_content_parts
+                    ),
+                ));
             }
             let mut text = String::new();
             for (i, p) in parts.iter().enumerate() {
@@ -47,8 +64,14 @@ pub fn content_text(content: Option<&Value>, limits: &Limits, at: &str) -> Resul
             }
             Ok(text)
         }
-        Some(Value::Null) | None => Err(ApiError::invalid(at, format!("`{at}` is missing or null: give a string or text parts"))),
-        Some(_) => Err(ApiError::invalid(at, format!("`{at}` must be a string or an array of content parts"))),
+        Some(Value::Null) | None => Err(ApiError::invalid(
+            at,
+            format!("`{at}` is missing or null: give a string or text parts"),
+        )),
+        Some(_) => Err(ApiError::invalid(
+            at,
+            format!("`{at}` must be a string or an array of content parts"),
+        )),
     }
 }
 
@@ -57,7 +80,14 @@ fn messages<'v>(msgs: &'v [Value], limits: &Limits) -> Result<&'v [Value], ApiEr
         return Err(ApiError::invalid("messages", "`messages` is empty"));
     }
     if msgs.len() > limits.max_messages {
-        return Err(ApiError::invalid("messages", format!("`messages` has {} messages; at most {}", msgs.len(), limits.max_messages)));
+        return Err(ApiError::invalid(
+            "messages",
+            format!(
+                "`messages` has {} messages; at most {}",
+                msgs.len(),
+                limits.max_messages
+            ),
+        ));
     }
     Ok(msgs)
 }
@@ -65,10 +95,18 @@ fn messages<'v>(msgs: &'v [Value], limits: &Limits) -> Result<&'v [Value], ApiEr
 /// The text of the last user message, for a classifier.
 pub fn last_user_text(r: &ChatRequest, limits: &Limits) -> Result<String, ApiError> {
     let msgs = messages(&r.messages, limits)?;
-    let (i, m) = msgs.iter().enumerate().rev().find(|(_, m)| m.get("role").and_then(Value::as_str) == Some("user")).ok_or_else(|| ApiError::invalid("messages", "no user message to classify"))?;
+    let (i, m) = msgs
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, m)| m.get("role").and_then(Value::as_str) == Some("user"))
+        .ok_or_else(|| ApiError::invalid("messages", "no user message to classify"))?;
     let text = content_text(m.get("content"), limits, &format!("messages[{i}].content"))?;
     if text.trim().is_empty() {
-        return Err(ApiError::invalid("messages", "the user message is empty: there is nothing to classify"));
+        return Err(ApiError::invalid(
+            "messages",
+            "the user message is empty: there is nothing to classify",
+        ));
     }
     Ok(text)
 }
@@ -82,7 +120,10 @@ fn number(o: &Map<String, Value>, field: &str, lo: f64, hi: f64, open_lo: bool) 
             let below = if open_lo { x <= lo } else { x < lo };
             if below || x > hi || !x.is_finite() {
                 let lo_br = if open_lo { "(" } else { "[" };
-                Err(ApiError::invalid(field, format!("`{field}` must be in {lo_br}{lo}, {hi}]; got {x}")))
+                Err(ApiError::invalid(
+                    field,
+                    format!("`{field}` must be in {lo_br}{lo}, {hi}]; got {x}"),
+                ))
             } else {
                 Ok(())
             }
@@ -97,7 +138,10 @@ fn count(o: &Map<String, Value>, field: &str, lo: u64, hi: u64, why: &str) -> Re
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(k) if (lo..=hi).contains(&k) => Ok(Some(k)),
-            _ => Err(ApiError::invalid(field, format!("`{field}` must be a whole number from {lo} to {hi}{why}; got {v}"))),
+            _ => Err(ApiError::invalid(
+                field,
+                format!("`{field}` must be a whole number from {lo} to {hi}{why}; got {v}"),
+            )),
         },
     }
 }
@@ -129,7 +173,10 @@ fn sampling(o: &mut Map<String, Value>, limits: &Limits) -> Result<(), ApiError>
     }
     for field in ["web_search_options", "grammar"] {
         if o.get(field).is_some_and(|x| !x.is_null()) {
-            return Err(ApiError::invalid(field, format!("`{field}` is not supported by this server")));
+            return Err(ApiError::invalid(
+                field,
+                format!("`{field}` is not supported by this server"),
+            ));
         }
     }
     Ok(())
@@ -140,17 +187,32 @@ fn sampling(o: &mut Map<String, Value>, limits: &Limits) -> Result<(), ApiError>
 pub fn chat_request(r: &mut ChatRequest, limits: &Limits) -> Result<(), ApiError> {
     messages(&r.messages, limits)?;
     for (i, m) in r.messages.iter_mut().enumerate() {
-        let m = m.as_object_mut().ok_or_else(|| ApiError::invalid("messages", format!("`messages[{i}]` must be an object")))?;
+        let m = m
+            .as_object_mut()
+            .ok_or_else(|| ApiError::invalid("messages", format!("`messages[{i}]` must be an object")))?;
         match m.get("role").and_then(Value::as_str) {
             Some("system" | "user" | "assistant" | "developer") => {}
-            Some(r) => return Err(ApiError::invalid("messages", format!("`messages[{i}].role` {r:?} is not supported (system, user, assistant, developer)"))),
-            None => return Err(ApiError::invalid("messages", format!("`messages[{i}]` has no string `role`"))),
+            Some(r) => {
+                return Err(ApiError::invalid(
+                    "messages",
+                    format!("`messages[{i}].role` {r:?} is not supported (system, user, assistant, developer)"),
+                ))
+            }
+            None => {
+                return Err(ApiError::invalid(
+                    "messages",
+                    format!("`messages[{i}]` has no string `role`"),
+                ))
+            }
         }
         let text = content_text(m.get("content"), limits, &format!("messages[{i}].content"))?;
         m.insert("content".into(), Value::String(text));
     }
     if r.top_logprobs.is_some_and(|k| k > 20) {
-        return Err(ApiError::invalid("top_logprobs", "`top_logprobs` must be a whole number from 0 to 20"));
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "`top_logprobs` must be a whole number from 0 to 20",
+        ));
     }
     sampling(&mut r.rest, limits)
 }
@@ -160,10 +222,18 @@ pub fn completion_request(r: &mut CompletionRequest, limits: &Limits) -> Result<
     match &r.prompt {
         Input::One(p) if !p.is_empty() => {}
         Input::One(_) => return Err(ApiError::invalid("prompt", "`prompt` is empty")),
-        Input::Many(_) => return Err(ApiError::invalid("prompt", "`prompt` must be one string for a base model")),
+        Input::Many(_) => {
+            return Err(ApiError::invalid(
+                "prompt",
+                "`prompt` must be one string for a base model",
+            ))
+        }
     }
     if r.logprobs.is_some_and(|k| k > 5) {
-        return Err(ApiError::invalid("logprobs", "`logprobs` must be a whole number from 0 to 5"));
+        return Err(ApiError::invalid(
+            "logprobs",
+            "`logprobs` must be a whole number from 0 to 5",
+        ));
     }
     sampling(&mut r.rest, limits)
 }

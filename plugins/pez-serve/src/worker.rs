@@ -69,7 +69,16 @@ struct Active {
 /// The thread's body: load the model and the classifiers, say so on `ready`, then serve rounds until the pool
 /// is gone.
 #[allow(clippy::too_many_arguments)]
-pub fn run(path: &str, base: &str, (device, dtype): (&Device, pez_nn::Dtype), entries: &[(String, PathBuf)], bounds: Bounds, metrics: &Metrics, rx: &mpsc::Receiver<Job>, ready: &mpsc::Sender<Result<Vec<ClassifierInfo>>>) {
+pub fn run(
+    path: &str,
+    base: &str,
+    (device, dtype): (&Device, pez_nn::Dtype),
+    entries: &[(String, PathBuf)],
+    bounds: Bounds,
+    metrics: &Metrics,
+    rx: &mpsc::Receiver<Job>,
+    ready: &mpsc::Sender<Result<Vec<ClassifierInfo>>>,
+) {
     let lm = match load_lm(path, dtype.candle(), device) {
         Ok(lm) => lm,
         Err(e) => {
@@ -101,12 +110,19 @@ pub struct Worker<'a> {
 
 impl<'a> Worker<'a> {
     /// Builds the configured classifiers (`(name, prompt.json)`) on the loaded model.
-    pub fn load(lm: &'a LoadedLm, base: &str, entries: &[(String, PathBuf)], bounds: Bounds, metrics: &'a Metrics) -> Result<Self> {
+    pub fn load(
+        lm: &'a LoadedLm,
+        base: &str,
+        entries: &[(String, PathBuf)],
+        bounds: Bounds,
+        metrics: &'a Metrics,
+    ) -> Result<Self> {
         let built = entries
             .iter()
             .enumerate()
             .map(|(slot, (name, prompt_path))| {
-                let learned = LearnedPrompt::from_artifact(prompt_path, lm).map_err(|e| e.context(format!("classifier `{name}`")))?;
+                let learned = LearnedPrompt::from_artifact(prompt_path, lm)
+                    .map_err(|e| e.context(format!("classifier `{name}`")))?;
                 let p = Prompted::new(lm, learned)?;
                 for w in &p.clf.warnings {
                     tracing::warn!(classifier = %name, "{w}");
@@ -125,7 +141,15 @@ impl<'a> Worker<'a> {
                 Ok((info, p))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { lm, base: base.to_string(), bounds, metrics, built, adhoc: vec![], active: vec![] })
+        Ok(Self {
+            lm,
+            base: base.to_string(),
+            bounds,
+            metrics,
+            built,
+            adhoc: vec![],
+            active: vec![],
+        })
     }
 
     pub fn infos(&self) -> Vec<ClassifierInfo> {
@@ -153,8 +177,10 @@ impl<'a> Worker<'a> {
         let picks = pick_batch(&self.active, self.bounds.max_batch);
         self.metrics.batch(picks.iter().map(|p| p.1.len()).sum());
         let (lm, built, adhoc, active) = (self.lm, &self.built, &mut self.adhoc, &self.active);
-        let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score_batch(lm, built, adhoc, active, &picks)))
-            .unwrap_or_else(|_| Err(anyhow!("the classifier panicked")));
+        let scored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            score_batch(lm, built, adhoc, active, &picks)
+        }))
+        .unwrap_or_else(|_| Err(anyhow!("the classifier panicked")));
         match scored {
             Ok(results) => {
                 for ((ai, range), r) in picks.iter().zip(results) {
@@ -178,11 +204,23 @@ impl<'a> Worker<'a> {
             Ok(slot) => Ok(&self.built[*slot].1),
             Err(a) => adhoc_index(self.lm, &mut self.adhoc, a).map(|i| &self.adhoc[i].1),
         };
-        let encoded = prompted.and_then(|p| j.texts.iter().map(|t| p.encode(t, cap)).collect::<Result<Vec<_>>>().map_err(|e| ClassifyError::Internal(format!("{e:#}"))));
+        let encoded = prompted.and_then(|p| {
+            j.texts
+                .iter()
+                .map(|t| p.encode(t, cap))
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| ClassifyError::Internal(format!("{e:#}")))
+        });
         match encoded {
             Ok(rows) => {
                 let n = rows.len();
-                self.active.push(Active { slot: j.slot, rows, done: vec![None; n], next: 0, reply: j.reply });
+                self.active.push(Active {
+                    slot: j.slot,
+                    rows,
+                    done: vec![None; n],
+                    next: 0,
+                    reply: j.reply,
+                });
             }
             Err(e) => {
                 let _ = j.reply.send(Err(e));
@@ -200,14 +238,19 @@ impl<'a> Worker<'a> {
             }
             !gone
         });
-        self.metrics.queue_depth(&self.base, self.active.iter().map(|a| a.rows.len() - a.next).sum());
+        self.metrics
+            .queue_depth(&self.base, self.active.iter().map(|a| a.rows.len() - a.next).sum());
     }
 
     fn answer_finished(&mut self) {
-        let (finished, waiting): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active).into_iter().partition(|a| a.next == a.rows.len());
+        let (finished, waiting): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active)
+            .into_iter()
+            .partition(|a| a.next == a.rows.len());
         self.active = waiting;
         for a in finished {
-            let _ = a.reply.send(Ok(a.done.into_iter().map(|s| s.expect("every text scored")).collect()));
+            let _ = a
+                .reply
+                .send(Ok(a.done.into_iter().map(|s| s.expect("every text scored")).collect()));
         }
     }
 
@@ -217,19 +260,32 @@ impl<'a> Worker<'a> {
         failed.sort_unstable();
         failed.dedup();
         for i in failed.into_iter().rev() {
-            let _ = self.active.remove(i).reply.send(Err(ClassifyError::Internal(why.to_string())));
+            let _ = self
+                .active
+                .remove(i)
+                .reply
+                .send(Err(ClassifyError::Internal(why.to_string())));
         }
     }
 }
 
 /// The ad-hoc classifier `a`, built (and kept) if it is not yet; a failure (e.g. verbalizers sharing a first
 /// token) is the request's fault.
-fn adhoc_index<'a>(lm: &'a LoadedLm, adhoc: &mut Vec<(AdHoc, Prompted<'a>)>, a: &AdHoc) -> Result<usize, ClassifyError> {
+fn adhoc_index<'a>(
+    lm: &'a LoadedLm,
+    adhoc: &mut Vec<(AdHoc, Prompted<'a>)>,
+    a: &AdHoc,
+) -> Result<usize, ClassifyError> {
     if let Some(i) = adhoc.iter().position(|x| &x.0 == a) {
         return Ok(i);
     }
-    let learned = LearnedPrompt::from_text(a.format.clone(), &a.prompt, lm).map(|l| LearnedPrompt { calibration: a.calibration, ..l });
-    let p = learned.and_then(|l| Prompted::new(lm, l)).map_err(|e| ClassifyError::BadRequest(format!("{e:#}")))?;
+    let learned = LearnedPrompt::from_text(a.format.clone(), &a.prompt, lm).map(|l| LearnedPrompt {
+        calibration: a.calibration,
+        ..l
+    });
+    let p = learned
+        .and_then(|l| Prompted::new(lm, l))
+        .map_err(|e| ClassifyError::BadRequest(format!("{e:#}")))?;
     if adhoc.len() >= MAX_AD_HOC {
         adhoc.remove(0);
     }
@@ -253,12 +309,22 @@ fn pick_batch(active: &[Active], max_batch: usize) -> Vec<(usize, Range<usize>)>
             break;
         }
     }
-    take.iter().enumerate().filter(|(_, &t)| t > 0).map(|(i, &t)| (i, active[i].next..active[i].next + t)).collect()
+    take.iter()
+        .enumerate()
+        .filter(|(_, &t)| t > 0)
+        .map(|(i, &t)| (i, active[i].next..active[i].next + t))
+        .collect()
 }
 
 /// Scores the picked rows: those of one classifier sorted by length and scored together after its cached prefix
 /// (`Prompted::score_rows`).
-fn score_batch<'a>(lm: &'a LoadedLm, built: &[(ClassifierInfo, Prompted<'a>)], adhoc: &mut Vec<(AdHoc, Prompted<'a>)>, active: &[Active], picks: &[(usize, Range<usize>)]) -> Result<Vec<Vec<Scored>>> {
+fn score_batch<'a>(
+    lm: &'a LoadedLm,
+    built: &[(ClassifierInfo, Prompted<'a>)],
+    adhoc: &mut Vec<(AdHoc, Prompted<'a>)>,
+    active: &[Active],
+    picks: &[(usize, Range<usize>)],
+) -> Result<Vec<Vec<Scored>>> {
     let mut out: Vec<Vec<Option<Scored>>> = picks.iter().map(|p| vec![None; p.1.len()]).collect();
     let mut keys: Vec<&Result<usize, AdHoc>> = vec![];
     for (ai, _) in picks {
@@ -287,5 +353,8 @@ fn score_batch<'a>(lm: &'a LoadedLm, built: &[(ClassifierInfo, Prompted<'a>)], a
             out[r.0][r.1] = Some(s);
         }
     }
-    Ok(out.into_iter().map(|v| v.into_iter().map(|s| s.expect("every picked text scored")).collect()).collect())
+    Ok(out
+        .into_iter()
+        .map(|v| v.into_iter().map(|s| s.expect("every picked text scored")).collect())
+        .collect())
 }

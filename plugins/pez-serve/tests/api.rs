@@ -5,12 +5,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use candle_core::{DType, Device};
 use http_body_util::BodyExt;
-use pez_serve::state::{AppState, BaseInfo};
+use pez_classify::{LearnedPrompt, Predictor, Prompted};
 use pez_serve::config::{BaseModel, ClassifierEntry, Limits, ServeConfig};
 use pez_serve::metrics::Metrics;
+use pez_serve::state::{AppState, BaseInfo};
 use pez_serve::{router, ClassifierPool};
 use pez_tasks::TaskSpec;
-use pez_classify::{LearnedPrompt, Predictor, Prompted};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tower::ServiceExt;
@@ -22,9 +22,21 @@ fn fixtures() -> PathBuf {
 fn write_artifact(dir: &Path, prompt: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let a = pez_tasks::PromptArtifact {
-        format: 1, prompt: prompt.into(), token_ids: vec![], method: pez_core::Method::Pez, source_model: "tiny".into(),
-        task: "tiny-sst2".into(), prompt_format: pez_tasks::PromptFormat::polarity(), calibration: Default::default(), holdout_accuracy: Some(0.9), dev_accuracy: None, dev_per_class: None,
-        fluency_log_ppl: None, step: 1, seed: 0, config: Default::default(),
+        format: 1,
+        prompt: prompt.into(),
+        token_ids: vec![],
+        method: pez_core::Method::Pez,
+        source_model: "tiny".into(),
+        task: "tiny-sst2".into(),
+        prompt_format: pez_tasks::PromptFormat::polarity(),
+        calibration: Default::default(),
+        holdout_accuracy: Some(0.9),
+        dev_accuracy: None,
+        dev_per_class: None,
+        fluency_log_ppl: None,
+        step: 1,
+        seed: 0,
+        config: Default::default(),
     };
     a.write(&dir.join("prompt.json")).unwrap();
 }
@@ -32,7 +44,10 @@ fn write_artifact(dir: &Path, prompt: &str) {
 /// Labels and label probabilities as `pez eval` computes them.
 fn predict(p: &Prompted, texts: &[&str], batch: usize) -> (Vec<usize>, Vec<Vec<f32>>) {
     let s = p.score(texts, batch, &mut |_| {}).unwrap();
-    (s.iter().map(|x| x.label).collect(), s.iter().map(|x| x.logprobs.iter().map(|l| l.exp()).collect()).collect())
+    (
+        s.iter().map(|x| x.label).collect(),
+        s.iter().map(|x| x.logprobs.iter().map(|l| l.exp()).collect()).collect(),
+    )
 }
 
 struct Server {
@@ -51,24 +66,62 @@ fn server_with(max_concurrency: usize, limits: Limits) -> Server {
     write_artifact(&runs.path().join("tiny-empty"), "");
     let model = fixtures().join("gpt2").to_string_lossy().into_owned();
     let cfg = ServeConfig {
-        host: "127.0.0.1".into(), port: 0, max_concurrency, max_batch: 32,
-        models: vec![BaseModel { name: "tiny-gpt2".into(), path: Some(model), generate: Some(false), dtype: Some(pez_nn::Dtype::F32), device: None }],
-        classifiers: ["tiny-pez", "tiny-empty"].iter().map(|n| ClassifierEntry { name: None, prompt: runs.path().join(n), base: None }).collect(),
+        host: "127.0.0.1".into(),
+        port: 0,
+        max_concurrency,
+        max_batch: 32,
+        models: vec![BaseModel {
+            name: "tiny-gpt2".into(),
+            path: Some(model),
+            generate: Some(false),
+            dtype: Some(pez_nn::Dtype::F32),
+            device: None,
+        }],
+        classifiers: ["tiny-pez", "tiny-empty"]
+            .iter()
+            .map(|n| ClassifierEntry {
+                name: None,
+                prompt: runs.path().join(n),
+                base: None,
+            })
+            .collect(),
         limits,
         fetch_missing: false,
     };
     cfg.validate().unwrap();
     let metrics = std::sync::Arc::new(Metrics::default());
     let pool = ClassifierPool::start(&cfg, metrics.clone()).unwrap();
-    let state = AppState::new(pool, None, vec![BaseInfo { name: "tiny-gpt2".into(), generate: false }], max_concurrency, cfg.limits.clone(), metrics);
-    Server { app: router(state.clone()), state, runs }
+    let state = AppState::new(
+        pool,
+        None,
+        vec![BaseInfo {
+            name: "tiny-gpt2".into(),
+            generate: false,
+        }],
+        max_concurrency,
+        cfg.limits.clone(),
+        metrics,
+    );
+    Server {
+        app: router(state.clone()),
+        state,
+        runs,
+    }
 }
 
 async fn call(app: &axum::Router, method: &str, path: &str, body: &str) -> (StatusCode, Value, Option<String>) {
-    let req = Request::builder().method(method).uri(path).header("content-type", "application/json").body(Body::from(body.to_string())).unwrap();
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), retry)
 }
@@ -86,10 +139,20 @@ async fn labels_agree_with_pez_eval() {
         examples.extend(d.examples);
     }
     for name in ["tiny-pez", "tiny-empty"] {
-        let p = Prompted::new(&lm, LearnedPrompt::from_artifact(&s.runs.path().join(name), &lm).unwrap()).unwrap();
+        let p = Prompted::new(
+            &lm,
+            LearnedPrompt::from_artifact(&s.runs.path().join(name), &lm).unwrap(),
+        )
+        .unwrap();
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
         let (pred, probs) = predict(&p, &texts, 32);
-        let (st, v, _) = call(&s.app, "POST", "/v1/classify", &json!({"model": name, "input": texts}).to_string()).await;
+        let (st, v, _) = call(
+            &s.app,
+            "POST",
+            "/v1/classify",
+            &json!({"model": name, "input": texts}).to_string(),
+        )
+        .await;
         assert_eq!(st, StatusCode::OK, "{v}");
         let data = v["data"].as_array().unwrap();
         assert_eq!(data.len(), examples.len());
@@ -102,7 +165,10 @@ async fn labels_agree_with_pez_eval() {
                 worst = worst.max((d["probs"][l].as_f64().unwrap() - *p as f64).abs());
             }
         }
-        eprintln!("{name}: {} labels equal, max |p_server - p_eval| = {worst:.2e}", data.len());
+        eprintln!(
+            "{name}: {} labels equal, max |p_server - p_eval| = {worst:.2e}",
+            data.len()
+        );
         assert!(worst < 1e-5);
     }
 }
@@ -112,7 +178,12 @@ async fn openai_shapes() {
     let s = server(64);
     let (st, v, _) = call(&s.app, "GET", "/v1/models", "").await;
     assert_eq!(st, StatusCode::OK);
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["tiny-gpt2", "tiny-empty", "tiny-pez"]);
     assert_eq!(v["data"][2]["labels"], json!(["negative", "positive"]));
     // One model by id, as the official client's models.retrieve asks for it; an unknown id is a 404.
@@ -120,9 +191,18 @@ async fn openai_shapes() {
     assert_eq!(st, StatusCode::OK, "{m}");
     assert_eq!(m, v["data"][2]);
     let (st, e, _) = call(&s.app, "GET", "/v1/models/nope", "").await;
-    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("model_not_found")));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("model_not_found"))
+    );
 
-    let (_, c, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-pez", "input": "the film is great"}"#).await;
+    let (_, c, _) = call(
+        &s.app,
+        "POST",
+        "/v1/classify",
+        r#"{"model": "tiny-pez", "input": "the film is great"}"#,
+    )
+    .await;
     let label = c["data"][0]["label"].clone();
     let lp = c["data"][0]["logprobs"].clone();
 
@@ -143,13 +223,25 @@ async fn openai_shapes() {
     assert!((sum - 1.0).abs() < 1e-5, "label probabilities sum to {sum}");
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
 
-    let (st, v, _) = call(&s.app, "POST", "/v1/completions", r#"{"model": "tiny-pez", "prompt": ["the film is great", "a bad movie"], "logprobs": 2}"#).await;
+    let (st, v, _) = call(
+        &s.app,
+        "POST",
+        "/v1/completions",
+        r#"{"model": "tiny-pez", "prompt": ["the film is great", "a bad movie"], "logprobs": 2}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], label);
     assert_eq!(v["choices"][1]["index"], 1);
     assert_eq!(v["choices"][0]["logprobs"]["tokens"][0], label);
-    assert_eq!(v["choices"][0]["logprobs"]["top_logprobs"][0].as_object().unwrap().len(), 2);
+    assert_eq!(
+        v["choices"][0]["logprobs"]["top_logprobs"][0]
+            .as_object()
+            .unwrap()
+            .len(),
+        2
+    );
 
     let (st, v, _) = call(&s.app, "GET", "/health", "").await;
     assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("ok")));
@@ -159,29 +251,116 @@ async fn openai_shapes() {
 async fn errors_in_openai_shape() {
     let s = server(64);
     let cases: &[(&str, &str, StatusCode, &str)] = &[
-        ("/v1/classify", r#"{"model": "tiny-pez", "input": "x""#, StatusCode::BAD_REQUEST, "invalid JSON"),
-        ("/v1/classify", r#"["not", "an", "object"]"#, StatusCode::BAD_REQUEST, "JSON object"),
-        ("/v1/classify", r#"{"input": "x"}"#, StatusCode::BAD_REQUEST, "missing required field `model`"),
-        ("/v1/classify", r#"{"model": "tiny-pez"}"#, StatusCode::BAD_REQUEST, "missing required field `input`"),
-        ("/v1/classify", r#"{"model": "tiny-pez", "input": ""}"#, StatusCode::BAD_REQUEST, "empty"),
-        ("/v1/classify", r#"{"model": "tiny-pez", "input": []}"#, StatusCode::BAD_REQUEST, "empty"),
-        ("/v1/classify", r#"{"model": "tiny-pez", "input": ["ok", "  "]}"#, StatusCode::BAD_REQUEST, "`input` 1 is empty"),
-        ("/v1/classify", r#"{"model": "tiny-pez", "input": [1, 2]}"#, StatusCode::BAD_REQUEST, "array of strings"),
-        ("/v1/classify", r#"{"model": "nope", "input": "x"}"#, StatusCode::NOT_FOUND, "does not exist"),
-        ("/v1/classify", r#"{"model": "tiny-gpt2", "input": "x"}"#, StatusCode::BAD_REQUEST, "is a base model: give `template`"),
-        ("/v1/classify", r#"{"model": "tiny-gpt2", "input": "x", "template": " It was", "verbalizers": [" good"]}"#, StatusCode::BAD_REQUEST, "two verbalizers"),
-        ("/v1/chat/completions", r#"{"model": "tiny-pez"}"#, StatusCode::BAD_REQUEST, "messages"),
-        ("/v1/chat/completions", r#"{"model": "tiny-pez", "messages": [{"role": "system", "content": "x"}]}"#, StatusCode::BAD_REQUEST, "no user message"),
-        ("/v1/chat/completions", r#"{"model": "tiny-pez", "messages": [{"role": "user", "content": ""}]}"#, StatusCode::BAD_REQUEST, "empty"),
-        ("/v1/chat/completions", r#"{"model": "nope", "messages": []}"#, StatusCode::NOT_FOUND, "does not exist"),
-        ("/v1/chat/completions", r#"{"model": "tiny-gpt2", "messages": [{"role": "user", "content": "hi"}]}"#, StatusCode::BAD_REQUEST, "classification only"),
-        ("/v1/completions", r#"{"model": "tiny-pez", "prompt": ""}"#, StatusCode::BAD_REQUEST, "empty"),
+        (
+            "/v1/classify",
+            r#"{"model": "tiny-pez", "input": "x""#,
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            "/v1/classify",
+            r#"["not", "an", "object"]"#,
+            StatusCode::BAD_REQUEST,
+            "JSON object",
+        ),
+        (
+            "/v1/classify",
+            r#"{"input": "x"}"#,
+            StatusCode::BAD_REQUEST,
+            "missing required field `model`",
+        ),
+        (
+            "/v1/classify",
+            r#"{"model": "tiny-pez"}"#,
+            StatusCode::BAD_REQUEST,
+            "missing required field `input`",
+        ),
+        (
+            "/v1/classify",
+            r#"{"model": "tiny-pez", "input": ""}"#,
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            "/v1/classify",
+            r#"{"model": "tiny-pez", "input": []}"#,
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            "/v1/classify",
+            r#"{"model": "tiny-pez", "input": ["ok", "  "]}"#,
+            StatusCode::BAD_REQUEST,
+            "`input` 1 is empty",
+        ),
+        (
+            "/v1/classify",
+            r#"{"model": "tiny-pez", "input": [1, 2]}"#,
+            StatusCode::BAD_REQUEST,
+            "array of strings",
+        ),
+        (
+            "/v1/classify",
+            r#"{"model": "nope", "input": "x"}"#,
+            StatusCode::NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            "/v1/classify",
+            r#"{"model": "tiny-gpt2", "input": "x"}"#,
+            StatusCode::BAD_REQUEST,
+            "is a base model: give `template`",
+        ),
+        (
+            "/v1/classify",
+            r#"{"model": "tiny-gpt2", "input": "x", "template": " It was", "verbalizers": [" good"]}"#,
+            StatusCode::BAD_REQUEST,
+            "two verbalizers",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model": "tiny-pez"}"#,
+            StatusCode::BAD_REQUEST,
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model": "tiny-pez", "messages": [{"role": "system", "content": "x"}]}"#,
+            StatusCode::BAD_REQUEST,
+            "no user message",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model": "tiny-pez", "messages": [{"role": "user", "content": ""}]}"#,
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model": "nope", "messages": []}"#,
+            StatusCode::NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model": "tiny-gpt2", "messages": [{"role": "user", "content": "hi"}]}"#,
+            StatusCode::BAD_REQUEST,
+            "classification only",
+        ),
+        (
+            "/v1/completions",
+            r#"{"model": "tiny-pez", "prompt": ""}"#,
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
         ("/v1/nothing", r#"{}"#, StatusCode::NOT_FOUND, "no such route"),
     ];
     for (path, body, want, msg) in cases {
         let (st, v, _) = call(&s.app, "POST", path, body).await;
         assert_eq!(st, *want, "{path} {body}: {v}");
-        let m = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{path} {body}: not an OpenAI error: {v}"));
+        let m = v["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path} {body}: not an OpenAI error: {v}"));
         assert!(m.contains(msg), "{path} {body}: {m:?} does not say {msg:?}");
         assert!(v["error"]["type"].is_string());
     }
@@ -193,12 +372,22 @@ async fn long_input_is_truncated_like_pez_eval() {
     let s = server(64);
     let info = &s.state.pool.classifiers["tiny-pez"];
     let long = "the film is great ".repeat(info.max_text_tokens); // 4x the room
-    let (st, v, _) = call(&s.app, "POST", "/v1/classify", &json!({"model": "tiny-pez", "input": [long.clone(), "a bad movie"]}).to_string()).await;
+    let (st, v, _) = call(
+        &s.app,
+        "POST",
+        "/v1/classify",
+        &json!({"model": "tiny-pez", "input": [long.clone(), "a bad movie"]}).to_string(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["data"][0]["truncated"], true);
     assert_eq!(v["data"][1]["truncated"], false);
     let lm = pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
-    let p = Prompted::new(&lm, LearnedPrompt::from_artifact(&s.runs.path().join("tiny-pez"), &lm).unwrap()).unwrap();
+    let p = Prompted::new(
+        &lm,
+        LearnedPrompt::from_artifact(&s.runs.path().join("tiny-pez"), &lm).unwrap(),
+    )
+    .unwrap();
     let (pred, probs) = predict(&p, &[long.as_str()], 1);
     assert_eq!(v["data"][0]["label_index"], pred[0]);
     assert!((v["data"][0]["probs"]["negative"].as_f64().unwrap() - probs[0][0] as f64).abs() < 1e-5);
@@ -217,7 +406,13 @@ async fn saturated_server_answers_429() {
     assert_eq!(v["error"]["type"], "rate_limit_exceeded");
     assert_eq!(call(&s.app, "GET", "/health", "").await.0, StatusCode::OK);
     drop(held);
-    let (st, _, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-pez", "input": "the film is great"}"#).await;
+    let (st, _, _) = call(
+        &s.app,
+        "POST",
+        "/v1/classify",
+        r#"{"model": "tiny-pez", "input": "the film is great"}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
 }
 
@@ -236,8 +431,12 @@ async fn transfer_endpoint_equals_in_process() {
     let (local, remote) = tokio::task::spawn_blocking(move || {
         let task = fixtures().join("task.toml");
         let grid = pez_transfer::Grid::new(task.to_str().unwrap(), &[runs], 5, None).unwrap();
-        let local = grid.score_model(&model, pez_nn::Dtype::F32, 8, pez_tasks::Calibration::None, &mut |_| {}).unwrap();
-        let ep = pez_classify::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_classify::endpoint::Api::Pez).unwrap();
+        let local = grid
+            .score_model(&model, pez_nn::Dtype::F32, 8, pez_tasks::Calibration::None, &mut |_| {})
+            .unwrap();
+        let ep =
+            pez_classify::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_classify::endpoint::Api::Pez)
+                .unwrap();
         let remote = grid.score_endpoint(&ep, &mut |_| {}).unwrap();
         (local, remote)
     })
@@ -249,7 +448,10 @@ async fn transfer_endpoint_equals_in_process() {
         assert_eq!((&l.method, &l.prompt), (&r.method, &r.prompt));
         assert_eq!(l.correct, r.correct, "{} {:?}", l.method, l.prompt);
         assert_eq!(l.accuracy, r.accuracy);
-        eprintln!("{} {:?}: in-process {:.4}, endpoint {:.4}", l.method, l.prompt, l.accuracy, r.accuracy);
+        eprintln!(
+            "{} {:?}: in-process {:.4}, endpoint {:.4}",
+            l.method, l.prompt, l.accuracy, r.accuracy
+        );
     }
 }
 
@@ -264,7 +466,13 @@ async fn call_raw(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::
 /// `max_text_tokens`.
 #[tokio::test]
 async fn limits_are_refused_in_openai_shape() {
-    let limits = Limits { max_body_bytes: 2000, max_inputs: 3, max_text_tokens: 4, max_content_parts: 2, ..Limits::default() };
+    let limits = Limits {
+        max_body_bytes: 2000,
+        max_inputs: 3,
+        max_text_tokens: 4,
+        max_content_parts: 2,
+        ..Limits::default()
+    };
     let s = server_with(64, limits);
     let cases: &[(&str, String, StatusCode, &str, Option<&str>)] = &[
         ("/v1/classify", json!({"model": "tiny-pez", "input": ["a", "b", "c", "d"]}).to_string(), StatusCode::BAD_REQUEST, "at most 3", Some("input")),
@@ -278,38 +486,82 @@ async fn limits_are_refused_in_openai_shape() {
     for (path, body, want, msg, param) in cases {
         let (st, v, _) = call(&s.app, "POST", path, body).await;
         assert_eq!(st, *want, "{path} {body:.200}: {v}");
-        let m = v["error"]["message"].as_str().unwrap_or_else(|| panic!("not an OpenAI error: {v}"));
+        let m = v["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an OpenAI error: {v}"));
         assert!(m.contains(msg), "{m:?} does not say {msg:?}");
         assert_eq!(v["error"]["param"].as_str(), *param, "{v}");
     }
     // A GET to a POST route is a 405 in the same shape.
     let (st, v, _) = call(&s.app, "GET", "/v1/classify", "").await;
-    assert_eq!((st, v["error"]["type"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("invalid_request_error")), "{v}");
+    assert_eq!(
+        (st, v["error"]["type"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("invalid_request_error")),
+        "{v}"
+    );
     // Cut to 4 text tokens: the usage counts prompt + 4 + template tokens.
-    let (st, v, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-empty", "input": ["the film is great the film is great", "bad"]}"#).await;
+    let (st, v, _) = call(
+        &s.app,
+        "POST",
+        "/v1/classify",
+        r#"{"model": "tiny-empty", "input": ["the film is great the film is great", "bad"]}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    assert_eq!((v["data"][0]["truncated"].as_bool(), v["data"][1]["truncated"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (v["data"][0]["truncated"].as_bool(), v["data"][1]["truncated"].as_bool()),
+        (Some(true), Some(false))
+    );
     let info = &s.state.pool.classifiers["tiny-empty"];
     assert_eq!(info.max_text_tokens, 4);
-    let template = pez_hub::tokenizer::encode(&pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu).unwrap().tokenizer, " It was").unwrap().len();
-    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap() as usize, (4 + template) + (1 + template));
+    let template = pez_hub::tokenizer::encode(
+        &pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu)
+            .unwrap()
+            .tokenizer,
+        " It was",
+    )
+    .unwrap()
+    .len();
+    assert_eq!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap() as usize,
+        (4 + template) + (1 + template)
+    );
 }
 
 /// A body that stops arriving gets a 408 once `body_timeout_s` passes (it does not hold a permit meanwhile).
 #[tokio::test]
 async fn stalled_body_is_a_408() {
-    let s = server_with(1, Limits { body_timeout_s: 1, ..Limits::default() });
+    let s = server_with(
+        1,
+        Limits {
+            body_timeout_s: 1,
+            ..Limits::default()
+        },
+    );
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
-    tx.send(Ok(axum::body::Bytes::from_static(b"{\"model\": \"tiny-pez\", "))).await.unwrap();
+    tx.send(Ok(axum::body::Bytes::from_static(b"{\"model\": \"tiny-pez\", ")))
+        .await
+        .unwrap();
     let body = Body::from_stream(tokio_stream_from(rx));
-    let req = Request::builder().method("POST").uri("/v1/classify").header("content-type", "application/json").body(body).unwrap();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/classify")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
     let slow = tokio::spawn({
         let app = s.app.clone();
         async move { call_raw(&app, req).await }
     });
     // Meanwhile the only permit is free for a real request.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let (st, _, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-pez", "input": "the film is great"}"#).await;
+    let (st, _, _) = call(
+        &s.app,
+        "POST",
+        "/v1/classify",
+        r#"{"model": "tiny-pez", "input": "the film is great"}"#,
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     let (st, _, body) = slow.await.unwrap();
     drop(tx);
@@ -327,44 +579,120 @@ fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) 
 async fn streaming_request_ids_and_metrics() {
     let s = server(64);
     let chat = json!({"model": "tiny-pez", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "the film is great"}]});
-    let req = Request::builder().method("POST").uri("/v1/chat/completions").header("x-request-id", "probe-42").body(Body::from(chat.to_string())).unwrap();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("x-request-id", "probe-42")
+        .body(Body::from(chat.to_string()))
+        .unwrap();
     let (st, headers, body) = call_raw(&s.app, req).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert_eq!(headers["x-request-id"], "probe-42");
-    assert!(headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap()).collect();
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let events: Vec<&str> = body
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| e.strip_prefix("data: ").unwrap())
+        .collect();
     assert_eq!(events.len(), 3, "{body}");
     assert_eq!(events[2], "[DONE]");
     let chunk: Value = serde_json::from_str(events[0]).unwrap();
-    let (_, c, _) = call(&s.app, "POST", "/v1/classify", r#"{"model": "tiny-pez", "input": "the film is great"}"#).await;
+    let (_, c, _) = call(
+        &s.app,
+        "POST",
+        "/v1/classify",
+        r#"{"model": "tiny-pez", "input": "the film is great"}"#,
+    )
+    .await;
     assert_eq!(chunk["object"], "chat.completion.chunk");
     assert_eq!(chunk["choices"][0]["delta"]["content"], c["data"][0]["label"]);
     assert_eq!(chunk["choices"][0]["finish_reason"], "stop");
     let usage: Value = serde_json::from_str(events[1]).unwrap();
     assert!(usage["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
 
-    let (st, _, body) = call_raw(&s.app, Request::builder().method("POST").uri("/v1/completions").body(Body::from(r#"{"model": "tiny-pez", "stream": true, "prompt": ["a", "b"]}"#)).unwrap()).await;
+    let (st, _, body) = call_raw(
+        &s.app,
+        Request::builder()
+            .method("POST")
+            .uri("/v1/completions")
+            .body(Body::from(
+                r#"{"model": "tiny-pez", "stream": true, "prompt": ["a", "b"]}"#,
+            ))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(body.matches("data: ").count(), 3, "{body}");
 
     // Our own id when the client gives none (or an unusable one).
-    let (_, headers, _) = call_raw(&s.app, Request::builder().uri("/v1/models").header("x-request-id", "bad id\twith tab").body(Body::empty()).unwrap()).await;
+    let (_, headers, _) = call_raw(
+        &s.app,
+        Request::builder()
+            .uri("/v1/models")
+            .header("x-request-id", "bad id\twith tab")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert!(headers["x-request-id"].to_str().unwrap().starts_with("req-"));
 
-    let _ = call(&s.app, "POST", "/v1/classify", r#"{"model": "no-such-model", "input": "x"}"#).await;
-    let _ = call_raw(&s.app, Request::builder().uri("/v1/models/tiny-pez").body(Body::empty()).unwrap()).await;
-    let _ = call_raw(&s.app, Request::builder().uri("/no/such/route").body(Body::empty()).unwrap()).await;
+    let _ = call(
+        &s.app,
+        "POST",
+        "/v1/classify",
+        r#"{"model": "no-such-model", "input": "x"}"#,
+    )
+    .await;
+    let _ = call_raw(
+        &s.app,
+        Request::builder()
+            .uri("/v1/models/tiny-pez")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let _ = call_raw(
+        &s.app,
+        Request::builder().uri("/no/such/route").body(Body::empty()).unwrap(),
+    )
+    .await;
     let (st, _, text) = call_raw(&s.app, Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
-    assert!(text.contains(r#"pez_requests_total{route="/v1/chat/completions",model="tiny-pez",status="200"} 1"#), "{text}");
-    assert!(text.contains(r#"pez_requests_total{route="/v1/classify",model="-",status="404"} 1"#), "unknown model names are not labels: {text}");
-    assert!(text.contains(r#"pez_request_duration_seconds_bucket{le="+Inf",route="/v1/classify"} 2"#), "{text}");
+    assert!(
+        text.contains(r#"pez_requests_total{route="/v1/chat/completions",model="tiny-pez",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"pez_requests_total{route="/v1/classify",model="-",status="404"} 1"#),
+        "unknown model names are not labels: {text}"
+    );
+    assert!(
+        text.contains(r#"pez_request_duration_seconds_bucket{le="+Inf",route="/v1/classify"} 2"#),
+        "{text}"
+    );
     // Routes are labelled by their pattern, never by the raw path.
-    assert!(text.contains(r#"pez_requests_total{route="/v1/models/{id}",model="-",status="200"} 1"#), "{text}");
-    assert!(text.contains(r#"pez_requests_total{route="other",model="-",status="404"} 1"#), "{text}");
-    assert!(!text.contains("/no/such/route") && !text.contains("/v1/models/tiny-pez"), "{text}");
+    assert!(
+        text.contains(r#"pez_requests_total{route="/v1/models/{id}",model="-",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"pez_requests_total{route="other",model="-",status="404"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains("/no/such/route") && !text.contains("/v1/models/tiny-pez"),
+        "{text}"
+    );
     assert!(text.contains("pez_classifier_batch_texts_count "), "{text}");
-    let rss: f64 = text.lines().find_map(|l| l.strip_prefix("process_resident_memory_bytes ")).unwrap().parse().unwrap();
+    let rss: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rss > 1e6, "{rss}");
 }
 
@@ -372,7 +700,13 @@ async fn streaming_request_ids_and_metrics() {
 /// waiting request in turn), and texts of a request whose client has gone are dropped unscored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_requests_interleave_and_abandoned_work_stops() {
-    let s = server_with(64, Limits { max_inputs: 100_000, ..Limits::default() });
+    let s = server_with(
+        64,
+        Limits {
+            max_inputs: 100_000,
+            ..Limits::default()
+        },
+    );
     let many: Vec<String> = (0..3000).map(|i| format!("the film number {i} is great")).collect();
     let pool = s.state.pool.clone();
     let big = tokio::spawn({
@@ -386,14 +720,26 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
     pool.classify("tiny-pez", vec!["a bad movie".into()]).await.unwrap();
     let small_done = std::time::Instant::now();
     let big_done = big.await.unwrap();
-    assert!(small_done < big_done, "the one-text request waited for the 3000-text one");
+    assert!(
+        small_done < big_done,
+        "the one-text request waited for the 3000-text one"
+    );
 
     // Abandoned: the future is dropped after 20 ms; the worker drops the rest.
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(20), pool.classify("tiny-pez", many.clone())).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(20),
+        pool.classify("tiny-pez", many.clone()),
+    )
+    .await;
     let t0 = std::time::Instant::now();
     let cancelled = loop {
         let text = s.state.metrics.render();
-        let n: u64 = text.lines().find_map(|l| l.strip_prefix("pez_cancelled_texts_total ")).unwrap().parse().unwrap();
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pez_cancelled_texts_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
         if n > 0 || t0.elapsed().as_secs() > 10 {
             break n;
         }
@@ -401,7 +747,13 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
     };
     assert!(cancelled > 0 && cancelled <= 3000, "{cancelled} texts dropped");
     // The worker is still there.
-    assert_eq!(pool.classify("tiny-pez", vec!["a bad movie".into()]).await.unwrap().len(), 1);
+    assert_eq!(
+        pool.classify("tiny-pez", vec!["a bad movie".into()])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(pool.dead_workers().is_empty());
 }
 
@@ -426,7 +778,10 @@ fn generation_requests_are_checked_before_mistral_rs() {
     let refused = [
         (json!({"messages": user, "max_tokens": 0}), "max_tokens"),
         (json!({"messages": user, "max_tokens": 1_000_000_000u64}), "max_tokens"),
-        (json!({"messages": user, "max_completion_tokens": 100_000}), "max_completion_tokens"),
+        (
+            json!({"messages": user, "max_completion_tokens": 100_000}),
+            "max_completion_tokens",
+        ),
         (json!({"messages": user, "n": 1000}), "n"),
         (json!({"messages": user, "temperature": -1}), "temperature"),
         (json!({"messages": user, "temperature": 3}), "temperature"),
@@ -435,29 +790,60 @@ fn generation_requests_are_checked_before_mistral_rs() {
         (json!({"messages": user, "presence_penalty": 5}), "presence_penalty"),
         (json!({"messages": user, "top_logprobs": 50}), "top_logprobs"),
         (json!({"messages": user, "stop": ["a", "b", "c", "d", "e"]}), "stop"),
-        (json!({"messages": user, "grammar": {"type": "regex", "value": "("}}), "grammar"),
-        (json!({"messages": user, "web_search_options": {}}), "web_search_options"),
+        (
+            json!({"messages": user, "grammar": {"type": "regex", "value": "("}}),
+            "grammar",
+        ),
+        (
+            json!({"messages": user, "web_search_options": {}}),
+            "web_search_options",
+        ),
         (json!({"messages": []}), "messages"),
         (json!({"messages": "hello"}), "messages"),
-        (json!({"messages": [{"role": "user", "content": null}]}), "messages[0].content"),
-        (json!({"messages": [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "http://127.0.0.1/x"}}]}]}), "messages[0].content"),
-        (json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "x"}}]}]}), "messages[0].content"),
+        (
+            json!({"messages": [{"role": "user", "content": null}]}),
+            "messages[0].content",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "http://127.0.0.1/x"}}]}]}),
+            "messages[0].content",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_data": "x"}}]}]}),
+            "messages[0].content",
+        ),
         (json!({"messages": [{"role": "wizard", "content": "x"}]}), "messages"),
         (json!({"messages": [{"content": "x"}]}), "messages"),
         (json!({"messages": user, "logprobs": "yes"}), "logprobs"),
     ];
     for (v, param) in refused {
         let e = chat(v.clone()).expect_err(&v.to_string());
-        assert_eq!((e.status(), e.param()), (StatusCode::BAD_REQUEST, Some(param)), "{v}: {e:?}");
+        assert_eq!(
+            (e.status(), e.param()),
+            (StatusCode::BAD_REQUEST, Some(param)),
+            "{v}: {e:?}"
+        );
     }
     // Text parts become one string; max_tokens defaults to the limit; unknown fields travel on unchanged.
     let r = chat(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}], "seed": 7})).unwrap();
     let v = to_object(&r);
     assert_eq!(v["messages"][0]["content"], "Say hello.");
-    assert_eq!((v["max_tokens"].as_u64(), v["seed"].as_u64()), (Some(l.max_tokens as u64), Some(7)));
+    assert_eq!(
+        (v["max_tokens"].as_u64(), v["seed"].as_u64()),
+        (Some(l.max_tokens as u64), Some(7))
+    );
     let v = to_object(&chat(json!({"messages": user, "max_completion_tokens": 8})).unwrap());
-    assert_eq!((v["max_tokens"].as_u64(), v.get("max_completion_tokens")), (Some(8), None));
-    for v in [json!({"prompt": ["a", "b"]}), json!({"prompt": ""}), json!({}), json!({"prompt": "x", "logprobs": 9}), json!({"prompt": "x", "best_of": 99})] {
+    assert_eq!(
+        (v["max_tokens"].as_u64(), v.get("max_completion_tokens")),
+        (Some(8), None)
+    );
+    for v in [
+        json!({"prompt": ["a", "b"]}),
+        json!({"prompt": ""}),
+        json!({}),
+        json!({"prompt": "x", "logprobs": 9}),
+        json!({"prompt": "x", "best_of": 99}),
+    ] {
         assert!(completion(v.clone()).is_err(), "{v}");
     }
     let v = to_object(&completion(json!({"prompt": "Once upon a time", "max_tokens": 16})).unwrap());
@@ -471,7 +857,10 @@ fn engine_top_logprobs_in_openai_shape() {
         "top_logprobs": [{"token": 19556, "logprob": -0.26, "bytes": "Hello"}, {"token": 26843, "logprob": -1.05, "bytes": " Hi"}]}]}}]});
     pez_serve::engine::fix_top_logprobs(&mut v);
     let top = &v["choices"][0]["logprobs"]["content"][0]["top_logprobs"];
-    assert_eq!(top[0], json!({"token": "Hello", "logprob": -0.26, "bytes": [72, 101, 108, 108, 111]}));
+    assert_eq!(
+        top[0],
+        json!({"token": "Hello", "logprob": -0.26, "bytes": [72, 101, 108, 108, 111]})
+    );
     assert_eq!(top[1]["token"], " Hi");
     assert_eq!(top[1]["bytes"], json!([32, 72, 105]));
     // Entries already in OpenAI's shape are left alone.
@@ -480,16 +869,24 @@ fn engine_top_logprobs_in_openai_shape() {
     assert_eq!(v, before);
 
     // Completions: OpenAI's legacy layout, offsets in characters carried across a stream's chunks.
-    let entry = |t: &str, lp: f64, alt: &str| json!({"token": t, "logprob": lp, "bytes": t.as_bytes(), "top_logprobs": [
-        {"token": t, "logprob": lp, "bytes": t.as_bytes()}, {"token": alt, "logprob": lp - 1.0, "bytes": alt.as_bytes()}]});
+    let entry = |t: &str, lp: f64, alt: &str| {
+        json!({"token": t, "logprob": lp, "bytes": t.as_bytes(), "top_logprobs": [
+        {"token": t, "logprob": lp, "bytes": t.as_bytes()}, {"token": alt, "logprob": lp - 1.0, "bytes": alt.as_bytes()}]})
+    };
     let mut offsets = Vec::new();
     let mut first = json!({"choices": [{"index": 0, "text": " an", "logprobs": {"content": [entry(" an", -1.5, " a"), entry(" épée", -2.0, " x")]}}]});
     pez_serve::engine::completion_logprobs(&mut first, &mut offsets);
-    assert_eq!(first["choices"][0]["logprobs"], json!({"tokens": [" an", " épée"], "token_logprobs": [-1.5, -2.0],
-        "top_logprobs": [{" an": -1.5, " a": -2.5}, {" épée": -2.0, " x": -3.0}], "text_offset": [0, 3]}));
+    assert_eq!(
+        first["choices"][0]["logprobs"],
+        json!({"tokens": [" an", " épée"], "token_logprobs": [-1.5, -2.0],
+        "top_logprobs": [{" an": -1.5, " a": -2.5}, {" épée": -2.0, " x": -3.0}], "text_offset": [0, 3]})
+    );
     let mut next = json!({"choices": [{"index": 0, "text": "!", "logprobs": entry("!", -0.5, "?")}]}); // a stream chunk
     pez_serve::engine::completion_logprobs(&mut next, &mut offsets);
-    assert_eq!(next["choices"][0]["logprobs"], json!({"tokens": ["!"], "token_logprobs": [-0.5], "top_logprobs": [{"!": -0.5, "?": -1.5}], "text_offset": [8]}));
+    assert_eq!(
+        next["choices"][0]["logprobs"],
+        json!({"tokens": ["!"], "token_logprobs": [-0.5], "top_logprobs": [{"!": -0.5, "?": -1.5}], "text_offset": [8]})
+    );
     let before = first.clone();
     pez_serve::engine::completion_logprobs(&mut first, &mut Vec::new());
     assert_eq!(first, before);

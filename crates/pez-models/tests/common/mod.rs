@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn expected(name: &str) -> HashMap<String, Tensor> {
@@ -14,11 +16,23 @@ pub fn expected(name: &str) -> HashMap<String, Tensor> {
 }
 
 pub fn ids(t: &Tensor) -> Vec<Vec<u32>> {
-    t.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap().into_iter().map(|r| r.into_iter().map(|x| x as u32).collect()).collect()
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.into_iter().map(|x| x as u32).collect())
+        .collect()
 }
 
 pub fn usizes(t: &Tensor) -> Vec<usize> {
-    t.to_dtype(DType::I64).unwrap().to_vec1::<i64>().unwrap().into_iter().map(|x| x as usize).collect()
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|x| x as usize)
+        .collect()
 }
 
 /// Max |a - b| over the first `lengths[i]` positions of each row of `[b, s, ...]` tensors.

@@ -30,7 +30,10 @@ fn act<T: Float>(gate: Gate, a: T) -> (T, T) {
             // tanh(u) = 1 - 2 / (exp(2u) + 1): one exp instead of libm's slower tanhf (this is the hot loop of
             // Gemma's MLP); exact at the limits (exp overflows to inf -> 1, underflows to 0 -> -1).
             let t = one - c::<T>(2.0) / ((c::<T>(2.0) * k * a * (one + c3 * a * a)).exp() + one);
-            (half * a * (one + t), half * (one + t) + half * a * (one - t * t) * k * (one + c::<T>(3.0) * c3 * a * a))
+            (
+                half * a * (one + t),
+                half * (one + t) + half * a * (one - t * t) * k * (one + c::<T>(3.0) * c3 * a * a),
+            )
         }
     }
 }
@@ -58,17 +61,23 @@ impl Gated {
         let (da, db) = on_slices::<T, _>(&[a, b, g], |s| {
             let (a, b, g) = (s[0], s[1], s[2]);
             let (mut da, mut db) = (vec![T::zero(); a.len()], vec![T::zero(); a.len()]);
-            da.par_chunks_mut(n).zip(db.par_chunks_mut(n)).enumerate().for_each(|(r, (da, db))| {
-                for i in 0..n {
-                    let j = r * n + i;
-                    let (f, df) = act(self.gate, a[j]);
-                    da[i] = g[j] * b[j] * df;
-                    db[i] = g[j] * f;
-                }
-            });
+            da.par_chunks_mut(n)
+                .zip(db.par_chunks_mut(n))
+                .enumerate()
+                .for_each(|(r, (da, db))| {
+                    for i in 0..n {
+                        let j = r * n + i;
+                        let (f, df) = act(self.gate, a[j]);
+                        da[i] = g[j] * b[j] * df;
+                        db[i] = g[j] * f;
+                    }
+                });
             (da, db)
         })?;
-        Ok((Tensor::from_vec(da, a.shape(), &Device::Cpu)?, Tensor::from_vec(db, a.shape(), &Device::Cpu)?))
+        Ok((
+            Tensor::from_vec(da, a.shape(), &Device::Cpu)?,
+            Tensor::from_vec(db, a.shape(), &Device::Cpu)?,
+        ))
     }
 }
 
@@ -77,7 +86,10 @@ impl candle_core::CustomOp2 for Gated {
         "fused-gated-activation"
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((launch(self, &[(s1, l1), (s2, l2)], &[], l1.shape().elem_count())?, l1.shape().clone()))
+        Ok((
+            launch(self, &[(s1, l1), (s2, l2)], &[], l1.shape().elem_count())?,
+            l1.shape().clone(),
+        ))
     }
     fn bwd(&self, a: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (da, db) = match a.dtype() {

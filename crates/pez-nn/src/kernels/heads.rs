@@ -36,7 +36,16 @@ impl candle_core::CustomOp1 for Swap {
         Ok((launch(self, &[(s, l)], &[], l.shape().elem_count())?, self.out.clone()))
     }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(apply(&Swap { m: self.n, n: self.m, d: self.d, out: x.shape().clone() }, &[g], x.shape())?))
+        Ok(Some(apply(
+            &Swap {
+                m: self.n,
+                n: self.m,
+                d: self.d,
+                out: x.shape().clone(),
+            },
+            &[g],
+            x.shape(),
+        )?))
     }
 }
 

@@ -24,7 +24,9 @@ pub use linear::{linear, pack_bf16};
 pub use norms::{layer_norm, rms_norm};
 pub use rope::rope;
 
-use candle_core::{backend::BackendStorage, CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType};
+use candle_core::{
+    backend::BackendStorage, CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType,
+};
 use num_traits::Float;
 use rayon::prelude::*;
 
@@ -35,7 +37,12 @@ pub(crate) trait Kernel: Sync {
 }
 
 /// Runs `k` over contiguous CPU inputs: a custom op's argument storages, then tensors.
-pub(crate) fn launch<K: Kernel>(k: &K, args: &[(&CpuStorage, &Layout)], tensors: &[&Tensor], n_out: usize) -> Result<CpuStorage> {
+pub(crate) fn launch<K: Kernel>(
+    k: &K,
+    args: &[(&CpuStorage, &Layout)],
+    tensors: &[&Tensor],
+    n_out: usize,
+) -> Result<CpuStorage> {
     let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
     let mut parts: Vec<(&CpuStorage, &Layout)> = args.to_vec();
     for (s, l) in &guards {
@@ -55,19 +62,28 @@ pub(crate) fn launch<K: Kernel>(k: &K, args: &[(&CpuStorage, &Layout)], tensors:
 const PARALLEL_MIN: usize = 1 << 15;
 
 fn run<T: WithDType + Float, K: Kernel>(k: &K, parts: &[(&CpuStorage, &Layout)], n_out: usize) -> Result<Vec<T>> {
-    let ins = parts.iter().map(|&p| storage_slice::<T>(p)).collect::<Result<Vec<&[T]>>>()?;
+    let ins = parts
+        .iter()
+        .map(|&p| storage_slice::<T>(p))
+        .collect::<Result<Vec<&[T]>>>()?;
     let mut out = vec![T::zero(); n_out];
     if n_out < PARALLEL_MIN {
-        out.chunks_mut(k.width()).enumerate().for_each(|(r, o)| k.row(r, &ins, o));
+        out.chunks_mut(k.width())
+            .enumerate()
+            .for_each(|(r, o)| k.row(r, &ins, o));
     } else {
-        out.par_chunks_mut(k.width()).enumerate().for_each(|(r, o)| k.row(r, &ins, o));
+        out.par_chunks_mut(k.width())
+            .enumerate()
+            .for_each(|(r, o)| k.row(r, &ins, o));
     }
     Ok(out)
 }
 
 /// The elements of a contiguous CPU storage as `T`.
 pub(crate) fn storage_slice<'a, T: WithDType>((s, l): (&'a CpuStorage, &Layout)) -> Result<&'a [T]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused kernel: non-contiguous input".into()))?;
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused kernel: non-contiguous input".into()))?;
     Ok(&T::cpu_storage_as_slice(s)?[a..b])
 }
 

@@ -56,7 +56,10 @@ impl candle_core::CustomOp1 for RmsNorm {
         "fused-rms-norm"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((launch(&RmsNormFwd(self), &[(s, l)], &[&self.w], l.shape().elem_count())?, l.shape().clone()))
+        Ok((
+            launch(&RmsNormFwd(self), &[(s, l)], &[&self.w], l.shape().elem_count())?,
+            l.shape().clone(),
+        ))
     }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(apply(&RmsNormBwd(self), &[x, &self.w, g], x.shape())?))
@@ -66,7 +69,11 @@ impl candle_core::CustomOp1 for RmsNorm {
 /// RMSNorm over the last dimension with a frozen scale `w: [d]`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     let d = x.dim(candle_core::D::Minus1)?;
-    x.contiguous()?.apply_op1(RmsNorm { w: w.contiguous()?, d, eps })
+    x.contiguous()?.apply_op1(RmsNorm {
+        w: w.contiguous()?,
+        d,
+        eps,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -130,7 +137,15 @@ impl candle_core::CustomOp1 for LayerNorm {
         "fused-layer-norm"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((launch(&LayerNormFwd(self), &[(s, l)], &[&self.w, &self.b], l.shape().elem_count())?, l.shape().clone()))
+        Ok((
+            launch(
+                &LayerNormFwd(self),
+                &[(s, l)],
+                &[&self.w, &self.b],
+                l.shape().elem_count(),
+            )?,
+            l.shape().clone(),
+        ))
     }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(apply(&LayerNormBwd(self), &[x, &self.w, g], x.shape())?))
@@ -140,5 +155,10 @@ impl candle_core::CustomOp1 for LayerNorm {
 /// LayerNorm over the last dimension with frozen weight and bias `[d]`.
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
     let d = x.dim(candle_core::D::Minus1)?;
-    x.contiguous()?.apply_op1(LayerNorm { w: w.contiguous()?, b: b.contiguous()?, d, eps })
+    x.contiguous()?.apply_op1(LayerNorm {
+        w: w.contiguous()?,
+        b: b.contiguous()?,
+        d,
+        eps,
+    })
 }

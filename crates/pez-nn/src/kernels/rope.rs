@@ -53,7 +53,15 @@ impl candle_core::CustomOp1 for Rope {
         "fused-rope"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        Ok((launch(&RopeFwd(self), &[(s, l)], &[&self.cos, &self.sin], l.shape().elem_count())?, l.shape().clone()))
+        Ok((
+            launch(
+                &RopeFwd(self),
+                &[(s, l)],
+                &[&self.cos, &self.sin],
+                l.shape().elem_count(),
+            )?,
+            l.shape().clone(),
+        ))
     }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(apply(&RopeBwd(self), &[g, &self.cos, &self.sin], x.shape())?))
@@ -66,5 +74,10 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if x.dim(candle_core::D::Minus2)? != positions || x.dim(candle_core::D::Minus1)? != d {
         candle_core::bail!("rope: x {:?} does not match tables {:?}", x.dims(), cos.dims());
     }
-    x.contiguous()?.apply_op1(Rope { cos: cos.contiguous()?, sin: sin.contiguous()?, positions, d })
+    x.contiguous()?.apply_op1(Rope {
+        cos: cos.contiguous()?,
+        sin: sin.contiguous()?,
+        positions,
+        d,
+    })
 }

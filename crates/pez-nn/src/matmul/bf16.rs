@@ -107,7 +107,10 @@ pub struct PackedWeight {
 impl PackedWeight {
     /// `w[o][i] = src[o * s0 + i * s1]`.
     pub fn new(out: usize, inp: usize, src: &[f32], (s0, s1): (usize, usize)) -> Self {
-        Self { fwd: PackedB::pack(inp, out, src, (s1, s0)), bwd: PackedB::pack(out, inp, src, (s0, s1)) }
+        Self {
+            fwd: PackedB::pack(inp, out, src, (s1, s0)),
+            bwd: PackedB::pack(out, inp, src, (s0, s1)),
+        }
     }
 }
 
@@ -141,20 +144,44 @@ fn pack_rows(m: usize, k: usize, a: &[f32], (rs, cs): (usize, usize), parallel: 
 /// `c[m, n] (+)= a[m, k] b` with `b` packed, in bf16 with f32 accumulation; `c` row-major with row stride `ldc`.
 /// `parallel`: column panels spread over rayon's threads.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_packed(m: usize, c: &mut [f32], ldc: usize, a: &[f32], a_strides: (usize, usize), b: &PackedB, accumulate: bool, parallel: bool) {
+pub fn gemm_packed(
+    m: usize,
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &PackedB,
+    accumulate: bool,
+    parallel: bool,
+) {
     gemm_packed_at(isa::current(), m, c, ldc, a, a_strides, b, accumulate, parallel)
 }
 
 /// `gemm_packed` on the path of `level` (the AVX512-BF16 kernel from `Avx512Bf16` up, else emulated); `level`
 /// must not be above what the CPU has.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_packed_at(level: isa::Isa, m: usize, c: &mut [f32], ldc: usize, a: &[f32], a_strides: (usize, usize), b: &PackedB, accumulate: bool, parallel: bool) {
+pub fn gemm_packed_at(
+    level: isa::Isa,
+    m: usize,
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &PackedB,
+    accumulate: bool,
+    parallel: bool,
+) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
         return;
     }
     assert!(c.len() >= (m - 1) * ldc + n && ldc >= n);
-    assert!(level <= isa::detected(), "{} is above this CPU's {}", level.name(), isa::detected().name());
+    assert!(
+        level <= isa::detected(),
+        "{} is above this CPU's {}",
+        level.name(),
+        isa::detected().name()
+    );
     if k == 0 || level < isa::Isa::Avx512Bf16 {
         return emulated(m, c, ldc, a, a_strides, b, accumulate, parallel);
     }
@@ -164,12 +191,27 @@ pub fn gemm_packed_at(level: isa::Isa, m: usize, c: &mut [f32], ldc: usize, a: &
         let panels = n.div_ceil(NR);
         let c_addr = c.as_mut_ptr() as usize;
         // One contiguous range of panels per thread: each streams `a` once per `k` block.
-        let threads = if parallel { rayon::current_num_threads().min(panels) } else { 1 };
+        let threads = if parallel {
+            rayon::current_num_threads().min(panels)
+        } else {
+            1
+        };
         let per = panels.div_ceil(threads);
         let run = |t: usize| {
             // SAFETY: the CPU has AVX512-BF16 (`level` is at most what it detected); each range of panels writes
             // only its own columns of `c` (checked to hold `m` rows of `ldc`), so ranges running at once never overlap.
-            unsafe { kernel::panels(m, k, &rows, b, t * per..((t + 1) * per).min(panels), c_addr as *mut f32, ldc, accumulate) }
+            unsafe {
+                kernel::panels(
+                    m,
+                    k,
+                    &rows,
+                    b,
+                    t * per..((t + 1) * per).min(panels),
+                    c_addr as *mut f32,
+                    ldc,
+                    accumulate,
+                )
+            }
         };
         if threads > 1 {
             (0..threads).into_par_iter().for_each(run);
@@ -181,7 +223,16 @@ pub fn gemm_packed_at(level: isa::Isa, m: usize, c: &mut [f32], ldc: usize, a: &
 
 /// The same product without AVX512-BF16: inputs rounded to bf16 (as f32), then gemm's f32 product.
 #[allow(clippy::too_many_arguments)]
-fn emulated(m: usize, c: &mut [f32], ldc: usize, a: &[f32], (rs, cs): (usize, usize), b: &PackedB, accumulate: bool, parallel: bool) {
+fn emulated(
+    m: usize,
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    (rs, cs): (usize, usize),
+    b: &PackedB,
+    accumulate: bool,
+    parallel: bool,
+) {
     let (k, n) = (b.k, b.n);
     let a: Vec<f32> = (0..m * k).map(|x| round(a[(x / k) * rs + (x % k) * cs])).collect();
     let b = b.unpacked();
@@ -192,28 +243,68 @@ fn emulated(m: usize, c: &mut [f32], ldc: usize, a: &[f32], (rs, cs): (usize, us
     mm(m, n, k, &mut tmp, &a, (k, 1), &b, (n, 1), false, parallel);
     for (r, row) in tmp.chunks(n).enumerate() {
         let out = &mut c[r * ldc..r * ldc + n];
-        out.iter_mut().zip(row).for_each(|(o, &v)| *o = if accumulate { *o + v } else { v });
+        out.iter_mut()
+            .zip(row)
+            .for_each(|(o, &v)| *o = if accumulate { *o + v } else { v });
     }
 }
 
 /// `c[m, n] (+)= a b` for f32 operands given by strides, in bf16 on the path of `level`: `b` packed on the fly
 /// (for products whose right side changes every call, such as attention's).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_at(level: isa::Isa, m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], a_strides: (usize, usize), b: &[f32], b_strides: (usize, usize), accumulate: bool, parallel: bool) {
+pub fn gemm_at(
+    level: isa::Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    a: &[f32],
+    a_strides: (usize, usize),
+    b: &[f32],
+    b_strides: (usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    gemm_packed_at(level, m, c, n, a, a_strides, &PackedB::pack_with(k, n, b, b_strides, parallel), accumulate, parallel);
+    gemm_packed_at(
+        level,
+        m,
+        c,
+        n,
+        a,
+        a_strides,
+        &PackedB::pack_with(k, n, b, b_strides, parallel),
+        accumulate,
+        parallel,
+    );
 }
 
 /// The reference: every product of bf16 values summed in f64, rounded to f32 once (what an exact bf16 product
 /// with f32 output gives).
 #[allow(clippy::too_many_arguments)]
-pub fn reference(m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], (ars, acs): (usize, usize), b: &[f32], (brs, bcs): (usize, usize), accumulate: bool) {
+pub fn reference(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    a: &[f32],
+    (ars, acs): (usize, usize),
+    b: &[f32],
+    (brs, bcs): (usize, usize),
+    accumulate: bool,
+) {
     for r in 0..m {
         for j in 0..n {
-            let s: f64 = (0..k).map(|i| round(a[r * ars + i * acs]) as f64 * round(b[i * brs + j * bcs]) as f64).sum();
-            c[r * n + j] = if accumulate { (c[r * n + j] as f64 + s) as f32 } else { s as f32 };
+            let s: f64 = (0..k)
+                .map(|i| round(a[r * ars + i * acs]) as f64 * round(b[i * brs + j * bcs]) as f64)
+                .sum();
+            c[r * n + j] = if accumulate {
+                (c[r * n + j] as f64 + s) as f32
+            } else {
+                s as f32
+            };
         }
     }
 }
@@ -239,16 +330,37 @@ mod kernel {
     /// valid rows and columns are added to `c`, or stored on the first block when not accumulating.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn panels(m: usize, k: usize, rows: &[u32], b: &PackedB, panels: std::ops::Range<usize>, c: *mut f32, ldc: usize, accumulate: bool) {
+    pub(super) unsafe fn panels(
+        m: usize,
+        k: usize,
+        rows: &[u32],
+        b: &PackedB,
+        panels: std::ops::Range<usize>,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
         let (kp, tiles) = (k.div_ceil(2), m.div_ceil(MR));
         for p0 in (0..kp).step_by(KC) {
             let p1 = (p0 + KC).min(kp);
             for t0 in (0..tiles).step_by(MB) {
                 for panel in panels.clone() {
                     for tile in t0..(t0 + MB).min(tiles) {
-                        let acc = tile_block(kp, p0..p1, rows.as_ptr().add(tile * MR * kp), b.data.as_ptr().add(panel * kp * NR * 2));
+                        let acc = tile_block(
+                            kp,
+                            p0..p1,
+                            rows.as_ptr().add(tile * MR * kp),
+                            b.data.as_ptr().add(panel * kp * NR * 2),
+                        );
                         let cols = NR.min(b.n - panel * NR);
-                        store(&acc, m - tile * MR, cols, c.add(tile * MR * ldc + panel * NR), ldc, accumulate || p0 > 0);
+                        store(
+                            &acc,
+                            m - tile * MR,
+                            cols,
+                            c.add(tile * MR * ldc + panel * NR),
+                            ldc,
+                            accumulate || p0 > 0,
+                        );
                     }
                 }
             }
@@ -277,12 +389,22 @@ mod kernel {
     #[inline]
     unsafe fn store(acc: &[[__m512; 2]; MR], rows: usize, cols: usize, c: *mut f32, ldc: usize, add: bool) {
         let lo: __mmask16 = if cols >= 16 { 0xFFFF } else { (1u32 << cols) as u16 - 1 };
-        let hi: __mmask16 = if cols >= 32 { 0xFFFF } else if cols <= 16 { 0 } else { (1u32 << (cols - 16)) as u16 - 1 };
+        let hi: __mmask16 = if cols >= 32 {
+            0xFFFF
+        } else if cols <= 16 {
+            0
+        } else {
+            (1u32 << (cols - 16)) as u16 - 1
+        };
         for (r, acc) in acc.iter().enumerate().take(rows) {
             for (half, mask) in [(0, lo), (1, hi)] {
                 if mask != 0 {
                     let dst = c.add(r * ldc + half * 16);
-                    let v = if add { _mm512_add_ps(acc[half], _mm512_maskz_loadu_ps(mask, dst)) } else { acc[half] };
+                    let v = if add {
+                        _mm512_add_ps(acc[half], _mm512_maskz_loadu_ps(mask, dst))
+                    } else {
+                        acc[half]
+                    };
                     _mm512_mask_storeu_ps(dst, mask, v);
                 }
             }

@@ -34,7 +34,9 @@ impl Isa {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Scalar, Self::Avx2, Self::Avx512, Self::Avx512Bf16, Self::Amx].into_iter().find(|i| i.name() == s)
+        [Self::Scalar, Self::Avx2, Self::Avx512, Self::Avx512Bf16, Self::Amx]
+            .into_iter()
+            .find(|i| i.name() == s)
     }
 }
 
@@ -77,11 +79,19 @@ pub fn chosen() -> Isa {
             Ok(s) => match Isa::parse(&s) {
                 Some(want) if want <= cpu => want,
                 Some(want) => {
-                    eprintln!("warning: PEZ_ISA={} is above what this CPU has ({}); using {}", want.name(), cpu.name(), cpu.name());
+                    eprintln!(
+                        "warning: PEZ_ISA={} is above what this CPU has ({}); using {}",
+                        want.name(),
+                        cpu.name(),
+                        cpu.name()
+                    );
                     cpu
                 }
                 None => {
-                    eprintln!("warning: PEZ_ISA={s:?} is not one of scalar, avx2, avx512, avx512bf16, amx; using {}", cpu.name());
+                    eprintln!(
+                        "warning: PEZ_ISA={s:?} is not one of scalar, avx2, avx512, avx512bf16, amx; using {}",
+                        cpu.name()
+                    );
                     cpu
                 }
             },
@@ -102,7 +112,12 @@ pub fn current() -> Isa {
 /// Runs `f` with ops created on this thread at `level` (for comparing paths in one process). Panics if `level` is
 /// above what the CPU has.
 pub fn with<R>(level: Isa, f: impl FnOnce() -> R) -> R {
-    assert!(level <= detected(), "{} is above this CPU's {}", level.name(), detected().name());
+    assert!(
+        level <= detected(),
+        "{} is above this CPU's {}",
+        level.name(),
+        detected().name()
+    );
     let before = FORCED.with(|c| c.replace(Some(level)));
     let r = f();
     FORCED.with(|c| c.set(before));

@@ -24,25 +24,84 @@ pub enum Precision {
 /// `c[m, n] = a[m, k] b[k, n]` (or `c += a b` with `accumulate`), row-major `c`; `a` and `b` given with (row,
 /// column) strides. `parallel`: gemm splits the product over rayon's threads (for one large product).
 #[allow(clippy::too_many_arguments)]
-pub fn mm<T: Float + 'static>(m: usize, n: usize, k: usize, c: &mut [T], a: &[T], (a_rs, a_cs): (usize, usize), b: &[T], (b_rs, b_cs): (usize, usize), accumulate: bool, parallel: bool) {
+pub fn mm<T: Float + 'static>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    a: &[T],
+    (a_rs, a_cs): (usize, usize),
+    b: &[T],
+    (b_rs, b_cs): (usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
     if m == 0 || n == 0 || k == 0 {
         return; // nothing to add (c starts zeroed, or holds what is accumulated onto)
     }
     assert!(c.len() >= m * n && a.len() > (m - 1) * a_rs + (k - 1) * a_cs && b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
-    let par = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let par = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the bounds above cover every element gemm reads and writes.
     unsafe {
-        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, accumulate, a.as_ptr(), a_cs as isize, a_rs as isize,
-                   b.as_ptr(), b_cs as isize, b_rs as isize, T::one(), T::one(), false, false, false, par)
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            par,
+        )
     }
 }
 
 /// `mm` at `precision`: `Bf16` rounds both f32 operands to bf16 (f64 operands are multiplied as they are), on the
 /// path of `level` (see `isa::current`).
 #[allow(clippy::too_many_arguments)]
-pub fn mm_at<T: Float + 'static>(precision: Precision, level: isa::Isa, m: usize, n: usize, k: usize, c: &mut [T], a: &[T], a_strides: (usize, usize), b: &[T], b_strides: (usize, usize), accumulate: bool, parallel: bool) {
+pub fn mm_at<T: Float + 'static>(
+    precision: Precision,
+    level: isa::Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [T],
+    a: &[T],
+    a_strides: (usize, usize),
+    b: &[T],
+    b_strides: (usize, usize),
+    accumulate: bool,
+    parallel: bool,
+) {
     match (precision, as_f32_mut(c)) {
-        (Precision::Bf16, Some(c)) => bf16::gemm_at(level, m, n, k, c, as_f32(a), a_strides, as_f32(b), b_strides, accumulate, parallel),
+        (Precision::Bf16, Some(c)) => bf16::gemm_at(
+            level,
+            m,
+            n,
+            k,
+            c,
+            as_f32(a),
+            a_strides,
+            as_f32(b),
+            b_strides,
+            accumulate,
+            parallel,
+        ),
         _ => mm(m, n, k, c, a, a_strides, b, b_strides, accumulate, parallel),
     }
 }
@@ -56,5 +115,6 @@ pub(crate) fn as_f32<T: 'static>(x: &[T]) -> &[f32] {
 
 pub(crate) fn as_f32_mut<T: 'static>(x: &mut [T]) -> Option<&mut [f32]> {
     // SAFETY: T is f32 (checked), so the slice's memory is exactly an f32 slice of the same length.
-    (TypeId::of::<T>() == TypeId::of::<f32>()).then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) })
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr() as *mut f32, x.len()) })
 }

@@ -34,7 +34,10 @@ async fn classify(s: &AppState, r: ChatRequest) -> Result<Response, ApiError> {
     let logprobs = match r.logprobs {
         Some(true) => {
             let k = r.top_logprobs.map_or(info.labels.len(), |k| k as usize);
-            let top: Vec<Value> = ranked(&info.labels, &x.logprobs, k).into_iter().map(|(t, lp)| json!({"token": t, "logprob": lp, "bytes": t.as_bytes()})).collect();
+            let top: Vec<Value> = ranked(&info.labels, &x.logprobs, k)
+                .into_iter()
+                .map(|(t, lp)| json!({"token": t, "logprob": lp, "bytes": t.as_bytes()}))
+                .collect();
             json!({"content": [{"token": label, "logprob": x.logprobs[x.label], "bytes": label.as_bytes(), "top_logprobs": top}]})
         }
         _ => Value::Null,

@@ -4,10 +4,10 @@
 use super::{run_classifier, usage};
 use crate::error::ApiError;
 use crate::middleware::served;
-use crate::worker::AdHoc;
 use crate::requests::parse;
 use crate::state::AppState;
 use crate::validate;
+use crate::worker::AdHoc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Json, Response};
@@ -20,14 +20,31 @@ pub async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response
     let (labels, scored) = match s.pool.classifiers.get(&model) {
         Some(info) => (info.labels.clone(), run_classifier(&s, &model, texts).await?),
         None if s.bases.iter().any(|b| b.name == model) => {
-            let (prompt, format) = req.ad_hoc().map_err(|m| ApiError::bad_request(format!("`{model}` is a base model: {m}")))?;
+            let (prompt, format) = req
+                .ad_hoc()
+                .map_err(|m| ApiError::bad_request(format!("`{model}` is a base model: {m}")))?;
             let labels = format.label_names.clone();
             let calibration = req.calibration.unwrap_or_default();
-            (labels, s.pool.classify_ad_hoc(&model, AdHoc { prompt, format, calibration }, texts).await?)
+            (
+                labels,
+                s.pool
+                    .classify_ad_hoc(
+                        &model,
+                        AdHoc {
+                            prompt,
+                            format,
+                            calibration,
+                        },
+                        texts,
+                    )
+                    .await?,
+            )
         }
         None => return Err(ApiError::unknown_model(&model)),
     };
-    let scores = |f: &dyn Fn(f32) -> f32, lp: &[f32]| LabelScores(labels.iter().cloned().zip(lp.iter().map(|&x| f(x))).collect());
+    let scores = |f: &dyn Fn(f32) -> f32, lp: &[f32]| {
+        LabelScores(labels.iter().cloned().zip(lp.iter().map(|&x| f(x))).collect())
+    };
     let data = scored
         .iter()
         .enumerate()
@@ -42,5 +59,14 @@ pub async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response
         })
         .collect();
     let usage = usage(&scored, 0);
-    Ok(served(Json(ClassifyResponse { object: "list".into(), model: model.clone(), data, usage }).into_response(), model))
+    Ok(served(
+        Json(ClassifyResponse {
+            object: "list".into(),
+            model: model.clone(),
+            data,
+            usage,
+        })
+        .into_response(),
+        model,
+    ))
 }

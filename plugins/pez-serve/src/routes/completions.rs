@@ -44,7 +44,10 @@ async fn classify(s: &AppState, r: CompletionRequest) -> Result<Response, ApiErr
         .collect();
     let (id, created) = (s.id("cmpl"), now());
     let resp = if r.stream == Some(true) {
-        let events: Vec<Value> = choices.into_iter().map(|c| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": [c]})).collect();
+        let events: Vec<Value> = choices
+            .into_iter()
+            .map(|c| json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": [c]}))
+            .collect();
         sse(&events)
     } else {
         Json(json!({"id": id, "object": "text_completion", "created": created, "model": model, "choices": choices, "usage": usage(&scored, scored.len())})).into_response()

@@ -45,7 +45,11 @@ pub async fn run_classifier(s: &AppState, model: &str, texts: Vec<String>) -> Re
 
 pub fn usage(scored: &[Scored], completion_tokens: usize) -> Usage {
     let prompt_tokens: usize = scored.iter().map(|x| x.tokens).sum();
-    Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    }
 }
 
 /// Labels sorted by log-probability, best first, at most `k`.
@@ -60,19 +64,38 @@ pub fn ranked(labels: &[String], lp: &[f32], k: usize) -> Vec<(String, f32)> {
 pub fn sse(events: &[Value]) -> Response {
     let mut body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
     body.push_str("data: [DONE]\n\n");
-    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Plain generation on mistral.rs: refused with a 503 while the resident size is over its budget.
-pub async fn generate(s: &AppState, engine: SharedMistralRsState, request: Value, kind: Kind, model: String) -> Result<Response, ApiError> {
+pub async fn generate(
+    s: &AppState,
+    engine: SharedMistralRsState,
+    request: Value,
+    kind: Kind,
+    model: String,
+) -> Result<Response, ApiError> {
     let budget = s.limits.rss_budget();
     if resident_bytes().is_some_and(|r| r > budget) {
         s.metrics.memory_refusals.inc();
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the server's memory is over its budget ({} MiB); generation is paused, retry later", budget >> 20),
+            format!(
+                "the server's memory is over its budget ({} MiB); generation is paused, retry later",
+                budget >> 20
+            ),
             "server_overloaded",
         ));
     }
-    Ok(served(engine::generate(engine, request, kind, model.clone()).await?, model))
+    Ok(served(
+        engine::generate(engine, request, kind, model.clone()).await?,
+        model,
+    ))
 }

@@ -25,5 +25,9 @@ pub async fn list(State(s): State<AppState>) -> Json<Value> {
 }
 
 pub async fn retrieve(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    cards(&s).into_iter().find(|m| m["id"] == id.as_str()).map(Json).ok_or_else(|| ApiError::unknown_model(&id))
+    cards(&s)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .map(Json)
+        .ok_or_else(|| ApiError::unknown_model(&id))
 }
