@@ -17,6 +17,9 @@ pub fn best_label(scores: &[f32]) -> usize {
         .map_or(0, |(i, _)| i)
 }
 
+/// A text ready to score: its token ids (text, then template), and whether the text was cut to fit.
+pub type Encoded = (Vec<u32>, bool);
+
 /// The `[bos ; prompt]` prefix shared by every row, run once (see `Classifier::prefix`).
 pub struct Prefix {
     /// `[p, d]`; `None` without BOS and prompt.
@@ -104,7 +107,7 @@ impl<'a> Classifier<'a> {
     /// Text ids cut to at most `cap` tokens (and to the context), then the template ids; and whether the text
     /// was cut. A long text is cut at a word boundary well past `cap` tokens before tokenizing, so a megabyte of
     /// text costs what its first few thousand characters cost; the ids kept are those of the whole text.
-    pub fn encode_within(&self, text: &str, cap: usize) -> Result<(Vec<u32>, bool)> {
+    pub fn encode_within(&self, text: &str, cap: usize) -> Result<Encoded> {
         let cap = cap.min(self.max_text_tokens);
         // Start with 16 characters per token; an odd text (long tokens) gets 4x more until it is cut no more.
         let mut chars = cap.saturating_mul(16).saturating_add(256);

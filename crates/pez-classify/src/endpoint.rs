@@ -9,7 +9,7 @@ use pez_tasks::PromptFormat;
 use serde_json::{json, Value};
 
 /// How an endpoint is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::Display)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::VariantNames)]
 #[strum(serialize_all = "kebab-case")]
 pub enum Api {
     /// pez-serve's `/v1/classify` on a base model with `prompt`, `template` and `verbalizers` in the request.

@@ -3,9 +3,10 @@
 
 use anyhow::{anyhow, Result};
 use candle_core::{Device, Tensor};
+use pez_config::PromptArtifact;
 use pez_hub::tokenizer;
 use pez_models::LoadedLm;
-use pez_tasks::{Calibration, PromptArtifact, PromptFormat};
+use pez_tasks::{Calibration, PromptFormat};
 use std::path::Path;
 
 pub struct LearnedPrompt {

@@ -11,7 +11,7 @@ pub mod learned;
 pub mod predictor;
 pub mod prompted;
 
-pub use classifier::{best_label, calibrated, Classifier, Prefix, CONTENT_FREE};
+pub use classifier::{best_label, calibrated, Classifier, Encoded, Prefix, CONTENT_FREE};
 pub use learned::LearnedPrompt;
 pub use predictor::{evaluate, Evaluation, Predictor, Scored};
 pub use prompted::Prompted;

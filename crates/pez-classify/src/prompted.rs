@@ -2,7 +2,7 @@
 //! server score texts.
 
 use crate::predictor::{Predictor, Scored};
-use crate::{best_label, calibrated, Classifier, LearnedPrompt, Prefix};
+use crate::{best_label, calibrated, Classifier, Encoded, LearnedPrompt, Prefix};
 use anyhow::Result;
 use candle_core::DType;
 use pez_models::LoadedLm;
@@ -60,12 +60,12 @@ impl<'a> Prompted<'a> {
 
     /// `text` as the ids this classifier reads after the prefix (at most `cap` text tokens, and what the context
     /// leaves, then the template), and whether it was cut.
-    pub fn encode(&self, text: &str, cap: usize) -> Result<(Vec<u32>, bool)> {
+    pub fn encode(&self, text: &str, cap: usize) -> Result<Encoded> {
         self.clf.encode_within(text, cap)
     }
 
     /// Scores rows made by `encode` together after the cached prefix (rows of similar lengths waste least).
-    pub fn score_rows(&self, rows: &[(Vec<u32>, bool)]) -> Result<Vec<Scored>> {
+    pub fn score_rows(&self, rows: &[Encoded]) -> Result<Vec<Scored>> {
         let ids: Vec<Vec<u32>> = rows.iter().map(|r| r.0.clone()).collect();
         let raw = self
             .clf
@@ -104,7 +104,7 @@ impl Predictor for Prompted<'_> {
         order.sort_by_key(|&i| rows[i].0.len());
         let mut out: Vec<Option<Scored>> = vec![None; rows.len()];
         for chunk in order.chunks(batch.max(1)) {
-            let picked: Vec<(Vec<u32>, bool)> = chunk.iter().map(|&i| rows[i].clone()).collect();
+            let picked: Vec<Encoded> = chunk.iter().map(|&i| rows[i].clone()).collect();
             for (&i, s) in chunk.iter().zip(self.score_rows(&picked)?) {
                 out[i] = Some(s);
             }

@@ -27,12 +27,8 @@ pub struct Args {
     vocab: Vocab,
     #[arg(long)]
     json: bool,
-    /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
-    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
-    dtype: pez_nn::Dtype,
-    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature).
-    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
-    device: pez_nn::DeviceArg,
+    #[command(flatten)]
+    placement: crate::args::Placement,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
@@ -42,7 +38,7 @@ enum Vocab {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (enc, tok) = pez_invert::encoder::load(&a.model, a.dtype, &a.device.open()?)?;
+    let (enc, tok) = pez_invert::encoder::load(&a.model, a.placement.dtype, &a.placement.device.open()?)?;
     let cfg = InvertConfig {
         prompt_len: 0,
         steps: a.steps,

@@ -1,7 +1,7 @@
 use anyhow::{bail, Result};
 use pez_classify::{evaluate, LearnedPrompt, Prompted};
+use pez_config::write_atomic;
 use pez_models::load_lm;
-use pez_tasks::artifact::write_atomic;
 use pez_tasks::{Calibration, TaskSpec};
 use std::path::PathBuf;
 
@@ -29,17 +29,13 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Label calibration: none, or content-free (estimated on this model); default: the prompt file's, else none.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::parse::<Calibration>)]
     calibration: Option<Calibration>,
     /// Also write every example's predicted label and label probabilities (JSON lines, data order).
     #[arg(long)]
     predictions: Option<PathBuf>,
-    /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
-    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
-    dtype: pez_nn::Dtype,
-    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature; `auto` dtype is f32 there).
-    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
-    device: pez_nn::DeviceArg,
+    #[command(flatten)]
+    placement: crate::args::Placement,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -50,8 +46,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.prompt_file.is_none() && task.is_none() {
         bail!("give a task (sst2, amazon, agnews, or a .toml file)");
     }
-    let device = a.device.open()?;
-    let dtype = a.dtype.resolve_on(&device);
+    let (device, dtype) = a.placement.open()?;
     let lm = load_lm(&a.model, dtype.candle(), &device)?;
     // The prompt brings its format (template, verbalizers, labels); the task brings the data.
     let mut learned = match (&a.prompt_file, &task) {

@@ -27,19 +27,15 @@ pub struct InvertArgs {
     /// Folder for the JSON record (default: print only).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// f32, bf16 or auto (bf16 where the CPU has bf16 units; f32 on a GPU).
-    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
-    dtype: pez_nn::Dtype,
-    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature).
-    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
-    device: pez_nn::DeviceArg,
+    #[command(flatten)]
+    placement: crate::args::Placement,
 }
 
 pub fn run_invert(a: InvertArgs) -> Result<()> {
     if a.prompt_len == 0 || a.steps == 0 {
         bail!("--prompt-len and --steps must be positive");
     }
-    let m = ClipModel::load(&a.model, a.dtype, &a.device.open()?)?;
+    let m = ClipModel::load(&a.model, a.placement.dtype, &a.placement.device.open()?)?;
     let targets = m.image_features(&a.images)?;
     let cfg = InvertConfig {
         prompt_len: a.prompt_len,
@@ -75,17 +71,13 @@ pub struct ScoreArgs {
     /// The prompt to score (any text: a learned prompt, a concatenation, a hand-written one).
     #[arg(long)]
     text: String,
-    /// f32, bf16 or auto (bf16 where the CPU has bf16 units; f32 on a GPU).
-    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
-    dtype: pez_nn::Dtype,
-    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature).
-    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
-    device: pez_nn::DeviceArg,
+    #[command(flatten)]
+    placement: crate::args::Placement,
 }
 
 /// Mean cosine between a prompt's text features and each image's features.
 pub fn run_score(a: ScoreArgs) -> Result<()> {
-    let m = ClipModel::load(&a.model, a.dtype, &a.device.open()?)?;
+    let m = ClipModel::load(&a.model, a.placement.dtype, &a.placement.device.open()?)?;
     let targets = m.image_features(&a.images)?;
     let ids = m
         .tokenizer

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod args;
 mod data;
 mod distill;
 mod eval;
@@ -62,6 +63,7 @@ fn main() {
     // Like any Unix filter, end quietly when the reader of stdout goes away (`pez sweep plan | head`) instead of
     // panicking in println!. Sockets are unaffected: std sends with MSG_NOSIGNAL.
     #[cfg(unix)]
+    // SAFETY: signal() with SIG_DFL installs no handler code; called first in main, before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

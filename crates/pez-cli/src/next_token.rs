@@ -17,17 +17,12 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// f32, bf16 or auto (bf16 where the CPU has bf16 units).
-    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
-    dtype: pez_nn::Dtype,
-    /// cpu, cuda or cuda:N (a binary built with the `cuda` feature; `auto` dtype is f32 there).
-    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
-    device: pez_nn::DeviceArg,
+    #[command(flatten)]
+    placement: crate::args::Placement,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = a.device.open()?;
-    let dtype = a.dtype.resolve_on(&device);
+    let (device, dtype) = a.placement.open()?;
     let lm = load_lm(&a.model, dtype.candle(), &device)?;
     // Models that expect a BOS token (Gemma) get it, as their tokenizer would add it.
     let ids: Vec<u32> = lm

@@ -23,9 +23,9 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         index: Option<usize>,
-        /// cpu, cuda or cuda:N.
-        #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
-        device: pez_nn::DeviceArg,
+        /// Where the cell runs; its dtype is the cell's own where the sweep file gives one.
+        #[command(flatten)]
+        placement: crate::args::Placement,
     },
     /// Gather every cell into summary.json, summary.md and summary.svg under the sweep's `out`.
     Summarize { file: PathBuf },
@@ -46,14 +46,14 @@ pub fn run(a: Args) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { file, index, device } => {
-            let device = device.open()?;
+        Command::Run { file, index, placement } => {
+            let (device, dtype) = placement.open()?;
             let s = Sweep::read(&file)?;
             let index = match index {
                 Some(i) => i,
                 None => array_index()?,
             };
-            grid::run_cell(&s, index, &device)?;
+            grid::run_cell(&s, index, &device, dtype)?;
             Ok(())
         }
         Command::Summarize { file } => {

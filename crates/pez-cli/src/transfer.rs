@@ -20,7 +20,7 @@ pub struct Args {
     endpoint_model: Vec<String>,
     /// pez: pez-serve's /v1/classify (the same numbers as in-process); openai: /v1/completions with logprobs (the
     /// verbalizers must be among the server's top 20 next tokens; more than 5% of examples without them is an error).
-    #[arg(long, default_value = "pez")]
+    #[arg(long, default_value = "pez", value_parser = crate::args::parse::<pez_classify::endpoint::Api>)]
     endpoint_api: pez_classify::endpoint::Api,
     /// Prompts per method, best by holdout accuracy.
     #[arg(long, default_value_t = 5)]
@@ -30,11 +30,11 @@ pub struct Args {
     data: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// f32, bf16 or auto (bf16 where the CPU has bf16 units), for in-process targets.
-    #[arg(long, default_value_t = pez_nn::Dtype::Auto)]
-    dtype: pez_nn::Dtype,
+    /// Where in-process targets run.
+    #[command(flatten)]
+    placement: crate::args::Placement,
     /// Label calibration on in-process targets: none, or content-free (estimated on each target model).
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value = "none", value_parser = crate::args::parse::<pez_tasks::Calibration>)]
     calibration: pez_tasks::Calibration,
     /// Output folder (default evals/<task>).
     #[arg(long)]
@@ -58,9 +58,10 @@ pub fn run(a: Args) -> Result<()> {
         .map(|(url, model)| pez_classify::endpoint::Endpoint::new(url, model, a.endpoint_api))
         .collect::<Result<Vec<_>>>()?;
     let grid = pez_transfer::Grid::new(&a.task, &a.prompts, a.top, a.data.as_deref())?;
+    let (device, dtype) = a.placement.open()?;
     let mut scores = vec![];
     for m in &a.models {
-        let s = grid.score_model(m, a.dtype, a.batch_size, a.calibration, &mut |msg| {
+        let s = grid.score_model(m, (&device, dtype), a.batch_size, a.calibration, &mut |msg| {
             eprintln!("[{:>6.0}s] {msg}", t0.elapsed().as_secs_f64())
         })?;
         for x in &s {

@@ -273,7 +273,11 @@ fn a_words_only_run_never_uses_a_token_outside_the_set() {
     args.extend(["--tokens", "words", "--random-init", "--dtype", "f32"].map(String::from));
     let o = ok(pez().arg("tune").args(&args).output().unwrap());
     let lm = pez_models::load_lm("smollm2-135m", candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    let words = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer, pez_hub::tokenizer::TokenSet::Words);
+    let words = pez_hub::tokenizer::token_set(
+        &lm.tokenizer,
+        lm.model.info().vocab_size,
+        pez_hub::tokenizer::TokenSet::Words,
+    );
     let n = words.iter().filter(|&&a| a).count();
     assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("tokens words: {n} of {} may be used", words.len())));
     let mut seen = 0;

@@ -152,14 +152,14 @@ fn pez_recovers_a_target_prompt_on_a_tiny_model() {
         target: Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap(),
     };
     obj.target = obj.features(&m.embed_ids(&target_ids).unwrap());
-    let projector = Projector::new(m.token_embeddings(), &vec![true; 64]).unwrap();
+    let projector = Projector::new(m.token_embeddings(), &[true; 64]).unwrap();
     let mut best = (f32::MAX, vec![]);
     for seed in 0..2u64 {
         let init = random((4, 32), 100 + seed).affine(0.1, 0.0).unwrap();
         let opt = Optimizer::new(OptimizerKind::Adamw, 0.0);
         let mut pez = Pez::new(
             Method::Pez,
-            Projector::new(m.token_embeddings(), &vec![true; 64]).unwrap(),
+            Projector::new(m.token_embeddings(), &[true; 64]).unwrap(),
             &init,
             opt,
             300,

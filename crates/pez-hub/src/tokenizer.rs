@@ -116,7 +116,7 @@ fn sentencepiece_from_gguf(c: &gguf_file::Content) -> Result<Tokenizer> {
             }
         }
         // transformers orders a token's candidate splits by the ids of their pieces, descending.
-        local.sort_by(|a, b| (b.3, b.4).cmp(&(a.3, a.4)));
+        local.sort_by_key(|t| std::cmp::Reverse((t.3, t.4)));
         merges.extend(local);
     }
     merges.sort_by(|a, b| b.2.total_cmp(&a.2)); // stable: ties keep the order above
@@ -208,7 +208,17 @@ pub fn decode(t: &Tokenizer, ids: &[u32]) -> Result<String> {
 /// characters (newlines, tabs), no token that is only whitespace, no byte-fallback piece (`<0x0A>`); `words`:
 /// printable tokens that are a space-led run of letters (` movie`, ` Très`).
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum, strum::Display,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -218,6 +228,32 @@ pub enum TokenSet {
     All,
     Printable,
     Words,
+}
+
+/// The tokens an inverted prompt may use (`pez invert`, `pez distill`): readable, not special or unused (`[...]`,
+/// `<...>`), not whitespace only, and none whose text contains a blocked substring (case-insensitive), the paper's
+/// safety blocklist.
+pub fn unblocked_tokens(tok: &Tokenizer, vocab: usize, block: &[String]) -> Vec<bool> {
+    let block: Vec<String> = block
+        .iter()
+        .map(|b| b.to_lowercase())
+        .filter(|b| !b.is_empty())
+        .collect();
+    let readable = readable_tokens(tok, vocab);
+    (0..vocab as u32)
+        .map(|i| {
+            let Some(raw) = tok.id_to_token(i) else { return false };
+            let text = tok.decode(&[i], false).unwrap_or_default().to_lowercase();
+            let raw_l = raw.to_lowercase();
+            let special = raw.starts_with('[') && raw.ends_with(']') || raw.starts_with('<') && raw.ends_with('>');
+            readable[i as usize]
+                && !special
+                && !text.trim().is_empty()
+                && !block
+                    .iter()
+                    .any(|b| text.contains(b.as_str()) || raw_l.contains(b.as_str()))
+        })
+        .collect()
 }
 
 /// The ids of `set` among the first `vocab` (see `TokenSet`; always within `readable_tokens`).

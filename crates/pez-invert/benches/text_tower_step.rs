@@ -18,10 +18,7 @@ fn tower(width: usize, layers: usize, heads: usize, proj: usize) -> anyhow::Resu
     let dev = Device::Cpu;
     let mut t = HashMap::new();
     let mut add = |name: String, shape: &[usize]| {
-        t.insert(
-            name,
-            (Tensor::randn(0f32, 0.02, shape, &dev).unwrap() + if shape.len() == 1 { 0.0 } else { 0.0 }).unwrap(),
-        );
+        t.insert(name, Tensor::randn(0f32, 0.02, shape, &dev).unwrap());
     };
     add("text_model.embeddings.token_embedding.weight".into(), &[49408, width]);
     add("text_model.embeddings.position_embedding.weight".into(), &[77, width]);
@@ -57,7 +54,7 @@ fn tower(width: usize, layers: usize, heads: usize, proj: usize) -> anyhow::Resu
         image_size: 0,
         patch_size: 0,
     };
-    Ok(ClipText::load(&w, cfg)?)
+    ClipText::load(&w, cfg)
 }
 
 struct Obj<'a> {

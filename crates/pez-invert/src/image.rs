@@ -6,7 +6,10 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
+// CLIP's constants as published (f32 rounds the last digits).
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// An 8-bit RGB image, row-major, 3 bytes per pixel.

@@ -16,31 +16,6 @@ use tokenizers::Tokenizer;
 
 pub use encoder::TextEncoder;
 
-/// Tokens a prompt may use: no special or unused tokens, and none whose text contains a blocked substring
-/// (case-insensitive), the paper's safety blocklist.
-pub fn allowed_tokens(tok: &Tokenizer, vocab: usize, block: &[String]) -> Vec<bool> {
-    let block: Vec<String> = block
-        .iter()
-        .map(|b| b.to_lowercase())
-        .filter(|b| !b.is_empty())
-        .collect();
-    let readable = pez_hub::tokenizer::readable_tokens(tok, vocab);
-    (0..vocab as u32)
-        .map(|i| {
-            let Some(raw) = tok.id_to_token(i) else { return false };
-            let text = tok.decode(&[i], false).unwrap_or_default().to_lowercase();
-            let raw_l = raw.to_lowercase();
-            readable[i as usize]
-                && !(raw.starts_with('[') && raw.ends_with(']'))
-                && !(raw.starts_with('<') && raw.ends_with('>'))
-                && !text.trim().is_empty()
-                && !block
-                    .iter()
-                    .any(|b| text.contains(b.as_str()) || raw_l.contains(b.as_str()))
-        })
-        .collect()
-}
-
 /// Mean cosine between `features: [1, f]` and each row of `targets: [n, f]`.
 pub fn mean_cosine(features: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
     let f = features.broadcast_div(&features.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)?;
@@ -116,7 +91,7 @@ pub fn invert(
     mut progress: impl FnMut(usize, f64),
 ) -> Result<Inversion> {
     let emb = encoder.token_embeddings();
-    let mut allowed = allowed_tokens(tok, emb.dim(0)?, &cfg.block);
+    let mut allowed = pez_hub::tokenizer::unblocked_tokens(tok, emb.dim(0)?, &cfg.block);
     if let Some(only) = &cfg.only {
         let keep: std::collections::HashSet<u32> = only.iter().copied().collect();
         allowed

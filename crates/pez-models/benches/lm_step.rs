@@ -9,7 +9,6 @@
 //! runs on `batch` rows, not `batch x tokens`.
 
 use candle_core::{DType, Var};
-use clap::Parser;
 use pez_models::load_lm;
 use pez_nn::ops;
 use std::time::Instant;
@@ -27,8 +26,7 @@ fn main() -> anyhow::Result<()> {
         forward_only,
         dtype,
         device,
-        ..
-    } = Args::parse();
+    } = Args::parse()?;
     let device = device.open()?;
     let dtype = dtype.resolve_on(&device);
     let lm = load_lm(&model, dtype.candle(), &device)?;
@@ -126,27 +124,41 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Parser)]
 struct Args {
-    #[arg(default_value = "smollm2-135m")]
     model: String,
-    #[arg(default_value_t = 16)]
     batch: usize,
-    #[arg(default_value_t = 64)]
     tokens: usize,
-    #[arg(default_value_t = 3)]
     reps: usize,
     /// Time inference alone.
-    #[arg(long)]
     forward_only: bool,
-    #[arg(long, default_value_t = pez_nn::Dtype::F32)]
     dtype: pez_nn::Dtype,
-    /// cpu, cuda or cuda:N (a binary built with `--features cuda`).
-    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
     device: pez_nn::DeviceArg,
-    /// Passed by `cargo bench`.
-    #[arg(long, hide = true)]
-    bench: bool,
+}
+
+impl Args {
+    /// `[model] [batch] [tokens] [reps] [--forward-only] [--dtype f32|bf16|auto] [--device cpu|cuda[:N]]` (cargo
+    /// bench also passes `--bench`).
+    fn parse() -> anyhow::Result<Self> {
+        let mut a = pico_args::Arguments::from_env();
+        let _ = a.contains("--bench");
+        let (forward_only, dtype, device) = (
+            a.contains("--forward-only"),
+            a.opt_value_from_str("--dtype")?.unwrap_or(pez_nn::Dtype::F32),
+            a.opt_value_from_str("--device")?.unwrap_or_default(),
+        );
+        let args = Self {
+            model: a.opt_free_from_str()?.unwrap_or_else(|| "smollm2-135m".into()),
+            batch: a.opt_free_from_str()?.unwrap_or(16),
+            tokens: a.opt_free_from_str()?.unwrap_or(64),
+            reps: a.opt_free_from_str()?.unwrap_or(3),
+            forward_only,
+            dtype,
+            device,
+        };
+        let rest = a.finish();
+        anyhow::ensure!(rest.is_empty(), "unexpected arguments: {rest:?}");
+        Ok(args)
+    }
 }
 
 fn rayon_threads() -> usize {

@@ -83,7 +83,7 @@ impl Gemma3Config {
     fn is_sliding(&self, layer: usize) -> bool {
         match &self.layer_types {
             Some(t) => t[layer] == "sliding_attention",
-            None => (layer + 1) % self.sliding_window_pattern != 0,
+            None => !(layer + 1).is_multiple_of(self.sliding_window_pattern),
         }
     }
 

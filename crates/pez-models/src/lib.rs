@@ -149,7 +149,7 @@ pub fn embed_batch(model: &dyn LanguageModel, rows: &[Vec<u32>]) -> Result<(Tens
     let mut flat = Vec::with_capacity(rows.len() * s);
     for r in rows {
         flat.extend_from_slice(r);
-        flat.extend(std::iter::repeat(r.last().copied().unwrap_or(0)).take(s - r.len()));
+        flat.extend(std::iter::repeat_n(r.last().copied().unwrap_or(0), s - r.len()));
     }
     let e = model.embed_ids(&flat)?;
     Ok((e.reshape((rows.len(), s, e.dim(1)?))?, lengths))

@@ -72,7 +72,7 @@ fn bert_golden() {
     let s = lengths[0];
     let flat: Vec<u32> = rows
         .iter()
-        .flat_map(|r| r.iter().copied().chain(std::iter::repeat(0).take(s - r.len())))
+        .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, s - r.len())))
         .collect();
     let emb = m
         .token_embeddings()

@@ -44,7 +44,10 @@ fn output_and_grad(x: &Tensor, f: &dyn Fn(&Tensor) -> Tensor) -> (Tensor, Tensor
 
 /// bf16 against f32 (tolerance `bf16_tol`, relative), the bf16 kernels against bf16 emulated (1e-4) and composed
 /// against kernels (1e-4) for one model.
-fn compare(name: &str, load: &dyn Fn(DType) -> Box<dyn Fn(&Tensor) -> Tensor>, x: &Tensor, bf16_tol: f32) {
+/// A model's forward pass, as a function of its input.
+type Forward = Box<dyn Fn(&Tensor) -> Tensor>;
+
+fn compare(name: &str, load: &dyn Fn(DType) -> Forward, x: &Tensor, bf16_tol: f32) {
     let f32_model = load(DType::F32);
     let (y, g) = output_and_grad(x, f32_model.as_ref());
     let bf16_model = load(DType::BF16);

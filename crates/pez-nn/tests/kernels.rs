@@ -57,7 +57,7 @@ fn rms_norm_and_layer_norm() {
     assert_close(
         "rms_norm",
         compare(
-            &[x.clone()],
+            std::slice::from_ref(&x),
             |t| kernels::rms_norm(&t[0], &w, 1e-6).unwrap(),
             |t| composed::rms_norm(&t[0], &w, 1e-6).unwrap(),
         ),
@@ -157,7 +157,7 @@ fn rope_gated_and_head_swaps() {
     assert_close(
         "rope",
         compare(
-            &[x.clone()],
+            std::slice::from_ref(&x),
             |t| kernels::rope(&t[0], &cos, &sin).unwrap(),
             |t| composed::rope(&t[0], &cos, &sin).unwrap(),
         ),
@@ -222,7 +222,7 @@ fn frozen_linear_in_both_weight_layouts() {
     assert_close(
         "linear [out, in] + bias",
         compare(
-            &[x.clone()],
+            std::slice::from_ref(&x),
             |t| kernels::linear(&t[0], &wt, &w, Some(&b), None).unwrap(),
             |t| composed::linear(&t[0], &wt, Some(&b)).unwrap(),
         ),
@@ -232,7 +232,7 @@ fn frozen_linear_in_both_weight_layouts() {
     assert_close(
         "linear [in, out] + bias",
         compare(
-            &[x.clone()],
+            std::slice::from_ref(&x),
             |t| kernels::linear(&t[0], &w_io, &wt, Some(&b), None).unwrap(),
             |t| composed::linear(&t[0], &w_io, Some(&b)).unwrap(),
         ),

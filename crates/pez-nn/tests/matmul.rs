@@ -30,8 +30,12 @@ const SHAPES: &[(usize, usize, usize)] = &[
 ];
 
 /// The operands in four layouts: `a` row-major or transposed, `b` row-major or transposed, each with padding
-/// between rows (so strides are not the matrix width). Returns `(a, a strides, b, b strides)`.
-fn layouts(m: usize, n: usize, k: usize, seed: u64) -> Vec<(Vec<f32>, (usize, usize), Vec<f32>, (usize, usize))> {
+/// between rows (so strides are not the matrix width). Returns `[(a, its strides), (b, its strides)]`.
+/// A matrix's values and its (row, column) strides.
+type Strided<'a> = (&'a [f32], (usize, usize));
+type Owned = (Vec<f32>, (usize, usize));
+
+fn layouts(m: usize, n: usize, k: usize, seed: u64) -> Vec<[Owned; 2]> {
     let (pa, pb) = (3, 5);
     let mut out = vec![];
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -41,7 +45,7 @@ fn layouts(m: usize, n: usize, k: usize, seed: u64) -> Vec<(Vec<f32>, (usize, us
         let b = values(b_rows * (b_cols + pb), seed + 1);
         let a_strides = if ta { (1, m + pa) } else { (k + pa, 1) };
         let b_strides = if tb { (1, k + pb) } else { (n + pb, 1) };
-        out.push((a, a_strides, b, b_strides));
+        out.push([(a, a_strides), (b, b_strides)]);
     }
     out
 }
@@ -51,10 +55,8 @@ fn reference(
     n: usize,
     k: usize,
     c0: &[f32],
-    a: &[f32],
-    (ars, acs): (usize, usize),
-    b: &[f32],
-    (brs, bcs): (usize, usize),
+    (a, (ars, acs)): Strided,
+    (b, (brs, bcs)): Strided,
     accumulate: bool,
 ) -> Vec<f32> {
     (0..m * n)
@@ -79,10 +81,8 @@ fn worst_error(
     k: usize,
     got: &[f32],
     want: &[f32],
-    a: &[f32],
-    (ars, acs): (usize, usize),
-    b: &[f32],
-    (brs, bcs): (usize, usize),
+    (a, (ars, acs)): Strided,
+    (b, (brs, bcs)): Strided,
 ) -> f64 {
     (0..m * n)
         .map(|x| {
@@ -103,13 +103,13 @@ fn f32_products_equal_the_reference() {
         isa::detected().name()
     );
     for &(m, n, k) in SHAPES {
-        for (a, sa, b, sb) in layouts(m, n, k, (m * 100 + n * 10 + k) as u64) {
+        for [(a, sa), (b, sb)] in layouts(m, n, k, (m * 100 + n * 10 + k) as u64) {
             for accumulate in [false, true] {
                 let c0 = values(m * n, 7);
                 let mut c = c0.clone();
                 mm(m, n, k, &mut c, &a, sa, &b, sb, accumulate, true);
-                let want = reference(m, n, k, &c0, &a, sa, &b, sb, accumulate);
-                let err = worst_error(m, n, k, &c, &want, &a, sa, &b, sb);
+                let want = reference(m, n, k, &c0, (&a, sa), (&b, sb), accumulate);
+                let err = worst_error(m, n, k, &c, &want, (&a, sa), (&b, sb));
                 assert!(
                     err < 1e-6,
                     "f32 {m}x{n}x{k} strides {sa:?} {sb:?} accumulate {accumulate}: {err:.1e}"
@@ -138,7 +138,7 @@ fn bf16_products_on_every_path_this_cpu_has() {
         };
         let mut worst = 0f64;
         for &(m, n, k) in SHAPES {
-            for (a, sa, b, sb) in layouts(m, n, k, (m * 100 + n * 10 + k) as u64) {
+            for [(a, sa), (b, sb)] in layouts(m, n, k, (m * 100 + n * 10 + k) as u64) {
                 let packed = PackedB::pack(k, n, &b, sb);
                 for accumulate in [false, true] {
                     for parallel in [false, true] {
@@ -147,7 +147,7 @@ fn bf16_products_on_every_path_this_cpu_has() {
                         bf16::reference(m, n, k, &mut want, &a, sa, &b, sb, accumulate);
                         let mut c = c0.clone();
                         bf16::gemm_packed_at(level, m, &mut c, n, &a, sa, &packed, accumulate, parallel);
-                        let err = worst_error(m, n, k, &c, &want, &a, sa, &b, sb);
+                        let err = worst_error(m, n, k, &c, &want, (&a, sa), (&b, sb));
                         assert!(
                             err < 1e-6,
                             "bf16 {path} {m}x{n}x{k} strides {sa:?} {sb:?} accumulate {accumulate}: {err:.1e}"

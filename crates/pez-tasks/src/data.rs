@@ -260,7 +260,19 @@ pub fn is_parquet(path: &Path) -> bool {
 
 /// Which train rows a run draws from: for the holdout that picks the best prompt (`--holdout-rule`) and for the
 /// batches it trains on (`--train-rule`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, strum::Display)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum RowRule {

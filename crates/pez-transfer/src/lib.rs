@@ -5,15 +5,15 @@
 //! compared with the empty template by a paired t-test over the same examples.
 
 pub mod report;
-pub mod stats;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use pez_classify::endpoint::Endpoint;
 use pez_classify::{evaluate, LearnedPrompt, Predictor, Prompted};
+use pez_config::PromptArtifact;
 use pez_core::Method;
 use pez_models::load_lm;
-use pez_tasks::{Calibration, Example, PromptArtifact, TaskSpec};
+use pez_tasks::{Calibration, Example, TaskSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -128,17 +128,17 @@ impl Grid {
         })
     }
 
-    /// Scores the empty template and every selected prompt on one in-process model, computing in `dtype`.
+    /// Scores the empty template and every selected prompt on one in-process model, on `device` in `dtype`.
     /// With `calibration`, each prompt's label bias is estimated on this target.
     pub fn score_model(
         &self,
         model: &str,
-        dtype: pez_nn::Dtype,
+        (device, dtype): (&Device, pez_nn::Dtype),
         batch: usize,
         calibration: Calibration,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Vec<PromptScore>> {
-        let lm = load_lm(model, dtype.candle(), &Device::Cpu)?;
+        let lm = load_lm(model, dtype.candle(), device)?;
         let bind = |prompt: &str| -> Result<Box<dyn Predictor + '_>> {
             let learned = LearnedPrompt {
                 calibration,

@@ -1,10 +1,9 @@
 //! Transfer tables (Markdown, CSV), every prompt's score (JSON) and a bar chart (SVG).
 
-use crate::stats::{mean_std, paired_t};
 use crate::PromptScore;
 use anyhow::Result;
+use pez_report::{code, mean_std, paired_t, Table};
 use serde::Serialize;
-use std::fmt::Write as _;
 use std::path::Path;
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,7 +46,7 @@ pub fn cells(scores: &[PromptScore]) -> (Vec<String>, Vec<String>, Vec<Cell>) {
                 continue;
             }
             let accs: Vec<f64> = of.iter().map(|s| s.accuracy).collect();
-            let (mean, std) = mean_std(&accs);
+            let (mean, std) = mean_std(&accs).expect("a method with prompts");
             let (diff, p) = if method == "empty" || empty.is_empty() {
                 (None, None)
             } else {
@@ -75,70 +74,66 @@ pub fn cells(scores: &[PromptScore]) -> (Vec<String>, Vec<String>, Vec<Cell>) {
 pub fn write_all(dir: &Path, task: &str, scores: &[PromptScore], header: &str) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let (methods, models, cells) = cells(scores);
-    let get = |m: &str, model: &str| cells.iter().find(|c| c.method == m && c.model == model);
-    // Markdown
-    let mut md = format!("# Transfer: {task}\n\n{header}\n\nAccuracy (%) on the dev set: mean ± std over the top prompts of each method (n prompts); \
-                          p: two-sided paired t-test of the method (correctness averaged over its prompts) against the empty template on the same examples.\n\n");
-    write!(md, "| method |")?;
-    for m in &models {
-        write!(md, " {m} |")?;
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|".repeat(models.len()));
-    md.push('\n');
-    for me in &methods {
-        write!(md, "| {me} |")?;
-        for mo in &models {
-            match get(me, mo) {
-                Some(c) => {
-                    write!(md, " {:.2} ± {:.2} (n={})", c.mean * 100.0, c.std * 100.0, c.n)?;
-                    if let Some(p) = c.p_value {
-                        write!(md, ", Δ {:+.2}, p={:.3}", c.diff_vs_empty.unwrap_or(0.0) * 100.0, p)?;
-                    }
-                    md.push_str(" |");
-                }
-                None => md.push_str(" – |"),
-            }
-        }
-        md.push('\n');
-    }
-    md.push_str("\n## Prompts\n\n| method | model | accuracy | holdout (source) | prompt |\n|---|---|---|---|---|\n");
-    for s in scores {
-        writeln!(
-            md,
-            "| {} | {} | {:.2} | {} | `{}` |",
-            s.method,
-            s.model,
-            s.accuracy * 100.0,
-            s.holdout_accuracy
-                .map(|h| format!("{:.1}", h * 100.0))
-                .unwrap_or("–".into()),
-            table_cell(&s.prompt)
-        )?;
-    }
-    std::fs::write(dir.join("transfer.md"), md)?;
-    // CSV
-    let mut csv = String::from("method,model,mean,std,n,diff_vs_empty,p_value\n");
-    for c in &cells {
-        writeln!(
-            csv,
-            "{},{},{:.6},{:.6},{},{},{}",
-            c.method,
-            c.model,
-            c.mean,
-            c.std,
-            c.n,
-            c.diff_vs_empty.map(|d| format!("{d:.6}")).unwrap_or_default(),
-            c.p_value.map(|p| format!("{p:.6}")).unwrap_or_default()
-        )?;
-    }
-    std::fs::write(dir.join("transfer.csv"), csv)?;
+    std::fs::write(
+        dir.join("transfer.md"),
+        markdown(task, header, &methods, &models, &cells, scores),
+    )?;
+    pez_report::write_csv(&dir.join("transfer.csv"), &cells)?;
     std::fs::write(
         dir.join("transfer_scores.json"),
         serde_json::to_string_pretty(&serde_json::json!({"cells": cells, "prompts": scores}))?,
     )?;
     std::fs::write(dir.join("transfer.svg"), svg(&methods, &models, &cells, task)?)?;
     Ok(())
+}
+
+/// The accuracy table (method x target model, with the paired test against the empty template) and every prompt.
+fn markdown(
+    task: &str,
+    header: &str,
+    methods: &[String],
+    models: &[String],
+    cells: &[Cell],
+    scores: &[PromptScore],
+) -> String {
+    let mut t = Table::new(
+        &std::iter::once("method")
+            .chain(models.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
+    );
+    for me in methods {
+        let row = models
+            .iter()
+            .map(|mo| match cells.iter().find(|c| &c.method == me && &c.model == mo) {
+                Some(c) => {
+                    let mut s = format!("{:.2} ± {:.2} (n={})", c.mean * 100.0, c.std * 100.0, c.n);
+                    if let Some(p) = c.p_value {
+                        s += &format!(", Δ {:+.2}, p={p:.3}", c.diff_vs_empty.unwrap_or(0.0) * 100.0);
+                    }
+                    s
+                }
+                None => "–".into(),
+            });
+        t.row(std::iter::once(me.clone()).chain(row));
+    }
+    let mut prompts = Table::new(&["method", "model", "accuracy", "holdout (source)", "prompt"]);
+    for s in scores {
+        let holdout = s.holdout_accuracy.map_or("–".into(), |h| format!("{:.1}", h * 100.0));
+        prompts.row([
+            s.method.clone(),
+            s.model.clone(),
+            format!("{:.2}", s.accuracy * 100.0),
+            holdout,
+            code(&s.prompt),
+        ]);
+    }
+    format!(
+        "# Transfer: {task}\n\n{header}\n\nAccuracy (%) on the dev set: mean ± std over the top prompts of each method (n \
+         prompts); p: two-sided paired t-test of the method (correctness averaged over its prompts) against the empty \
+         template on the same examples.\n\n{}\n## Prompts\n\n{}",
+        t.finish(),
+        prompts.finish()
+    )
 }
 
 /// Grouped bars: one group per target model, one bar per method (mean over its prompts), error bars = std.
@@ -215,21 +210,4 @@ fn svg(methods: &[String], models: &[String], cells: &[Cell], task: &str) -> Res
         root.present()?;
     }
     Ok(out)
-}
-
-/// A prompt inside a Markdown table cell (in backticks): pipes escaped, newlines and tabs written as `\n`, `\t`.
-fn table_cell(prompt: &str) -> String {
-    prompt
-        .replace('|', "\\|")
-        .replace('`', "'")
-        .replace('\n', "\\n")
-        .replace('\t', "\\t")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_prompt_stays_in_one_table_cell() {
-        assert_eq!(super::table_cell("a|b`c\n\td"), "a\\|b'c\\n\\td");
-    }
 }

@@ -21,7 +21,7 @@ fn fixtures() -> PathBuf {
 
 fn artifact(dir: &std::path::Path, method: Method, prompt: &str, holdout: f64, fluency: f64) {
     std::fs::create_dir_all(dir).unwrap();
-    let a = pez_tasks::PromptArtifact {
+    let a = pez_config::PromptArtifact {
         format: 1,
         prompt: prompt.into(),
         token_ids: vec![],
@@ -36,10 +36,12 @@ fn artifact(dir: &std::path::Path, method: Method, prompt: &str, holdout: f64, f
         fluency_log_ppl: None,
         step: 1,
         seed: 0,
-        config: pez_tasks::TuneConfig {
-            fluency,
+        config: pez_config::TuneSettings {
+            fluency: Some(fluency),
             ..Default::default()
-        },
+        }
+        .resolve(&candle_core::Device::Cpu)
+        .unwrap(),
     };
     a.write(&dir.join("prompt.json")).unwrap();
 }
@@ -72,7 +74,7 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
         let scores = grid
             .score_model(
                 model.to_str().unwrap(),
-                pez_nn::Dtype::F32,
+                (&candle_core::Device::Cpu, pez_nn::Dtype::F32),
                 5,
                 pez_tasks::Calibration::None,
                 &mut |_| {},

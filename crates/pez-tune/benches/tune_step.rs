@@ -2,7 +2,6 @@
 //! train batches.    cargo bench -p pez-tune --bench tune_step -- [model] [batch] [steps] [--dtype f32|bf16|auto]
 //! The PyTorch yardstick for the same step is scripts/torch_pez_step.py.
 
-use clap::Parser;
 use pez_classify::Classifier;
 use pez_core::{Method, Optimizer, OptimizerKind, Pez, Projector};
 use pez_models::load_lm;
@@ -22,15 +21,14 @@ fn main() -> anyhow::Result<()> {
         dtype,
         verbose,
         device,
-        ..
-    } = Args::parse();
+    } = Args::parse()?;
     let device = device.open()?;
     let dtype = dtype.resolve_on(&device);
     let lm = load_lm(&model, dtype.candle(), &device)?;
     let task = TaskSpec::resolve("sst2")?;
     let clf = Classifier::new(&lm, &task.prompt, 10)?;
     let train = task.load("train", None)?.examples;
-    let allowed = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer, Default::default());
+    let allowed = pez_hub::tokenizer::token_set(&lm.tokenizer, lm.model.info().vocab_size, Default::default());
     let init = lm
         .model
         .embed_ids(&clf.verbalizer_ids.iter().cycle().take(10).copied().collect::<Vec<_>>())?;
@@ -87,24 +85,37 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Parser)]
 struct Args {
-    #[arg(default_value = "smollm2-135m")]
     model: String,
-    #[arg(default_value_t = 16)]
     batch: usize,
-    #[arg(default_value_t = 10)]
     steps: usize,
-    /// f32 (the figures before the choice existed), bf16 or auto.
-    #[arg(long, default_value_t = pez_nn::Dtype::F32)]
     dtype: pez_nn::Dtype,
-    /// cpu, cuda or cuda:N (a binary built with `--features cuda`).
-    #[arg(long, default_value_t = pez_nn::DeviceArg::Cpu)]
     device: pez_nn::DeviceArg,
     /// Every step's time and tokens.
-    #[arg(long)]
     verbose: bool,
-    /// Passed by `cargo bench`.
-    #[arg(long, hide = true)]
-    bench: bool,
+}
+
+impl Args {
+    /// `[model] [batch] [steps] [--dtype f32|bf16|auto] [--device cpu|cuda[:N]] [--verbose]` (cargo bench also
+    /// passes `--bench`). The dtype's default is f32, the figures before the choice existed.
+    fn parse() -> anyhow::Result<Self> {
+        let mut a = pico_args::Arguments::from_env();
+        let _ = a.contains("--bench");
+        let (verbose, dtype, device) = (
+            a.contains("--verbose"),
+            a.opt_value_from_str("--dtype")?.unwrap_or(pez_nn::Dtype::F32),
+            a.opt_value_from_str("--device")?.unwrap_or_default(),
+        );
+        let args = Self {
+            model: a.opt_free_from_str()?.unwrap_or_else(|| "smollm2-135m".into()),
+            batch: a.opt_free_from_str()?.unwrap_or(16),
+            steps: a.opt_free_from_str()?.unwrap_or(10),
+            dtype,
+            device,
+            verbose,
+        };
+        let rest = a.finish();
+        anyhow::ensure!(rest.is_empty(), "unexpected arguments: {rest:?}");
+        Ok(args)
+    }
 }

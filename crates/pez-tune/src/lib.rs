@@ -7,5 +7,5 @@ pub mod run;
 pub mod sweep;
 
 pub use objective::BatchObjective;
-pub use run::{allowed_tokens, tune, Checkpoint, EvalRecord, Run, RunDir};
+pub use run::{tune, Checkpoint, EvalRecord, Run, RunDir};
 pub use sweep::{sweep, Summary};

@@ -10,12 +10,13 @@ use crate::objective::BatchObjective;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use pez_classify::{evaluate, Classifier, LearnedPrompt, Prompted};
+use pez_config::write_atomic;
+use pez_config::{PromptArtifact, TuneConfig};
 use pez_core::{Method, Optimizer, Pez, PezState, Projector, StepReport};
 use pez_hub::tokenizer;
 use pez_models::{load_lm, LanguageModel, LoadedLm};
-use pez_tasks::artifact::write_atomic;
 use pez_tasks::metrics::Accuracy;
-use pez_tasks::{Example, PromptArtifact, RowRule, TaskSpec, TuneConfig};
+use pez_tasks::{Example, RowRule, TaskSpec};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -84,12 +85,6 @@ impl Checkpoint {
     }
 }
 
-/// Tokens a prompt may use: those of `set` (never the tokenizer's special tokens nor the byte-level pieces that are
-/// not text on their own: they decode to U+FFFD, so the prompt's text would not re-tokenize to them for transfer).
-pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer, set: tokenizer::TokenSet) -> Vec<bool> {
-    tokenizer::token_set(tok, model.info().vocab_size, set)
-}
-
 /// What a run directory holds. A run is finished by its checkpoint's word or, where the checkpoint was not kept
 /// (`checkpoint.json` is git-ignored, so committed results hold only prompt.json and metrics.jsonl), by a
 /// prompt.json with the dev score, which only the end of a run writes (a run on a task without a dev split is not
@@ -97,10 +92,10 @@ pub fn allowed_tokens(model: &dyn LanguageModel, tok: &tokenizers::Tokenizer, se
 pub enum RunDir {
     /// Neither a readable checkpoint nor a final prompt.json.
     Missing,
-    Started(Checkpoint),
+    Started(Box<Checkpoint>),
     /// `checkpoint`: known from the checkpoint, else from prompt.json alone.
     Finished {
-        config: TuneConfig,
+        config: Box<TuneConfig>,
         checkpoint: bool,
     },
 }
@@ -109,14 +104,14 @@ impl RunDir {
     pub fn read(dir: &Path) -> Self {
         match Checkpoint::read(dir) {
             Ok(c) if c.finished => Self::Finished {
-                config: c.config,
+                config: Box::new(c.config),
                 checkpoint: true,
             },
-            Ok(c) => Self::Started(c),
+            Ok(c) => Self::Started(Box::new(c)),
             Err(_) if dir.join("checkpoint.json").exists() => Self::Missing,
             Err(_) => match PromptArtifact::read(dir) {
                 Ok(a) if a.dev_accuracy.is_some() => Self::Finished {
-                    config: a.config,
+                    config: Box::new(a.config),
                     checkpoint: false,
                 },
                 _ => Self::Missing,
@@ -281,7 +276,7 @@ impl<'a> Run<'a> {
             bail!("{} already holds a run's prompt.json (without its checkpoint, so it cannot be resumed): give another --out",
                   cfg.out.display());
         }
-        let allowed = allowed_tokens(model, &lm.tokenizer, cfg.tokens);
+        let allowed = tokenizer::token_set(&lm.tokenizer, model.info().vocab_size, cfg.tokens);
         let n = allowed.iter().filter(|&&a| a).count();
         eprintln!("tokens {}: {n} of {} may be used", cfg.tokens, allowed.len());
         if n == 0 {
@@ -360,7 +355,7 @@ impl<'a> Run<'a> {
     /// Whether the step just taken is one to evaluate after (every `eval_every` steps, and the last).
     pub fn due(&self) -> bool {
         let step = self.pez.state.step;
-        step % self.cfg.eval_every == 0 || step == self.data.steps
+        step.is_multiple_of(self.cfg.eval_every) || step == self.data.steps
     }
 
     /// One PEZ step on the next batch.
@@ -522,7 +517,7 @@ impl<'a> Run<'a> {
 
     fn artifact(&self, b: &Best, dev: Option<&Accuracy>) -> Result<PromptArtifact> {
         Ok(PromptArtifact {
-            format: pez_tasks::artifact::FORMAT,
+            format: pez_config::artifact::FORMAT,
             prompt: tokenizer::decode(&self.lm.tokenizer, &b.ids)?,
             token_ids: b.ids.clone(),
             method: self.cfg.method,

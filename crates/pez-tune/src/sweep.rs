@@ -4,9 +4,10 @@
 
 use crate::run::RunDir;
 use anyhow::Result;
-use pez_tasks::artifact::write_atomic;
-use pez_tasks::PromptArtifact;
-use pez_tasks::TuneConfig;
+use pez_config::write_atomic;
+use pez_config::PromptArtifact;
+use pez_config::TuneConfig;
+use pez_report::{code, mean_std, pct, pm, Table};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -32,21 +33,6 @@ pub struct Summary {
     /// Dev accuracy of those (mean, std).
     pub top_dev_mean_std: Option<(f64, f64)>,
     pub wall_s: f64,
-}
-
-/// (mean, sample std) of `xs`; `None` when empty.
-pub fn mean_std(xs: &[f64]) -> Option<(f64, f64)> {
-    if xs.is_empty() {
-        return None;
-    }
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 {
-        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    Some((mean, var.sqrt()))
 }
 
 impl SeedResult {
@@ -122,17 +108,8 @@ pub fn summarize(runs: Vec<SeedResult>, top: usize) -> Summary {
     }
 }
 
-fn pct(x: Option<f64>) -> String {
-    x.map_or("–".into(), |v| format!("{:.2}", v * 100.0))
-}
-
-fn pm(x: Option<(f64, f64)>) -> String {
-    x.map_or("–".into(), |(m, s)| format!("{:.2} ± {:.2}", m * 100.0, s * 100.0))
-}
-
 pub fn markdown(s: &Summary) -> String {
-    let mut out =
-        String::from("| seed | holdout | dev | dev per class | wall (s) | prompt |\n|---|---|---|---|---|---|\n");
+    let mut t = Table::new(&["seed", "holdout", "dev", "dev per class", "wall (s)", "prompt"]);
     for r in &s.runs {
         let per = r.dev_per_class.as_ref().map_or("–".into(), |v| {
             v.iter()
@@ -140,23 +117,23 @@ pub fn markdown(s: &Summary) -> String {
                 .collect::<Vec<_>>()
                 .join(" / ")
         });
-        out += &format!(
-            "| {} | {} | {} | {per} | {:.0} | `{}` |\n",
-            r.seed,
+        t.row([
+            r.seed.to_string(),
             pct(r.holdout_accuracy),
             pct(r.dev_accuracy),
-            r.wall_s,
-            r.prompt.replace('\n', "\\n").replace('`', "'")
-        );
+            per,
+            format!("{:.0}", r.wall_s),
+            code(&r.prompt),
+        ]);
     }
-    out += &format!(
-        "\nDev accuracy over {} seeds: {} (mean ± std). Top {} by holdout (seeds {:?}): {}. Wall time {:.0} s.\n",
+    format!(
+        "{}\nDev accuracy over {} seeds: {} (mean ± std). Top {} by holdout (seeds {:?}): {}. Wall time {:.0} s.\n",
+        t.finish(),
         s.runs.len(),
         pm(s.dev_mean_std),
         s.top.len(),
         s.top,
         pm(s.top_dev_mean_std),
         s.wall_s
-    );
-    out
+    )
 }

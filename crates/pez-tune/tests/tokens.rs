@@ -7,7 +7,7 @@ use pez_models::load_lm;
 #[test]
 fn prompts_use_only_readable_non_special_tokens() {
     let lm = load_lm("smollm2-135m", DType::F32, &Device::Cpu).unwrap();
-    let allowed = pez_tune::allowed_tokens(lm.model.as_ref(), &lm.tokenizer, tokenizer::TokenSet::All);
+    let allowed = tokenizer::token_set(&lm.tokenizer, lm.model.info().vocab_size, tokenizer::TokenSet::All);
     let n = allowed.iter().filter(|&&a| a).count();
     assert!(n > 45_000 && n < allowed.len(), "{n} of {} allowed", allowed.len());
     for (id, t) in lm.tokenizer.get_added_tokens_decoder() {
@@ -39,7 +39,7 @@ fn printable_and_words_subsets_on_smollm2() {
     let tok = &lm.tokenizer;
     let sets: Vec<Vec<bool>> = [TokenSet::All, TokenSet::Printable, TokenSet::Words]
         .iter()
-        .map(|&s| pez_tune::allowed_tokens(lm.model.as_ref(), tok, s))
+        .map(|&s| tokenizer::token_set(tok, lm.model.info().vocab_size, s))
         .collect();
     let id = |piece: &str| tok.token_to_id(piece).unwrap_or_else(|| panic!("no piece {piece:?}")) as usize;
     let count = |s: &Vec<bool>| s.iter().filter(|&&a| a).count();

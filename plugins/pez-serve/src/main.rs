@@ -37,7 +37,7 @@ async fn run(a: Args) -> Result<()> {
     pez_hub::registry::set_fetch_missing(cfg.fetch_missing);
     if a.check_config {
         for c in &cfg.classifiers {
-            let p = pez_tasks::PromptArtifact::read(&c.prompt)
+            let p = pez_config::PromptArtifact::read(&c.prompt)
                 .with_context(|| format!("classifier `{}`", config::classifier_name(c)))?;
             println!(
                 "classifier {} on {}: {:?}",

@@ -5,7 +5,7 @@ use crate::error::ClassifyError;
 use crate::metrics::Metrics;
 use anyhow::{anyhow, Result};
 use candle_core::Device;
-use pez_classify::{LearnedPrompt, Prompted, Scored};
+use pez_classify::{Encoded, LearnedPrompt, Prompted, Scored};
 use pez_models::{load_lm, LoadedLm};
 use pez_tasks::{Calibration, PromptFormat};
 use std::ops::Range;
@@ -59,7 +59,7 @@ const MAX_AD_HOC: usize = 16;
 /// A job being worked on: its texts encoded, the results so far.
 struct Active {
     slot: Result<usize, AdHoc>,
-    rows: Vec<(Vec<u32>, bool)>,
+    rows: Vec<Encoded>,
     done: Vec<Option<Scored>>,
     /// Rows before `next` are scored or in the current batch.
     next: usize,
@@ -341,14 +341,14 @@ fn score_batch<'a>(
                 &adhoc[i].1
             }
         };
-        let mut rows: Vec<(usize, usize, &(Vec<u32>, bool))> = vec![];
+        let mut rows: Vec<(usize, usize, &Encoded)> = vec![];
         for (pi, (ai, range)) in picks.iter().enumerate().filter(|(_, (ai, _))| &active[*ai].slot == key) {
             for (k, i) in range.clone().enumerate() {
                 rows.push((pi, k, &active[*ai].rows[i]));
             }
         }
         rows.sort_by_key(|r| r.2 .0.len());
-        let picked: Vec<(Vec<u32>, bool)> = rows.iter().map(|r| r.2.clone()).collect();
+        let picked: Vec<Encoded> = rows.iter().map(|r| r.2.clone()).collect();
         for (r, s) in rows.iter().zip(p.score_rows(&picked)?) {
             out[r.0][r.1] = Some(s);
         }

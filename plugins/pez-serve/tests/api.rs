@@ -21,7 +21,7 @@ fn fixtures() -> PathBuf {
 
 fn write_artifact(dir: &Path, prompt: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let a = pez_tasks::PromptArtifact {
+    let a = pez_config::PromptArtifact {
         format: 1,
         prompt: prompt.into(),
         token_ids: vec![],
@@ -36,7 +36,9 @@ fn write_artifact(dir: &Path, prompt: &str) {
         fluency_log_ppl: None,
         step: 1,
         seed: 0,
-        config: Default::default(),
+        config: pez_config::TuneSettings::default()
+            .resolve(&candle_core::Device::Cpu)
+            .unwrap(),
     };
     a.write(&dir.join("prompt.json")).unwrap();
 }
@@ -432,7 +434,13 @@ async fn transfer_endpoint_equals_in_process() {
         let task = fixtures().join("task.toml");
         let grid = pez_transfer::Grid::new(task.to_str().unwrap(), &[runs], 5, None).unwrap();
         let local = grid
-            .score_model(&model, pez_nn::Dtype::F32, 8, pez_tasks::Calibration::None, &mut |_| {})
+            .score_model(
+                &model,
+                (&candle_core::Device::Cpu, pez_nn::Dtype::F32),
+                8,
+                pez_tasks::Calibration::None,
+                &mut |_| {},
+            )
             .unwrap();
         let ep =
             pez_classify::endpoint::Endpoint::new(&format!("{url}/v1"), "tiny-gpt2", pez_classify::endpoint::Api::Pez)

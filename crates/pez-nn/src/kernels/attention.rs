@@ -305,7 +305,7 @@ impl Exp for f32 {
         let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
             + 1.666_666_5e-1)
             * r
-            + 5.000_000_1e-1;
+            + 0.5;
         // 2^n from the bits of 2^23 + 127 + n, whose mantissa holds the biased exponent (no float-to-int cast,
         // which Rust saturates in scalar code).
         let e = (p * r * r + r + 1.0) * f32::from_bits((n + 8_388_735.0).to_bits() << 23);

@@ -316,6 +316,9 @@ mod kernel {
 
     /// `src` (a multiple of 32 values) as bf16 pair words, 32 values at a time (`vcvtne2ps2bf16`: nearest even,
     /// as `to_bf16`, but for denormal inputs, which it flushes to zero).
+    ///
+    /// # Safety
+    /// The CPU must have AVX512-BF16 (and AVX512F/BW/VL); `dst` must hold at least `src.len() / 2` words.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn to_bf16_pairs(src: &[f32], dst: &mut [u32]) {
         for (s, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(16)) {
@@ -328,6 +331,11 @@ mod kernel {
     /// Column panels `panels` of `c`. Blocked as GotoBLAS does: `KC` pairs of `k` at a time; within that, `MB`
     /// tiles of rows (their `a` block stays in L2) against each panel's `KC x NR` block (in L1). Each tile's
     /// valid rows and columns are added to `c`, or stored on the first block when not accumulating.
+    ///
+    /// # Safety
+    /// The CPU must have AVX512-BF16; `rows` must hold `m` rows padded to a multiple of `MR`, `kp = k / 2` (rounded
+    /// up) words each (`pack_rows`); `c` must point to `m` rows of `ldc >= b.n` writable f32s, and no other thread
+    /// may touch the columns of `panels` while this runs.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn panels(
@@ -368,6 +376,10 @@ mod kernel {
     }
 
     /// One `MR x NR` tile over pairs `ps`: `a` at the tile's first row (rows `kp` words apart), `b` at its panel.
+    ///
+    /// # Safety
+    /// The CPU must have AVX512-BF16; `a` must be readable for `MR` rows of `kp` words and `b` for `ps.end` pairs of
+    /// its panel (`2 * NR` values each).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     #[inline]
     unsafe fn tile_block(kp: usize, ps: std::ops::Range<usize>, a: *const u32, b: *const u16) -> [[__m512; 2]; MR] {
@@ -385,6 +397,10 @@ mod kernel {
     }
 
     /// The first `rows` rows and `cols` columns of a tile into `c` (added to what is there with `add`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX512F; `c` must be writable (and, with `add`, readable) for `min(rows, MR)` rows of
+    /// `ldc` f32s, at least `cols <= NR` of them each.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     #[inline]
     unsafe fn store(acc: &[[__m512; 2]; MR], rows: usize, cols: usize, c: *mut f32, ldc: usize, add: bool) {

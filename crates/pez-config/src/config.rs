@@ -1,9 +1,9 @@
-//! A tuning run's configuration and its checks: written into every `prompt.json` and checkpoint, read back by
-//! everything that reads them.
+//! A tuning run's configuration, resolved (see `TuneSettings::resolve`) and checked: written into every
+//! `prompt.json` and checkpoint, read back by everything that reads them.
 
-use crate::{Calibration, RowRule};
 use anyhow::{bail, Result};
 use pez_core::{Method, OptimizerKind};
+use pez_tasks::{Calibration, RowRule};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -51,66 +51,7 @@ pub struct TuneConfig {
     pub dtype: pez_nn::Dtype,
 }
 
-/// `pez tune`'s defaults (its flags take theirs from here): the README's main job on SST-2 with SmolLM2-135M,
-/// 200 steps of batch 16, a 500-row holdout scored every 25 steps.
-impl Default for TuneConfig {
-    fn default() -> Self {
-        Self {
-            task: "sst2".into(),
-            model: "smollm2-135m".into(),
-            fluency: 0.0,
-            prompt_len: 10,
-            steps: 200,
-            batch_size: 16,
-            lr: Self::default_lr(OptimizerKind::Adafactor),
-            optimizer: OptimizerKind::Adafactor,
-            weight_decay: 0.1,
-            eval_every: 25,
-            holdout: 500,
-            holdout_rule: RowRule::Random,
-            train_rule: RowRule::Random,
-            calibration: Calibration::None,
-            shots: None,
-            epochs: 100,
-            method: Method::Pez,
-            seed: 0,
-            random_init: false,
-            train: None,
-            dev: None,
-            skip_dev: false,
-            eval_batch: 32,
-            out: Self::default_out("sst2", Method::Pez, 0),
-            tokens: pez_hub::tokenizer::TokenSet::All,
-            dtype: pez_nn::Dtype::F32,
-        }
-    }
-}
-
 impl TuneConfig {
-    /// The learning rate each optimizer is used with by default: the paper's 0.3 for Adafactor (text), 0.1 for
-    /// AdamW (its image-inversion setting).
-    pub fn default_lr(optimizer: OptimizerKind) -> f64 {
-        match optimizer {
-            OptimizerKind::Adafactor => 0.3,
-            OptimizerKind::Adamw => 0.1,
-        }
-    }
-
-    /// The rows the holdout and the batches come from unless given: the task's own rule (SST-2: rows of 10+
-    /// words, like its dev sentences; evals/sst2/holdout-study), any row for few-shot sets.
-    pub fn default_rule(task: &str, shots: Option<usize>) -> Result<RowRule> {
-        Ok(if shots.is_some() {
-            RowRule::Random
-        } else {
-            crate::TaskSpec::resolve(task)?.rows
-        })
-    }
-
-    /// The default run directory: `runs/<task>-<method>-s<seed>`.
-    pub fn default_out(task: &str, method: Method, seed: u64) -> PathBuf {
-        PathBuf::from(format!("runs/{}-{method}-s{seed}", task.trim_end_matches(".toml")))
-    }
-
     /// Every check that needs no model or data: refused before anything is loaded.
     pub fn validate(&self) -> Result<()> {
         if self.prompt_len == 0 || self.batch_size == 0 || self.eval_every == 0 || self.eval_batch == 0 {

@@ -20,10 +20,10 @@ pub struct PromptArtifact {
     pub task: String,
     /// Template, verbalizers and label names, flat in the JSON.
     #[serde(flatten)]
-    pub prompt_format: crate::PromptFormat,
+    pub prompt_format: pez_tasks::PromptFormat,
     /// How label scores are calibrated when this prompt classifies (`none` for prompts written before it existed).
     #[serde(default)]
-    pub calibration: crate::Calibration,
+    pub calibration: pez_tasks::Calibration,
     pub holdout_accuracy: Option<f64>,
     pub dev_accuracy: Option<f64>,
     /// Per dev class `(correct, total)`, by gold label.
