@@ -35,22 +35,75 @@ pub enum Input {
 
 impl<'de> Deserialize<'de> for Input {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(s) => Ok(Self::One(s)),
-            serde_json::Value::Array(a) => a
-                .into_iter()
-                .map(|x| match x {
-                    serde_json::Value::String(s) => Ok(s),
-                    _ => Err(serde::de::Error::custom(
-                        "`input` must be a string or an array of strings",
-                    )),
-                })
-                .collect::<Result<_, _>>()
-                .map(Self::Many),
-            _ => Err(serde::de::Error::custom(
-                "`input` must be a string or an array of strings",
-            )),
+        const EXPECTED: &str = "`input` must be a string or an array of strings";
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Input;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Input, E> {
+                Ok(Input::One(s.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Input, A::Error> {
+                let mut v = vec![];
+                while let Some(s) = seq.next_element::<StringOrNot>()? {
+                    v.push(s.0.ok_or_else(|| serde::de::Error::custom(EXPECTED))?);
+                }
+                Ok(Input::Many(v))
+            }
         }
+        d.deserialize_any(V).map_err(|e| {
+            let m = e.to_string();
+            if m.starts_with("invalid type") {
+                serde::de::Error::custom(EXPECTED)
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// An element of `input`: the string, or none for any other value (so the error names `input` itself).
+struct StringOrNot(Option<String>);
+
+impl<'de> Deserialize<'de> for StringOrNot {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::IgnoredAny;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StringOrNot;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(Some(s.to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_unit<E>(self) -> Result<StringOrNot, E> {
+                Ok(StringOrNot(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StringOrNot, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(StringOrNot(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StringOrNot, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(StringOrNot(None))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

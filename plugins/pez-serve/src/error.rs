@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use serde_json::json;
+use serde::Serialize;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -49,6 +49,36 @@ impl ApiError {
             )
         }
     }
+    /// A 404 for an object of `kind` (a file, a job) that does not exist, or is another key's.
+    pub fn not_found(kind: &str, id: &str, param: &str) -> Self {
+        let shown: String = id.chars().take(100).collect();
+        Self {
+            param: Some(param.into()),
+            ..Self::new(StatusCode::NOT_FOUND, format!("no {kind} `{shown}`"), "invalid_request_error")
+        }
+    }
+    /// A 401: no API key, or not a valid one.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self { code: Some("invalid_api_key"), ..Self::new(StatusCode::UNAUTHORIZED, message, "invalid_request_error") }
+    }
+    /// A 429 for work the server has no room for now.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, message, "rate_limit_exceeded")
+    }
+    /// The error object itself (also an event when a stream fails).
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: self.code,
+            },
+        }
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -58,11 +88,24 @@ impl ApiError {
     }
 }
 
+/// `{"error": {...}}`, the body of every error.
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
-        let mut r = (self.status, Json(body)).into_response();
+        let mut r = (self.status, Json(self.body())).into_response();
         let retry = match self.status {
             StatusCode::TOO_MANY_REQUESTS => Some("1"),
             StatusCode::SERVICE_UNAVAILABLE => Some("5"),

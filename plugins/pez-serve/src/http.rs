@@ -4,13 +4,13 @@
 
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::openai::Health;
 use crate::pool::ClassifierPool;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -25,10 +25,10 @@ pub type AppSlot = Arc<OnceLock<Router>>;
 
 fn loading(path: &str) -> Response {
     if path == "/health" {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "loading", problems: vec![] })).into_response();
     }
     if path == "/health/live" {
-        return Json(json!({"status": "ok"})).into_response();
+        return Json(Health { status: "ok", problems: vec![] }).into_response();
     }
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod middleware;
+pub mod openai;
 pub mod pool;
 pub mod requests;
 pub mod routes;

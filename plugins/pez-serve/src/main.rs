@@ -77,7 +77,7 @@ async fn run(a: Args) -> Result<()> {
         let (cfg, metrics) = (cfg.clone(), metrics.clone());
         tokio::task::spawn_blocking(move || ClassifierPool::start(&cfg, metrics)).await??
     };
-    for c in pool.classifiers.values() {
+    for c in pool.all() {
         tracing::info!(classifier = %c.name, base = %c.base, task = %c.task, labels = ?c.labels, prompt = ?c.prompt, "classifier ready");
     }
     let bases = engine.bases.clone();

@@ -10,7 +10,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::{Duration, Instant};
 
-/// The served model a response was for (read by `observe` for metrics and logs).
+/// The served model a response was for (read by `observe` for metrics and logs): set by a route once it has
+/// looked the model up, so it is always a served model's name.
 #[derive(Clone)]
 struct ServedModel(String);
 
@@ -79,7 +80,7 @@ pub async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Res
     let model = resp
         .extensions()
         .get::<ServedModel>()
-        .map_or("-".to_string(), |m| s.known(&m.0));
+        .map_or("-".to_string(), |m| m.0.clone());
     seen.finish(resp.status().as_u16(), &model);
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);

@@ -2,8 +2,10 @@
 //! metrics.
 
 use crate::config::Limits;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::pool::ClassifierPool;
+use crate::worker::ClassifierInfo;
 use mistralrs_server_core::types::SharedMistralRsState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,13 +62,44 @@ impl AppState {
         )
     }
 
-    /// `model` if it is served, else "-": what metrics and logs name (request text never becomes a label).
-    pub fn known(&self, model: &str) -> String {
-        let served = self.pool.classifiers.contains_key(model) || self.bases.iter().any(|b| b.name == model);
-        if served {
-            model.to_string()
-        } else {
-            "-".into()
+    /// Who answers requests for `model`: looked up once per request.
+    pub fn target(&self, model: &str) -> Result<Target, ApiError> {
+        if let Some(c) = self.pool.get(model) {
+            return Ok(Target::Classifier(c));
+        }
+        match self.bases.iter().find(|b| b.name == model) {
+            Some(b) => Ok(Target::Base(b.clone())),
+            None => Err(ApiError::unknown_model(model)),
+        }
+    }
+
+    /// The mistral.rs engine of a base model, for plain generation.
+    pub fn engine(&self, base: &BaseInfo) -> Result<SharedMistralRsState, ApiError> {
+        match (&self.engine, base.generate) {
+            (Some(engine), true) => Ok(engine.clone()),
+            _ => Err(ApiError::bad_request(format!(
+                "the base model `{}` is served for classification only (mistral.rs does not run it); use one of its \
+                 classifiers",
+                base.name
+            ))),
+        }
+    }
+}
+
+/// Who answers a request for a model name.
+pub enum Target {
+    /// A learned classifier (pez's forward pass).
+    Classifier(Arc<ClassifierInfo>),
+    /// A base model: plain generation (mistral.rs), or classification with the classifier in the request.
+    Base(BaseInfo),
+}
+
+impl Target {
+    /// The served model's name (what metrics and logs name: never text from a request that names no model).
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Classifier(c) => &c.name,
+            Self::Base(b) => &b.name,
         }
     }
 }

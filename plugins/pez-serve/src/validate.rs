@@ -4,7 +4,7 @@
 
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::requests::{ChatRequest, CompletionRequest};
+use crate::requests::{ChatMessage, ChatRequest, CompletionRequest, Content};
 use pez_classify::api::Input;
 use serde_json::{Map, Value};
 
@@ -37,57 +37,42 @@ pub fn texts(input: &Input, field: &str, limits: &Limits) -> Result<Vec<String>,
 /// The text of a message's content: a string, or a list of text parts (joined). Parts of other kinds (images,
 /// audio, files) are refused: the models here read text only, and nothing named in a request is ever fetched
 /// or opened.
-pub fn content_text(content: Option<&Value>, limits: &Limits, at: &str) -> Result<String, ApiError> {
-    match content {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            if parts.len() > limits.max_content_parts {
-                return Err(ApiError::invalid(
-                    at,
-                    format!(
-                        "`{at}` has {} content parts; at most {}",
-                        parts.len(),
-                        limits.max_content_parts
-                    ),
-                ));
-            }
-            let mut text = String::new();
-            for (i, p) in parts.iter().enumerate() {
-                match (p.get("type").and_then(Value::as_str), p.get("text")) {
-                    (Some("text"), Some(Value::String(t))) => text.push_str(t),
-                    (Some("text"), _) => return Err(ApiError::invalid(at, format!("`{at}[{i}]` is a text part without a string `text`"))),
-                    (Some(kind), _) => {
-                        return Err(ApiError::invalid(at, format!("`{at}[{i}]` is a `{kind}` part: this model reads text only (nothing named in a request is fetched)")))
-                    }
-                    (None, _) => return Err(ApiError::invalid(at, format!("`{at}[{i}]` has no string `type`"))),
-                }
-            }
-            Ok(text)
+pub fn content_text(content: Option<&Content>, limits: &Limits, at: &str) -> Result<String, ApiError> {
+    let parts = match content {
+        Some(Content::Text(s)) => return Ok(s.clone()),
+        Some(Content::Parts(parts)) => parts,
+        None => {
+            return Err(ApiError::invalid(at, format!("`{at}` is missing or null: give a string or text parts")))
         }
-        Some(Value::Null) | None => Err(ApiError::invalid(
-            at,
-            format!("`{at}` is missing or null: give a string or text parts"),
-        )),
-        Some(_) => Err(ApiError::invalid(
-            at,
-            format!("`{at}` must be a string or an array of content parts"),
-        )),
+    };
+    if parts.len() > limits.max_content_parts {
+        let n = parts.len();
+        return Err(ApiError::invalid(at, format!("`{at}` has {n} content parts; at most {}", limits.max_content_parts)));
     }
+    let mut text = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        match (p.kind.as_deref(), &p.text) {
+            (Some("text"), Some(t)) => text.push_str(t),
+            (Some("text"), None) => {
+                return Err(ApiError::invalid(at, format!("`{at}[{i}]` is a text part without a string `text`")))
+            }
+            (Some(kind), _) => {
+                let why = "this model reads text only (nothing named in a request is fetched)";
+                return Err(ApiError::invalid(at, format!("`{at}[{i}]` is a `{kind}` part: {why}")));
+            }
+            (None, _) => return Err(ApiError::invalid(at, format!("`{at}[{i}]` has no string `type`"))),
+        }
+    }
+    Ok(text)
 }
 
-fn messages<'v>(msgs: &'v [Value], limits: &Limits) -> Result<&'v [Value], ApiError> {
+fn messages<'v>(msgs: &'v [ChatMessage], limits: &Limits) -> Result<&'v [ChatMessage], ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::invalid("messages", "`messages` is empty"));
     }
     if msgs.len() > limits.max_messages {
-        return Err(ApiError::invalid(
-            "messages",
-            format!(
-                "`messages` has {} messages; at most {}",
-                msgs.len(),
-                limits.max_messages
-            ),
-        ));
+        let n = msgs.len();
+        return Err(ApiError::invalid("messages", format!("`messages` has {n} messages; at most {}", limits.max_messages)));
     }
     Ok(msgs)
 }
@@ -99,14 +84,11 @@ pub fn last_user_text(r: &ChatRequest, limits: &Limits) -> Result<String, ApiErr
         .iter()
         .enumerate()
         .rev()
-        .find(|(_, m)| m.get("role").and_then(Value::as_str) == Some("user"))
+        .find(|(_, m)| m.role.as_deref() == Some("user"))
         .ok_or_else(|| ApiError::invalid("messages", "no user message to classify"))?;
-    let text = content_text(m.get("content"), limits, &format!("messages[{i}].content"))?;
+    let text = content_text(m.content.as_ref(), limits, &format!("messages[{i}].content"))?;
     if text.trim().is_empty() {
-        return Err(ApiError::invalid(
-            "messages",
-            "the user message is empty: there is nothing to classify",
-        ));
+        return Err(ApiError::invalid("messages", "the user message is empty: there is nothing to classify"));
     }
     Ok(text)
 }
@@ -187,32 +169,19 @@ fn sampling(o: &mut Map<String, Value>, limits: &Limits) -> Result<(), ApiError>
 pub fn chat_request(r: &mut ChatRequest, limits: &Limits) -> Result<(), ApiError> {
     messages(&r.messages, limits)?;
     for (i, m) in r.messages.iter_mut().enumerate() {
-        let m = m
-            .as_object_mut()
-            .ok_or_else(|| ApiError::invalid("messages", format!("`messages[{i}]` must be an object")))?;
-        match m.get("role").and_then(Value::as_str) {
+        match m.role.as_deref() {
             Some("system" | "user" | "assistant" | "developer") => {}
             Some(r) => {
-                return Err(ApiError::invalid(
-                    "messages",
-                    format!("`messages[{i}].role` {r:?} is not supported (system, user, assistant, developer)"),
-                ))
+                let why = "is not supported (system, user, assistant, developer)";
+                return Err(ApiError::invalid("messages", format!("`messages[{i}].role` {r:?} {why}")));
             }
-            None => {
-                return Err(ApiError::invalid(
-                    "messages",
-                    format!("`messages[{i}]` has no string `role`"),
-                ))
-            }
+            None => return Err(ApiError::invalid("messages", format!("`messages[{i}]` has no string `role`"))),
         }
-        let text = content_text(m.get("content"), limits, &format!("messages[{i}].content"))?;
-        m.insert("content".into(), Value::String(text));
+        let text = content_text(m.content.as_ref(), limits, &format!("messages[{i}].content"))?;
+        m.content = Some(Content::Text(text));
     }
     if r.top_logprobs.is_some_and(|k| k > 20) {
-        return Err(ApiError::invalid(
-            "top_logprobs",
-            "`top_logprobs` must be a whole number from 0 to 20",
-        ));
+        return Err(ApiError::invalid("top_logprobs", "`top_logprobs` must be a whole number from 0 to 20"));
     }
     sampling(&mut r.rest, limits)
 }

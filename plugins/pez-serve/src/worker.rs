@@ -36,6 +36,16 @@ pub struct AdHoc {
     pub calibration: Calibration,
 }
 
+/// What a worker is asked: to score texts, or to add a classifier (a finished tuning job's) while serving.
+pub enum Message {
+    Score(Job),
+    Add {
+        name: String,
+        prompt: PathBuf,
+        reply: oneshot::Sender<Result<ClassifierInfo, ClassifyError>>,
+    },
+}
+
 /// Texts for a worker to score, and where the answer goes.
 pub struct Job {
     /// A configured classifier (its index on the worker), or an ad-hoc one.
@@ -76,7 +86,7 @@ pub fn run(
     entries: &[(String, PathBuf)],
     bounds: Bounds,
     metrics: &Metrics,
-    rx: &mpsc::Receiver<Job>,
+    rx: &mpsc::Receiver<Message>,
     ready: &mpsc::Sender<Result<Vec<ClassifierInfo>>>,
 ) {
     let lm = match load_lm(path, dtype.candle(), device) {
@@ -117,39 +127,34 @@ impl<'a> Worker<'a> {
         bounds: Bounds,
         metrics: &'a Metrics,
     ) -> Result<Self> {
-        let built = entries
-            .iter()
-            .enumerate()
-            .map(|(slot, (name, prompt_path))| {
-                let learned = LearnedPrompt::from_artifact(prompt_path, lm)
-                    .map_err(|e| e.context(format!("classifier `{name}`")))?;
-                let p = Prompted::new(lm, learned)?;
-                for w in &p.clf.warnings {
-                    tracing::warn!(classifier = %name, "{w}");
-                }
-                let info = ClassifierInfo {
-                    name: name.clone(),
-                    base: base.to_string(),
-                    task: p.prompt.task.clone().unwrap_or_default(),
-                    prompt: p.prompt.text.clone(),
-                    template: p.prompt.format.template.clone(),
-                    labels: p.prompt.format.label_names.clone(),
-                    calibration: p.prompt.calibration,
-                    max_text_tokens: p.clf.max_text_tokens.min(bounds.max_text_tokens),
-                    slot,
-                };
-                Ok((info, p))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            lm,
-            base: base.to_string(),
-            bounds,
-            metrics,
-            built,
-            adhoc: vec![],
-            active: vec![],
-        })
+        let mut w = Self { lm, base: base.to_string(), bounds, metrics, built: vec![], adhoc: vec![], active: vec![] };
+        for (name, prompt) in entries {
+            w.add(name, prompt)?;
+        }
+        Ok(w)
+    }
+
+    /// Builds classifier `name` from its prompt.json and serves it from now on.
+    pub fn add(&mut self, name: &str, prompt_path: &std::path::Path) -> Result<ClassifierInfo> {
+        let learned = LearnedPrompt::from_artifact(prompt_path, self.lm)
+            .map_err(|e| e.context(format!("classifier `{name}`")))?;
+        let p = Prompted::new(self.lm, learned)?;
+        for w in &p.clf.warnings {
+            tracing::warn!(classifier = %name, "{w}");
+        }
+        let info = ClassifierInfo {
+            name: name.to_string(),
+            base: self.base.clone(),
+            task: p.prompt.task.clone().unwrap_or_default(),
+            prompt: p.prompt.text.clone(),
+            template: p.prompt.format.template.clone(),
+            labels: p.prompt.format.label_names.clone(),
+            calibration: p.prompt.calibration,
+            max_text_tokens: p.clf.max_text_tokens.min(self.bounds.max_text_tokens),
+            slot: self.built.len(),
+        };
+        self.built.push((info.clone(), p));
+        Ok(info)
     }
 
     pub fn infos(&self) -> Vec<ClassifierInfo> {
@@ -159,16 +164,16 @@ impl<'a> Worker<'a> {
     /// One round: take in new jobs (waiting for one when idle), drop those whose client has gone, score one batch
     /// drawn round-robin from the jobs (so a 10,000-text request does not hold up a one-text one), answer the
     /// jobs that are complete. False once the pool has gone.
-    pub fn round(&mut self, rx: &mpsc::Receiver<Job>) -> bool {
+    pub fn round(&mut self, rx: &mpsc::Receiver<Message>) -> bool {
         if self.active.is_empty() {
             self.metrics.queue_depth(&self.base, 0);
             match rx.recv() {
-                Ok(j) => self.admit(j),
+                Ok(m) => self.take(m),
                 Err(_) => return false,
             }
         }
-        while let Ok(j) = rx.try_recv() {
-            self.admit(j);
+        while let Ok(m) = rx.try_recv() {
+            self.take(m);
         }
         self.drop_abandoned();
         if self.active.is_empty() {
@@ -194,6 +199,15 @@ impl<'a> Worker<'a> {
             Err(e) => self.fail(&picks, &format!("{e:#}")),
         }
         true
+    }
+
+    fn take(&mut self, m: Message) {
+        match m {
+            Message::Score(j) => self.admit(j),
+            Message::Add { name, prompt, reply } => {
+                let _ = reply.send(self.add(&name, &prompt).map_err(|e| ClassifyError::Internal(format!("{e:#}"))));
+            }
+        }
     }
 
     /// Takes a job in: its classifier (an ad-hoc one is built now; failing that, the job gets a 400) and its texts

@@ -372,7 +372,7 @@ async fn errors_in_openai_shape() {
 #[tokio::test]
 async fn long_input_is_truncated_like_pez_eval() {
     let s = server(64);
-    let info = &s.state.pool.classifiers["tiny-pez"];
+    let info = s.state.pool.get("tiny-pez").unwrap();
     let long = "the film is great ".repeat(info.max_text_tokens); // 4x the room
     let (st, v, _) = call(
         &s.app,
@@ -520,7 +520,7 @@ async fn limits_are_refused_in_openai_shape() {
         (v["data"][0]["truncated"].as_bool(), v["data"][1]["truncated"].as_bool()),
         (Some(true), Some(false))
     );
-    let info = &s.state.pool.classifiers["tiny-empty"];
+    let info = s.state.pool.get("tiny-empty").unwrap();
     assert_eq!(info.max_text_tokens, 4);
     let template = pez_hub::tokenizer::encode(
         &pez_models::load_lm(fixtures().join("gpt2").to_str().unwrap(), DType::F32, &Device::Cpu)
@@ -717,15 +717,16 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
     );
     let many: Vec<String> = (0..3000).map(|i| format!("the film number {i} is great")).collect();
     let pool = s.state.pool.clone();
+    let c = pool.get("tiny-pez").unwrap();
     let big = tokio::spawn({
-        let (pool, many) = (pool.clone(), many.clone());
+        let (pool, many, c) = (pool.clone(), many.clone(), c.clone());
         async move {
-            pool.classify("tiny-pez", many).await.unwrap();
+            pool.classify(&c, many).await.unwrap();
             std::time::Instant::now()
         }
     });
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    pool.classify("tiny-pez", vec!["a bad movie".into()]).await.unwrap();
+    pool.classify(&c, vec!["a bad movie".into()]).await.unwrap();
     let small_done = std::time::Instant::now();
     let big_done = big.await.unwrap();
     assert!(
@@ -736,7 +737,7 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
     // Abandoned: the future is dropped after 20 ms; the worker drops the rest.
     let _ = tokio::time::timeout(
         std::time::Duration::from_millis(20),
-        pool.classify("tiny-pez", many.clone()),
+        pool.classify(&c, many.clone()),
     )
     .await;
     let t0 = std::time::Instant::now();
@@ -756,7 +757,7 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
     assert!(cancelled > 0 && cancelled <= 3000, "{cancelled} texts dropped");
     // The worker is still there.
     assert_eq!(
-        pool.classify("tiny-pez", vec!["a bad movie".into()])
+        pool.classify(&c, vec!["a bad movie".into()])
             .await
             .unwrap()
             .len(),
@@ -769,7 +770,7 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
 /// field, whether the body does not parse as the request type or a check refuses it.
 #[test]
 fn generation_requests_are_checked_before_mistral_rs() {
-    use pez_serve::requests::{parse, to_object, ChatRequest, CompletionRequest};
+    use pez_serve::requests::{parse, ChatRequest, CompletionRequest};
     use pez_serve::validate::{chat_request, completion_request};
     let l = Limits::default();
     let chat = |mut v: Value| -> Result<ChatRequest, pez_serve::error::ApiError> {
@@ -834,13 +835,13 @@ fn generation_requests_are_checked_before_mistral_rs() {
     }
     // Text parts become one string; max_tokens defaults to the limit; unknown fields travel on unchanged.
     let r = chat(json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]}], "seed": 7})).unwrap();
-    let v = to_object(&r);
+    let v = serde_json::to_value(&r).unwrap();
     assert_eq!(v["messages"][0]["content"], "Say hello.");
     assert_eq!(
         (v["max_tokens"].as_u64(), v["seed"].as_u64()),
         (Some(l.max_tokens as u64), Some(7))
     );
-    let v = to_object(&chat(json!({"messages": user, "max_completion_tokens": 8})).unwrap());
+    let v = serde_json::to_value(&chat(json!({"messages": user, "max_completion_tokens": 8})).unwrap()).unwrap();
     assert_eq!(
         (v["max_tokens"].as_u64(), v.get("max_completion_tokens")),
         (Some(8), None)
@@ -854,48 +855,73 @@ fn generation_requests_are_checked_before_mistral_rs() {
     ] {
         assert!(completion(v.clone()).is_err(), "{v}");
     }
-    let v = to_object(&completion(json!({"prompt": "Once upon a time", "max_tokens": 16})).unwrap());
+    let v = serde_json::to_value(&completion(json!({"prompt": "Once upon a time", "max_tokens": 16})).unwrap()).unwrap();
     assert_eq!(v["max_tokens"], 16);
 }
 
-/// mistral.rs's `top_logprobs` entries (`token` an id, `bytes` the text) are put in OpenAI's shape.
+/// mistral.rs's answers in OpenAI's shape: `top_logprobs` entries (mistral.rs: `token` an id, `bytes` the text)
+/// as text and UTF-8 bytes; completions' logprobs in the legacy layout, offsets in characters carried across a
+/// stream's chunks; the model named as requested.
 #[test]
-fn engine_top_logprobs_in_openai_shape() {
-    let mut v = json!({"choices": [{"logprobs": {"content": [{"token": "Hello", "logprob": -0.26, "bytes": [72, 101, 108, 108, 111],
-        "top_logprobs": [{"token": 19556, "logprob": -0.26, "bytes": "Hello"}, {"token": 26843, "logprob": -1.05, "bytes": " Hi"}]}]}}]});
-    pez_serve::engine::fix_top_logprobs(&mut v);
-    let top = &v["choices"][0]["logprobs"]["content"][0]["top_logprobs"];
-    assert_eq!(
-        top[0],
-        json!({"token": "Hello", "logprob": -0.26, "bytes": [72, 101, 108, 108, 111]})
-    );
-    assert_eq!(top[1]["token"], " Hi");
-    assert_eq!(top[1]["bytes"], json!([32, 72, 105]));
-    // Entries already in OpenAI's shape are left alone.
-    let before = v.clone();
-    pez_serve::engine::fix_top_logprobs(&mut v);
-    assert_eq!(v, before);
-
-    // Completions: OpenAI's legacy layout, offsets in characters carried across a stream's chunks.
-    let entry = |t: &str, lp: f64, alt: &str| {
-        json!({"token": t, "logprob": lp, "bytes": t.as_bytes(), "top_logprobs": [
-        {"token": t, "logprob": lp, "bytes": t.as_bytes()}, {"token": alt, "logprob": lp - 1.0, "bytes": alt.as_bytes()}]})
+fn engine_answers_in_openai_shape() {
+    use mistralrs_core::{CompletionChunkChoice, CompletionChunkResponse, ResponseLogprob, TopLogprob};
+    use pez_serve::engine::compat;
+    let entry = |t: &str, lp: f32, alt: &str| ResponseLogprob {
+        token: t.into(),
+        logprob: lp,
+        bytes: Some(t.as_bytes().to_vec()),
+        top_logprobs: vec![
+            TopLogprob { token: 19556, logprob: lp, bytes: Some(t.into()) },
+            TopLogprob { token: 26843, logprob: lp - 1.0, bytes: Some(alt.into()) },
+        ],
+    };
+    let chunk = |text: &str, e: ResponseLogprob| CompletionChunkResponse {
+        id: "c".into(),
+        choices: vec![CompletionChunkChoice { text: text.into(), index: 0, logprobs: Some(e), finish_reason: None }],
+        created: 1,
+        model: "/models/smollm2.gguf".into(),
+        system_fingerprint: "local".into(),
+        object: "text_completion".into(),
     };
     let mut offsets = Vec::new();
-    let mut first = json!({"choices": [{"index": 0, "text": " an", "logprobs": {"content": [entry(" an", -1.5, " a"), entry(" épée", -2.0, " x")]}}]});
-    pez_serve::engine::completion_logprobs(&mut first, &mut offsets);
+    let first = compat::completion_chunk(chunk(" an", entry(" an", -1.5, " a")), "smol", &mut offsets);
+    let second = compat::completion_chunk(chunk(" épée", entry(" épée", -2.0, " x")), "smol", &mut offsets);
+    let third = compat::completion_chunk(chunk("!", entry("!", -0.5, "?")), "smol", &mut offsets);
+    let v: Vec<Value> = [first, second, third].iter().map(|c| serde_json::to_value(c).unwrap()).collect();
+    assert_eq!(v[0]["model"], "smol");
     assert_eq!(
-        first["choices"][0]["logprobs"],
-        json!({"tokens": [" an", " épée"], "token_logprobs": [-1.5, -2.0],
-        "top_logprobs": [{" an": -1.5, " a": -2.5}, {" épée": -2.0, " x": -3.0}], "text_offset": [0, 3]})
+        v[0]["choices"][0]["logprobs"],
+        json!({"tokens": [" an"], "token_logprobs": [-1.5], "top_logprobs": [{" an": -1.5, " a": -2.5}], "text_offset": [0]})
     );
-    let mut next = json!({"choices": [{"index": 0, "text": "!", "logprobs": entry("!", -0.5, "?")}]}); // a stream chunk
-    pez_serve::engine::completion_logprobs(&mut next, &mut offsets);
+    assert_eq!(v[1]["choices"][0]["logprobs"]["text_offset"], json!([3]));
     assert_eq!(
-        next["choices"][0]["logprobs"],
+        v[2]["choices"][0]["logprobs"],
         json!({"tokens": ["!"], "token_logprobs": [-0.5], "top_logprobs": [{"!": -0.5, "?": -1.5}], "text_offset": [8]})
     );
-    let before = first.clone();
-    pez_serve::engine::completion_logprobs(&mut first, &mut Vec::new());
-    assert_eq!(first, before);
+    // A whole completion's entries: offsets from 0, in the same layout.
+    let l = compat::completion_logprobs(&[entry(" an", -1.5, " a"), entry(" épée", -2.0, " x")], &mut 0);
+    assert_eq!((l.tokens.len(), l.text_offset.clone()), (2, vec![0, 3]));
+    // Chat: each top entry's token is its text, its bytes the text's UTF-8 bytes.
+    let chat = compat::chat_chunk(
+        mistralrs_core::ChatCompletionChunkResponse {
+            id: "c".into(),
+            choices: vec![mistralrs_core::ChunkChoice {
+                finish_reason: Some("stop".into()),
+                index: 0,
+                delta: mistralrs_core::Delta { content: Some(" Hi".into()), role: "assistant".into(), tool_calls: None, reasoning_content: None },
+                logprobs: Some(entry(" Hi", -0.26, "Hello")),
+            }],
+            created: 1,
+            model: "x".into(),
+            system_fingerprint: "local".into(),
+            object: "chat.completion.chunk".into(),
+            usage: None,
+        },
+        "smol",
+    );
+    let v = serde_json::to_value(&chat).unwrap();
+    let top = &v["choices"][0]["logprobs"]["content"][0]["top_logprobs"];
+    assert_eq!(top[0], json!({"token": " Hi", "logprob": -0.25999999046325684, "bytes": [32, 72, 105]}));
+    assert_eq!((top[1]["token"].as_str(), &top[1]["bytes"]), (Some("Hello"), &json!([72, 101, 108, 108, 111])));
+    assert_eq!(v["model"], "smol");
 }

@@ -1,11 +1,11 @@
 //! `POST /v1/classify`: labels and label scores for texts, from a classifier (a model name) or from a base model
 //! with the classifier in the request (`prompt`, `template`, `verbalizers`).
 
-use super::{run_classifier, usage};
+use super::usage;
 use crate::error::ApiError;
 use crate::middleware::served;
 use crate::requests::parse;
-use crate::state::AppState;
+use crate::state::{AppState, Target};
 use crate::validate;
 use crate::worker::AdHoc;
 use axum::body::Bytes;
@@ -16,31 +16,17 @@ use pez_classify::api::{Classification, ClassifyRequest, ClassifyResponse, Label
 pub async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let req: ClassifyRequest = parse(&body)?;
     let texts = validate::texts(&req.input, "input", &s.limits)?;
-    let model = req.model.clone();
-    let (labels, scored) = match s.pool.classifiers.get(&model) {
-        Some(info) => (info.labels.clone(), run_classifier(&s, &model, texts).await?),
-        None if s.bases.iter().any(|b| b.name == model) => {
+    let target = s.target(&req.model)?;
+    let (labels, scored) = match &target {
+        Target::Classifier(c) => (c.labels.clone(), s.pool.classify(c, texts).await?),
+        Target::Base(base) => {
             let (prompt, format) = req
                 .ad_hoc()
-                .map_err(|m| ApiError::bad_request(format!("`{model}` is a base model: {m}")))?;
+                .map_err(|m| ApiError::bad_request(format!("`{}` is a base model: {m}", base.name)))?;
             let labels = format.label_names.clone();
-            let calibration = req.calibration.unwrap_or_default();
-            (
-                labels,
-                s.pool
-                    .classify_ad_hoc(
-                        &model,
-                        AdHoc {
-                            prompt,
-                            format,
-                            calibration,
-                        },
-                        texts,
-                    )
-                    .await?,
-            )
+            let adhoc = AdHoc { prompt, format, calibration: req.calibration.unwrap_or_default() };
+            (labels, s.pool.classify_ad_hoc(&base.name, adhoc, texts).await?)
         }
-        None => return Err(ApiError::unknown_model(&model)),
     };
     let scores = |f: &dyn Fn(f32) -> f32, lp: &[f32]| {
         LabelScores(labels.iter().cloned().zip(lp.iter().map(|&x| f(x))).collect())
@@ -58,15 +44,7 @@ pub async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response
             truncated: r.truncated,
         })
         .collect();
-    let usage = usage(&scored, 0);
-    Ok(served(
-        Json(ClassifyResponse {
-            object: "list".into(),
-            model: model.clone(),
-            data,
-            usage,
-        })
-        .into_response(),
-        model,
-    ))
+    let model = target.name().to_string();
+    let response = ClassifyResponse { object: "list".into(), model: model.clone(), data, usage: usage(&scored, 0) };
+    Ok(served(Json(response).into_response(), model))
 }

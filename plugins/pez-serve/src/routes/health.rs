@@ -1,20 +1,16 @@
 //! What operators and orchestrators read: readiness (`/health`), liveness (`/health/live`) and `/metrics`.
 
+use crate::openai::Health;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use serde_json::json;
 
 /// Ready: every classifier worker alive and mistral.rs answering for each generating model (it restarts a
 /// dead engine when asked). 503 with the problems otherwise.
 pub async fn ready(State(s): State<AppState>) -> Response {
-    let mut problems: Vec<String> = s
-        .pool
-        .dead_workers()
-        .into_iter()
-        .map(|b| format!("the classifier worker of `{b}` has stopped"))
-        .collect();
+    let mut problems: Vec<String> =
+        s.pool.dead_workers().into_iter().map(|b| format!("the classifier worker of `{b}` has stopped")).collect();
     if let Some(engine) = &s.engine {
         for b in s.bases.iter().filter(|b| b.generate) {
             if let Err(e) = engine.get_sender(Some(&b.name)) {
@@ -23,25 +19,17 @@ pub async fn ready(State(s): State<AppState>) -> Response {
         }
     }
     if problems.is_empty() {
-        Json(json!({"status": "ok"})).into_response()
+        Json(Health { status: "ok", problems }).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unhealthy", "problems": problems})),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unhealthy", problems })).into_response()
     }
 }
 
 /// Alive: the process answers.
-pub async fn live() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+pub async fn live() -> Json<Health> {
+    Json(Health { status: "ok", problems: vec![] })
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        s.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], s.metrics.render()).into_response()
 }

@@ -1,0 +1,183 @@
+//! The objects pez-serve answers with, typed in OpenAI's shape (field names as the `openai` Python package reads
+//! them): chat completions and their chunks, (legacy) completions, models, and the list page every list route
+//! returns. A classifier's answer and mistral.rs's (see `engine::compat`) are built as these.
+
+use pez_classify::api::{LabelScores, Usage};
+use serde::Serialize;
+
+/// `chat.completion`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: Message,
+    pub finish_reason: String,
+    pub logprobs: Option<ChatLogprobs>,
+}
+
+/// An assistant's message (whole, or a stream's delta).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Message {
+    pub role: String,
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<mistralrs_core::ToolCallResponse>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+}
+
+/// `chat.completion.chunk`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkChoice {
+    pub index: usize,
+    pub delta: Message,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<String>,
+}
+
+/// Chat's logprobs: one entry per generated token.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatLogprobs {
+    pub content: Vec<TokenLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f64,
+    /// The token's text as UTF-8 bytes.
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f64,
+    pub bytes: Vec<u8>,
+}
+
+impl TopLogprob {
+    pub fn new(token: &str, logprob: f64) -> Self {
+        Self { token: token.to_string(), logprob, bytes: token.as_bytes().to_vec() }
+    }
+}
+
+/// `text_completion` (whole, or one chunk of a stream).
+#[derive(Debug, Clone, Serialize)]
+pub struct Completion {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<CompletionLogprobs>,
+    pub finish_reason: Option<String>,
+}
+
+/// The legacy completions layout: per generated token its text, log-probability, the top alternatives (text ->
+/// log-probability) and its offset in characters from the start of the completion.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompletionLogprobs {
+    pub tokens: Vec<String>,
+    pub token_logprobs: Vec<f64>,
+    /// Best first (an object keeps its keys' order).
+    pub top_logprobs: Vec<LabelScores>,
+    pub text_offset: Vec<usize>,
+}
+
+/// A served model's card (`/v1/models`): a base model, or a classifier with what it reads and answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: String,
+    #[serde(flatten)]
+    pub kind: ModelKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelKind {
+    Base {
+        /// Plain chat and completions run on mistral.rs for it.
+        generation: bool,
+    },
+    Classifier {
+        base_model: String,
+        task: String,
+        prompt: String,
+        template: String,
+        labels: Vec<String>,
+        calibration: pez_tasks::Calibration,
+    },
+}
+
+/// A page of a list (`{"object": "list", "data": [...]}`); cursor pages (files, jobs, events, checkpoints) also
+/// say whether more follow and their first and last ids.
+#[derive(Debug, Clone, Serialize)]
+pub struct List<T> {
+    pub object: &'static str,
+    pub data: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_more: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_id: Option<String>,
+}
+
+impl<T> List<T> {
+    pub fn of(data: Vec<T>) -> Self {
+        Self { object: "list", data, has_more: None, first_id: None, last_id: None }
+    }
+
+    /// A cursor page: `data` (at most the page's limit), and whether more follow.
+    pub fn page(data: Vec<T>, has_more: bool, id: impl Fn(&T) -> String) -> Self {
+        let (first_id, last_id) = (data.first().map(&id), data.last().map(&id));
+        Self { object: "list", data, has_more: Some(has_more), first_id, last_id }
+    }
+}
+
+/// `{"status": ...}` of the health routes, with the problems when unhealthy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
