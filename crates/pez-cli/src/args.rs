@@ -12,9 +12,10 @@ use strum::VariantNames;
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct Placement {
     /// f32, bf16 (bf16 products with f32 accumulation; norms, softmax, losses, the projection and the optimizer
-    /// stay f32), or auto: bf16 where the CPU has bf16 units (AVX512-BF16), else f32; f32 on a GPU.
-    #[arg(long, default_value = "auto", value_parser = parse::<Dtype>)]
-    pub dtype: Dtype,
+    /// stay f32), or auto: bf16 where the CPU has bf16 units (AVX512-BF16), else f32; f32 on a GPU. [default:
+    /// auto]
+    #[arg(long, value_parser = parse::<Dtype>)]
+    pub dtype: Option<Dtype>,
     /// cpu, cuda or cuda:N (a binary built with the `cuda` feature).
     #[arg(long, default_value = "cpu", value_parser = parse::<DeviceArg>)]
     pub device: DeviceArg,
@@ -24,8 +25,13 @@ impl Placement {
     /// The device opened (or why not), and the dtype made definite for it.
     pub fn open(&self) -> anyhow::Result<(candle_core::Device, Dtype)> {
         let device = self.device.open()?;
-        let dtype = self.dtype.resolve_on(&device);
+        let dtype = self.dtype().resolve_on(&device);
         Ok((device, dtype))
+    }
+
+    /// The dtype asked for (`auto` when none is).
+    pub fn dtype(&self) -> Dtype {
+        self.dtype.unwrap_or(Dtype::Auto)
     }
 }
 

@@ -38,7 +38,7 @@ enum Vocab {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (enc, tok) = pez_invert::encoder::load(&a.model, a.placement.dtype, &a.placement.device.open()?)?;
+    let (enc, tok) = pez_invert::encoder::load(&a.model, a.placement.dtype(), &a.placement.device.open()?)?;
     let cfg = InvertConfig {
         prompt_len: 0,
         steps: a.steps,

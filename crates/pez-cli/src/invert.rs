@@ -35,7 +35,7 @@ pub fn run_invert(a: InvertArgs) -> Result<()> {
     if a.prompt_len == 0 || a.steps == 0 {
         bail!("--prompt-len and --steps must be positive");
     }
-    let m = ClipModel::load(&a.model, a.placement.dtype, &a.placement.device.open()?)?;
+    let m = ClipModel::load(&a.model, a.placement.dtype(), &a.placement.device.open()?)?;
     let targets = m.image_features(&a.images)?;
     let cfg = InvertConfig {
         prompt_len: a.prompt_len,
@@ -77,7 +77,7 @@ pub struct ScoreArgs {
 
 /// Mean cosine between a prompt's text features and each image's features.
 pub fn run_score(a: ScoreArgs) -> Result<()> {
-    let m = ClipModel::load(&a.model, a.placement.dtype, &a.placement.device.open()?)?;
+    let m = ClipModel::load(&a.model, a.placement.dtype(), &a.placement.device.open()?)?;
     let targets = m.image_features(&a.images)?;
     let ids = m
         .tokenizer

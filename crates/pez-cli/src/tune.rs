@@ -15,10 +15,10 @@ macro_rules! settings_flags {
 
         impl SettingsFlags {
             /// The settings these flags give (a flag not given is a setting not given).
-            fn settings(self, task: Option<String>, dtype: pez_nn::Dtype) -> TuneSettings {
+            fn settings(self, task: Option<String>, dtype: Option<pez_nn::Dtype>) -> TuneSettings {
                 TuneSettings {
                     task,
-                    dtype: Some(dtype),
+                    dtype,
                     $($name: self.$name,)*
                     $($switch: self.$switch.then_some(true),)*
                 }
@@ -34,9 +34,13 @@ pub struct Args {
     /// sst2, amazon, agnews, or a task .toml file.
     task: Option<String>,
     #[command(flatten)]
-    settings: SettingsFlags,
+    settings_flags: SettingsFlags,
     #[command(flatten)]
     placement: Placement,
+    /// A TOML file of settings (`steps = 200`, `task = "sst2"`, ...: the flags' names in snake_case); flags given
+    /// on the command line win over it. Paths in it are read from the current directory.
+    #[arg(long)]
+    settings: Option<PathBuf>,
     /// Best-of-N: run N seeds (from --seed) one after another, each in <out>/s<seed>, and write
     /// <out>/summary.{json,md} (default out: runs/<task>-<method>).
     #[arg(long, default_value_t = 1)]
@@ -72,31 +76,38 @@ fn defaults_help() -> String {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (device, dtype) = a.placement.open()?;
-    let Some(task) = a.task.clone() else {
-        let Some(dir) = &a.resume else {
-            anyhow::bail!("give a task (sst2, amazon, agnews, or a .toml file) or --resume DIR")
-        };
+    let (device, _) = a.placement.open()?;
+    if let Some(dir) = &a.resume {
+        if a.task.is_some() || a.settings.is_some() {
+            anyhow::bail!("--resume DIR continues a run with its own configuration: give no task or --settings with it");
+        }
         return report(&pez_tune::tune(None, Some(dir), &device)?, dir, a.json);
-    };
-    if a.resume.is_some() {
-        anyhow::bail!("--resume DIR continues a run with its own configuration: give no task with it");
     }
-    let settings = a.settings.settings(Some(task), dtype);
+    let from_file = match &a.settings {
+        Some(p) => read_settings(p)?,
+        None => TuneSettings::default(),
+    };
+    let settings = a.settings_flags.settings(a.task.clone(), a.placement.dtype).over(from_file);
+    if settings.task.is_none() {
+        anyhow::bail!("give a task (sst2, amazon, agnews, or a .toml file), --settings FILE with a task, or --resume DIR");
+    }
+    let cfg = settings.resolve(&device)?;
     if a.seeds > 1 {
-        let cfg = settings.resolve(&device)?;
-        let root = settings
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
+        let root = settings.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method))
+        });
         let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top, &device)?;
         print!("{}", pez_tune::sweep::markdown(&s));
         eprintln!("wrote {}/summary.json and summary.md", root.display());
         return Ok(());
     }
-    let cfg = settings.resolve(&device)?;
     let out = cfg.out.clone();
     report(&pez_tune::tune(Some(cfg), None, &device)?, &out, a.json)
+}
+
+fn read_settings(path: &Path) -> Result<TuneSettings> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// What a person reads at the end of a run (or, with `json`, the run's prompt.json).

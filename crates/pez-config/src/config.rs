@@ -1,7 +1,7 @@
 //! A tuning run's configuration, resolved (see `TuneSettings::resolve`) and checked: written into every
 //! `prompt.json` and checkpoint, read back by everything that reads them.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use pez_core::{Method, OptimizerKind};
 use pez_tasks::{Calibration, RowRule};
 use serde::{Deserialize, Serialize};
@@ -54,24 +54,55 @@ pub struct TuneConfig {
 impl TuneConfig {
     /// Every check that needs no model or data: refused before anything is loaded.
     pub fn validate(&self) -> Result<()> {
-        if self.prompt_len == 0 || self.batch_size == 0 || self.eval_every == 0 || self.eval_batch == 0 {
-            bail!("--prompt-len, --batch-size, --eval-every and --eval-batch must be positive");
+        self.check().map_err(anyhow::Error::from)
+    }
+
+    /// `validate`, saying which setting is at fault.
+    pub fn check(&self) -> std::result::Result<(), Invalid> {
+        let bad = |setting: &'static str, message: String| Err(Invalid { setting, message });
+        let counts = [
+            ("prompt_len", self.prompt_len),
+            ("batch_size", self.batch_size),
+            ("eval_every", self.eval_every),
+            ("eval_batch", self.eval_batch),
+        ];
+        for (setting, v) in counts {
+            if v == 0 {
+                return bad(setting, "--prompt-len, --batch-size, --eval-every and --eval-batch must be positive".into());
+            }
         }
         if !(0.0..=1.0).contains(&self.fluency) {
-            bail!("--fluency must be in [0, 1], got {}", self.fluency);
+            return bad("fluency", format!("--fluency must be in [0, 1], got {}", self.fluency));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("--lr must be a positive number, got {}", self.lr);
+            return bad("lr", format!("--lr must be a positive number, got {}", self.lr));
         }
         if self.shots == Some(0) {
-            bail!("--shots must be positive");
+            return bad("shots", "--shots must be positive".into());
         }
         if self.shots.is_some() && (self.holdout_rule, self.train_rule) != (RowRule::Random, RowRule::Random) {
-            bail!("--holdout-rule and --train-rule pick rows of a full train split; --shots draws K examples per class from all rows");
+            let why = "--holdout-rule and --train-rule pick rows of a full train split; --shots draws K examples per \
+                       class from all rows";
+            return bad("holdout_rule", why.into());
         }
         if self.shots.is_some() && self.epochs == 0 || self.shots.is_none() && self.steps == 0 {
-            bail!("nothing to run: --steps (or --epochs with --shots) is 0");
+            return bad("steps", "nothing to run: --steps (or --epochs with --shots) is 0".into());
         }
         Ok(())
     }
 }
+
+/// A setting out of its range, named.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}

@@ -12,7 +12,7 @@ pub mod config;
 pub mod settings;
 
 pub use artifact::{write_atomic, PromptArtifact};
-pub use config::TuneConfig;
+pub use config::{Invalid, TuneConfig};
 pub use settings::TuneSettings;
 
 // The settings' own types, named by `for_each_setting!` wherever it is expanded.

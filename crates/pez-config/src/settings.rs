@@ -104,6 +104,16 @@ macro_rules! declare_settings {
         impl TuneSettings {
             /// Every setting's name, as files and requests write it.
             pub const NAMES: &[&str] = &["task", "dtype", $(stringify!($name),)* $(stringify!($switch),)*];
+
+            /// These settings over `base`: each one given here wins.
+            pub fn over(self, base: Self) -> Self {
+                Self {
+                    task: self.task.or(base.task),
+                    dtype: self.dtype.or(base.dtype),
+                    $($name: self.$name.or(base.$name),)*
+                    $($switch: self.$switch.or(base.$switch),)*
+                }
+            }
         }
     };
 }
@@ -173,6 +183,42 @@ impl TuneSettings {
     }
 }
 
+/// A resolved configuration as settings, every one given: resolving them again gives the same configuration
+/// (`pez tune --settings` of a run's own configuration reruns it).
+impl From<&TuneConfig> for TuneSettings {
+    fn from(c: &TuneConfig) -> Self {
+        Self {
+            task: Some(c.task.clone()),
+            dtype: Some(c.dtype),
+            model: Some(c.model.clone()),
+            fluency: Some(c.fluency),
+            prompt_len: Some(c.prompt_len),
+            steps: Some(c.steps),
+            batch_size: Some(c.batch_size),
+            lr: Some(c.lr),
+            optimizer: Some(c.optimizer),
+            weight_decay: Some(c.weight_decay),
+            eval_every: Some(c.eval_every),
+            holdout: Some(c.holdout),
+            holdout_rule: Some(c.holdout_rule),
+            train_rule: Some(c.train_rule),
+            calibration: Some(c.calibration),
+            shots: c.shots,
+            epochs: Some(c.epochs),
+            method: Some(c.method),
+            seed: Some(c.seed),
+            train: c.train.clone(),
+            dev: c.dev.clone(),
+            eval_batch: Some(c.eval_batch),
+            out: Some(c.out.clone()),
+            tokens: Some(c.tokens),
+            random_init: Some(c.random_init),
+            skip_dev: Some(c.skip_dev),
+            paper: None,
+        }
+    }
+}
+
 /// The default run directory: `runs/<task>-<method>-s<seed>`.
 fn default_out(task: &str, method: Method, seed: u64) -> PathBuf {
     PathBuf::from(format!("runs/{}-{method}-s{seed}", task.trim_end_matches(".toml")))
@@ -237,11 +283,21 @@ mod tests {
     }
 
     #[test]
+    fn a_configuration_as_settings_resolves_to_itself() {
+        let given = TuneSettings { task: Some("agnews".into()), steps: Some(7), shots: Some(2), ..Default::default() };
+        let c = given.resolve(&Device::Cpu).unwrap();
+        let again = TuneSettings::from(&c).resolve(&Device::Cpu).unwrap();
+        assert_eq!(serde_json::to_value(&again).unwrap(), serde_json::to_value(&c).unwrap());
+    }
+
+    #[test]
     fn unknown_settings_are_refused_and_given_ones_named() {
         let err = toml::from_str::<TuneSettings>("stepz = 3").unwrap_err().to_string();
         assert!(err.contains("unknown field `stepz`"), "{err}");
         let s: TuneSettings = toml::from_str("steps = 3\nrandom_init = true\ntokens = \"words\"").unwrap();
         assert_eq!(s.given(), ["steps", "tokens", "random_init"]);
+        let over = TuneSettings { steps: Some(9), fluency: Some(0.1), ..Default::default() }.over(s.clone());
+        assert_eq!((over.steps, over.fluency, over.random_init), (Some(9), Some(0.1), Some(true)));
         assert!(TuneSettings {
             fluency: Some(2.0),
             ..s

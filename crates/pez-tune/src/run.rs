@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -136,13 +137,33 @@ pub fn wall_seconds(dir: &Path) -> f64 {
 
 /// Runs (or resumes, from `resume`'s checkpoint) a tuning run and returns its `prompt.json`.
 pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>, device: &Device) -> Result<PromptArtifact> {
+    let run = tune_observed(cfg, resume, device, &mut |_| ControlFlow::Continue(()))?;
+    Ok(run.expect("a run nobody stops finishes"))
+}
+
+/// What a run reports as it goes (to a server's tuning job, say).
+#[derive(Debug)]
+pub enum Report<'r> {
+    /// Step `step` of `steps` is done, at `loss`, `elapsed_s` into the run (over every process that worked on it).
+    Step { step: usize, steps: usize, loss: f32, elapsed_s: f64 },
+    /// The holdout was scored (after the step the record names).
+    Evaluated { record: &'r EvalRecord, steps: usize },
+    /// The run can be resumed from this step.
+    Checkpointed { step: usize, steps: usize },
+}
+
+/// `tune`, telling `observe` how it goes; when `observe` breaks, the run stops after that step (resumable from
+/// its last checkpoint) and the answer is `None`.
+pub fn tune_observed(
+    cfg: Option<TuneConfig>,
+    resume: Option<&Path>,
+    device: &Device,
+    observe: &mut dyn FnMut(Report) -> ControlFlow<()>,
+) -> Result<Option<PromptArtifact>> {
     let (cfg, ckpt) = match (cfg, resume) {
         (_, Some(dir)) => {
             let c = Checkpoint::read(dir)?;
-            let cfg = TuneConfig {
-                out: dir.to_path_buf(),
-                ..c.config.clone()
-            };
+            let cfg = TuneConfig { out: dir.to_path_buf(), ..c.config.clone() };
             (cfg, Some(c))
         }
         (Some(cfg), None) => (cfg, None),
@@ -151,14 +172,22 @@ pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>, device: &Device) -> 
     cfg.validate()?;
     let lm = load_lm(&cfg.model, cfg.dtype.candle(), device)?;
     let mut run = Run::open(cfg, ckpt, &lm)?;
+    let steps = run.data.steps;
     while !run.done() {
-        run.step()?;
+        let r = run.step()?;
+        let step = run.pez.state.step;
+        let mut stop = observe(Report::Step { step, steps, loss: r.loss, elapsed_s: run.elapsed() }).is_break();
         if run.due() {
-            run.evaluate()?;
+            let record = run.evaluate()?;
             run.checkpoint()?;
+            stop |= observe(Report::Evaluated { record: &record, steps }).is_break();
+            stop |= observe(Report::Checkpointed { step, steps }).is_break();
+        }
+        if stop {
+            return Ok(None);
         }
     }
-    run.finish()
+    run.finish().map(Some)
 }
 
 /// Train rows (encoded, with labels), the holdout that picks the best prompt, and the dev split scored at the end.

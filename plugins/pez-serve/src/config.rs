@@ -65,6 +65,23 @@ pub struct Args {
     /// be served and exit, loading no model.
     #[arg(long)]
     pub check_config: bool,
+    /// Where uploaded files, tuning jobs (SQLite) and their runs are kept; `state_dir` in the file. Default
+    /// `$XDG_STATE_HOME/pez-serve` (`~/.local/state/pez-serve`).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// An API key clients must send (`Authorization: Bearer KEY`); repeat for several. Also PEZ_API_KEYS
+    /// (comma-separated) and `[auth] api_keys`. Without any, the server serves only a loopback address.
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+    /// Serve without API keys on an address that is not loopback (a network in front of it that you trust).
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+    /// Tuning jobs running at once (`[tuning] max_running_jobs`, default 1).
+    #[arg(long)]
+    pub max_running_jobs: Option<usize>,
+    /// Where tuning jobs run: local (threads of this process, the default) or slurm (batch jobs).
+    #[arg(long)]
+    pub runner: Option<crate::tuning::RunnerKind>,
 }
 
 /// Activation dtype of mistral.rs's generation.
@@ -98,6 +115,11 @@ impl ServeConfig {
         cfg.port = a.port.unwrap_or(cfg.port);
         cfg.max_concurrency = a.max_concurrency.unwrap_or(cfg.max_concurrency);
         cfg.max_batch = a.max_batch.unwrap_or(cfg.max_batch);
+        cfg.state_dir = a.state_dir.clone().or(cfg.state_dir);
+        cfg.auth.api_keys = crate::auth::gather(&a.api_keys, &cfg.auth.api_keys);
+        cfg.auth.allow_unauthenticated |= a.allow_unauthenticated;
+        cfg.tuning.max_running_jobs = a.max_running_jobs.unwrap_or(cfg.tuning.max_running_jobs);
+        cfg.tuning.runner = a.runner.unwrap_or(cfg.tuning.runner);
         cfg.validate()?;
         Ok(cfg)
     }
@@ -125,6 +147,13 @@ pub struct ServeConfig {
     /// Fetch missing built-in base models at start (`--fetch-missing`).
     #[serde(default)]
     pub fetch_missing: bool,
+    /// Where files, jobs and runs are kept (`--state-dir`).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
+    #[serde(default)]
+    pub tuning: crate::tuning::TuningConfig,
 }
 
 /// Bounds on requests and connections. Anything past them is refused with a 4xx in OpenAI's error shape before
@@ -262,6 +291,7 @@ impl ServeConfig {
                 e.prompt = dir.join(&e.prompt);
             }
         }
+        c.state_dir = c.state_dir.map(|d| if d.is_relative() { dir.join(d) } else { d });
         Ok(c)
     }
 
@@ -319,6 +349,12 @@ impl ServeConfig {
         for m in &self.models {
             m.placement()?; // a device that is not here is refused before anything loads
         }
+        if let Some(why) = crate::auth::refuse_open_host(&self.host, &self.auth.api_keys, self.auth.allow_unauthenticated) {
+            bail!("{why}");
+        }
+        if self.tuning.max_running_jobs == 0 || self.tuning.max_file_bytes == 0 {
+            bail!("tuning.max_running_jobs and tuning.max_file_bytes must be at least 1");
+        }
         if self.max_concurrency == 0 || self.max_batch == 0 {
             bail!("max_concurrency and max_batch must be at least 1");
         }
@@ -340,6 +376,17 @@ impl ServeConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ServeConfig {
+    /// The state directory: the configured one, else `$XDG_STATE_HOME/pez-serve` (`~/.local/state/pez-serve`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let state = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local/state"));
+            state.join("pez-serve")
+        })
     }
 }
 

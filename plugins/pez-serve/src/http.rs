@@ -63,33 +63,8 @@ pub async fn serve(listener: TcpListener, app: AppSlot, limits: Limits, shutdown
             continue; // over max_connections: closed at once
         };
         let _ = stream.set_nodelay(true);
-        let (app, mut stop) = (app.clone(), stop_rx.clone());
         let header_timeout = Duration::from_secs(limits.header_timeout_s);
-        conns.spawn(async move {
-            let _permit = permit;
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                async move {
-                    let req = req.map(Body::new);
-                    Ok::<_, Infallible>(match app.get() {
-                        Some(r) => r.clone().oneshot(req).await.unwrap_or_else(|e| match e {}),
-                        None => loading(req.uri().path()),
-                    })
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+        conns.spawn(connection(stream, app.clone(), header_timeout, stop_rx.clone(), permit));
     }
     drop(listener);
     let _ = stop_tx.send(true);
@@ -103,6 +78,39 @@ pub async fn serve(listener: TcpListener, app: AppSlot, limits: Limits, shutdown
             conns.len(),
             grace.as_secs()
         );
+    }
+}
+
+/// One connection: HTTP/1.1 with the header timeout, served by the router once loaded; closed gracefully when
+/// `stop` changes. `_permit` is its place among the open connections.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: AppSlot,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let app = app.clone();
+        async move {
+            let req = req.map(Body::new);
+            Ok::<_, Infallible>(match app.get() {
+                Some(r) => r.clone().oneshot(req).await.unwrap_or_else(|e| match e {}),
+                None => loading(req.uri().path()),
+            })
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! returns. A classifier's answer and mistral.rs's (see `engine::compat`) are built as these.
 
 use pez_classify::api::{LabelScores, Usage};
+use std::collections::BTreeMap;
 use serde::Serialize;
 
 /// `chat.completion`.
@@ -180,4 +181,109 @@ pub struct Health {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+}
+
+/// `file`: an uploaded file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileObject {
+    pub id: String,
+    pub object: &'static str,
+    pub bytes: u64,
+    pub created_at: u64,
+    pub filename: String,
+    pub purpose: String,
+    /// Deprecated in OpenAI's API; always `processed` here (a file is checked before it is kept).
+    pub status: &'static str,
+    pub expires_at: Option<u64>,
+}
+
+/// The answer to deleting a file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileDeleted {
+    pub id: String,
+    pub object: &'static str,
+    pub deleted: bool,
+}
+
+/// `fine_tuning.job`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FineTuningJob {
+    pub id: String,
+    pub object: &'static str,
+    pub created_at: u64,
+    pub error: Option<crate::tuning::store::JobError>,
+    pub fine_tuned_model: Option<String>,
+    pub finished_at: Option<u64>,
+    pub hyperparameters: JobHyperparameters,
+    pub model: String,
+    pub organization_id: String,
+    pub result_files: Vec<String>,
+    pub seed: u64,
+    pub status: crate::tuning::store::Status,
+    pub trained_tokens: Option<u64>,
+    pub training_file: String,
+    pub validation_file: Option<String>,
+    pub estimated_finish: Option<u64>,
+    /// None are supported (OpenAI's are Weights & Biases runs).
+    pub integrations: Vec<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub method: JobMethod,
+    pub user_provided_suffix: Option<String>,
+}
+
+/// OpenAI's three hyperparameters, as a PEZ run has them: examples per step, the learning rate over pez's
+/// default for the optimizer, and passes over the training examples the steps make (rounded up).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobHyperparameters {
+    pub batch_size: usize,
+    pub learning_rate_multiplier: f64,
+    pub n_epochs: usize,
+}
+
+/// The job's method: `pez`, with every setting of the run and the task derived from the training file.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobMethod {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub pez: PezMethod,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PezMethod {
+    pub hyperparameters: PezHyperparameters,
+}
+
+/// Every setting of a job's run (resolved: the defaults it got included) and its task's prompt format.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PezHyperparameters {
+    pub template: String,
+    pub verbalizers: Vec<String>,
+    pub labels: Vec<String>,
+    #[serde(flatten)]
+    pub settings: pez_config::TuneSettings,
+}
+
+/// `fine_tuning.job.event`.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobEvent {
+    pub id: String,
+    pub object: &'static str,
+    pub created_at: u64,
+    pub level: String,
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: Option<crate::tuning::store::Metrics>,
+}
+
+/// `fine_tuning.job.checkpoint`: a holdout evaluation the run can be resumed from.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobCheckpoint {
+    pub id: String,
+    pub object: &'static str,
+    pub created_at: u64,
+    pub fine_tuned_model_checkpoint: String,
+    pub fine_tuning_job_id: String,
+    pub metrics: crate::tuning::store::Metrics,
+    pub step_number: u64,
 }

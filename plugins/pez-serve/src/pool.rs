@@ -83,6 +83,14 @@ impl ClassifierPool {
         Ok(map.entry(name.to_string()).or_insert(info).clone())
     }
 
+    /// Whether `format` works on base model `base` (a 400 saying why not).
+    pub async fn check_format(&self, base: &str, format: &pez_tasks::PromptFormat, prompt_len: usize) -> Result<(), ClassifyError> {
+        let (reply, rx) = oneshot::channel();
+        let m = Message::Check { format: format.clone(), prompt_len, reply };
+        self.worker(base)?.jobs.send(m).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     /// Scores `texts` with classifier `c`; results in input order. Dropping the future (the client went away)
     /// withdraws the texts not yet scored.
     pub async fn classify(&self, c: &ClassifierInfo, texts: Vec<String>) -> Result<Vec<Scored>, ClassifyError> {

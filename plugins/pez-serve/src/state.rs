@@ -1,10 +1,12 @@
-//! What every handler shares: the classifier pool, the mistral.rs engine, the served models, the limits and the
-//! metrics.
+//! What every handler shares: the classifier pool, the mistral.rs engine, the served models, the API keys, the
+//! tuning service, the limits and the metrics.
 
+use crate::auth::Keys;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::pool::ClassifierPool;
+use crate::tuning::Tuning;
 use crate::worker::ClassifierInfo;
 use mistralrs_server_core::types::SharedMistralRsState;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +30,17 @@ pub struct AppState {
     pub limiter: Arc<Semaphore>,
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
+    /// The API keys (none: every request is anonymous).
+    pub keys: Arc<Keys>,
+    /// Files and fine-tuning jobs (none: those routes answer 404).
+    pub tuning: Option<Arc<Tuning>>,
     pub created: u64,
     next_id: Arc<AtomicU64>,
 }
 
 impl AppState {
     pub fn new(
-        pool: ClassifierPool,
+        pool: Arc<ClassifierPool>,
         engine: Option<SharedMistralRsState>,
         bases: Vec<BaseInfo>,
         max_concurrency: usize,
@@ -42,15 +48,27 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            pool: Arc::new(pool),
+            pool,
             engine,
             bases: Arc::new(bases),
             limiter: Arc::new(Semaphore::new(max_concurrency)),
             limits: Arc::new(limits),
             metrics,
+            keys: Arc::new(Keys::default()),
+            tuning: None,
             created: now(),
             next_id: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// With API keys: every route but the health ones (and public metrics) needs one.
+    pub fn with_keys(self, keys: Keys) -> Self {
+        Self { keys: Arc::new(keys), ..self }
+    }
+
+    /// With files and fine-tuning jobs.
+    pub fn with_tuning(self, tuning: Arc<Tuning>) -> Self {
+        Self { tuning: Some(tuning), ..self }
     }
 
     /// A fresh id such as `chatcmpl-...`.

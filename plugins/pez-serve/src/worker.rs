@@ -44,6 +44,13 @@ pub enum Message {
         prompt: PathBuf,
         reply: oneshot::Sender<Result<ClassifierInfo, ClassifyError>>,
     },
+    /// Whether a prompt format works on this model (its verbalizers' first tokens differ): what a tuning job
+    /// checks before it is queued.
+    Check {
+        format: PromptFormat,
+        prompt_len: usize,
+        reply: oneshot::Sender<Result<(), ClassifyError>>,
+    },
 }
 
 /// Texts for a worker to score, and where the answer goes.
@@ -206,6 +213,10 @@ impl<'a> Worker<'a> {
             Message::Score(j) => self.admit(j),
             Message::Add { name, prompt, reply } => {
                 let _ = reply.send(self.add(&name, &prompt).map_err(|e| ClassifyError::Internal(format!("{e:#}"))));
+            }
+            Message::Check { format, prompt_len, reply } => {
+                let built = pez_classify::Classifier::new(self.lm, &format, prompt_len);
+                let _ = reply.send(built.map(|_| ()).map_err(|e| ClassifyError::BadRequest(format!("{e:#}"))));
             }
         }
     }

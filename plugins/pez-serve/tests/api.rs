@@ -89,10 +89,13 @@ fn server_with(max_concurrency: usize, limits: Limits) -> Server {
             .collect(),
         limits,
         fetch_missing: false,
+        state_dir: None,
+        auth: Default::default(),
+        tuning: Default::default(),
     };
     cfg.validate().unwrap();
     let metrics = std::sync::Arc::new(Metrics::default());
-    let pool = ClassifierPool::start(&cfg, metrics.clone()).unwrap();
+    let pool = std::sync::Arc::new(ClassifierPool::start(&cfg, metrics.clone()).unwrap());
     let state = AppState::new(
         pool,
         None,

@@ -4,6 +4,8 @@
 pub mod chat;
 pub mod classify;
 pub mod completions;
+pub mod files;
+pub mod fine_tuning;
 pub mod health;
 pub mod models;
 
@@ -42,6 +44,36 @@ pub fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
     let done = futures_util::stream::once(async { Event::default().data("[DONE]") });
     let stream = events.chain(done).map(Ok::<_, Infallible>);
     Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// `after`, `limit` and `order` of a list route (and `purpose` for files).
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+    pub order: Option<String>,
+    pub purpose: Option<String>,
+}
+
+impl ListQuery {
+    /// `(after, limit, ascending)`: newest first unless `order=asc`; `limit` from 1 to 10,000.
+    pub fn cursor(&self, default_limit: usize) -> Result<(Option<&str>, usize, bool), ApiError> {
+        let limit = self.limit.unwrap_or(default_limit);
+        if !(1..=10_000).contains(&limit) {
+            return Err(ApiError::invalid("limit", format!("`limit` must be from 1 to 10000; got {limit}")));
+        }
+        let ascending = match self.order.as_deref() {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(o) => return Err(ApiError::invalid("order", format!("`order` must be asc or desc; got {o:?}"))),
+        };
+        Ok((self.after.as_deref(), limit, ascending))
+    }
+}
+
+/// A cursor page of rows as their objects.
+pub fn page_of<R, T>(page: crate::tuning::store::Page<R>, object: impl Fn(&R) -> T, id: impl Fn(&T) -> String) -> crate::openai::List<T> {
+    crate::openai::List::page(page.rows.iter().map(object).collect(), page.has_more, id)
 }
 
 /// Plain generation is refused with a 503 while the resident size is over its budget.
