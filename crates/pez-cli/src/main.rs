@@ -37,7 +37,7 @@ enum Command {
     /// Print the most likely next tokens after a text, with log-probabilities.
     NextToken(next_token::Args),
     /// Learn a hard prompt for a classification task.
-    Tune(tune::Args),
+    Tune(Box<tune::Args>),
     /// Accuracy of a prompt (learned, given as text, or none) on a task's data.
     Eval(eval::Args),
     /// Where each built-in task's data comes from (files, $PEZ_DATA, shared/data, the Hugging Face hub), and
@@ -72,7 +72,7 @@ fn main() {
     pez_hub::registry::set_fetch_missing(cli.fetch_missing);
     let result: Result<()> = match cli.command {
         Command::NextToken(a) => next_token::run(a),
-        Command::Tune(a) => tune::run(a),
+        Command::Tune(a) => tune::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Data(a) => data::run(a),
         Command::Sweep(a) => sweep::run(a),

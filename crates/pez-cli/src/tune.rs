@@ -79,7 +79,9 @@ pub fn run(a: Args) -> Result<()> {
     let (device, _) = a.placement.open()?;
     if let Some(dir) = &a.resume {
         if a.task.is_some() || a.settings.is_some() {
-            anyhow::bail!("--resume DIR continues a run with its own configuration: give no task or --settings with it");
+            anyhow::bail!(
+                "--resume DIR continues a run with its own configuration: give no task or --settings with it"
+            );
         }
         return report(&pez_tune::tune(None, Some(dir), &device)?, dir, a.json);
     }
@@ -87,15 +89,21 @@ pub fn run(a: Args) -> Result<()> {
         Some(p) => read_settings(p)?,
         None => TuneSettings::default(),
     };
-    let settings = a.settings_flags.settings(a.task.clone(), a.placement.dtype).over(from_file);
+    let settings = a
+        .settings_flags
+        .settings(a.task.clone(), a.placement.dtype)
+        .over(from_file);
     if settings.task.is_none() {
-        anyhow::bail!("give a task (sst2, amazon, agnews, or a .toml file), --settings FILE with a task, or --resume DIR");
+        anyhow::bail!(
+            "give a task (sst2, amazon, agnews, or a .toml file), --settings FILE with a task, or --resume DIR"
+        );
     }
     let cfg = settings.resolve(&device)?;
     if a.seeds > 1 {
-        let root = settings.out.clone().unwrap_or_else(|| {
-            PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method))
-        });
+        let root = settings
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
         let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top, &device)?;
         print!("{}", pez_tune::sweep::markdown(&s));
         eprintln!("wrote {}/summary.json and summary.md", root.display());

@@ -37,6 +37,28 @@ fn sweep_at(dir: &Path, name: &str, out: &str, (steps, every): (usize, usize), g
     p
 }
 
+/// `pez tune` of the tiny checkpoint on the fixture task (6 steps, a holdout of 4) into `out`.
+fn tune_tiny(out: &Path) -> std::process::Command {
+    let f = fx();
+    let mut c = pez();
+    c.args([
+        "tune",
+        f.join("task.toml").to_str().unwrap(),
+        "--model",
+        f.join("gpt2").to_str().unwrap(),
+    ]);
+    c.args([
+        "--train",
+        f.join("dev.tsv").to_str().unwrap(),
+        "--steps",
+        "6",
+        "--holdout",
+        "4",
+    ]);
+    c.args(["--out", out.to_str().unwrap()]);
+    c
+}
+
 fn sweep_file(dir: &Path, grid: &str, extra: &str) -> PathBuf {
     sweep_at(dir, "sweep.toml", "runs", (6, 3), grid, extra)
 }
@@ -153,7 +175,7 @@ fn bad_input_is_refused_naming_the_cell_and_field_before_anything_runs() {
 }
 
 #[test]
-fn cells_run_twice_resume_after_a_kill_fail_visibly_and_summarise_as_pez_tune_seeds() {
+fn cells_run_twice_keep_their_runs_and_summarise_as_pez_tune_seeds() {
     let tmp = tempfile::tempdir().unwrap();
     // 4 cells: seeds 0-2 of the fixture task, and one (index 3) whose train file does not exist.
     let f = sweep_file(tmp.path(), "seed = [0, 1, 2]", "");
@@ -179,37 +201,20 @@ fn cells_run_twice_resume_after_a_kill_fail_visibly_and_summarise_as_pez_tune_se
     assert_eq!(std::fs::read_to_string(runs.join("s1/metrics.jsonl")).unwrap(), metrics);
 
     // The same seeds by `pez tune --seeds`: equal summaries but for where the runs are and how long they took.
-    let fxd = fx();
-    ok(pez()
-        .args([
-            "tune",
-            fxd.join("task.toml").to_str().unwrap(),
-            "--model",
-            fxd.join("gpt2").to_str().unwrap(),
-            "--train",
-            fxd.join("dev.tsv").to_str().unwrap(),
-        ])
-        .args([
-            "--steps",
-            "6",
-            "--batch-size",
-            "2",
-            "--eval-every",
-            "3",
-            "--holdout",
-            "4",
-            "--prompt-len",
-            "2",
-            "--dtype",
-            "f32",
-            "--seeds",
-            "3",
-            "--top",
-            "2",
-        ])
-        .args(["--out", tmp.path().join("seeds").to_str().unwrap()])
-        .output()
-        .unwrap());
+    let seeds = tmp.path().join("seeds");
+    let flags = [
+        "--batch-size",
+        "2",
+        "--eval-every",
+        "3",
+        "--prompt-len",
+        "2",
+        "--dtype",
+        "f32",
+        "--seeds",
+        "3",
+    ];
+    ok(tune_tiny(&seeds).args(flags).args(["--top", "2"]).output().unwrap());
     ok(pez()
         .args(["sweep", "summarize", f.to_str().unwrap()])
         .output()
@@ -262,27 +267,13 @@ fn cells_run_twice_resume_after_a_kill_fail_visibly_and_summarise_as_pez_tune_se
         strip(json(&runs.join("summary.json"))["groups"][0]["summary"].clone()),
         strip(grid["groups"][0]["summary"].clone())
     );
-    let e = err(pez()
-        .args([
-            "tune",
-            fxd.join("task.toml").to_str().unwrap(),
-            "--model",
-            fxd.join("gpt2").to_str().unwrap(),
-            "--train",
-            fxd.join("dev.tsv").to_str().unwrap(),
-        ])
-        .args([
-            "--steps",
-            "6",
-            "--holdout",
-            "4",
-            "--out",
-            runs.join("s1").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap());
+    let e = err(tune_tiny(&runs.join("s1")).output().unwrap());
     assert!(e.contains("already holds a run's prompt.json"), "{e}");
+}
 
+#[test]
+fn a_killed_cell_resumes_as_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
     // A cell killed after its first checkpoint resumes exactly: as the uninterrupted run of the same seed.
     let f2 = sweep_at(tmp.path(), "long.toml", "long", (1000, 3), "seed = [0, 1, 2, 3]", "");
     ok(pez()
@@ -346,7 +337,11 @@ fn cells_run_twice_resume_after_a_kill_fail_visibly_and_summarise_as_pez_tune_se
         metrics_without_time(&tmp.path().join("long/uninterrupted")),
         metrics_without_time(&dir)
     );
+}
 
+#[test]
+fn a_failed_cell_shows_as_failed_with_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
     // A failing cell leaves error.txt, and the summary shows it failed with the reason; the others stay missing.
     let f3 = sweep_at(
         tmp.path(),

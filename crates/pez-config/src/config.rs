@@ -68,7 +68,10 @@ impl TuneConfig {
         ];
         for (setting, v) in counts {
             if v == 0 {
-                return bad(setting, "--prompt-len, --batch-size, --eval-every and --eval-batch must be positive".into());
+                return bad(
+                    setting,
+                    "--prompt-len, --batch-size, --eval-every and --eval-batch must be positive".into(),
+                );
             }
         }
         if !(0.0..=1.0).contains(&self.fluency) {
@@ -86,7 +89,10 @@ impl TuneConfig {
             return bad("holdout_rule", why.into());
         }
         if self.shots.is_some() && self.epochs == 0 || self.shots.is_none() && self.steps == 0 {
-            return bad("steps", "nothing to run: --steps (or --epochs with --shots) is 0".into());
+            return bad(
+                "steps",
+                "nothing to run: --steps (or --epochs with --shots) is 0".into(),
+            );
         }
         Ok(())
     }

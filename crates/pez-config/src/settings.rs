@@ -143,11 +143,7 @@ impl TuneSettings {
             prompt_len: self.prompt_len.unwrap_or(10),
             steps: self.steps.unwrap_or(200),
             batch_size: self.batch_size.unwrap_or(16),
-            // The paper's 0.3 for Adafactor (text), 0.1 for AdamW (its image-inversion setting).
-            lr: self.lr.unwrap_or(match optimizer {
-                OptimizerKind::Adafactor => 0.3,
-                OptimizerKind::Adamw => 0.1,
-            }),
+            lr: self.lr.unwrap_or(default_lr(optimizer)),
             optimizer,
             weight_decay: self.weight_decay.unwrap_or(0.1),
             eval_every: self.eval_every.unwrap_or(25),
@@ -219,6 +215,15 @@ impl From<&TuneConfig> for TuneSettings {
     }
 }
 
+/// The learning rate an optimizer is used with unless one is given: the paper's 0.3 for Adafactor (text), 0.1 for
+/// AdamW (its image-inversion setting).
+pub fn default_lr(optimizer: OptimizerKind) -> f64 {
+    match optimizer {
+        OptimizerKind::Adafactor => 0.3,
+        OptimizerKind::Adamw => 0.1,
+    }
+}
+
 /// The default run directory: `runs/<task>-<method>-s<seed>`.
 fn default_out(task: &str, method: Method, seed: u64) -> PathBuf {
     PathBuf::from(format!("runs/{}-{method}-s{seed}", task.trim_end_matches(".toml")))
@@ -284,7 +289,12 @@ mod tests {
 
     #[test]
     fn a_configuration_as_settings_resolves_to_itself() {
-        let given = TuneSettings { task: Some("agnews".into()), steps: Some(7), shots: Some(2), ..Default::default() };
+        let given = TuneSettings {
+            task: Some("agnews".into()),
+            steps: Some(7),
+            shots: Some(2),
+            ..Default::default()
+        };
         let c = given.resolve(&Device::Cpu).unwrap();
         let again = TuneSettings::from(&c).resolve(&Device::Cpu).unwrap();
         assert_eq!(serde_json::to_value(&again).unwrap(), serde_json::to_value(&c).unwrap());
@@ -296,8 +306,16 @@ mod tests {
         assert!(err.contains("unknown field `stepz`"), "{err}");
         let s: TuneSettings = toml::from_str("steps = 3\nrandom_init = true\ntokens = \"words\"").unwrap();
         assert_eq!(s.given(), ["steps", "tokens", "random_init"]);
-        let over = TuneSettings { steps: Some(9), fluency: Some(0.1), ..Default::default() }.over(s.clone());
-        assert_eq!((over.steps, over.fluency, over.random_init), (Some(9), Some(0.1), Some(true)));
+        let over = TuneSettings {
+            steps: Some(9),
+            fluency: Some(0.1),
+            ..Default::default()
+        }
+        .over(s.clone());
+        assert_eq!(
+            (over.steps, over.fluency, over.random_init),
+            (Some(9), Some(0.1), Some(true))
+        );
         assert!(TuneSettings {
             fluency: Some(2.0),
             ..s

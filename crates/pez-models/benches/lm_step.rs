@@ -44,6 +44,12 @@ fn main() -> anyhow::Result<()> {
     let fwd_flops = 2.0 * weights as f64 * (b * s) as f64
         + 2.0 * 2.0 * (b * s * s) as f64 * d as f64 * layers as f64 / 2.0 // causal: half the score matrix
         + 2.0 * (b * info.vocab_size * d) as f64;
+    let header = format!(
+        "model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads",
+        info.arch,
+        dtype.resolve(),
+        rayon_threads()
+    );
 
     let var = Var::from_tensor(&x)?;
     let forward = || -> anyhow::Result<()> {
@@ -58,23 +64,13 @@ fn main() -> anyhow::Result<()> {
         g.get(var.as_tensor()).expect("input gradient");
         Ok(())
     };
-    let secs = |f: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<f64> {
-        let t = Instant::now();
-        f()?;
-        Ok(t.elapsed().as_secs_f64())
-    };
     if forward_only {
         let rss0 = peak_rss_mib();
         let times = (0..reps)
             .map(|_| secs(&forward))
             .collect::<anyhow::Result<Vec<f64>>>()?;
         let fwd = times.iter().sum::<f64>() / reps as f64;
-        println!(
-            "model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads",
-            info.arch,
-            dtype.resolve(),
-            rayon_threads()
-        );
+        println!("{header}");
         println!(
             "forward (inference)  {fwd:8.3} s   {:6.1} GFLOP/s   peak RSS {:.0} MiB (after loading {:.0} MiB)",
             fwd_flops / fwd / 1e9,
@@ -97,15 +93,9 @@ fn main() -> anyhow::Result<()> {
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (fwd, bwd) = (mean(&fwds), mean(&fbs));
     ratios.sort_by(f64::total_cmp);
+    println!("{header}");
     println!(
-        "model {model} ({}, {}), batch {b} x {s} tokens, {reps} reps, {} threads",
-        info.arch,
-        dtype.resolve(),
-        rayon_threads()
-    );
-    println!(
-        "forward                     {:8.3} s   {:6.1} GFLOP/s",
-        fwd,
+        "forward                     {fwd:8.3} s   {:6.1} GFLOP/s",
         fwd_flops / fwd / 1e9
     );
     // The input-only backward does about the forward's FLOPs again (no weight gradients).
@@ -159,6 +149,13 @@ impl Args {
         anyhow::ensure!(rest.is_empty(), "unexpected arguments: {rest:?}");
         Ok(args)
     }
+}
+
+/// Seconds `f` takes.
+fn secs(f: &dyn Fn() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64())
 }
 
 fn rayon_threads() -> usize {

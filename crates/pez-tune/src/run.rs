@@ -145,7 +145,12 @@ pub fn tune(cfg: Option<TuneConfig>, resume: Option<&Path>, device: &Device) -> 
 #[derive(Debug)]
 pub enum Report<'r> {
     /// Step `step` of `steps` is done, at `loss`, `elapsed_s` into the run (over every process that worked on it).
-    Step { step: usize, steps: usize, loss: f32, elapsed_s: f64 },
+    Step {
+        step: usize,
+        steps: usize,
+        loss: f32,
+        elapsed_s: f64,
+    },
     /// The holdout was scored (after the step the record names).
     Evaluated { record: &'r EvalRecord, steps: usize },
     /// The run can be resumed from this step.
@@ -163,7 +168,10 @@ pub fn tune_observed(
     let (cfg, ckpt) = match (cfg, resume) {
         (_, Some(dir)) => {
             let c = Checkpoint::read(dir)?;
-            let cfg = TuneConfig { out: dir.to_path_buf(), ..c.config.clone() };
+            let cfg = TuneConfig {
+                out: dir.to_path_buf(),
+                ..c.config.clone()
+            };
             (cfg, Some(c))
         }
         (Some(cfg), None) => (cfg, None),
@@ -176,7 +184,13 @@ pub fn tune_observed(
     while !run.done() {
         let r = run.step()?;
         let step = run.pez.state.step;
-        let mut stop = observe(Report::Step { step, steps, loss: r.loss, elapsed_s: run.elapsed() }).is_break();
+        let mut stop = observe(Report::Step {
+            step,
+            steps,
+            loss: r.loss,
+            elapsed_s: run.elapsed(),
+        })
+        .is_break();
         if run.due() {
             let record = run.evaluate()?;
             run.checkpoint()?;

@@ -28,7 +28,11 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { api_keys: vec![], public_metrics: true, allow_unauthenticated: false }
+        Self {
+            api_keys: vec![],
+            public_metrics: true,
+            allow_unauthenticated: false,
+        }
     }
 }
 
@@ -49,7 +53,10 @@ fn digest(key: &str) -> [u8; 32] {
 
 impl Keys {
     pub fn new(keys: &[String], public_metrics: bool) -> Self {
-        Self { digests: keys.iter().map(|k| digest(k)).collect(), public_metrics }
+        Self {
+            digests: keys.iter().map(|k| digest(k)).collect(),
+            public_metrics,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -90,10 +97,8 @@ pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) 
             next.run(req).await
         }
         Some(None) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
-        None => ApiError::unauthorized(
-            "You didn't provide an API key: send it as `Authorization: Bearer <key>`.",
-        )
-        .into_response(),
+        None => ApiError::unauthorized("You didn't provide an API key: send it as `Authorization: Bearer <key>`.")
+            .into_response(),
     }
 }
 
@@ -141,7 +146,9 @@ mod tests {
         assert_eq!(keys.owner(""), None);
         assert_eq!(refuse_open_host("127.0.0.1", &[], false), None);
         assert_eq!(refuse_open_host("::1", &[], false), None);
-        assert!(refuse_open_host("0.0.0.0", &[], false).unwrap().contains("--allow-unauthenticated"));
+        assert!(refuse_open_host("0.0.0.0", &[], false)
+            .unwrap()
+            .contains("--allow-unauthenticated"));
         assert_eq!(refuse_open_host("0.0.0.0", &[], true), None);
         assert_eq!(refuse_open_host("0.0.0.0", &["k".into()], false), None);
     }

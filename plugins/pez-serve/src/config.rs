@@ -349,7 +349,9 @@ impl ServeConfig {
         for m in &self.models {
             m.placement()?; // a device that is not here is refused before anything loads
         }
-        if let Some(why) = crate::auth::refuse_open_host(&self.host, &self.auth.api_keys, self.auth.allow_unauthenticated) {
+        if let Some(why) =
+            crate::auth::refuse_open_host(&self.host, &self.auth.api_keys, self.auth.allow_unauthenticated)
+        {
             bail!("{why}");
         }
         if self.tuning.max_running_jobs == 0 || self.tuning.max_file_bytes == 0 {
@@ -383,8 +385,12 @@ impl ServeConfig {
     /// The state directory: the configured one, else `$XDG_STATE_HOME/pez-serve` (`~/.local/state/pez-serve`).
     pub fn state_dir(&self) -> PathBuf {
         self.state_dir.clone().unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-            let state = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local/state"));
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            let state = std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".local/state"));
             state.join("pez-serve")
         })
     }

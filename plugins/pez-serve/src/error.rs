@@ -54,12 +54,19 @@ impl ApiError {
         let shown: String = id.chars().take(100).collect();
         Self {
             param: Some(param.into()),
-            ..Self::new(StatusCode::NOT_FOUND, format!("no {kind} `{shown}`"), "invalid_request_error")
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                format!("no {kind} `{shown}`"),
+                "invalid_request_error",
+            )
         }
     }
     /// A 401: no API key, or not a valid one.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self { code: Some("invalid_api_key"), ..Self::new(StatusCode::UNAUTHORIZED, message, "invalid_request_error") }
+        Self {
+            code: Some("invalid_api_key"),
+            ..Self::new(StatusCode::UNAUTHORIZED, message, "invalid_request_error")
+        }
     }
     /// A 429 for work the server has no room for now.
     pub fn busy(message: impl Into<String>) -> Self {

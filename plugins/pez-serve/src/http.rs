@@ -25,10 +25,21 @@ pub type AppSlot = Arc<OnceLock<Router>>;
 
 fn loading(path: &str) -> Response {
     if path == "/health" {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "loading", problems: vec![] })).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "loading",
+                problems: vec![],
+            }),
+        )
+            .into_response();
     }
     if path == "/health/live" {
-        return Json(Health { status: "ok", problems: vec![] }).into_response();
+        return Json(Health {
+            status: "ok",
+            problems: vec![],
+        })
+        .into_response();
     }
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

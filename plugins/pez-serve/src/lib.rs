@@ -72,7 +72,11 @@ pub fn router(state: AppState) -> Router {
         .merge(limited)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route", "invalid_request_error") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method", "invalid_request_error")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method",
+                "invalid_request_error",
+            )
         })
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(from_fn_with_state(state.clone(), auth::authorize))

@@ -43,10 +43,17 @@ async fn run(a: Args) -> Result<()> {
 
     // Listen at once: /health answers 503 ("loading") until everything below is ready.
     let addr = format!("{}:{}", cfg.host, cfg.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     tracing::info!("pez-serve listening on http://{addr} (loading)");
     let slot: http::AppSlot = Arc::new(OnceLock::new());
-    let server = tokio::spawn(http::serve(listener, slot.clone(), cfg.limits.clone(), http::shutdown_signal()));
+    let server = tokio::spawn(http::serve(
+        listener,
+        slot.clone(),
+        cfg.limits.clone(),
+        http::shutdown_signal(),
+    ));
 
     let metrics = Arc::new(Metrics::default());
     tracing::info!("loading {} classifier(s)", cfg.classifiers.len());
@@ -89,10 +96,17 @@ fn check_config(cfg: &ServeConfig) -> Result<()> {
     for c in &cfg.classifiers {
         let name = config::classifier_name(c);
         let p = pez_config::PromptArtifact::read(&c.prompt).with_context(|| format!("classifier `{name}`"))?;
-        println!("classifier {name} on {}: {:?}", c.base.as_deref().unwrap_or(&cfg.models[0].name), p.prompt);
+        println!(
+            "classifier {name} on {}: {:?}",
+            c.base.as_deref().unwrap_or(&cfg.models[0].name),
+            p.prompt
+        );
     }
     let models: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();
     let n = cfg.classifiers.len();
-    println!("config ok: base model(s) {models:?}, {n} classifier(s), http://{}:{}", cfg.host, cfg.port);
+    println!(
+        "config ok: base model(s) {models:?}, {n} classifier(s), http://{}:{}",
+        cfg.host, cfg.port
+    );
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! returns. A classifier's answer and mistral.rs's (see `engine::compat`) are built as these.
 
 use pez_classify::api::{LabelScores, Usage};
-use std::collections::BTreeMap;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// `chat.completion`.
 #[derive(Debug, Clone, Serialize)]
@@ -84,7 +84,11 @@ pub struct TopLogprob {
 
 impl TopLogprob {
     pub fn new(token: &str, logprob: f64) -> Self {
-        Self { token: token.to_string(), logprob, bytes: token.as_bytes().to_vec() }
+        Self {
+            token: token.to_string(),
+            logprob,
+            bytes: token.as_bytes().to_vec(),
+        }
     }
 }
 
@@ -165,13 +169,25 @@ pub struct List<T> {
 
 impl<T> List<T> {
     pub fn of(data: Vec<T>) -> Self {
-        Self { object: "list", data, has_more: None, first_id: None, last_id: None }
+        Self {
+            object: "list",
+            data,
+            has_more: None,
+            first_id: None,
+            last_id: None,
+        }
     }
 
     /// A cursor page: `data` (at most the page's limit), and whether more follow.
     pub fn page(data: Vec<T>, has_more: bool, id: impl Fn(&T) -> String) -> Self {
         let (first_id, last_id) = (data.first().map(&id), data.last().map(&id));
-        Self { object: "list", data, has_more: Some(has_more), first_id, last_id }
+        Self {
+            object: "list",
+            data,
+            has_more: Some(has_more),
+            first_id,
+            last_id,
+        }
     }
 }
 

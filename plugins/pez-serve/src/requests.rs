@@ -100,7 +100,8 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             None => ApiError::invalid(&path, format!("`{path}`: {message}")),
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     Ok(t)
 }
 
@@ -126,7 +127,10 @@ mod tests {
         assert!(e.message().contains("JSON object"), "{}", e.message());
         let e = parse::<ChatRequest>(br#"{"model": "m", "messages": []} x"#).unwrap_err();
         assert!(e.message().contains("invalid JSON"), "{}", e.message());
-        let r = parse::<ChatRequest>(br#"{"model": "m", "messages": [{"role": "user", "content": "hi", "name": "a"}], "temperature": 0.5}"#).unwrap();
+        let r = parse::<ChatRequest>(
+            br#"{"model": "m", "messages": [{"role": "user", "content": "hi", "name": "a"}], "temperature": 0.5}"#,
+        )
+        .unwrap();
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi", "name": "a"}], "temperature": 0.5})

@@ -63,12 +63,18 @@ impl AppState {
 
     /// With API keys: every route but the health ones (and public metrics) needs one.
     pub fn with_keys(self, keys: Keys) -> Self {
-        Self { keys: Arc::new(keys), ..self }
+        Self {
+            keys: Arc::new(keys),
+            ..self
+        }
     }
 
     /// With files and fine-tuning jobs.
     pub fn with_tuning(self, tuning: Arc<Tuning>) -> Self {
-        Self { tuning: Some(tuning), ..self }
+        Self {
+            tuning: Some(tuning),
+            ..self
+        }
     }
 
     /// A fresh id such as `chatcmpl-...`.

@@ -42,19 +42,28 @@ pub fn content_text(content: Option<&Content>, limits: &Limits, at: &str) -> Res
         Some(Content::Text(s)) => return Ok(s.clone()),
         Some(Content::Parts(parts)) => parts,
         None => {
-            return Err(ApiError::invalid(at, format!("`{at}` is missing or null: give a string or text parts")))
+            return Err(ApiError::invalid(
+                at,
+                format!("`{at}` is missing or null: give a string or text parts"),
+            ))
         }
     };
     if parts.len() > limits.max_content_parts {
         let n = parts.len();
-        return Err(ApiError::invalid(at, format!("`{at}` has {n} content parts; at most {}", limits.max_content_parts)));
+        return Err(ApiError::invalid(
+            at,
+            format!("`{at}` has {n} content parts; at most {}", limits.max_content_parts),
+        ));
     }
     let mut text = String::new();
     for (i, p) in parts.iter().enumerate() {
         match (p.kind.as_deref(), &p.text) {
             (Some("text"), Some(t)) => text.push_str(t),
             (Some("text"), None) => {
-                return Err(ApiError::invalid(at, format!("`{at}[{i}]` is a text part without a string `text`")))
+                return Err(ApiError::invalid(
+                    at,
+                    format!("`{at}[{i}]` is a text part without a string `text`"),
+                ))
             }
             (Some(kind), _) => {
                 let why = "this model reads text only (nothing named in a request is fetched)";
@@ -72,7 +81,10 @@ fn messages<'v>(msgs: &'v [ChatMessage], limits: &Limits) -> Result<&'v [ChatMes
     }
     if msgs.len() > limits.max_messages {
         let n = msgs.len();
-        return Err(ApiError::invalid("messages", format!("`messages` has {n} messages; at most {}", limits.max_messages)));
+        return Err(ApiError::invalid(
+            "messages",
+            format!("`messages` has {n} messages; at most {}", limits.max_messages),
+        ));
     }
     Ok(msgs)
 }
@@ -88,7 +100,10 @@ pub fn last_user_text(r: &ChatRequest, limits: &Limits) -> Result<String, ApiErr
         .ok_or_else(|| ApiError::invalid("messages", "no user message to classify"))?;
     let text = content_text(m.content.as_ref(), limits, &format!("messages[{i}].content"))?;
     if text.trim().is_empty() {
-        return Err(ApiError::invalid("messages", "the user message is empty: there is nothing to classify"));
+        return Err(ApiError::invalid(
+            "messages",
+            "the user message is empty: there is nothing to classify",
+        ));
     }
     Ok(text)
 }
@@ -173,15 +188,26 @@ pub fn chat_request(r: &mut ChatRequest, limits: &Limits) -> Result<(), ApiError
             Some("system" | "user" | "assistant" | "developer") => {}
             Some(r) => {
                 let why = "is not supported (system, user, assistant, developer)";
-                return Err(ApiError::invalid("messages", format!("`messages[{i}].role` {r:?} {why}")));
+                return Err(ApiError::invalid(
+                    "messages",
+                    format!("`messages[{i}].role` {r:?} {why}"),
+                ));
             }
-            None => return Err(ApiError::invalid("messages", format!("`messages[{i}]` has no string `role`"))),
+            None => {
+                return Err(ApiError::invalid(
+                    "messages",
+                    format!("`messages[{i}]` has no string `role`"),
+                ))
+            }
         }
         let text = content_text(m.content.as_ref(), limits, &format!("messages[{i}].content"))?;
         m.content = Some(Content::Text(text));
     }
     if r.top_logprobs.is_some_and(|k| k > 20) {
-        return Err(ApiError::invalid("top_logprobs", "`top_logprobs` must be a whole number from 0 to 20"));
+        return Err(ApiError::invalid(
+            "top_logprobs",
+            "`top_logprobs` must be a whole number from 0 to 20",
+        ));
     }
     sampling(&mut r.rest, limits)
 }

@@ -134,7 +134,15 @@ impl<'a> Worker<'a> {
         bounds: Bounds,
         metrics: &'a Metrics,
     ) -> Result<Self> {
-        let mut w = Self { lm, base: base.to_string(), bounds, metrics, built: vec![], adhoc: vec![], active: vec![] };
+        let mut w = Self {
+            lm,
+            base: base.to_string(),
+            bounds,
+            metrics,
+            built: vec![],
+            adhoc: vec![],
+            active: vec![],
+        };
         for (name, prompt) in entries {
             w.add(name, prompt)?;
         }
@@ -212,11 +220,22 @@ impl<'a> Worker<'a> {
         match m {
             Message::Score(j) => self.admit(j),
             Message::Add { name, prompt, reply } => {
-                let _ = reply.send(self.add(&name, &prompt).map_err(|e| ClassifyError::Internal(format!("{e:#}"))));
+                let _ = reply.send(
+                    self.add(&name, &prompt)
+                        .map_err(|e| ClassifyError::Internal(format!("{e:#}"))),
+                );
             }
-            Message::Check { format, prompt_len, reply } => {
+            Message::Check {
+                format,
+                prompt_len,
+                reply,
+            } => {
                 let built = pez_classify::Classifier::new(self.lm, &format, prompt_len);
-                let _ = reply.send(built.map(|_| ()).map_err(|e| ClassifyError::BadRequest(format!("{e:#}"))));
+                let _ = reply.send(
+                    built
+                        .map(|_| ())
+                        .map_err(|e| ClassifyError::BadRequest(format!("{e:#}"))),
+                );
             }
         }
     }

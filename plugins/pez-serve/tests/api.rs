@@ -253,7 +253,7 @@ async fn openai_shapes() {
 }
 
 #[tokio::test]
-async fn errors_in_openai_shape() {
+async fn classify_errors_in_openai_shape() {
     let s = server(64);
     let cases: &[(&str, &str, StatusCode, &str)] = &[
         (
@@ -322,6 +322,14 @@ async fn errors_in_openai_shape() {
             StatusCode::BAD_REQUEST,
             "two verbalizers",
         ),
+    ];
+    expect_errors(&s, cases).await;
+}
+
+#[tokio::test]
+async fn chat_and_completion_errors_in_openai_shape() {
+    let s = server(64);
+    let cases: &[(&str, &str, StatusCode, &str)] = &[
         (
             "/v1/chat/completions",
             r#"{"model": "tiny-pez"}"#,
@@ -360,6 +368,11 @@ async fn errors_in_openai_shape() {
         ),
         ("/v1/nothing", r#"{}"#, StatusCode::NOT_FOUND, "no such route"),
     ];
+    expect_errors(&s, cases).await;
+}
+
+/// Each POST `(path, body)` answers `want` with an OpenAI error whose message says `msg`.
+async fn expect_errors(s: &Server, cases: &[(&str, &str, StatusCode, &str)]) {
     for (path, body, want, msg) in cases {
         let (st, v, _) = call(&s.app, "POST", path, body).await;
         assert_eq!(st, *want, "{path} {body}: {v}");
@@ -587,7 +600,7 @@ fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::Receiver<T>) 
 
 /// `stream: true` on a classifier: one chunk with the label, then [DONE]; `x-request-id` echoed; /metrics counts.
 #[tokio::test]
-async fn streaming_request_ids_and_metrics() {
+async fn streaming_and_request_ids() {
     let s = server(64);
     let chat = json!({"model": "tiny-pez", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "the film is great"}]});
     let req = Request::builder()
@@ -649,6 +662,24 @@ async fn streaming_request_ids_and_metrics() {
     )
     .await;
     assert!(headers["x-request-id"].to_str().unwrap().starts_with("req-"));
+}
+
+/// Metrics count requests by route pattern (never the raw path), served model ("-" for a name that is none) and
+/// status.
+#[tokio::test]
+async fn metrics_label_routes_and_served_models() {
+    let s = server(64);
+    let chat = json!({"model": "tiny-pez", "messages": [{"role": "user", "content": "the film is great"}]});
+    let (st, _, _) = call(&s.app, "POST", "/v1/chat/completions", &chat.to_string()).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, _) = call(
+        &s.app,
+        "POST",
+        "/v1/classify",
+        r#"{"model": "tiny-pez", "input": "the film is great"}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
 
     let _ = call(
         &s.app,
@@ -738,11 +769,7 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
     );
 
     // Abandoned: the future is dropped after 20 ms; the worker drops the rest.
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_millis(20),
-        pool.classify(&c, many.clone()),
-    )
-    .await;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(20), pool.classify(&c, many.clone())).await;
     let t0 = std::time::Instant::now();
     let cancelled = loop {
         let text = s.state.metrics.render();
@@ -759,13 +786,7 @@ async fn short_requests_interleave_and_abandoned_work_stops() {
     };
     assert!(cancelled > 0 && cancelled <= 3000, "{cancelled} texts dropped");
     // The worker is still there.
-    assert_eq!(
-        pool.classify(&c, vec!["a bad movie".into()])
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(pool.classify(&c, vec!["a bad movie".into()]).await.unwrap().len(), 1);
     assert!(pool.dead_workers().is_empty());
 }
 
@@ -844,7 +865,7 @@ fn generation_requests_are_checked_before_mistral_rs() {
         (v["max_tokens"].as_u64(), v["seed"].as_u64()),
         (Some(l.max_tokens as u64), Some(7))
     );
-    let v = serde_json::to_value(&chat(json!({"messages": user, "max_completion_tokens": 8})).unwrap()).unwrap();
+    let v = serde_json::to_value(chat(json!({"messages": user, "max_completion_tokens": 8})).unwrap()).unwrap();
     assert_eq!(
         (v["max_tokens"].as_u64(), v.get("max_completion_tokens")),
         (Some(8), None)
@@ -858,7 +879,7 @@ fn generation_requests_are_checked_before_mistral_rs() {
     ] {
         assert!(completion(v.clone()).is_err(), "{v}");
     }
-    let v = serde_json::to_value(&completion(json!({"prompt": "Once upon a time", "max_tokens": 16})).unwrap()).unwrap();
+    let v = serde_json::to_value(completion(json!({"prompt": "Once upon a time", "max_tokens": 16})).unwrap()).unwrap();
     assert_eq!(v["max_tokens"], 16);
 }
 
@@ -874,13 +895,26 @@ fn engine_answers_in_openai_shape() {
         logprob: lp,
         bytes: Some(t.as_bytes().to_vec()),
         top_logprobs: vec![
-            TopLogprob { token: 19556, logprob: lp, bytes: Some(t.into()) },
-            TopLogprob { token: 26843, logprob: lp - 1.0, bytes: Some(alt.into()) },
+            TopLogprob {
+                token: 19556,
+                logprob: lp,
+                bytes: Some(t.into()),
+            },
+            TopLogprob {
+                token: 26843,
+                logprob: lp - 1.0,
+                bytes: Some(alt.into()),
+            },
         ],
     };
     let chunk = |text: &str, e: ResponseLogprob| CompletionChunkResponse {
         id: "c".into(),
-        choices: vec![CompletionChunkChoice { text: text.into(), index: 0, logprobs: Some(e), finish_reason: None }],
+        choices: vec![CompletionChunkChoice {
+            text: text.into(),
+            index: 0,
+            logprobs: Some(e),
+            finish_reason: None,
+        }],
         created: 1,
         model: "/models/smollm2.gguf".into(),
         system_fingerprint: "local".into(),
@@ -890,7 +924,10 @@ fn engine_answers_in_openai_shape() {
     let first = compat::completion_chunk(chunk(" an", entry(" an", -1.5, " a")), "smol", &mut offsets);
     let second = compat::completion_chunk(chunk(" épée", entry(" épée", -2.0, " x")), "smol", &mut offsets);
     let third = compat::completion_chunk(chunk("!", entry("!", -0.5, "?")), "smol", &mut offsets);
-    let v: Vec<Value> = [first, second, third].iter().map(|c| serde_json::to_value(c).unwrap()).collect();
+    let v: Vec<Value> = [first, second, third]
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
     assert_eq!(v[0]["model"], "smol");
     assert_eq!(
         v[0]["choices"][0]["logprobs"],
@@ -911,7 +948,12 @@ fn engine_answers_in_openai_shape() {
             choices: vec![mistralrs_core::ChunkChoice {
                 finish_reason: Some("stop".into()),
                 index: 0,
-                delta: mistralrs_core::Delta { content: Some(" Hi".into()), role: "assistant".into(), tool_calls: None, reasoning_content: None },
+                delta: mistralrs_core::Delta {
+                    content: Some(" Hi".into()),
+                    role: "assistant".into(),
+                    tool_calls: None,
+                    reasoning_content: None,
+                },
                 logprobs: Some(entry(" Hi", -0.26, "Hello")),
             }],
             created: 1,
@@ -924,7 +966,13 @@ fn engine_answers_in_openai_shape() {
     );
     let v = serde_json::to_value(&chat).unwrap();
     let top = &v["choices"][0]["logprobs"]["content"][0]["top_logprobs"];
-    assert_eq!(top[0], json!({"token": " Hi", "logprob": -0.25999999046325684, "bytes": [32, 72, 105]}));
-    assert_eq!((top[1]["token"].as_str(), &top[1]["bytes"]), (Some("Hello"), &json!([72, 101, 108, 108, 111])));
+    assert_eq!(
+        top[0],
+        json!({"token": " Hi", "logprob": -0.25999999046325684, "bytes": [32, 72, 105]})
+    );
+    assert_eq!(
+        (top[1]["token"].as_str(), &top[1]["bytes"]),
+        (Some("Hello"), &json!([72, 101, 108, 108, 111]))
+    );
     assert_eq!(v["model"], "smol");
 }

@@ -48,7 +48,11 @@ pub fn error(r: Response) -> ApiError {
 }
 
 fn usage(u: &mistralrs_core::Usage) -> Usage {
-    Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
+    Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
 }
 
 /// Item 2.
@@ -76,7 +80,9 @@ pub fn chat(r: mistralrs_core::ChatCompletionResponse, model: &str) -> ChatCompl
             reasoning_content: c.message.reasoning_content,
         },
         finish_reason: c.finish_reason,
-        logprobs: c.logprobs.and_then(|l| l.content).map(|c| ChatLogprobs { content: c.iter().map(token_logprob).collect() }),
+        logprobs: c.logprobs.and_then(|l| l.content).map(|c| ChatLogprobs {
+            content: c.iter().map(token_logprob).collect(),
+        }),
     });
     ChatCompletion {
         id: r.id,
@@ -99,7 +105,9 @@ pub fn chat_chunk(r: mistralrs_core::ChatCompletionChunkResponse, model: &str) -
             tool_calls: c.delta.tool_calls,
             reasoning_content: c.delta.reasoning_content,
         },
-        logprobs: c.logprobs.map(|e| ChatLogprobs { content: vec![token_logprob(&e)] }),
+        logprobs: c.logprobs.map(|e| ChatLogprobs {
+            content: vec![token_logprob(&e)],
+        }),
         finish_reason: c.finish_reason,
     });
     ChatCompletionChunk {
@@ -121,7 +129,9 @@ pub fn completion_logprobs(entries: &[ResponseLogprob], offset: &mut usize) -> C
         *offset += e.token.chars().count();
         l.tokens.push(e.token.clone());
         l.token_logprobs.push(e.logprob as f64);
-        l.top_logprobs.push(LabelScores(e.top_logprobs.iter().map(|t| (top(t).token, t.logprob)).collect()));
+        l.top_logprobs.push(LabelScores(
+            e.top_logprobs.iter().map(|t| (top(t).token, t.logprob)).collect(),
+        ));
     }
     l
 }
@@ -130,7 +140,10 @@ pub fn completion_logprobs(entries: &[ResponseLogprob], offset: &mut usize) -> C
 pub fn completion(r: mistralrs_core::CompletionResponse, model: &str) -> Completion {
     let choices = r.choices.into_iter().map(|c| CompletionChoice {
         index: c.index,
-        logprobs: c.logprobs.and_then(|l| l.content).map(|e| completion_logprobs(&e, &mut 0)),
+        logprobs: c
+            .logprobs
+            .and_then(|l| l.content)
+            .map(|e| completion_logprobs(&e, &mut 0)),
         text: c.text,
         finish_reason: Some(c.finish_reason),
     });
@@ -146,13 +159,24 @@ pub fn completion(r: mistralrs_core::CompletionResponse, model: &str) -> Complet
 }
 
 /// Items 3 and 5: one chunk of a completion stream; `offsets[i]`: choice `i`'s characters so far.
-pub fn completion_chunk(r: mistralrs_core::CompletionChunkResponse, model: &str, offsets: &mut Vec<usize>) -> Completion {
+pub fn completion_chunk(
+    r: mistralrs_core::CompletionChunkResponse,
+    model: &str,
+    offsets: &mut Vec<usize>,
+) -> Completion {
     let choices = r.choices.into_iter().map(|c| {
         if offsets.len() <= c.index {
             offsets.resize(c.index + 1, 0);
         }
-        let logprobs = c.logprobs.map(|e| completion_logprobs(std::slice::from_ref(&e), &mut offsets[c.index]));
-        CompletionChoice { index: c.index, text: c.text, logprobs, finish_reason: c.finish_reason }
+        let logprobs = c
+            .logprobs
+            .map(|e| completion_logprobs(std::slice::from_ref(&e), &mut offsets[c.index]));
+        CompletionChoice {
+            index: c.index,
+            text: c.text,
+            logprobs,
+            finish_reason: c.finish_reason,
+        }
     });
     Completion {
         id: r.id,

@@ -163,7 +163,10 @@ pub async fn completion(engine: SharedMistralRsState, r: CompletionRequest) -> R
             Some(match rx.recv().await? {
                 Response::CompletionChunk(c) => {
                     let last = c.choices.iter().all(|ch| ch.finish_reason.is_some());
-                    (event(&compat::completion_chunk(c, &model, &mut offsets)), (rx, offsets, last))
+                    (
+                        event(&compat::completion_chunk(c, &model, &mut offsets)),
+                        (rx, offsets, last),
+                    )
                 }
                 other => (event(&compat::error(other).body()), (rx, offsets, true)),
             })

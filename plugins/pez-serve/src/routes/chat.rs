@@ -5,7 +5,9 @@ use super::{event, ranked, sse, usage, within_memory_budget};
 use crate::engine;
 use crate::error::ApiError;
 use crate::middleware::served;
-use crate::openai::{ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobs, ChunkChoice, Message, TokenLogprob, TopLogprob};
+use crate::openai::{
+    ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobs, ChunkChoice, Message, TokenLogprob, TopLogprob,
+};
 use crate::requests::{parse, ChatRequest};
 use crate::state::{now, AppState, Target};
 use crate::validate;
@@ -34,19 +36,14 @@ async fn classify(s: &AppState, c: &ClassifierInfo, r: ChatRequest) -> Result<Re
     let label = &c.labels[x.label];
     let logprobs = (r.logprobs == Some(true)).then(|| {
         let k = r.top_logprobs.map_or(c.labels.len(), |k| k as usize);
-        let top = ranked(&c.labels, &x.logprobs, k).into_iter().map(|(t, lp)| TopLogprob::new(&t, lp as f64));
-        let entry = TopLogprob::new(label, x.logprobs[x.label] as f64);
-        ChatLogprobs {
-            content: vec![TokenLogprob {
-                token: entry.token,
-                logprob: entry.logprob,
-                bytes: entry.bytes,
-                top_logprobs: top.collect(),
-            }],
-        }
+        label_logprobs(label, x.logprobs[x.label], ranked(&c.labels, &x.logprobs, k))
     });
     let (id, created, model) = (s.id("chatcmpl"), now(), c.name.clone());
-    let answer = Message { role: "assistant".into(), content: Some(label.clone()), ..Default::default() };
+    let answer = Message {
+        role: "assistant".into(),
+        content: Some(label.clone()),
+        ..Default::default()
+    };
     let resp = if r.stream == Some(true) {
         // One chunk with the whole label, then [DONE] (and a usage chunk first if asked for).
         let chunk = |choices, usage| ChatCompletionChunk {
@@ -58,14 +55,24 @@ async fn classify(s: &AppState, c: &ClassifierInfo, r: ChatRequest) -> Result<Re
             usage,
             system_fingerprint: None,
         };
-        let choice = ChunkChoice { index: 0, delta: answer, logprobs, finish_reason: Some("stop".into()) };
+        let choice = ChunkChoice {
+            index: 0,
+            delta: answer,
+            logprobs,
+            finish_reason: Some("stop".into()),
+        };
         let mut events = vec![event(&chunk(vec![choice], None))];
         if r.stream_options.is_some_and(|o| o.include_usage) {
             events.push(event(&chunk(vec![], Some(usage(&scored, 1)))));
         }
         sse(futures_util::stream::iter(events))
     } else {
-        let choice = ChatChoice { index: 0, message: answer, finish_reason: "stop".into(), logprobs };
+        let choice = ChatChoice {
+            index: 0,
+            message: answer,
+            finish_reason: "stop".into(),
+            logprobs,
+        };
         let whole = ChatCompletion {
             id,
             object: "chat.completion",
@@ -78,4 +85,18 @@ async fn classify(s: &AppState, c: &ClassifierInfo, r: ChatRequest) -> Result<Re
         Json(whole).into_response()
     };
     Ok(served(resp, model))
+}
+
+/// The label as the one "token" answered, with the labels ranked as its alternatives.
+fn label_logprobs(label: &str, logprob: f32, top: Vec<(String, f32)>) -> ChatLogprobs {
+    let top_logprobs = top.into_iter().map(|(t, lp)| TopLogprob::new(&t, lp as f64)).collect();
+    let entry = TopLogprob::new(label, logprob as f64);
+    ChatLogprobs {
+        content: vec![TokenLogprob {
+            token: entry.token,
+            logprob: entry.logprob,
+            bytes: entry.bytes,
+            top_logprobs,
+        }],
+    }
 }

@@ -24,7 +24,11 @@ pub async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response
                 .ad_hoc()
                 .map_err(|m| ApiError::bad_request(format!("`{}` is a base model: {m}", base.name)))?;
             let labels = format.label_names.clone();
-            let adhoc = AdHoc { prompt, format, calibration: req.calibration.unwrap_or_default() };
+            let adhoc = AdHoc {
+                prompt,
+                format,
+                calibration: req.calibration.unwrap_or_default(),
+            };
             (labels, s.pool.classify_ad_hoc(&base.name, adhoc, texts).await?)
         }
     };
@@ -45,6 +49,11 @@ pub async fn classify(State(s): State<AppState>, body: Bytes) -> Result<Response
         })
         .collect();
     let model = target.name().to_string();
-    let response = ClassifyResponse { object: "list".into(), model: model.clone(), data, usage: usage(&scored, 0) };
+    let response = ClassifyResponse {
+        object: "list".into(),
+        model: model.clone(),
+        data,
+        usage: usage(&scored, 0),
+    };
     Ok(served(Json(response).into_response(), model))
 }

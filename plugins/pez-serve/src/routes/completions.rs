@@ -43,7 +43,12 @@ async fn classify(s: &AppState, c: &ClassifierInfo, r: CompletionRequest) -> Res
                 top_logprobs: vec![LabelScores(ranked(&c.labels, &x.logprobs, k))],
                 text_offset: vec![0],
             });
-            CompletionChoice { index, text: label.clone(), logprobs, finish_reason: Some("stop".into()) }
+            CompletionChoice {
+                index,
+                text: label.clone(),
+                logprobs,
+                finish_reason: Some("stop".into()),
+            }
         })
         .collect();
     let (id, created, model) = (s.id("cmpl"), now(), c.name.clone());
@@ -57,7 +62,10 @@ async fn classify(s: &AppState, c: &ClassifierInfo, r: CompletionRequest) -> Res
         system_fingerprint: None,
     };
     let resp = if r.stream == Some(true) {
-        let events: Vec<_> = choices.into_iter().map(|ch| event(&completion(vec![ch], None))).collect();
+        let events: Vec<_> = choices
+            .into_iter()
+            .map(|ch| event(&completion(vec![ch], None)))
+            .collect();
         sse(futures_util::stream::iter(events))
     } else {
         Json(completion(choices, Some(usage(&scored, scored.len())))).into_response()

@@ -30,7 +30,13 @@ fn object(f: &FileRow) -> FileObject {
 }
 
 pub fn tuning(s: &AppState) -> Result<&Arc<Tuning>, ApiError> {
-    s.tuning.as_ref().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "tuning is off on this server", "invalid_request_error"))
+    s.tuning.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "tuning is off on this server",
+            "invalid_request_error",
+        )
+    })
 }
 
 /// A file name without a path: no separators, not `.` or `..`, printable, at most 255 bytes.
@@ -42,7 +48,10 @@ fn plain_name(name: &str) -> Result<(), ApiError> {
         || name == ".."
         || name.chars().any(char::is_control);
     match bad {
-        true => Err(ApiError::invalid("file", format!("the file name {name:?} must be a plain name, without a path"))),
+        true => Err(ApiError::invalid(
+            "file",
+            format!("the file name {name:?} must be a plain name, without a path"),
+        )),
         false => Ok(()),
     }
 }
@@ -50,7 +59,14 @@ fn plain_name(name: &str) -> Result<(), ApiError> {
 /// The upload's `purpose` and `file` parts; the file at most `max` bytes.
 async fn parts(mut mp: Multipart, max: u64) -> Result<(String, String, Vec<u8>), ApiError> {
     let (mut purpose, mut file) = (None, None);
-    let bad_form = |e: axum::extract::multipart::MultipartError| ApiError::bad_request(format!("the form: {e}"));
+    // A body past the route's limit is the form's error too: a 413.
+    let bad_form = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(
+            e.status(),
+            format!("the form: {}", e.body_text()),
+            "invalid_request_error",
+        )
+    };
     while let Some(mut field) = mp.next_field().await.map_err(bad_form)? {
         match field.name() {
             Some("purpose") => purpose = Some(field.text().await.map_err(bad_form)?),
@@ -61,7 +77,11 @@ async fn parts(mut mp: Multipart, max: u64) -> Result<(String, String, Vec<u8>),
                     bytes.extend_from_slice(&chunk);
                     if bytes.len() as u64 > max {
                         let msg = format!("the file is larger than this server's limit of {max} bytes");
-                        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, msg, "invalid_request_error"));
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            msg,
+                            "invalid_request_error",
+                        ));
                     }
                 }
                 file = Some((name, bytes));
@@ -74,22 +94,40 @@ async fn parts(mut mp: Multipart, max: u64) -> Result<(String, String, Vec<u8>),
     Ok((purpose, name, bytes))
 }
 
-pub async fn upload(State(s): State<AppState>, Extension(owner): Extension<Owner>, mp: Multipart) -> Result<Json<FileObject>, ApiError> {
+pub async fn upload(
+    State(s): State<AppState>,
+    Extension(owner): Extension<Owner>,
+    mp: Multipart,
+) -> Result<Json<FileObject>, ApiError> {
     let t = tuning(&s)?;
     let (purpose, filename, bytes) = parts(mp, t.cfg.max_file_bytes).await?;
     if purpose != "fine-tune" {
-        return Err(ApiError::invalid("purpose", format!("`purpose` {purpose:?}: this server keeps `fine-tune` files only")));
+        return Err(ApiError::invalid(
+            "purpose",
+            format!("`purpose` {purpose:?}: this server keeps `fine-tune` files only"),
+        ));
     }
     plain_name(&filename)?;
     if bytes.is_empty() {
         return Err(ApiError::invalid("file", "the file is empty"));
     }
-    let n = dataset::parse(&bytes).map_err(|e| ApiError::invalid("file", format!("{filename}: {e}")))?.len();
-    let row = FileRow { id: new_id("file"), owner: owner.0, filename, purpose, bytes: bytes.len() as u64, created_at: now() };
+    let n = dataset::parse(&bytes)
+        .map_err(|e| ApiError::invalid("file", format!("{filename}: {e}")))?
+        .len();
+    let row = FileRow {
+        id: new_id("file"),
+        owner: owner.0,
+        filename,
+        purpose,
+        bytes: bytes.len() as u64,
+        created_at: now(),
+    };
     let path = file_path(&t.dir, &row.id);
     let tmp = path.with_extension("tmp");
     std::fs::create_dir_all(t.dir.join("files")).map_err(internal)?;
-    std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path)).map_err(internal)?;
+    std::fs::write(&tmp, &bytes)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(internal)?;
     if let Err(e) = t.store.insert_file(&row) {
         let _ = std::fs::remove_file(&path);
         return Err(internal(e));
@@ -98,32 +136,59 @@ pub async fn upload(State(s): State<AppState>, Extension(owner): Extension<Owner
     Ok(Json(object(&row)))
 }
 
-pub async fn list(State(s): State<AppState>, Extension(owner): Extension<Owner>, Query(q): Query<ListQuery>) -> Result<Json<List<FileObject>>, ApiError> {
+pub async fn list(
+    State(s): State<AppState>,
+    Extension(owner): Extension<Owner>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<List<FileObject>>, ApiError> {
     let t = tuning(&s)?;
     let cursor = q.cursor(10_000)?;
-    let page = t.store.files(&owner.0, q.purpose.as_deref(), cursor).map_err(internal)?;
+    let page = t
+        .store
+        .files(&owner.0, q.purpose.as_deref(), cursor)
+        .map_err(internal)?;
     Ok(Json(page_of(page, object, |f| f.id.clone())))
 }
 
 fn owned(s: &AppState, owner: &Owner, id: &str) -> Result<FileRow, ApiError> {
-    tuning(s)?.store.file(&owner.0, id).map_err(internal)?.ok_or_else(|| ApiError::not_found("file", id, "file_id"))
+    tuning(s)?
+        .store
+        .file(&owner.0, id)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("file", id, "file_id"))
 }
 
-pub async fn retrieve(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Result<Json<FileObject>, ApiError> {
+pub async fn retrieve(
+    State(s): State<AppState>,
+    Extension(owner): Extension<Owner>,
+    Path(id): Path<String>,
+) -> Result<Json<FileObject>, ApiError> {
     Ok(Json(object(&owned(&s, &owner, &id)?)))
 }
 
-pub async fn content(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn content(
+    State(s): State<AppState>,
+    Extension(owner): Extension<Owner>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let row = owned(&s, &owner, &id)?;
     let bytes = std::fs::read(file_path(&tuning(&s)?.dir, &row.id)).map_err(internal)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 /// Deletes a file; a job made from it keeps its own copy of the examples.
-pub async fn delete(State(s): State<AppState>, Extension(owner): Extension<Owner>, Path(id): Path<String>) -> Result<Json<FileDeleted>, ApiError> {
+pub async fn delete(
+    State(s): State<AppState>,
+    Extension(owner): Extension<Owner>,
+    Path(id): Path<String>,
+) -> Result<Json<FileDeleted>, ApiError> {
     let t = tuning(&s)?;
     let row = owned(&s, &owner, &id)?;
     t.store.delete_file(&owner.0, &row.id).map_err(internal)?;
     let _ = std::fs::remove_file(file_path(&t.dir, &row.id));
-    Ok(Json(FileDeleted { id: row.id, object: "file", deleted: true }))
+    Ok(Json(FileDeleted {
+        id: row.id,
+        object: "file",
+        deleted: true,
+    }))
 }

@@ -23,7 +23,11 @@ use std::convert::Infallible;
 
 pub fn usage(scored: &[Scored], completion_tokens: usize) -> Usage {
     let prompt_tokens: usize = scored.iter().map(|x| x.tokens).sum();
-    Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+    Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+    }
 }
 
 /// Labels sorted by log-probability, best first, at most `k`.
@@ -60,19 +64,31 @@ impl ListQuery {
     pub fn cursor(&self, default_limit: usize) -> Result<(Option<&str>, usize, bool), ApiError> {
         let limit = self.limit.unwrap_or(default_limit);
         if !(1..=10_000).contains(&limit) {
-            return Err(ApiError::invalid("limit", format!("`limit` must be from 1 to 10000; got {limit}")));
+            return Err(ApiError::invalid(
+                "limit",
+                format!("`limit` must be from 1 to 10000; got {limit}"),
+            ));
         }
         let ascending = match self.order.as_deref() {
             None | Some("desc") => false,
             Some("asc") => true,
-            Some(o) => return Err(ApiError::invalid("order", format!("`order` must be asc or desc; got {o:?}"))),
+            Some(o) => {
+                return Err(ApiError::invalid(
+                    "order",
+                    format!("`order` must be asc or desc; got {o:?}"),
+                ))
+            }
         };
         Ok((self.after.as_deref(), limit, ascending))
     }
 }
 
 /// A cursor page of rows as their objects.
-pub fn page_of<R, T>(page: crate::tuning::store::Page<R>, object: impl Fn(&R) -> T, id: impl Fn(&T) -> String) -> crate::openai::List<T> {
+pub fn page_of<R, T>(
+    page: crate::tuning::store::Page<R>,
+    object: impl Fn(&R) -> T,
+    id: impl Fn(&T) -> String,
+) -> crate::openai::List<T> {
     crate::openai::List::page(page.rows.iter().map(object).collect(), page.has_more, id)
 }
 
@@ -83,7 +99,10 @@ pub fn within_memory_budget(s: &AppState) -> Result<(), ApiError> {
         s.metrics.memory_refusals.inc();
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the server's memory is over its budget ({} MiB); generation is paused, retry later", budget >> 20),
+            format!(
+                "the server's memory is over its budget ({} MiB); generation is paused, retry later",
+                budget >> 20
+            ),
             "server_overloaded",
         ));
     }

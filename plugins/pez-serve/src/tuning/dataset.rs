@@ -45,7 +45,10 @@ impl Content {
     fn text(&self) -> Option<String> {
         match self {
             Self::Text(t) => Some(t.clone()),
-            Self::Parts(p) => p.iter().map(|p| (p.kind == "text").then(|| p.text.clone()).flatten()).collect(),
+            Self::Parts(p) => p
+                .iter()
+                .map(|p| (p.kind == "text").then(|| p.text.clone()).flatten())
+                .collect(),
         }
     }
 }
@@ -67,18 +70,31 @@ impl std::fmt::Display for Invalid {
 }
 
 fn at(line: usize, message: impl Into<String>) -> Invalid {
-    Invalid { line: Some(line), message: message.into() }
+    Invalid {
+        line: Some(line),
+        message: message.into(),
+    }
 }
 
 /// Every example of a file; blank lines are skipped.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Example>, Invalid> {
-    let text = std::str::from_utf8(bytes).map_err(|e| Invalid { line: None, message: format!("not UTF-8: {e}") })?;
+    let text = std::str::from_utf8(bytes).map_err(|e| Invalid {
+        line: None,
+        message: format!("not UTF-8: {e}"),
+    })?;
     let mut out = vec![];
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let n = i + 1;
         let parsed: Line = serde_json::from_str(line).map_err(|e| {
-            let why = if e.is_data() { "not an example".to_string() } else { format!("not JSON ({e})") };
-            at(n, format!("{why}: expected {{\"messages\": [..., user, assistant]}} or {{\"text\", \"label\"}}"))
+            let why = if e.is_data() {
+                "not an example".to_string()
+            } else {
+                format!("not JSON ({e})")
+            };
+            at(
+                n,
+                format!("{why}: expected {{\"messages\": [..., user, assistant]}} or {{\"text\", \"label\"}}"),
+            )
         })?;
         let example = match parsed {
             Line::Plain { text, label } => Example { text, label },
@@ -93,19 +109,34 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Example>, Invalid> {
         out.push(example);
     }
     if out.is_empty() {
-        return Err(Invalid { line: None, message: "the file holds no examples".into() });
+        return Err(Invalid {
+            line: None,
+            message: "the file holds no examples".into(),
+        });
     }
     Ok(out)
 }
 
 /// The last assistant message is the label; the last user message before it, the text.
 fn chat_example(messages: &[Message]) -> Result<Example, String> {
-    let a = messages.iter().rposition(|m| m.role == "assistant").ok_or("no assistant message (the label)")?;
-    let u = messages[..a].iter().rposition(|m| m.role == "user").ok_or("no user message (the text) before the answer")?;
+    let a = messages
+        .iter()
+        .rposition(|m| m.role == "assistant")
+        .ok_or("no assistant message (the label)")?;
+    let u = messages[..a]
+        .iter()
+        .rposition(|m| m.role == "user")
+        .ok_or("no user message (the text) before the answer")?;
     let text_of = |m: &Message, what: &str| {
-        m.content.as_ref().and_then(Content::text).ok_or(format!("the {what} message has no text content"))
+        m.content
+            .as_ref()
+            .and_then(Content::text)
+            .ok_or(format!("the {what} message has no text content"))
     };
-    Ok(Example { text: text_of(&messages[u], "user")?, label: text_of(&messages[a], "assistant")?.trim().to_string() })
+    Ok(Example {
+        text: text_of(&messages[u], "user")?,
+        label: text_of(&messages[a], "assistant")?.trim().to_string(),
+    })
 }
 
 /// The labels of `examples`, sorted; an error unless there are at least two.
@@ -142,7 +173,9 @@ mod tests {
         let e = parse(b"{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\", \"label\": \n").unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(e.to_string().starts_with("line 2: not JSON"), "{e}");
-        let e = parse(b"{\"text\": \"a\", \"label\": \"x\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}").unwrap_err();
+        let e =
+            parse(b"{\"text\": \"a\", \"label\": \"x\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}")
+                .unwrap_err();
         assert_eq!(e.to_string(), "line 2: no assistant message (the label)");
         let e = parse(b"{\"text\": \"a\", \"label\": 1}").unwrap_err();
         assert!(e.to_string().starts_with("line 1: not an example"), "{e}");

@@ -104,7 +104,10 @@ const HP: &str = "method.pez.hyperparameters";
 fn hyperparameters(mut hp: Map<String, Value>) -> Result<(FormatOverrides, TuneSettings), ApiError> {
     for (k, why) in JOB_OWN {
         if hp.contains_key(*k) {
-            return Err(ApiError::invalid(&format!("{HP}.{k}"), format!("`{k}` cannot be set here: {why}")));
+            return Err(ApiError::invalid(
+                &format!("{HP}.{k}"),
+                format!("`{k}` cannot be set here: {why}"),
+            ));
         }
     }
     let mut take = |k: &str| hp.remove(k).filter(|v| !v.is_null());
@@ -153,17 +156,27 @@ fn prompt_format(train: &[Example], o: FormatOverrides) -> Result<PromptFormat, 
         }
         None => found,
     };
-    let verbalizers = o.verbalizers.unwrap_or_else(|| label_names.iter().map(|l| format!(" {l}")).collect());
+    let verbalizers = o
+        .verbalizers
+        .unwrap_or_else(|| label_names.iter().map(|l| format!(" {l}")).collect());
     if verbalizers.len() != label_names.len() {
         let msg = format!("{} verbalizers for {} labels", verbalizers.len(), label_names.len());
         return Err(ApiError::invalid(&format!("{HP}.verbalizers"), msg));
     }
-    Ok(PromptFormat { template: o.template.unwrap_or_else(|| " It was".into()), verbalizers, label_names })
+    Ok(PromptFormat {
+        template: o.template.unwrap_or_else(|| " It was".into()),
+        verbalizers,
+        label_names,
+    })
 }
 
 /// A file's examples, for the field that names it.
 fn examples(t: &Tuning, owner: &str, id: &str, field: &str) -> Result<(FileRow, Vec<Example>), ApiError> {
-    let row = t.store.file(owner, id).map_err(internal)?.ok_or_else(|| ApiError::not_found("file", id, field))?;
+    let row = t
+        .store
+        .file(owner, id)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("file", id, field))?;
     let bytes = std::fs::read(file_path(&t.dir, &row.id)).map_err(internal)?;
     let ex = dataset::parse(&bytes).map_err(|e| ApiError::invalid(field, format!("{}: {e}", row.filename)))?;
     Ok((row, ex))
@@ -177,72 +190,46 @@ pub fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("{e:#}"))
 }
 
+/// A request that passed every check that needs no file of the job's: its base model, task and data.
+struct Checked {
+    model: crate::config::BaseModel,
+    format: PromptFormat,
+    train: (FileRow, Vec<Example>),
+    validation: Option<(FileRow, Vec<Example>)>,
+    /// The hyperparameters' settings.
+    given: TuneSettings,
+}
+
 /// Checks a job request whole, then writes its directory and its row (status `queued`); nothing is written when
 /// a check fails.
 pub async fn create(t: &Tuning, owner: &str, r: CreateJob) -> Result<JobRow, ApiError> {
-    let Some((base, model)) = t.base(&r.model).cloned() else {
-        let msg = format!("`{}` is not a base model of this server (tuning starts from one)", r.model);
-        return Err(ApiError::invalid("model", msg));
-    };
-    if r.integrations.as_ref().is_some_and(|i| !i.is_empty()) {
-        return Err(ApiError::invalid("integrations", "integrations are not supported"));
-    }
-    if let Some(s) = r.suffix.as_ref().filter(|s| s.len() > 64 || s.contains(|c: char| c.is_control() || c == ':')) {
-        return Err(ApiError::invalid("suffix", format!("`suffix` {s:?}: at most 64 characters, no `:`")));
-    }
-    let hp = match r.method {
-        Some(MethodRequest::Pez { pez }) => pez.unwrap_or_default().hyperparameters,
-        _ => Map::new(),
-    };
-    let (overrides, given) = hyperparameters(hp)?;
-    let (train_file, train) = examples(t, owner, &r.training_file, "training_file")?;
-    let validation = match &r.validation_file {
-        Some(id) => Some(examples(t, owner, id, "validation_file")?),
-        None => None,
-    };
-    let format = prompt_format(&train, overrides)?;
-    if let Some((_, v)) = &validation {
-        if let Some((i, e)) = v.iter().enumerate().find(|(_, e)| !format.label_names.contains(&e.label)) {
-            let msg = format!("example {}: the label {:?} is not among the training labels", i + 1, e.label);
-            return Err(ApiError::invalid("validation_file", msg));
-        }
-    }
-    let prompt_len = given.prompt_len.unwrap_or(10);
-    t.pool.check_format(&base.name, &format, prompt_len).await.map_err(|e| ApiError::invalid(&format!("{HP}.verbalizers"), e.to_string()))?;
+    let c = check(t, owner, &r).await?;
     let id = new_id("ftjob");
     let dir = t.dir.join("jobs").join(&id);
     let seed = r.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
-    let settings = TuneSettings {
-        task: Some(dir.join("task.toml").to_string_lossy().into_owned()),
-        model: Some(model.path().to_string()),
-        train: Some(dir.join("train.csv")),
-        dev: validation.as_ref().map(|_| dir.join("dev.csv")),
-        skip_dev: Some(validation.is_none()),
-        out: Some(dir.join("run")),
-        seed: Some(seed),
-        // A fifth of the examples, at most pez tune's 500, picks the best prompt.
-        holdout: given.holdout.or(Some((train.len() / 5).clamp(1, 500))),
-        dtype: given.dtype.or(model.dtype),
-        ..given
-    };
-    let written = write_job_dir(&dir, &format, &train, validation.as_ref().map(|v| v.1.as_slice()), &settings)
+    let settings = run_settings(&c, &dir, seed);
+    let cfg = write_job_dir(&dir, &c, &settings)
         .map_err(internal)
-        .and_then(|_| checked(t, &settings, train.len()).map_err(|e| e.0));
-    let cfg = match written {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-    };
+        .and_then(|_| within_bounds(t, &settings, c.train.1.len()));
+    let cfg = cfg.inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&dir);
+    })?;
     let resolved = TuneSettings::from(&cfg);
-    let spec = Spec { settings, format, train_examples: train.len(), resolved, dir, metadata: r.metadata };
+    let (format, train_examples) = (c.format, c.train.1.len());
+    let spec = Spec {
+        settings,
+        format,
+        train_examples,
+        resolved,
+        dir,
+        metadata: r.metadata,
+    };
     let job = JobRow {
         id,
         owner: owner.to_string(),
         model: r.model,
-        training_file: train_file.id,
-        validation_file: validation.map(|v| v.0.id),
+        training_file: c.train.0.id,
+        validation_file: c.validation.map(|v| v.0.id),
         seed,
         suffix: r.suffix,
         status: Status::Queued,
@@ -255,23 +242,93 @@ pub async fn create(t: &Tuning, owner: &str, r: CreateJob) -> Result<JobRow, Api
         runner_id: None,
     };
     t.store.insert_job(&job).map_err(internal)?;
-    t.store.add_event(&job.id, "info", &format!("Created fine-tuning job: {}", job.id), None).map_err(internal)?;
+    let created = format!("Created fine-tuning job: {}", job.id);
+    t.store.add_event(&job.id, "info", &created, None).map_err(internal)?;
     Ok(job)
 }
 
-/// A refusal of settings.
-struct Refused(ApiError);
+/// The request's base model, files, task and hyperparameters, each checked (the verbalizers on the model).
+async fn check(t: &Tuning, owner: &str, r: &CreateJob) -> Result<Checked, ApiError> {
+    let Some((base, model)) = t.base(&r.model).cloned() else {
+        let msg = format!(
+            "`{}` is not a base model of this server (tuning starts from one)",
+            r.model
+        );
+        return Err(ApiError::invalid("model", msg));
+    };
+    if r.integrations.as_ref().is_some_and(|i| !i.is_empty()) {
+        return Err(ApiError::invalid("integrations", "integrations are not supported"));
+    }
+    let bad_suffix = |s: &&String| s.len() > 64 || s.contains(|c: char| c.is_control() || c == ':');
+    if let Some(s) = r.suffix.as_ref().filter(bad_suffix) {
+        return Err(ApiError::invalid(
+            "suffix",
+            format!("`suffix` {s:?}: at most 64 characters, no `:`"),
+        ));
+    }
+    let hp = match &r.method {
+        Some(MethodRequest::Pez { pez: Some(p) }) => p.hyperparameters.clone(),
+        _ => Map::new(),
+    };
+    let (overrides, given) = hyperparameters(hp)?;
+    let train = examples(t, owner, &r.training_file, "training_file")?;
+    let validation = r
+        .validation_file
+        .as_deref()
+        .map(|id| examples(t, owner, id, "validation_file"))
+        .transpose()?;
+    let format = prompt_format(&train.1, overrides)?;
+    let unknown = validation
+        .iter()
+        .flat_map(|v| v.1.iter().enumerate())
+        .find(|(_, e)| !format.label_names.contains(&e.label));
+    if let Some((i, e)) = unknown {
+        let msg = format!(
+            "example {}: the label {:?} is not among the training labels",
+            i + 1,
+            e.label
+        );
+        return Err(ApiError::invalid("validation_file", msg));
+    }
+    let prompt_len = given.prompt_len.unwrap_or(10);
+    let checked = t.pool.check_format(&base.name, &format, prompt_len).await;
+    checked.map_err(|e| ApiError::invalid(&format!("{HP}.verbalizers"), e.to_string()))?;
+    Ok(Checked {
+        model,
+        format,
+        train,
+        validation,
+        given,
+    })
+}
+
+/// The run's settings: the hyperparameters' over the job's own (its files in `dir`, its model and seed) and a
+/// holdout of a fifth of the examples (at most pez tune's 500) unless one is given.
+fn run_settings(c: &Checked, dir: &Path, seed: u64) -> TuneSettings {
+    TuneSettings {
+        task: Some(dir.join("task.toml").to_string_lossy().into_owned()),
+        model: Some(c.model.path().to_string()),
+        train: Some(dir.join("train.csv")),
+        dev: c.validation.as_ref().map(|_| dir.join("dev.csv")),
+        skip_dev: Some(c.validation.is_none()),
+        out: Some(dir.join("run")),
+        seed: Some(seed),
+        holdout: c.given.holdout.or(Some((c.train.1.len() / 5).clamp(1, 500))),
+        dtype: c.given.dtype.or(c.model.dtype),
+        ..c.given.clone()
+    }
+}
 
 /// The job's settings resolved (on the CPU: the dtype is decided again where it runs) and within the server's
 /// bounds.
-fn checked(t: &Tuning, s: &TuneSettings, n_train: usize) -> Result<TuneConfig, Refused> {
-    let bad = |k: &str, m: String| Refused(ApiError::invalid(&format!("{HP}.{k}"), m));
+fn within_bounds(t: &Tuning, s: &TuneSettings, n_train: usize) -> Result<TuneConfig, ApiError> {
+    let bad = |k: &str, m: String| ApiError::invalid(&format!("{HP}.{k}"), m);
     let cfg = match s.resolve(&candle_core::Device::Cpu) {
         Ok(c) => c,
         Err(e) => {
             return Err(match e.downcast_ref::<pez_config::Invalid>() {
                 Some(i) => bad(i.setting, i.message.clone()),
-                None => Refused(ApiError::bad_request(format!("{e:#}"))),
+                None => ApiError::bad_request(format!("{e:#}")),
             })
         }
     };
@@ -288,20 +345,18 @@ fn checked(t: &Tuning, s: &TuneSettings, n_train: usize) -> Result<TuneConfig, R
         }
     }
     if cfg.shots.is_none() && cfg.holdout >= n_train {
-        let m = format!("`holdout` is {} of {n_train} training examples: none would be left to train on", cfg.holdout);
+        let m = format!(
+            "`holdout` is {} of {n_train} training examples: none would be left to train on",
+            cfg.holdout
+        );
         return Err(bad("holdout", m));
     }
     Ok(cfg)
 }
 
 /// `task.toml`, `train.csv`, `dev.csv` and `settings.toml` in the job's directory.
-fn write_job_dir(
-    dir: &Path,
-    format: &PromptFormat,
-    train: &[Example],
-    dev: Option<&[Example]>,
-    settings: &TuneSettings,
-) -> anyhow::Result<()> {
+fn write_job_dir(dir: &Path, c: &Checked, settings: &TuneSettings) -> anyhow::Result<()> {
+    let (format, train, dev) = (&c.format, &c.train.1, c.validation.as_ref().map(|v| v.1.as_slice()));
     std::fs::create_dir_all(dir)?;
     #[derive(Serialize)]
     struct TaskFile<'a> {
@@ -320,9 +375,24 @@ fn write_job_dir(
         text_columns: [&'static str; 1],
         label_column: &'static str,
     }
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let format_of = Format { delimiter: ",", header: true, quoting: true, text_columns: ["text"], label_column: "label" };
-    let task = TaskFile { name: &name, prompt: format, train: "train.csv", dev: dev.map(|_| "dev.csv"), format: format_of };
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let format_of = Format {
+        delimiter: ",",
+        header: true,
+        quoting: true,
+        text_columns: ["text"],
+        label_column: "label",
+    };
+    let task = TaskFile {
+        name: &name,
+        prompt: format,
+        train: "train.csv",
+        dev: dev.map(|_| "dev.csv"),
+        format: format_of,
+    };
     std::fs::write(dir.join("task.toml"), toml::to_string(&task)?)?;
     write_rows(&dir.join("train.csv"), train, format)?;
     if let Some(dev) = dev {
@@ -337,7 +407,11 @@ fn write_rows(path: &Path, examples: &[Example], format: &PromptFormat) -> anyho
     let mut w = csv::Writer::from_path(path)?;
     w.write_record(["text", "label"])?;
     for e in examples {
-        let i = format.label_names.iter().position(|l| l == &e.label).context("a label outside the format")?;
+        let i = format
+            .label_names
+            .iter()
+            .position(|l| l == &e.label)
+            .context("a label outside the format")?;
         w.write_record([e.text.as_str(), &i.to_string()])?;
     }
     w.flush()?;
@@ -354,16 +428,23 @@ pub fn model_name(job: &JobRow) -> String {
 pub fn object(job: &JobRow) -> FineTuningJob {
     let spec = Spec::read(job).ok();
     let resolved = spec.as_ref().map(|s| s.resolved.clone()).unwrap_or_default();
-    let (batch, steps, lr) = (resolved.batch_size.unwrap_or(0), resolved.steps.unwrap_or(0), resolved.lr.unwrap_or(0.0));
-    let n_train = spec.as_ref().map_or(1, |s| s.train_examples.max(1));
-    let default_lr = match resolved.optimizer {
-        Some(pez_core::OptimizerKind::Adamw) => 0.1,
-        _ => 0.3,
+    let hyperparameters = openai_hyperparameters(&resolved, spec.as_ref().map_or(1, |s| s.train_examples));
+    let shown = TuneSettings {
+        task: None,
+        out: None,
+        train: None,
+        dev: None,
+        model: None,
+        ..resolved
     };
-    let shown = TuneSettings { task: None, out: None, train: None, dev: None, model: None, ..resolved };
     let metadata = spec.as_ref().and_then(|s| s.metadata.clone());
-    let empty = || PromptFormat { template: String::new(), verbalizers: vec![], label_names: vec![] };
+    let empty = || PromptFormat {
+        template: String::new(),
+        verbalizers: vec![],
+        label_names: vec![],
+    };
     let format = spec.map(|s| s.format).unwrap_or_else(empty);
+    let (template, verbalizers, labels) = (format.template, format.verbalizers, format.label_names);
     FineTuningJob {
         id: job.id.clone(),
         object: "fine_tuning.job",
@@ -371,11 +452,7 @@ pub fn object(job: &JobRow) -> FineTuningJob {
         error: job.error.clone(),
         fine_tuned_model: job.fine_tuned_model.clone(),
         finished_at: job.finished_at,
-        hyperparameters: JobHyperparameters {
-            batch_size: batch,
-            learning_rate_multiplier: lr / default_lr,
-            n_epochs: (steps * batch).div_ceil(n_train),
-        },
+        hyperparameters,
         model: job.model.clone(),
         organization_id: "pez".into(),
         result_files: vec![],
@@ -391,13 +468,25 @@ pub fn object(job: &JobRow) -> FineTuningJob {
             kind: "pez",
             pez: PezMethod {
                 hyperparameters: PezHyperparameters {
-                    template: format.template,
-                    verbalizers: format.verbalizers,
-                    labels: format.label_names,
+                    template,
+                    verbalizers,
+                    labels,
                     settings: shown,
                 },
             },
         },
         user_provided_suffix: job.suffix.clone(),
+    }
+}
+
+/// OpenAI's three hyperparameters of a run: its batch size, its learning rate over pez's default for the
+/// optimizer, and the passes its steps make over the `n_train` examples (rounded up).
+fn openai_hyperparameters(s: &TuneSettings, n_train: usize) -> JobHyperparameters {
+    let (batch, steps, lr) = (s.batch_size.unwrap_or(0), s.steps.unwrap_or(0), s.lr.unwrap_or(0.0));
+    let default_lr = pez_config::settings::default_lr(s.optimizer.unwrap_or(pez_core::OptimizerKind::Adafactor));
+    JobHyperparameters {
+        batch_size: batch,
+        learning_rate_multiplier: lr / default_lr,
+        n_epochs: (steps * batch).div_ceil(n_train.max(1)),
     }
 }

@@ -93,7 +93,12 @@ pub struct SlurmConfig {
 
 impl Default for SlurmConfig {
     fn default() -> Self {
-        Self { pez: None, partition: None, sbatch_args: vec![], poll_s: 3 }
+        Self {
+            pez: None,
+            partition: None,
+            sbatch_args: vec![],
+            poll_s: 3,
+        }
     }
 }
 
@@ -125,7 +130,12 @@ impl Tuning {
         for job in store.jobs_in(Status::Running)? {
             if job.runner_id.is_none() {
                 store.set_status(&job.id, Some(Status::Running), Status::Queued)?;
-                store.add_event(&job.id, "info", "The server restarted: the job resumes from its last checkpoint.", None)?;
+                store.add_event(
+                    &job.id,
+                    "info",
+                    "The server restarted: the job resumes from its last checkpoint.",
+                    None,
+                )?;
             }
         }
         let nice = cfg.nice;
@@ -135,13 +145,24 @@ impl Tuning {
             .start_handler(move |_| runner::lower_priority(nice))
             .build()
             .context("starting the tuning threads")?;
-        Ok(Arc::new(Self { store, dir, cfg, pool, bases, running: Mutex::default(), threads, wake: Notify::new() }))
+        Ok(Arc::new(Self {
+            store,
+            dir,
+            cfg,
+            pool,
+            bases,
+            running: Mutex::default(),
+            threads,
+            wake: Notify::new(),
+        }))
     }
 
     /// The fine-tuned classifiers of succeeded jobs, served again after a restart.
     pub async fn serve_finished(&self) -> Result<()> {
         for job in self.store.jobs_in(Status::Succeeded)? {
-            let (Some(name), Ok(spec)) = (&job.fine_tuned_model, jobs::Spec::read(&job)) else { continue };
+            let (Some(name), Ok(spec)) = (&job.fine_tuned_model, jobs::Spec::read(&job)) else {
+                continue;
+            };
             let prompt = spec.run_dir().join("prompt.json");
             if let Err(e) = self.pool.add(name, prompt, &job.model).await {
                 tracing::error!(job = %job.id, "the classifier `{name}` could not be served again: {e}");
@@ -167,11 +188,17 @@ impl Tuning {
 
     fn start_queued(self: &Arc<Self>) -> Result<()> {
         let running = self.store.jobs_in(Status::Running)?.len();
-        for job in self.store.jobs_in(Status::Queued)?.into_iter().take(self.cfg.max_running_jobs.saturating_sub(running)) {
+        for job in self
+            .store
+            .jobs_in(Status::Queued)?
+            .into_iter()
+            .take(self.cfg.max_running_jobs.saturating_sub(running))
+        {
             if !self.store.set_status(&job.id, Some(Status::Queued), Status::Running)? {
                 continue; // cancelled meanwhile
             }
-            self.store.add_event(&job.id, "info", "Fine-tuning job started.", None)?;
+            self.store
+                .add_event(&job.id, "info", "Fine-tuning job started.", None)?;
             match self.cfg.runner {
                 RunnerKind::Local => runner::start_local(self.clone(), job),
                 RunnerKind::Slurm => runner::submit_slurm(self, &job),
@@ -194,7 +221,10 @@ impl Tuning {
 
     pub(crate) fn register(&self, id: &str) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
-        self.running.lock().expect("never poisoned").insert(id.to_string(), flag.clone());
+        self.running
+            .lock()
+            .expect("never poisoned")
+            .insert(id.to_string(), flag.clone());
         flag
     }
 

@@ -22,7 +22,10 @@ pub fn lower_priority(nice: i32) {
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
     // SAFETY: setpriority reads its three integers; PRIO_PROCESS with a thread id sets that thread's nice value.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
-        tracing::warn!("could not lower the tuning thread's priority: {}", std::io::Error::last_os_error());
+        tracing::warn!(
+            "could not lower the tuning thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -31,19 +34,21 @@ pub fn start_local(t: Arc<Tuning>, job: JobRow) {
     let stop = t.register(&job.id);
     let runtime = tokio::runtime::Handle::current();
     let (here, id) = (t.clone(), job.id.clone());
-    let spawned = std::thread::Builder::new().name(format!("job-{}", &job.id[job.id.len() - 8..])).spawn(move || {
-        lower_priority(t.cfg.nice);
-        let result = t.threads.install(|| run_local(&t, &job, &stop));
-        let ended = match result {
-            Ok(Some(())) => succeed(&t, &job, &runtime),
-            Ok(None) => Ok(()), // stopped: cancelled, or the server is going down (it resumes on restart)
-            Err(e) => fail(&t, &job.id, "training_failed", &format!("{e:#}")),
-        };
-        if let Err(e) = ended {
-            tracing::error!(job = %job.id, "{e:#}");
-        }
-        t.unregister(&job.id);
-    });
+    let spawned = std::thread::Builder::new()
+        .name(format!("job-{}", &job.id[job.id.len() - 8..]))
+        .spawn(move || {
+            lower_priority(t.cfg.nice);
+            let result = t.threads.install(|| run_local(&t, &job, &stop));
+            let ended = match result {
+                Ok(Some(())) => succeed(&t, &job, &runtime),
+                Ok(None) => Ok(()), // stopped: cancelled, or the server is going down (it resumes on restart)
+                Err(e) => fail(&t, &job.id, "training_failed", &format!("{e:#}")),
+            };
+            if let Err(e) = ended {
+                tracing::error!(job = %job.id, "{e:#}");
+            }
+            t.unregister(&job.id);
+        });
     if let Err(e) = spawned {
         let _ = fail(&here, &id, "start_failed", &format!("no thread for the job: {e}"));
         here.unregister(&id);
@@ -60,7 +65,10 @@ fn run_local(t: &Tuning, job: &JobRow, stop: &std::sync::atomic::AtomicBool) -> 
         RunDir::Started(_) => (None, Some(run_dir.as_path())),
         RunDir::Finished { .. } => return Ok(Some(())),
         RunDir::Missing => {
-            let settings = pez_config::TuneSettings { dtype: spec.settings.dtype.or(Some(dtype)), ..spec.settings.clone() };
+            let settings = pez_config::TuneSettings {
+                dtype: spec.settings.dtype.or(Some(dtype)),
+                ..spec.settings.clone()
+            };
             (Some(settings.resolve(&device)?), None)
         }
     };
@@ -90,25 +98,45 @@ struct Reporter<'t> {
 impl<'t> Reporter<'t> {
     fn new(t: &'t Tuning, job: &'t str) -> Self {
         let past = Instant::now().checked_sub(std::time::Duration::from_secs_f64(STEP_EVENT_SECS));
-        Self { t, job, last: past.unwrap_or_else(Instant::now), loss: (0.0, 0), best: None }
+        Self {
+            t,
+            job,
+            last: past.unwrap_or_else(Instant::now),
+            loss: (0.0, 0),
+            best: None,
+        }
     }
 
     fn take(&mut self, r: Report) -> Result<()> {
         match r {
-            Report::Step { step, steps, loss, elapsed_s } => {
+            Report::Step {
+                step,
+                steps,
+                loss,
+                elapsed_s,
+            } => {
                 self.loss = (self.loss.0 + loss as f64, self.loss.1 + 1);
                 if self.last.elapsed().as_secs_f64() >= STEP_EVENT_SECS || step == steps {
                     let m = self.metrics(step, steps, elapsed_s, None);
                     self.last = Instant::now();
-                    let msg = format!("Step {step}/{steps}: training loss={:.4}", m.train_loss.unwrap_or(f64::NAN));
+                    let msg = format!(
+                        "Step {step}/{steps}: training loss={:.4}",
+                        m.train_loss.unwrap_or(f64::NAN)
+                    );
                     self.t.store.add_event(self.job, "info", &msg, Some(&m))?;
                 }
             }
             Report::Evaluated { record, steps } => {
-                self.best = Some(self.best.map_or(record.holdout_accuracy, |b| b.max(record.holdout_accuracy)));
+                self.best = Some(
+                    self.best
+                        .map_or(record.holdout_accuracy, |b| b.max(record.holdout_accuracy)),
+                );
                 let m = self.metrics(record.step, steps, record.elapsed_s, Some(record));
                 let acc = record.holdout_accuracy * 100.0;
-                let msg = format!("Step {}/{steps}: holdout accuracy {acc:.2}%, prompt {:?}", record.step, record.prompt);
+                let msg = format!(
+                    "Step {}/{steps}: holdout accuracy {acc:.2}%, prompt {:?}",
+                    record.step, record.prompt
+                );
                 self.t.store.add_event(self.job, "info", &msg, Some(&m))?;
                 self.t.store.add_checkpoint(self.job, record.step as u64, &m)?;
             }
@@ -144,9 +172,17 @@ fn succeed(t: &Tuning, job: &JobRow, runtime: &tokio::runtime::Handle) -> Result
     let artifact = pez_config::PromptArtifact::read(&prompt)?;
     let name = jobs::model_name(job);
     if let Err(e) = runtime.block_on(t.pool.add(&name, prompt, &job.model)) {
-        return fail(t, &job.id, "serving_failed", &format!("the tuned classifier could not be served: {e}"));
+        return fail(
+            t,
+            &job.id,
+            "serving_failed",
+            &format!("the tuned classifier could not be served: {e}"),
+        );
     }
-    if t.store.job(None, &job.id)?.is_some_and(|j| j.status == Status::Cancelled) {
+    if t.store
+        .job(None, &job.id)?
+        .is_some_and(|j| j.status == Status::Cancelled)
+    {
         return Ok(());
     }
     t.store.succeed(&job.id, &name)?;
@@ -165,8 +201,16 @@ fn fail(t: &Tuning, id: &str, code: &str, message: &str) -> Result<()> {
     if t.store.job(None, id)?.is_some_and(|j| j.status.is_final()) {
         return Ok(());
     }
-    t.store.fail(id, &JobError { code: code.into(), message: message.into(), param: None })?;
-    t.store.add_event(id, "error", &format!("The job failed: {message}"), None)
+    t.store.fail(
+        id,
+        &JobError {
+            code: code.into(),
+            message: message.into(),
+            param: None,
+        },
+    )?;
+    t.store
+        .add_event(id, "error", &format!("The job failed: {message}"), None)
 }
 
 /// Submits `job` as a Slurm batch job running `pez tune` (or `pez tune --resume` when its run has a checkpoint).
@@ -197,13 +241,23 @@ fn try_submit(t: &Tuning, job: &JobRow) -> Result<()> {
     if let Some(p) = &t.cfg.slurm.partition {
         cmd.arg(format!("--partition={p}"));
     }
-    let out = cmd.args(&t.cfg.slurm.sbatch_args).arg(&path).output().context("running sbatch")?;
+    let out = cmd
+        .args(&t.cfg.slurm.sbatch_args)
+        .arg(&path)
+        .output()
+        .context("running sbatch")?;
     if !out.status.success() {
         bail!("sbatch failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    let slurm_id = String::from_utf8_lossy(&out.stdout).trim().split(';').next().unwrap_or_default().to_string();
+    let slurm_id = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     t.store.set_runner_id(&job.id, &format!("slurm:{slurm_id}"))?;
-    t.store.add_event(&job.id, "info", &format!("Submitted to Slurm as job {slurm_id}."), None)?;
+    t.store
+        .add_event(&job.id, "info", &format!("Submitted to Slurm as job {slurm_id}."), None)?;
     Ok(())
 }
 
@@ -211,27 +265,48 @@ fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
-/// Follows every job running on Slurm: new holdout evaluations as events; the end as success or failure.
+/// Follows every job running on Slurm (`sacct`, else `scontrol`): new holdout evaluations as events; the end as
+/// success or failure.
 pub async fn follow_slurm(t: &Arc<Tuning>) {
-    let Ok(jobs) = t.store.jobs_in(Status::Running) else { return };
+    let Ok(jobs) = t.store.jobs_in(Status::Running) else {
+        return;
+    };
     for job in jobs {
-        let Some(slurm_id) = job.runner_id.as_deref().and_then(|r| r.strip_prefix("slurm:")).map(String::from) else {
+        let Some(slurm_id) = job
+            .runner_id
+            .as_deref()
+            .and_then(|r| r.strip_prefix("slurm:"))
+            .map(String::from)
+        else {
             continue;
         };
         let (t2, job2) = (t.clone(), job.clone());
         let state = tokio::task::spawn_blocking(move || {
             let _ = report_new_evaluations(&t2, &job2);
-            sacct_state(&slurm_id)
+            slurm_state(&slurm_id)
         })
         .await;
         let runtime = tokio::runtime::Handle::current();
         let ended = match state {
-            Ok(Ok(s)) if s == "COMPLETED" => {
+            Ok(s) if s == "COMPLETED" => {
                 let (t2, job2) = (t.clone(), job.clone());
-                tokio::task::spawn_blocking(move || succeed(&t2, &job2, &runtime)).await.map_err(anyhow::Error::from)
+                tokio::task::spawn_blocking(move || succeed(&t2, &job2, &runtime))
+                    .await
+                    .map_err(anyhow::Error::from)
                     .and_then(|r| r)
             }
-            Ok(Ok(s)) if ["FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"].iter().any(|f| s.starts_with(f)) => {
+            Ok(s)
+                if [
+                    "FAILED",
+                    "CANCELLED",
+                    "TIMEOUT",
+                    "OUT_OF_MEMORY",
+                    "NODE_FAIL",
+                    "PREEMPTED",
+                ]
+                .iter()
+                .any(|f| s.starts_with(f)) =>
+            {
                 fail(t, &job.id, "training_failed", &format!("the Slurm job ended {s}"))
             }
             _ => Ok(()),
@@ -242,13 +317,28 @@ pub async fn follow_slurm(t: &Arc<Tuning>) {
     }
 }
 
-/// A Slurm job's state as `sacct` reports it (`PENDING`, `RUNNING`, `COMPLETED`, `FAILED`, ...).
-fn sacct_state(id: &str) -> Result<String> {
-    let out = std::process::Command::new("sacct")
-        .args(["-j", id, "-X", "-n", "-P", "-o", "State"])
-        .output()
-        .context("running sacct")?;
-    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_string())
+/// A Slurm job's state (`PENDING`, `RUNNING`, `COMPLETED`, `FAILED`, ...): from `sacct` where the cluster keeps
+/// accounting, else from `scontrol show job` (which knows a job until `MinJobAge` after it ends); empty if
+/// neither knows it.
+fn slurm_state(id: &str) -> String {
+    let run = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    if let Some(out) = run("sacct", &["-j", id, "-X", "-n", "-P", "-o", "State"]) {
+        if let Some(s) = out.lines().next().map(str::trim).filter(|s| !s.is_empty()) {
+            return s.to_string();
+        }
+    }
+    let out = run("scontrol", &["show", "job", id, "-o"]).unwrap_or_default();
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("JobState="))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The run's holdout evaluations not reported yet (its metrics.jsonl past the job's checkpoints) as events.

@@ -12,8 +12,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The migrations, in order; the database's `user_version` says how many have run.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE files (
+const MIGRATIONS: &[&str] = &["CREATE TABLE files (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
         owner TEXT NOT NULL,
@@ -59,8 +58,7 @@ const MIGRATIONS: &[&str] = &[
         step INTEGER NOT NULL,
         metrics TEXT NOT NULL
     );
-    CREATE INDEX checkpoints_by_job ON checkpoints(job_id, seq);",
-];
+    CREATE INDEX checkpoints_by_job ON checkpoints(job_id, seq);"];
 
 /// A job's state, as OpenAI names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString)]
@@ -176,7 +174,10 @@ pub struct Store {
 /// A fresh id: `prefix-` and 24 hex digits.
 pub fn new_id(prefix: &str) -> String {
     let bytes: [u8; 12] = rand::random();
-    format!("{prefix}-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "{prefix}-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 fn json<T: serde::de::DeserializeOwned>(text: Option<String>) -> Option<T> {
@@ -201,7 +202,8 @@ impl Store {
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = db.unchecked_transaction()?;
-            tx.execute_batch(m).with_context(|| format!("migration {} of {}", i + 1, path.display()))?;
+            tx.execute_batch(m)
+                .with_context(|| format!("migration {} of {}", i + 1, path.display()))?;
             tx.pragma_update(None, "user_version", i + 1)?;
             tx.commit()?;
         }
@@ -228,7 +230,10 @@ impl Store {
             Some(_) => format!("AND seq {cmp} (SELECT seq FROM {table} WHERE id = ?{})", args.len() + 1),
             None => String::new(),
         };
-        let sql = format!("SELECT * FROM {table} WHERE {filter} {cursor} ORDER BY seq {order} LIMIT {}", limit + 1);
+        let sql = format!(
+            "SELECT * FROM {table} WHERE {filter} {cursor} ORDER BY seq {order} LIMIT {}",
+            limit + 1
+        );
         let mut all: Vec<&dyn rusqlite::ToSql> = args.to_vec();
         if let Some(a) = &after {
             all.push(a);
@@ -262,14 +267,29 @@ impl Store {
 
     pub fn file(&self, owner: &str, id: &str) -> Result<Option<FileRow>> {
         self.with(|db| {
-            db.query_row("SELECT * FROM files WHERE id = ?1 AND owner = ?2", params![id, owner], Self::file_row)
-                .optional()
+            db.query_row(
+                "SELECT * FROM files WHERE id = ?1 AND owner = ?2",
+                params![id, owner],
+                Self::file_row,
+            )
+            .optional()
         })
     }
 
-    pub fn files(&self, owner: &str, purpose: Option<&str>, cursor: (Option<&str>, usize, bool)) -> Result<Page<FileRow>> {
+    pub fn files(
+        &self,
+        owner: &str,
+        purpose: Option<&str>,
+        cursor: (Option<&str>, usize, bool),
+    ) -> Result<Page<FileRow>> {
         match purpose {
-            Some(p) => self.page("files", "owner = ?1 AND purpose = ?2", &[&owner, &p], cursor, Self::file_row),
+            Some(p) => self.page(
+                "files",
+                "owner = ?1 AND purpose = ?2",
+                &[&owner, &p],
+                cursor,
+                Self::file_row,
+            ),
             None => self.page("files", "owner = ?1", &[&owner], cursor, Self::file_row),
         }
     }
@@ -280,7 +300,10 @@ impl Store {
     }
 
     pub fn insert_job(&self, j: &JobRow) -> Result<()> {
-        let error = j.error.as_ref().map(|e| serde_json::to_string(e).expect("an error serializes"));
+        let error = j
+            .error
+            .as_ref()
+            .map(|e| serde_json::to_string(e).expect("an error serializes"));
         self.with(|db| {
             db.execute(
                 "INSERT INTO jobs (id, owner, model, training_file, validation_file, seed, suffix, status, created_at,
@@ -387,7 +410,12 @@ impl Store {
     }
 
     pub fn succeed(&self, id: &str, model: &str) -> Result<()> {
-        self.with(|db| db.execute("UPDATE jobs SET fine_tuned_model = ?1 WHERE id = ?2", params![model, id]))?;
+        self.with(|db| {
+            db.execute(
+                "UPDATE jobs SET fine_tuned_model = ?1 WHERE id = ?2",
+                params![model, id],
+            )
+        })?;
         self.set_status(id, Some(Status::Running), Status::Succeeded)?;
         Ok(())
     }
