@@ -4,7 +4,8 @@
 # plugins, every file in a temporary folder), submits deploy/slurm/pez-sweep.sbatch as a 4-cell array of short
 # tunes of the tiny GPT-2 checkpoint (2 fluency weights x 2 seeds, two tasks at a time), requeues one cell
 # mid-run with `scontrol requeue`, waits, and checks that `pez sweep summarize` equals the same grid run one seed
-# after another by `pez tune --seeds` (the runs are deterministic). Stops every daemon it started.
+# after another by `pez tune --seeds` (the runs are deterministic); then pez-serve's slurm runner runs a tuning job
+# as a batch job. Stops every daemon it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t_start=$(date +%s)
@@ -156,4 +157,48 @@ for g in grid["groups"]:
     print(f"slurm_check: fluency {w}: " + ", ".join(f"seed {r['seed']} dev {r['dev_accuracy']:.4f} `{r['prompt']}`" for r in g["summary"]["runs"]) + " (equal to pez tune --seeds)")
 PY
 cat "$tmp/work/summary.md"
+
+# pez-serve's slurm runner: a tuning job submitted as a batch job (`pez tune --settings`), followed until it ends;
+# its classifier served, its prompt equal to the same settings run here by pez tune.
+SERVE="$(dirname "$PEZ")/pez-serve"
+sport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$tmp/serve.toml" <<EOF
+state_dir = "$tmp/serve-state"
+[[models]]
+name = "tiny-gpt2"
+path = "$fx/gpt2"
+dtype = "f32"
+[tuning]
+runner = "slurm"
+[tuning.slurm]
+poll_s = 1
+sbatch_args = ["--cpus-per-task=1"]
+EOF
+HF_HUB_OFFLINE=1 "$SERVE" --config "$tmp/serve.toml" --port "$sport" >"$tmp/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$sport/health" >/dev/null && break; sleep 0.2; done
+python3 - "$sport" "$fx/dev.tsv" "$tmp" "$PEZ" <<'PY' || fail "the slurm runner"
+import csv, json, subprocess, sys, time
+import openai
+port, data, tmp, pez = sys.argv[1:]
+names = ["negative", "positive"]
+rows = [{"text": r["sentence"], "label": names[int(r["label"])]} for r in csv.DictReader(open(data), delimiter="\t")]
+c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+f = c.files.create(file=("train.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode()), purpose="fine-tune")
+hp = {"steps": 400, "batch_size": 2, "eval_every": 100, "holdout": 4, "prompt_len": 2, "dtype": "f32"}
+job = c.fine_tuning.jobs.create(model="tiny-gpt2", training_file=f.id, seed=2, method={"type": "pez", "pez": {"hyperparameters": hp}})
+t0 = time.time()
+while (job := c.fine_tuning.jobs.retrieve(job.id)).status not in ("succeeded", "failed", "cancelled") and time.time() - t0 < 300:
+    time.sleep(0.5)
+events = [e.message for e in c.fine_tuning.jobs.list_events(job.id, limit=100)]
+assert job.status == "succeeded", (job.status, job.error, events)
+assert any("Submitted to Slurm" in m for m in events) and any("holdout accuracy" in m for m in events), events
+label = c.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": rows[0]["text"]}]).choices[0].message.content
+run = f"{tmp}/serve-state/jobs/{job.id}"
+subprocess.run([pez, "tune", "--settings", f"{run}/settings.toml", "--out", f"{tmp}/slurm-ref"], check=True, capture_output=True)
+mine, ref = (json.load(open(p)) for p in (f"{run}/run/prompt.json", f"{tmp}/slurm-ref/prompt.json"))
+assert mine["token_ids"] == ref["token_ids"] and mine["holdout_accuracy"] == ref["holdout_accuracy"], (mine, ref)
+print(f"slurm_check: tuning job {job.id} ran as a Slurm batch job in {time.time() - t0:.0f} s: {mine['prompt']!r}, "
+      f"served as {job.fine_tuned_model} ({label!r}); equal to pez tune --settings")
+PY
 echo "slurm_check: all passed in $(( $(date +%s) - t_start )) s"
