@@ -17,6 +17,9 @@ cargo test --release --workspace
 cargo clippy --release -q --workspace --all-targets -- -D warnings
 # Tuning through pez-serve's API: files, jobs, keys, kill -9 and resume (the official openai client, tiny model).
 bash scripts/tuning_check.sh
+# The container image built on a Debian base made here (debootstrap, podman), run with a state volume: one tuning
+# job and one classification through it, a restart, the job still there (skips where podman cannot run).
+bash scripts/image_check.sh
 # pez sweep as a Slurm job array on a one-node Slurm started here (installs slurm-wlm and munge where missing).
 bash scripts/slurm_check.sh
 # deploy/k8s/ against Kubernetes' schemas, offline (kubernetes-validate from PyPI).
