@@ -1,40 +1,13 @@
-//! API keys: `Authorization: Bearer <key>` on every route but `/health*` (and `/metrics` unless it is made
-//! private). Keys are compared in constant time (as SHA-256 digests, so their lengths do not show either). The
-//! key a request came with is its `Owner`: files and tuning jobs belong to it, and another key finds none of them.
+//! API keys: `Authorization: Bearer <key>` on every route but `/health*` (and `/metrics` unless it is made private;
+//! `middleware::authorize` asks). Keys are compared in constant time (as SHA-256 digests, so their lengths do not
+//! show either). The key a request came with is its `Owner`: files and tuning jobs belong to it, and another key
+//! finds none of them.
 //!
 //! No key configured: every request is anonymous, which is allowed on a loopback address (the default host);
 //! on any other address the server refuses to start unless told `allow_unauthenticated`.
 
-use crate::error::ApiError;
-use crate::state::AppState;
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-/// `[auth]` in the config file (keys also come from `--api-key` and `PEZ_API_KEYS`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    pub api_keys: Vec<String>,
-    /// `/metrics` without a key (an orchestrator's scraper usually has none).
-    pub public_metrics: bool,
-    /// Serve without keys on an address other than loopback.
-    pub allow_unauthenticated: bool,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            api_keys: vec![],
-            public_metrics: true,
-            allow_unauthenticated: false,
-        }
-    }
-}
 
 /// Who made a request: the digest of its key (`""` where no key is configured). Never the key itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +36,11 @@ impl Keys {
         self.digests.is_empty()
     }
 
+    /// Whether `/metrics` is served without a key.
+    pub fn public_metrics(&self) -> bool {
+        self.public_metrics
+    }
+
     /// The owner a bearer token stands for, if it is one of the keys (each compared in constant time, all of
     /// them, so the time does not say which matched).
     pub fn owner(&self, token: &str) -> Option<Owner> {
@@ -74,31 +52,6 @@ impl Keys {
             }
         }
         found
-    }
-}
-
-/// The request's owner, or a 401 in OpenAI's shape. Health routes and (when public) `/metrics` need no key.
-pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let open = path == "/health" || path.starts_with("/health/") || path == "/metrics" && s.keys.public_metrics;
-    if s.keys.is_empty() || open {
-        req.extensions_mut().insert(Owner(String::new()));
-        return next.run(req).await;
-    }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token.map(|t| s.keys.owner(t)) {
-        Some(Some(owner)) => {
-            req.extensions_mut().insert(owner);
-            next.run(req).await
-        }
-        Some(None) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
-        None => ApiError::unauthorized("You didn't provide an API key: send it as `Authorization: Bearer <key>`.")
-            .into_response(),
     }
 }
 

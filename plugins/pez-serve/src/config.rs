@@ -81,7 +81,7 @@ pub struct Args {
     pub max_running_jobs: Option<usize>,
     /// Where tuning jobs run: local (threads of this process, the default) or slurm (batch jobs).
     #[arg(long)]
-    pub runner: Option<crate::tuning::RunnerKind>,
+    pub runner: Option<RunnerKind>,
 }
 
 /// Activation dtype of mistral.rs's generation.
@@ -151,9 +151,9 @@ pub struct ServeConfig {
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
-    pub auth: crate::auth::AuthConfig,
+    pub auth: AuthConfig,
     #[serde(default)]
-    pub tuning: crate::tuning::TuningConfig,
+    pub tuning: TuningConfig,
 }
 
 /// Bounds on requests and connections. Anything past them is refused with a 4xx in OpenAI's error shape before
@@ -409,4 +409,105 @@ pub fn classifier_name(c: &ClassifierEntry) -> String {
     dir.file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "classifier".into())
+}
+
+/// A base model as the API lists it.
+#[derive(Debug, Clone)]
+pub struct BaseInfo {
+    pub name: String,
+    /// Plain chat/completions run on mistral.rs for this model.
+    pub generate: bool,
+}
+
+/// `[auth]` in the config file (keys also come from `--api-key` and `PEZ_API_KEYS`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub api_keys: Vec<String>,
+    /// `/metrics` without a key (an orchestrator's scraper usually has none).
+    pub public_metrics: bool,
+    /// Serve without keys on an address other than loopback.
+    pub allow_unauthenticated: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: vec![],
+            public_metrics: true,
+            allow_unauthenticated: false,
+        }
+    }
+}
+
+/// `[tuning]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuningConfig {
+    /// `local` (threads of this process) or `slurm` (batch jobs).
+    pub runner: RunnerKind,
+    /// Jobs running at once.
+    pub max_running_jobs: usize,
+    /// Jobs waiting at most; a job past them is refused with a 429.
+    pub max_queued_jobs: usize,
+    /// Largest file accepted for upload (bytes).
+    pub max_file_bytes: u64,
+    /// Upper bounds on a job's settings (compute it may ask for).
+    pub max_steps: usize,
+    pub max_batch_size: usize,
+    pub max_prompt_len: usize,
+    /// Threads a local job computes on (0: all cores).
+    pub threads: usize,
+    /// The local job's threads' nice value (19: they get the CPU only when classification leaves it).
+    pub nice: i32,
+    pub slurm: SlurmConfig,
+}
+
+impl Default for TuningConfig {
+    fn default() -> Self {
+        Self {
+            runner: RunnerKind::Local,
+            max_running_jobs: 1,
+            max_queued_jobs: 16,
+            max_file_bytes: 64 << 20,
+            max_steps: 20_000,
+            max_batch_size: 512,
+            max_prompt_len: 64,
+            threads: 0,
+            nice: 19,
+            slurm: SlurmConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, strum::EnumString, strum::Display, strum::VariantNames)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum RunnerKind {
+    Local,
+    Slurm,
+}
+
+/// `[tuning.slurm]`: how jobs are submitted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmConfig {
+    /// The `pez` binary the batch job runs (default: the one beside `pez-serve`).
+    pub pez: Option<PathBuf>,
+    pub partition: Option<String>,
+    /// More `sbatch` arguments (`--time=2:00:00`, `--cpus-per-task=8`, ...).
+    pub sbatch_args: Vec<String>,
+    /// Seconds between `sacct` polls.
+    pub poll_s: u64,
+}
+
+impl Default for SlurmConfig {
+    fn default() -> Self {
+        Self {
+            pez: None,
+            partition: None,
+            sbatch_args: vec![],
+            poll_s: 3,
+        }
+    }
 }

@@ -79,7 +79,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(from_fn_with_state(state.clone(), auth::authorize))
+        .layer(from_fn_with_state(state.clone(), middleware::authorize))
         .layer(from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use pez_serve::config::{self, Args, ServeConfig};
 use pez_serve::metrics::Metrics;
-use pez_serve::state::{self, AppState};
+use pez_serve::state::AppState;
 use pez_serve::tuning::Tuning;
 use pez_serve::{auth, engine, http, router, ClassifierPool};
 use std::sync::{Arc, OnceLock};
@@ -83,7 +83,11 @@ async fn run(a: Args) -> Result<()> {
 
 /// The tuning service on the state directory: jobs interrupted by a stop queued again, finished jobs' classifiers
 /// served again.
-async fn open_tuning(cfg: &ServeConfig, bases: &[state::BaseInfo], pool: Arc<ClassifierPool>) -> Result<Arc<Tuning>> {
+async fn open_tuning(
+    cfg: &ServeConfig,
+    bases: &[pez_serve::config::BaseInfo],
+    pool: Arc<ClassifierPool>,
+) -> Result<Arc<Tuning>> {
     let dir = cfg.state_dir();
     let tunable = bases.iter().cloned().zip(cfg.models.iter().cloned()).collect();
     let tuning = Tuning::open(dir.clone(), cfg.tuning.clone(), pool, tunable)?;

@@ -1,6 +1,8 @@
-//! What wraps every request: its id, one log line and the metrics (`observe`); the whole body read within size
-//! and time (`read_body`); a permit among the requests in flight (`limit_concurrency`).
+//! What wraps every request: its id, one log line and the metrics (`observe`); its API key, as its owner
+//! (`authorize`); the whole body read within size and time (`read_body`); a permit among the requests in flight
+//! (`limit_concurrency`).
 
+use crate::auth::Owner;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Body;
@@ -38,7 +40,7 @@ impl Observed {
         let secs = self.t0.elapsed().as_secs_f64();
         self.s.metrics.request(&self.route, model, status, secs);
         let ms = (secs * 1e3).round();
-        let ts = crate::state::now();
+        let ts = crate::openai::now();
         tracing::info!(target: "pez_serve::request", ts, request_id = %self.id, method = %self.method, route = %self.route, model, status, ms, "request");
     }
 }
@@ -138,5 +140,30 @@ pub async fn limit_concurrency(State(s): State<AppState>, req: Request, next: Ne
             "rate_limit_exceeded",
         )
         .into_response(),
+    }
+}
+
+/// The request's owner, or a 401 in OpenAI's shape. Health routes and (when public) `/metrics` need no key.
+pub async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let open = path == "/health" || path.starts_with("/health/") || path == "/metrics" && s.keys.public_metrics();
+    if s.keys.is_empty() || open {
+        req.extensions_mut().insert(Owner(String::new()));
+        return next.run(req).await;
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token.map(|t| s.keys.owner(t)) {
+        Some(Some(owner)) => {
+            req.extensions_mut().insert(owner);
+            next.run(req).await
+        }
+        Some(None) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
+        None => ApiError::unauthorized("You didn't provide an API key: send it as `Authorization: Bearer <key>`.")
+            .into_response(),
     }
 }

@@ -3,7 +3,7 @@
 //! returns. A classifier's answer and mistral.rs's (see `engine::compat`) are built as these.
 
 use pez_classify::api::{LabelScores, Usage};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// `chat.completion`.
@@ -227,7 +227,7 @@ pub struct FineTuningJob {
     pub id: String,
     pub object: &'static str,
     pub created_at: u64,
-    pub error: Option<crate::tuning::store::JobError>,
+    pub error: Option<JobError>,
     pub fine_tuned_model: Option<String>,
     pub finished_at: Option<u64>,
     pub hyperparameters: JobHyperparameters,
@@ -235,7 +235,7 @@ pub struct FineTuningJob {
     pub organization_id: String,
     pub result_files: Vec<String>,
     pub seed: u64,
-    pub status: crate::tuning::store::Status,
+    pub status: Status,
     pub trained_tokens: Option<u64>,
     pub training_file: String,
     pub validation_file: Option<String>,
@@ -289,7 +289,7 @@ pub struct JobEvent {
     pub message: String,
     #[serde(rename = "type")]
     pub kind: String,
-    pub data: Option<crate::tuning::store::Metrics>,
+    pub data: Option<Metrics>,
 }
 
 /// `fine_tuning.job.checkpoint`: a holdout evaluation the run can be resumed from.
@@ -300,6 +300,63 @@ pub struct JobCheckpoint {
     pub created_at: u64,
     pub fine_tuned_model_checkpoint: String,
     pub fine_tuning_job_id: String,
-    pub metrics: crate::tuning::store::Metrics,
+    pub metrics: Metrics,
     pub step_number: u64,
+}
+
+/// A job's state, as OpenAI names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Status {
+    ValidatingFiles,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// Why a job failed (OpenAI's `error` object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+    pub param: Option<String>,
+}
+
+/// Where a run is: an event's data (every few steps, and at each holdout evaluation) and a checkpoint's metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub step: u64,
+    pub total_steps: u64,
+    /// Mean training loss since the last report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    /// Accuracy of the prompt of this step on the holdout (at evaluations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holdout_accuracy: Option<f64>,
+    /// The best holdout accuracy so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best_holdout_accuracy: Option<f64>,
+    /// The hard prompt of this step (at evaluations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    pub elapsed_s: f64,
+    /// Seconds left at the rate so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+}
+
+/// Seconds since the Unix epoch: what every object's `created`/`created_at` says.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -2,9 +2,10 @@
 //! tuning service, the limits and the metrics.
 
 use crate::auth::Keys;
-use crate::config::Limits;
+use crate::config::{BaseInfo, Limits};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+pub use crate::openai::now;
 use crate::pool::ClassifierPool;
 use crate::tuning::Tuning;
 use crate::worker::ClassifierInfo;
@@ -12,14 +13,6 @@ use mistralrs_server_core::types::SharedMistralRsState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-
-/// A base model as the API lists it.
-#[derive(Debug, Clone)]
-pub struct BaseInfo {
-    pub name: String,
-    /// Plain chat/completions run on mistral.rs for this model.
-    pub generate: bool,
-}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -126,11 +119,4 @@ impl Target {
             Self::Base(b) => &b.name,
         }
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -5,11 +5,11 @@
 
 pub mod compat;
 
+use crate::config::BaseInfo;
 use crate::config::{Args, EngineDtype, ServeConfig};
 use crate::error::ApiError;
 use crate::requests::{for_engine, ChatRequest, CompletionRequest};
 use crate::routes::{event, sse};
-use crate::state::BaseInfo;
 use anyhow::Context;
 use axum::response::{IntoResponse, Json, Response as HttpResponse};
 use mistralrs_core::{AutoDeviceMapParams, ModelDType, ModelSelected, Response};

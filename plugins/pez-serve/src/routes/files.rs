@@ -111,12 +111,27 @@ pub async fn upload(
     if bytes.is_empty() {
         return Err(ApiError::invalid("file", "the file is empty"));
     }
-    let n = dataset::parse(&bytes)
+    let (t, owner) = (t.clone(), owner.0);
+    let kept = tokio::task::spawn_blocking(move || keep(&t, owner, filename, purpose, &bytes)).await;
+    let (row, n) = kept.map_err(internal)??;
+    tracing::info!(file = %row.id, examples = n, bytes = row.bytes, "file uploaded");
+    Ok(Json(object(&row)))
+}
+
+/// A file checked (every line an example) and kept: its bytes under the state directory, then its row.
+fn keep(
+    t: &Tuning,
+    owner: String,
+    filename: String,
+    purpose: String,
+    bytes: &[u8],
+) -> Result<(FileRow, usize), ApiError> {
+    let n = dataset::parse(bytes)
         .map_err(|e| ApiError::invalid("file", format!("{filename}: {e}")))?
         .len();
     let row = FileRow {
         id: new_id("file"),
-        owner: owner.0,
+        owner,
         filename,
         purpose,
         bytes: bytes.len() as u64,
@@ -125,15 +140,14 @@ pub async fn upload(
     let path = file_path(&t.dir, &row.id);
     let tmp = path.with_extension("tmp");
     std::fs::create_dir_all(t.dir.join("files")).map_err(internal)?;
-    std::fs::write(&tmp, &bytes)
+    std::fs::write(&tmp, bytes)
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(internal)?;
     if let Err(e) = t.store.insert_file(&row) {
         let _ = std::fs::remove_file(&path);
         return Err(internal(e));
     }
-    tracing::info!(file = %row.id, examples = n, bytes = row.bytes, "file uploaded");
-    Ok(Json(object(&row)))
+    Ok((row, n))
 }
 
 pub async fn list(

@@ -28,7 +28,7 @@ pub async fn create(
             "{open} tuning jobs are queued or running: this server takes no more now"
         )));
     }
-    let job = jobs::create(t, &owner.0, req).await?;
+    let job = jobs::create(t.clone(), owner.0, req).await?;
     t.wake();
     Ok(Json(jobs::object(&job)))
 }

@@ -5,8 +5,8 @@ use super::dataset::{self, Example};
 use super::store::{new_id, FileRow, JobRow, Status};
 use super::Tuning;
 use crate::error::ApiError;
+use crate::openai::now;
 use crate::openai::{FineTuningJob, JobHyperparameters, JobMethod, PezHyperparameters, PezMethod};
-use crate::state::now;
 use anyhow::Context;
 use pez_config::{TuneConfig, TuneSettings};
 use pez_tasks::PromptFormat;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// `POST /v1/fine_tuning/jobs`.
 #[derive(Debug, Deserialize)]
@@ -201,9 +202,16 @@ struct Checked {
 }
 
 /// Checks a job request whole, then writes its directory and its row (status `queued`); nothing is written when
-/// a check fails.
-pub async fn create(t: &Tuning, owner: &str, r: CreateJob) -> Result<JobRow, ApiError> {
-    let c = check(t, owner, &r).await?;
+/// a check fails. Files are read and written off the async threads.
+pub async fn create(t: Arc<Tuning>, owner: String, r: CreateJob) -> Result<JobRow, ApiError> {
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || create_here(&t, &owner, r, &runtime))
+        .await
+        .map_err(internal)?
+}
+
+fn create_here(t: &Tuning, owner: &str, r: CreateJob, runtime: &tokio::runtime::Handle) -> Result<JobRow, ApiError> {
+    let c = check(t, owner, &r, runtime)?;
     let id = new_id("ftjob");
     let dir = t.dir.join("jobs").join(&id);
     let seed = r.seed.unwrap_or_else(|| rand::random::<u32>() as u64);
@@ -248,7 +256,7 @@ pub async fn create(t: &Tuning, owner: &str, r: CreateJob) -> Result<JobRow, Api
 }
 
 /// The request's base model, files, task and hyperparameters, each checked (the verbalizers on the model).
-async fn check(t: &Tuning, owner: &str, r: &CreateJob) -> Result<Checked, ApiError> {
+fn check(t: &Tuning, owner: &str, r: &CreateJob, runtime: &tokio::runtime::Handle) -> Result<Checked, ApiError> {
     let Some((base, model)) = t.base(&r.model).cloned() else {
         let msg = format!(
             "`{}` is not a base model of this server (tuning starts from one)",
@@ -291,7 +299,7 @@ async fn check(t: &Tuning, owner: &str, r: &CreateJob) -> Result<Checked, ApiErr
         return Err(ApiError::invalid("validation_file", msg));
     }
     let prompt_len = given.prompt_len.unwrap_or(10);
-    let checked = t.pool.check_format(&base.name, &format, prompt_len).await;
+    let checked = runtime.block_on(t.pool.check_format(&base.name, &format, prompt_len));
     checked.map_err(|e| ApiError::invalid(&format!("{HP}.verbalizers"), e.to_string()))?;
     Ok(Checked {
         model,

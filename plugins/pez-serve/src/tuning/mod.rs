@@ -19,88 +19,15 @@ pub mod jobs;
 pub mod runner;
 pub mod store;
 
+use crate::config::{BaseInfo, BaseModel, RunnerKind, TuningConfig};
 use crate::pool::ClassifierPool;
-use crate::state::BaseInfo;
 use anyhow::{Context, Result};
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use store::{Status, Store};
 use tokio::sync::Notify;
-
-/// `[tuning]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TuningConfig {
-    /// `local` (threads of this process) or `slurm` (batch jobs).
-    pub runner: RunnerKind,
-    /// Jobs running at once.
-    pub max_running_jobs: usize,
-    /// Jobs waiting at most; a job past them is refused with a 429.
-    pub max_queued_jobs: usize,
-    /// Largest file accepted for upload (bytes).
-    pub max_file_bytes: u64,
-    /// Upper bounds on a job's settings (compute it may ask for).
-    pub max_steps: usize,
-    pub max_batch_size: usize,
-    pub max_prompt_len: usize,
-    /// Threads a local job computes on (0: all cores).
-    pub threads: usize,
-    /// The local job's threads' nice value (19: they get the CPU only when classification leaves it).
-    pub nice: i32,
-    pub slurm: SlurmConfig,
-}
-
-impl Default for TuningConfig {
-    fn default() -> Self {
-        Self {
-            runner: RunnerKind::Local,
-            max_running_jobs: 1,
-            max_queued_jobs: 16,
-            max_file_bytes: 64 << 20,
-            max_steps: 20_000,
-            max_batch_size: 512,
-            max_prompt_len: 64,
-            threads: 0,
-            nice: 19,
-            slurm: SlurmConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, strum::EnumString, strum::Display, strum::VariantNames)]
-#[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
-pub enum RunnerKind {
-    Local,
-    Slurm,
-}
-
-/// `[tuning.slurm]`: how jobs are submitted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SlurmConfig {
-    /// The `pez` binary the batch job runs (default: the one beside `pez-serve`).
-    pub pez: Option<PathBuf>,
-    pub partition: Option<String>,
-    /// More `sbatch` arguments (`--time=2:00:00`, `--cpus-per-task=8`, ...).
-    pub sbatch_args: Vec<String>,
-    /// Seconds between `sacct` polls.
-    pub poll_s: u64,
-}
-
-impl Default for SlurmConfig {
-    fn default() -> Self {
-        Self {
-            pez: None,
-            partition: None,
-            sbatch_args: vec![],
-            poll_s: 3,
-        }
-    }
-}
 
 /// The service: the store, the state directory, the queue and the jobs running here.
 pub struct Tuning {
@@ -109,7 +36,7 @@ pub struct Tuning {
     pub cfg: TuningConfig,
     pub(crate) pool: Arc<ClassifierPool>,
     /// Base models jobs may tune, with the path their classifiers load from.
-    pub(crate) bases: Vec<(BaseInfo, crate::config::BaseModel)>,
+    pub(crate) bases: Vec<(BaseInfo, BaseModel)>,
     /// Jobs running in this process, and the flag that stops each.
     running: Mutex<HashMap<String, Arc<AtomicBool>>>,
     /// The threads local jobs compute on.
@@ -124,7 +51,7 @@ impl Tuning {
         dir: PathBuf,
         cfg: TuningConfig,
         pool: Arc<ClassifierPool>,
-        bases: Vec<(BaseInfo, crate::config::BaseModel)>,
+        bases: Vec<(BaseInfo, BaseModel)>,
     ) -> Result<Arc<Self>> {
         let store = Store::open(&dir)?;
         for job in store.jobs_in(Status::Running)? {
@@ -234,7 +161,7 @@ impl Tuning {
     }
 
     /// The base model a job names, if jobs may tune it.
-    pub(crate) fn base(&self, name: &str) -> Option<&(BaseInfo, crate::config::BaseModel)> {
+    pub(crate) fn base(&self, name: &str) -> Option<&(BaseInfo, BaseModel)> {
         self.bases.iter().find(|(b, _)| b.name == name)
     }
 }

@@ -38,7 +38,9 @@ pub fn start_local(t: Arc<Tuning>, job: JobRow) {
         .name(format!("job-{}", &job.id[job.id.len() - 8..]))
         .spawn(move || {
             lower_priority(t.cfg.nice);
-            let result = t.threads.install(|| run_local(&t, &job, &stop));
+            let run = std::panic::AssertUnwindSafe(|| t.threads.install(|| run_local(&t, &job, &stop)));
+            let result =
+                std::panic::catch_unwind(run).unwrap_or_else(|_| Err(anyhow::anyhow!("the tuning loop panicked")));
             let ended = match result {
                 Ok(Some(())) => succeed(&t, &job, &runtime),
                 Ok(None) => Ok(()), // stopped: cancelled, or the server is going down (it resumes on restart)
@@ -150,7 +152,7 @@ impl<'t> Reporter<'t> {
         self.loss = (0.0, 0);
         let eta_s = (step > 0).then(|| elapsed_s / step as f64 * (steps - step) as f64);
         if let Some(eta) = eta_s {
-            let _ = self.t.store.set_estimate(self.job, crate::state::now() + eta as u64);
+            let _ = self.t.store.set_estimate(self.job, crate::openai::now() + eta as u64);
         }
         Metrics {
             step: step as u64,
@@ -171,6 +173,12 @@ fn succeed(t: &Tuning, job: &JobRow, runtime: &tokio::runtime::Handle) -> Result
     let prompt = spec.run_dir().join("prompt.json");
     let artifact = pez_config::PromptArtifact::read(&prompt)?;
     let name = jobs::model_name(job);
+    if t.store
+        .job(None, &job.id)?
+        .is_some_and(|j| j.status == Status::Cancelled)
+    {
+        return Ok(()); // cancelled as it ended: not served
+    }
     if let Err(e) = runtime.block_on(t.pool.add(&name, prompt, &job.model)) {
         return fail(
             t,
@@ -178,12 +186,6 @@ fn succeed(t: &Tuning, job: &JobRow, runtime: &tokio::runtime::Handle) -> Result
             "serving_failed",
             &format!("the tuned classifier could not be served: {e}"),
         );
-    }
-    if t.store
-        .job(None, &job.id)?
-        .is_some_and(|j| j.status == Status::Cancelled)
-    {
-        return Ok(());
     }
     t.store.succeed(&job.id, &name)?;
     let acc = |x: Option<f64>| x.map_or("–".to_string(), |a| format!("{:.2}%", a * 100.0));

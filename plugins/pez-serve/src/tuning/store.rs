@@ -7,9 +7,10 @@
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Mutex;
+
+pub use crate::openai::{JobError, Metrics, Status};
 
 /// The migrations, in order; the database's `user_version` says how many have run.
 const MIGRATIONS: &[&str] = &["CREATE TABLE files (
@@ -60,25 +61,6 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE files (
     );
     CREATE INDEX checkpoints_by_job ON checkpoints(job_id, seq);"];
 
-/// A job's state, as OpenAI names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum Status {
-    ValidatingFiles,
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl Status {
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct FileRow {
     pub id: String,
@@ -87,14 +69,6 @@ pub struct FileRow {
     pub purpose: String,
     pub bytes: u64,
     pub created_at: u64,
-}
-
-/// Why a job failed (OpenAI's `error` object).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobError {
-    pub code: String,
-    pub message: String,
-    pub param: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,29 +90,6 @@ pub struct JobRow {
     pub spec: String,
     /// The runner's own id for it (a Slurm job id).
     pub runner_id: Option<String>,
-}
-
-/// Where a run is: an event's data (every few steps, and at each holdout evaluation) and a checkpoint's metrics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    pub step: u64,
-    pub total_steps: u64,
-    /// Mean training loss since the last report.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub train_loss: Option<f64>,
-    /// Accuracy of the prompt of this step on the holdout (at evaluations).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub holdout_accuracy: Option<f64>,
-    /// The best holdout accuracy so far.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub best_holdout_accuracy: Option<f64>,
-    /// The hard prompt of this step (at evaluations).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prompt: Option<String>,
-    pub elapsed_s: f64,
-    /// Seconds left at the rate so far.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eta_s: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -391,7 +342,7 @@ impl Store {
 
     /// Moves a job from `from` (any, if none) to `to`; false if it was not in `from`.
     pub fn set_status(&self, id: &str, from: Option<Status>, to: Status) -> Result<bool> {
-        let finished = to.is_final().then(crate::state::now);
+        let finished = to.is_final().then(crate::openai::now);
         let n = self.with(|db| {
             db.execute(
                 "UPDATE jobs SET status = ?1, finished_at = COALESCE(?2, finished_at)
@@ -436,7 +387,7 @@ impl Store {
         self.with(|db| {
             db.execute(
                 "INSERT INTO events (id, job_id, created_at, level, message, kind, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![new_id("ftevent"), job, crate::state::now(), level, message, kind, data],
+                params![new_id("ftevent"), job, crate::openai::now(), level, message, kind, data],
             )
         })?;
         Ok(())
@@ -462,7 +413,7 @@ impl Store {
         self.with(|db| {
             db.execute(
                 "INSERT INTO checkpoints (id, job_id, created_at, step, metrics) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![new_id("ftckpt"), job, crate::state::now(), step, metrics],
+                params![new_id("ftckpt"), job, crate::openai::now(), step, metrics],
             )
         })?;
         Ok(())
