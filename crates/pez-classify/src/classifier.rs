@@ -296,7 +296,11 @@ pub const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
 
 /// Log-probabilities with per-label offsets subtracted, normalised again.
 pub fn calibrated(logprobs: &[f32], offsets: &[f32]) -> Vec<f32> {
-    let x: Vec<f32> = logprobs.iter().zip(offsets).map(|(l, o)| l - o).collect();
+    normalised(&logprobs.iter().zip(offsets).map(|(l, o)| l - o).collect::<Vec<_>>())
+}
+
+/// Scores shifted to log-probabilities over the labels (`x - logsumexp(x)`).
+pub fn normalised(x: &[f32]) -> Vec<f32> {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
     x.iter().map(|v| v - lse).collect()

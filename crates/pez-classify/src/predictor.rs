@@ -2,6 +2,7 @@
 //! `endpoint::EndpointPrompt` (behind pez-serve or any OpenAI-compatible server) both implement `Predictor`, and
 //! `evaluate` turns any predictor's answers on labelled examples into an accuracy.
 
+use crate::Encoded;
 use anyhow::Result;
 use pez_tasks::metrics::Accuracy;
 use pez_tasks::Example;
@@ -25,6 +26,29 @@ pub struct Scored {
 pub trait Predictor {
     /// `texts` scored `batch` at a time, in input order; `done(n)` after each batch (for progress).
     fn score(&self, texts: &[&str], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Vec<Scored>>;
+}
+
+/// Texts encoded by `encode`, sorted by length (rows of similar lengths waste least) and scored `batch` at a time
+/// by `score_rows`; results in input order.
+pub(crate) fn score_by_length(
+    texts: &[&str],
+    batch: usize,
+    done: &mut dyn FnMut(usize),
+    encode: impl Fn(&str) -> Result<Encoded>,
+    score_rows: impl Fn(&[Encoded]) -> Result<Vec<Scored>>,
+) -> Result<Vec<Scored>> {
+    let rows = texts.iter().map(|t| encode(t)).collect::<Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i].0.len());
+    let mut out: Vec<Option<Scored>> = vec![None; rows.len()];
+    for chunk in order.chunks(batch.max(1)) {
+        let picked: Vec<Encoded> = chunk.iter().map(|&i| rows[i].clone()).collect();
+        for (&i, s) in chunk.iter().zip(score_rows(&picked)?) {
+            out[i] = Some(s);
+        }
+        done(chunk.len());
+    }
+    Ok(out.into_iter().map(|s| s.expect("every text scored")).collect())
 }
 
 /// A predictor's answers on labelled examples.

@@ -1,7 +1,7 @@
 //! A prompt bound to an in-process model: the one way `pez eval`, tuning evaluation, the transfer grid and the
 //! server score texts.
 
-use crate::predictor::{Predictor, Scored};
+use crate::predictor::{score_by_length, Predictor, Scored};
 use crate::{best_label, calibrated, Classifier, Encoded, LearnedPrompt, Prefix};
 use anyhow::Result;
 use candle_core::DType;
@@ -96,20 +96,12 @@ impl<'a> Prompted<'a> {
 impl Predictor for Prompted<'_> {
     /// Texts cut to the context, sorted by length and scored `batch` at a time; results in input order.
     fn score(&self, texts: &[&str], batch: usize, done: &mut dyn FnMut(usize)) -> Result<Vec<Scored>> {
-        let rows = texts
-            .iter()
-            .map(|t| self.encode(t, self.clf.max_text_tokens))
-            .collect::<Result<Vec<_>>>()?;
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by_key(|&i| rows[i].0.len());
-        let mut out: Vec<Option<Scored>> = vec![None; rows.len()];
-        for chunk in order.chunks(batch.max(1)) {
-            let picked: Vec<Encoded> = chunk.iter().map(|&i| rows[i].clone()).collect();
-            for (&i, s) in chunk.iter().zip(self.score_rows(&picked)?) {
-                out[i] = Some(s);
-            }
-            done(chunk.len());
-        }
-        Ok(out.into_iter().map(|s| s.expect("every text scored")).collect())
+        score_by_length(
+            texts,
+            batch,
+            done,
+            |t| self.encode(t, self.clf.max_text_tokens),
+            |rows| self.score_rows(rows),
+        )
     }
 }

@@ -1,5 +1,5 @@
 use anyhow::{bail, Result};
-use pez_classify::{evaluate, LearnedPrompt, Prompted};
+use pez_classify::{evaluate, Ensemble, LearnedPrompt};
 use pez_config::write_atomic;
 use pez_models::load_lm;
 use pez_tasks::{Calibration, TaskSpec};
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub struct Args {
     /// sst2, amazon, agnews, or a task .toml file (default: the prompt file's task).
     task: Option<String>,
-    /// A run's prompt.json (or its directory).
+    /// A run's prompt.json (or its directory), or an ensemble.json (or the sweep folder holding it).
     #[arg(long, conflicts_with_all = ["prompt", "empty"])]
     prompt_file: Option<PathBuf>,
     /// A prompt given as text (tokenized with the model's tokenizer).
@@ -49,15 +49,21 @@ pub fn run(a: Args) -> Result<()> {
     let (device, dtype) = a.placement.open()?;
     let lm = load_lm(&a.model, dtype.candle(), &device)?;
     // The prompt brings its format (template, verbalizers, labels); the task brings the data.
-    let mut learned = match (&a.prompt_file, &task) {
-        (Some(f), _) => LearnedPrompt::from_artifact(f, &lm)?,
-        (None, Some(t)) => LearnedPrompt::from_text(t.prompt.clone(), a.prompt.as_deref().unwrap_or(""), &lm)?,
+    let p = match (&a.prompt_file, &task) {
+        (Some(f), _) => Ensemble::load(f, &lm, a.calibration)?,
+        (None, Some(t)) => {
+            let mut learned = LearnedPrompt::from_text(t.prompt.clone(), a.prompt.as_deref().unwrap_or(""), &lm)?;
+            if let Some(c) = a.calibration {
+                learned.calibration = c;
+            }
+            Ensemble::new(&lm, vec![learned])?
+        }
         (None, None) => unreachable!("checked above"),
     };
     let task = match task {
         Some(t) => t,
         None => {
-            let name = learned.task.clone().unwrap_or_default();
+            let name = p.first().prompt.task.clone().unwrap_or_default();
             TaskSpec::resolve(&name).map_err(|e| {
                 e.context(format!(
                     "the prompt was learned for task `{name}`: name that task (or its .toml) for its data"
@@ -65,19 +71,15 @@ pub fn run(a: Args) -> Result<()> {
             })?
         }
     };
-    if task.num_labels() != learned.format.num_labels() {
+    if task.num_labels() != p.format().num_labels() {
         bail!(
             "task `{}` has {} labels, the prompt's format {}",
             task.name,
             task.num_labels(),
-            learned.format.num_labels()
+            p.format().num_labels()
         );
     }
-    if let Some(c) = a.calibration {
-        learned.calibration = c;
-    }
-    let p = Prompted::new(&lm, learned)?;
-    for w in &p.clf.warnings {
+    for w in &p.first().clf.warnings {
         eprintln!("warning: {w}");
     }
     let data = task.load("dev", a.data.as_deref())?;
@@ -87,27 +89,42 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     progress.finish();
     let acc = &e.accuracy;
-    let labels = &p.prompt.format.label_names;
+    let labels = &p.format().label_names;
     if let Some(path) = &a.predictions {
-        let mut out = String::new();
-        for (i, s) in e.scored.iter().enumerate() {
-            let probs: Vec<f32> = s.logprobs.iter().map(|x| x.exp()).collect();
-            out += &serde_json::to_string(
-                &serde_json::json!({"index": i, "label": labels[s.label], "label_index": s.label, "probs": probs}),
-            )?;
-            out.push('\n');
-        }
-        write_atomic(path, out.as_bytes())?;
+        write_predictions(path, &e.scored, labels)?;
     }
-    let prompt_text = &p.prompt.text;
-    let log_ppl = p.log_perplexity()?;
-    if a.json {
+    report(a.json, &task, &lm, &data.source, &p, dtype, acc)
+}
+
+/// What `pez eval` prints: JSON, or lines for a person.
+fn report(
+    json: bool,
+    task: &TaskSpec,
+    lm: &pez_models::LoadedLm,
+    data_source: &std::path::Path,
+    p: &Ensemble,
+    dtype: pez_nn::Dtype,
+    acc: &pez_tasks::metrics::Accuracy,
+) -> Result<()> {
+    let labels = &p.format().label_names;
+    // An ensemble's best member stands for it in the prompt fields; `members` lists them all.
+    let best = p.first();
+    let log_ppl = best.log_perplexity()?;
+    if json {
+        let members: Vec<_> = p
+            .members
+            .iter()
+            .map(|m| {
+                let (prompt, ids, offsets) = (&m.prompt.text, &m.prompt.ids, &m.offsets);
+                serde_json::json!({"prompt": prompt, "prompt_ids": ids, "label_offsets": offsets})
+            })
+            .collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "task": task.name, "model": lm.source, "data": data.source, "prompt": prompt_text, "accuracy": acc,
-                "calibration": p.prompt.calibration, "label_offsets": p.offsets, "dtype": dtype,
-                "prompt_ids": p.prompt.ids, "prompt_log_ppl": log_ppl,
+                "task": task.name, "model": lm.source, "data": data_source, "prompt": best.prompt.text, "accuracy": acc,
+                "calibration": p.calibration(), "label_offsets": best.offsets, "dtype": dtype,
+                "prompt_ids": best.prompt.ids, "prompt_log_ppl": log_ppl, "members": members,
             }))?
         );
     } else {
@@ -115,12 +132,21 @@ pub fn run(a: Args) -> Result<()> {
             "task {}  model {}  data {}",
             task.name,
             lm.source,
-            data.source.display()
+            data_source.display()
         );
         println!(
             "prompt {:?}  calibration {}  dtype {}",
-            prompt_text, p.prompt.calibration, dtype
+            best.prompt.text,
+            p.calibration(),
+            dtype
         );
+        for m in &p.members[1..] {
+            println!(
+                "  and   {:?}  (ensemble of {}: mean label log-probabilities)",
+                m.prompt.text,
+                p.members.len()
+            );
+        }
         if let Some(l) = log_ppl {
             println!("prompt log-perplexity {l:.3} nats/token under this model");
         }
@@ -137,4 +163,17 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Every example's predicted label and label probabilities, one JSON line each in data order.
+fn write_predictions(path: &std::path::Path, scored: &[pez_classify::Scored], labels: &[String]) -> Result<()> {
+    let mut out = String::new();
+    for (i, s) in scored.iter().enumerate() {
+        let probs: Vec<f32> = s.logprobs.iter().map(|x| x.exp()).collect();
+        out += &serde_json::to_string(
+            &serde_json::json!({"index": i, "label": labels[s.label], "label_index": s.label, "probs": probs}),
+        )?;
+        out.push('\n');
+    }
+    write_atomic(path, out.as_bytes())
 }

@@ -48,6 +48,11 @@ pub struct Args {
     /// Seeds ranked in the summary's top list (by holdout accuracy).
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// With --seeds N: the K best prompts by holdout accuracy as one classifier (the mean of their label
+    /// log-probabilities), written to <out>/ensemble.json and scored on dev; eval, transfer and pez-serve take it
+    /// wherever they take a prompt.json.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    ensemble: Option<u64>,
     /// Continue the run in this directory from its last checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -104,10 +109,31 @@ pub fn run(a: Args) -> Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
+        if a.ensemble.is_some_and(|k| k > a.seeds) {
+            anyhow::bail!(
+                "--ensemble {} is more prompts than --seeds {}",
+                a.ensemble.unwrap_or(0),
+                a.seeds
+            );
+        }
         let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top, &device)?;
         print!("{}", pez_tune::sweep::markdown(&s));
         eprintln!("wrote {}/summary.json and summary.md", root.display());
+        if let Some(k) = a.ensemble {
+            let e = pez_tune::sweep::ensemble(&cfg, &s, &root, k as usize, &device)?;
+            let pct = e
+                .dev_accuracy
+                .map_or("not scored (--skip-dev)".into(), |d| format!("{:.2}%", d * 100.0));
+            println!(
+                "ensemble of {} (seeds {:?}): dev {pct}",
+                e.members.len(),
+                e.members.iter().map(|m| m.seed).collect::<Vec<_>>()
+            );
+            println!("wrote {}", root.join(pez_config::ENSEMBLE_FILE).display());
+        }
         return Ok(());
+    } else if a.ensemble.is_some() {
+        anyhow::bail!("--ensemble K needs --seeds N (N >= K): an ensemble is made of several runs' prompts");
     }
     let out = cfg.out.clone();
     report(&pez_tune::tune(Some(cfg), None, &device)?, &out, a.json)

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{metrics_without_time, ok, pez};
+use common::{metrics_without_time, ok, pez, tune_tiny};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -35,28 +35,6 @@ fn sweep_at(dir: &Path, name: &str, out: &str, (steps, every): (usize, usize), g
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-/// `pez tune` of the tiny checkpoint on the fixture task (6 steps, a holdout of 4) into `out`.
-fn tune_tiny(out: &Path) -> std::process::Command {
-    let f = fx();
-    let mut c = pez();
-    c.args([
-        "tune",
-        f.join("task.toml").to_str().unwrap(),
-        "--model",
-        f.join("gpt2").to_str().unwrap(),
-    ]);
-    c.args([
-        "--train",
-        f.join("dev.tsv").to_str().unwrap(),
-        "--steps",
-        "6",
-        "--holdout",
-        "4",
-    ]);
-    c.args(["--out", out.to_str().unwrap()]);
-    c
 }
 
 fn sweep_file(dir: &Path, grid: &str, extra: &str) -> PathBuf {

@@ -5,14 +5,17 @@
 //! - `TuneSettings::resolve`: the one place defaults are filled in, from the task and the device;
 //! - `TuneConfig`: the resolved configuration, checked, written into every checkpoint and `prompt.json`;
 //! - `PromptArtifact`: `prompt.json`, the contract between the tuner, the evaluator, the transfer grid and the
-//!   server.
+//!   server;
+//! - `EnsembleArtifact`: `ensemble.json`, several prompts scored as one classifier.
 
 pub mod artifact;
 pub mod config;
+pub mod ensemble;
 pub mod settings;
 
 pub use artifact::{write_atomic, PromptArtifact};
 pub use config::{Invalid, TuneConfig};
+pub use ensemble::{is_ensemble, Combine, EnsembleArtifact, Member, ENSEMBLE_FILE};
 pub use settings::TuneSettings;
 
 // The settings' own types, named by `for_each_setting!` wherever it is expanded.

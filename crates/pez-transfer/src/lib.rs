@@ -2,15 +2,17 @@
 //!
 //! For each method (empty template, and each tuning method found among the prompts) the top-k prompts by
 //! holdout accuracy are scored on every target; cells are mean ± std over those prompts, and each method is
-//! compared with the empty template by a paired t-test over the same examples.
+//! compared with the empty template by a paired t-test over the same examples. An `ensemble.json` among the
+//! prompts is scored too, as one classifier (method `ensemble`), its members re-tokenized for each target.
 
 pub mod report;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use pez_classify::endpoint::Endpoint;
-use pez_classify::{evaluate, LearnedPrompt, Predictor, Prompted};
-use pez_config::PromptArtifact;
+use pez_classify::ensemble::MeanOf;
+use pez_classify::{evaluate, Ensemble, LearnedPrompt, Predictor};
+use pez_config::{is_ensemble, EnsembleArtifact, PromptArtifact, ENSEMBLE_FILE};
 use pez_core::Method;
 use pez_models::load_lm;
 use pez_tasks::{Calibration, Example, TaskSpec};
@@ -40,11 +42,15 @@ pub fn method_label(a: &PromptArtifact) -> String {
     }
 }
 
-/// `prompt.json` files given directly or found one level inside the given directories.
+/// `prompt.json` files given directly or found one level inside the given directories (an `ensemble.json` given
+/// is left to `find_ensembles`).
 pub fn find_artifacts(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PromptArtifact)>> {
     let mut out = vec![];
     for p in paths {
         let candidates: Vec<PathBuf> = if p.is_file() {
+            if is_ensemble(p)? {
+                continue;
+            }
             vec![p.clone()]
         } else if p.join("prompt.json").exists() {
             vec![p.join("prompt.json")]
@@ -60,6 +66,26 @@ pub fn find_artifacts(paths: &[PathBuf]) -> Result<Vec<(PathBuf, PromptArtifact)
         for c in candidates {
             out.push((c.clone(), PromptArtifact::read(&c)?));
         }
+    }
+    Ok(out)
+}
+
+/// Ensembles given directly (`ensemble.json`) or as the folder holding one (a `pez tune --seeds N --ensemble K`
+/// folder, whose runs `find_artifacts` finds too), with their members' prompts, best first.
+pub fn find_ensembles(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<PromptArtifact>)>> {
+    let mut out = vec![];
+    for p in paths {
+        let file = if p.is_dir() { p.join(ENSEMBLE_FILE) } else { p.clone() };
+        if !file.is_file() || !is_ensemble(&file)? {
+            continue;
+        }
+        let e = EnsembleArtifact::read(&file)?;
+        let members = e
+            .member_files(&file)
+            .iter()
+            .map(|m| PromptArtifact::read(m))
+            .collect::<Result<Vec<_>>>()?;
+        out.push((file, members));
     }
     Ok(out)
 }
@@ -95,19 +121,40 @@ pub fn select_top(
     Ok(by)
 }
 
+/// A prompt's texts (one, or an ensemble's members) bound to a target as one predictor.
+type Bind<'p> = dyn Fn(&[&str]) -> Result<Box<dyn Predictor + 'p>> + 'p;
+
 pub struct Grid {
     pub task: TaskSpec,
     pub data: Vec<Example>,
     pub data_source: PathBuf,
     pub methods: BTreeMap<String, Vec<(PathBuf, PromptArtifact)>>,
+    /// Ensembles given among the prompts: each file and its members.
+    pub ensembles: Vec<(PathBuf, Vec<PromptArtifact>)>,
 }
 
 impl Grid {
     pub fn new(task: &str, prompts: &[PathBuf], top: usize, data: Option<&Path>) -> Result<Self> {
         let task = TaskSpec::resolve(task)?;
         let methods = select_top(find_artifacts(prompts)?, top, &task.name)?;
-        if let Some((p, a)) = methods.values().flatten().next() {
-            for (q, b) in methods.values().flatten() {
+        let ensembles = find_ensembles(prompts)?;
+        let members: Vec<(&PathBuf, &PromptArtifact)> = ensembles
+            .iter()
+            .flat_map(|(p, ms)| ms.iter().map(move |m| (p, m)))
+            .collect();
+        // (select_top checks the prompts' task.)
+        if let Some((p, a)) = members.iter().find(|(_, a)| a.task != task.name) {
+            bail!(
+                "{}: its members were learned for task `{}`, not `{}`",
+                p.display(),
+                a.task,
+                task.name
+            );
+        }
+        let all: Vec<(&PathBuf, &PromptArtifact)> =
+            methods.values().flatten().map(|(p, a)| (p, a)).chain(members).collect();
+        if let Some((p, a)) = all.first() {
+            for (q, b) in &all {
                 if (&b.prompt_format.template, &b.prompt_format.verbalizers)
                     != (&a.prompt_format.template, &a.prompt_format.verbalizers)
                 {
@@ -125,6 +172,7 @@ impl Grid {
             data: d.examples,
             data_source: d.source,
             methods,
+            ensembles,
         })
     }
 
@@ -139,20 +187,31 @@ impl Grid {
         progress: &mut dyn FnMut(&str),
     ) -> Result<Vec<PromptScore>> {
         let lm = load_lm(model, dtype.candle(), device)?;
-        let bind = |prompt: &str| -> Result<Box<dyn Predictor + '_>> {
-            let learned = LearnedPrompt {
-                calibration,
-                ..LearnedPrompt::from_text(self.task.prompt.clone(), prompt, &lm)?
-            };
-            Ok(Box::new(Prompted::new(&lm, learned)?))
+        let bind = |prompts: &[&str]| -> Result<Box<dyn Predictor + '_>> {
+            let learned = prompts
+                .iter()
+                .map(|p| {
+                    Ok(LearnedPrompt {
+                        calibration,
+                        ..LearnedPrompt::from_text(self.task.prompt.clone(), p, &lm)?
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Box::new(Ensemble::new(&lm, learned)?))
         };
         self.score_target(model, batch, &bind, progress)
     }
 
     /// Scores them on a model behind an endpoint.
     pub fn score_endpoint(&self, ep: &Endpoint, progress: &mut dyn FnMut(&str)) -> Result<Vec<PromptScore>> {
-        let bind =
-            |prompt: &str| -> Result<Box<dyn Predictor + '_>> { Ok(Box::new(ep.bind(&self.task.prompt, prompt))) };
+        // An ensemble's members are asked one by one and combined here as `Ensemble` combines them.
+        let bind = |prompts: &[&str]| -> Result<Box<dyn Predictor + '_>> {
+            let each = prompts
+                .iter()
+                .map(|p| Box::new(ep.bind(&self.task.prompt, p)) as Box<dyn Predictor>)
+                .collect();
+            Ok(Box::new(MeanOf(each)))
+        };
         // pez-serve batches across requests itself; 64 texts a request keep each answer small.
         self.score_target(&ep.label(), 64, &bind, progress)
     }
@@ -162,14 +221,15 @@ impl Grid {
         &self,
         target: &str,
         batch: usize,
-        bind: &dyn Fn(&str) -> Result<Box<dyn Predictor + 'p>>,
+        bind: &Bind<'p>,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Vec<PromptScore>> {
         let mut out = vec![];
-        let mut one = |method: &str, prompt: &str, source: Option<PathBuf>, holdout: Option<f64>| -> Result<()> {
+        let mut one = |method: &str, prompts: &[&str], source: Option<PathBuf>, holdout: Option<f64>| -> Result<()> {
+            let prompt = prompts.join(" + ");
             progress(&format!("{target}: {method} {prompt:?}"));
             let e = evaluate(
-                bind(prompt)?.as_ref(),
+                bind(prompts)?.as_ref(),
                 &self.data,
                 self.task.num_labels(),
                 batch,
@@ -178,7 +238,7 @@ impl Grid {
             let correct = e.correct(&self.data);
             out.push(PromptScore {
                 method: method.into(),
-                prompt: prompt.into(),
+                prompt,
                 source,
                 holdout_accuracy: holdout,
                 model: target.into(),
@@ -187,11 +247,15 @@ impl Grid {
             });
             Ok(())
         };
-        one("empty", "", None, None)?;
+        one("empty", &[""], None, None)?;
         for (m, arts) in &self.methods {
             for (p, a) in arts {
-                one(m, &a.prompt, Some(p.clone()), a.holdout_accuracy)?;
+                one(m, &[&a.prompt], Some(p.clone()), a.holdout_accuracy)?;
             }
+        }
+        for (p, members) in &self.ensembles {
+            let prompts: Vec<&str> = members.iter().map(|m| m.prompt.as_str()).collect();
+            one("ensemble", &prompts, Some(p.clone()), None)?;
         }
         Ok(out)
     }

@@ -46,15 +46,21 @@ fn artifact(dir: &std::path::Path, method: Method, prompt: &str, holdout: f64, f
     a.write(&dir.join("prompt.json")).unwrap();
 }
 
-#[test]
-fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
+/// transformers' results, and a folder with two "pez+fluency" runs of its prompts: `a` (holdout 0.9), `b` (0.5).
+fn two_fluent_runs() -> (Expected, tempfile::TempDir) {
     let exp: Expected =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap();
-    let task_file = fixtures().join("task.toml");
     let runs = tempfile::tempdir().unwrap();
-    // Two "pez+fluency" prompts (the better one by holdout should be kept with --top 1) and one "pez" prompt.
     artifact(&runs.path().join("a"), Method::Pez, &exp.prompts[1], 0.9, 0.003);
     artifact(&runs.path().join("b"), Method::Pez, &exp.prompts[2], 0.5, 0.003);
+    (exp, runs)
+}
+
+#[test]
+fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
+    let task_file = fixtures().join("task.toml");
+    // Two "pez+fluency" prompts (the better one by holdout should be kept with --top 1) and one "pez" prompt.
+    let (exp, runs) = two_fluent_runs();
     artifact(&runs.path().join("c"), Method::Pez, &exp.prompts[2], 0.7, 0.0);
     artifact(&runs.path().join("d"), Method::Soft, "ignored", 1.0, 0.0);
     let grid = pez_transfer::Grid::new(task_file.to_str().unwrap(), &[runs.path().to_path_buf()], 1, None).unwrap();
@@ -115,4 +121,48 @@ fn transfer_grid_matches_transformers_on_tiny_gpt2_opt_t5() {
     assert!(std::fs::read_to_string(out.path().join("transfer.svg"))
         .unwrap()
         .starts_with("<svg"));
+}
+
+/// An `ensemble.json` among the prompts is scored on each target as one classifier, as `Ensemble` scores it there,
+/// beside its members' own rows.
+#[test]
+fn an_ensemble_transfers_as_one_classifier() {
+    let task_file = fixtures().join("task.toml");
+    let (exp, runs) = two_fluent_runs();
+    let runs_of = [(0, runs.path().join("a")), (1, runs.path().join("b"))];
+    let e = pez_config::EnsembleArtifact::choose(&runs_of, 2, runs.path(), pez_tasks::Calibration::None).unwrap();
+    e.write(&runs.path().join("ensemble.json")).unwrap();
+    let grid = pez_transfer::Grid::new(task_file.to_str().unwrap(), &[runs.path().to_path_buf()], 2, None).unwrap();
+    assert_eq!(grid.ensembles.len(), 1);
+    assert_eq!(
+        grid.methods["pez+fluency"].len(),
+        2,
+        "the members are found as prompts too"
+    );
+    for arch in ["gpt2", "opt"] {
+        let model = fixtures().join(arch);
+        let scores = grid
+            .score_model(
+                model.to_str().unwrap(),
+                (&Device::Cpu, pez_nn::Dtype::F32),
+                5,
+                pez_tasks::Calibration::None,
+                &mut |_| {},
+            )
+            .unwrap();
+        let s = scores.iter().find(|s| s.method == "ensemble").expect("an ensemble row");
+        assert_eq!(s.prompt, format!("{} + {}", exp.prompts[1], exp.prompts[2]));
+        let lm = pez_models::load_lm(model.to_str().unwrap(), DType::F32, &Device::Cpu).unwrap();
+        let task = TaskSpec::resolve(task_file.to_str().unwrap()).unwrap();
+        let data = task.load("dev", None).unwrap().examples;
+        let members = [&exp.prompts[1], &exp.prompts[2]]
+            .iter()
+            .map(|p| LearnedPrompt::from_text(task.prompt.clone(), p, &lm).unwrap())
+            .collect();
+        let ens = pez_classify::Ensemble::new(&lm, members).unwrap();
+        let want = pez_classify::evaluate(&ens, &data, 2, 3, &mut |_| {})
+            .unwrap()
+            .correct(&data);
+        assert_eq!(s.correct, want, "{arch}");
+    }
 }

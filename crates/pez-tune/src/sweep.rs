@@ -1,13 +1,18 @@
 //! Best-of-N, the paper's answer to seed variance: N seeds run one after another, each in its own run directory
 //! (`<root>/s<seed>`: resumed if a checkpoint is there, skipped if finished), then a summary of every seed and
-//! the top prompts by holdout accuracy, in `<root>/summary.json` and `<root>/summary.md`.
+//! the top prompts by holdout accuracy, in `<root>/summary.json` and `<root>/summary.md`; with an ensemble size,
+//! the best prompts by holdout as one classifier in `<root>/ensemble.json`, scored on dev.
 
 use crate::run::RunDir;
 use anyhow::Result;
+use pez_classify::{evaluate, Ensemble};
 use pez_config::write_atomic;
 use pez_config::PromptArtifact;
 use pez_config::TuneConfig;
+use pez_config::{EnsembleArtifact, ENSEMBLE_FILE};
+use pez_models::load_lm;
 use pez_report::{code, mean_std, pct, pm, Table};
+use pez_tasks::TaskSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -86,6 +91,38 @@ pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize, device: &candle
     write_atomic(&root.join("summary.json"), serde_json::to_string_pretty(&s)?.as_bytes())?;
     write_atomic(&root.join("summary.md"), markdown(&s).as_bytes())?;
     Ok(s)
+}
+
+/// The `k` best runs of a sweep by holdout accuracy as one classifier: `<root>/ensemble.json`, written with the
+/// ensemble's dev accuracy (scored as `pez eval` scores it) unless the runs skipped dev. The members are
+/// calibrated as `base` says.
+pub fn ensemble(
+    base: &TuneConfig,
+    s: &Summary,
+    root: &Path,
+    k: usize,
+    device: &candle_core::Device,
+) -> Result<EnsembleArtifact> {
+    let runs: Vec<(u64, PathBuf)> = s.runs.iter().map(|r| (r.seed, r.dir.clone())).collect();
+    let mut e = EnsembleArtifact::choose(&runs, k, root, base.calibration)?;
+    let path = root.join(ENSEMBLE_FILE);
+    e.write(&path)?;
+    if !base.skip_dev {
+        let lm = load_lm(&base.model, base.dtype.candle(), device)?;
+        let task = TaskSpec::resolve(&base.task)?;
+        let dev = task.load("dev", base.dev.as_deref())?.examples;
+        let p = Ensemble::load(&path, &lm, None)?;
+        let mut progress = pez_progress::Progress::new("ensemble dev", "examples", dev.len() as u64);
+        let acc = evaluate(&p, &dev, task.num_labels(), base.eval_batch, &mut |n| {
+            progress.inc(n as u64)
+        })?
+        .accuracy;
+        progress.finish();
+        e.dev_accuracy = Some(acc.accuracy);
+        e.dev_per_class = Some(acc.per_class);
+        e.write(&path)?;
+    }
+    Ok(e)
 }
 
 /// Best-of-N over `runs`: dev mean and std over all, and over the `top` by holdout accuracy.

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use pez_config::{EnsembleArtifact, PromptArtifact, ENSEMBLE_FILE};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -295,21 +296,26 @@ impl ServeConfig {
         Ok(c)
     }
 
-    /// Classifiers from directories: a run directory (with `prompt.json`) or a folder of run directories.
+    /// Classifiers from directories: a run directory (with `prompt.json`), a sweep's folder with an
+    /// `ensemble.json` (one classifier), or a folder of those.
     pub fn add_classifier_dirs(&mut self, dirs: &[PathBuf]) -> Result<()> {
         let base = self.models.first().map(|m| m.name.clone());
+        let is_classifier = |d: &Path| d.join("prompt.json").is_file() || d.join(ENSEMBLE_FILE).is_file();
         for d in dirs {
-            let runs: Vec<PathBuf> = if d.is_file() || d.join("prompt.json").is_file() {
+            let runs: Vec<PathBuf> = if d.is_file() || is_classifier(d) {
                 vec![d.clone()]
             } else {
                 let mut v: Vec<PathBuf> = std::fs::read_dir(d)
                     .with_context(|| format!("reading classifier directory {}", d.display()))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.join("prompt.json").is_file())
+                    .filter(|p| is_classifier(p))
                     .collect();
                 v.sort();
                 if v.is_empty() {
-                    bail!("{}: no prompt.json in it or in its subdirectories", d.display());
+                    bail!(
+                        "{}: no prompt.json or ensemble.json in it or in its subdirectories",
+                        d.display()
+                    );
                 }
                 v
             };
@@ -409,6 +415,20 @@ pub fn classifier_name(c: &ClassifierEntry) -> String {
     dir.file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "classifier".into())
+}
+
+/// The prompts of a classifier file (a `prompt.json`, an `ensemble.json`'s members, or the folder of either),
+/// read and checked as the worker will read them.
+pub fn classifier_prompts(path: &Path) -> Result<Vec<String>> {
+    if pez_config::is_ensemble(path)? {
+        let e = EnsembleArtifact::read(path)?;
+        e.member_files(path)
+            .iter()
+            .map(|f| Ok(PromptArtifact::read(f)?.prompt))
+            .collect()
+    } else {
+        Ok(vec![PromptArtifact::read(path)?.prompt])
+    }
 }
 
 /// A base model as the API lists it.

@@ -63,7 +63,7 @@ async fn run(a: Args) -> Result<()> {
     };
     let tuning = open_tuning(&cfg, &engine.bases, pool.clone()).await?;
     for c in pool.all() {
-        tracing::info!(classifier = %c.name, base = %c.base, task = %c.task, labels = ?c.labels, prompt = ?c.prompt, "classifier ready");
+        tracing::info!(classifier = %c.name, base = %c.base, task = %c.task, labels = ?c.labels, prompts = ?c.prompts, "classifier ready");
     }
     let bases = engine.bases.clone();
     let engine = engine.start().await?;
@@ -99,11 +99,10 @@ async fn open_tuning(
 fn check_config(cfg: &ServeConfig) -> Result<()> {
     for c in &cfg.classifiers {
         let name = config::classifier_name(c);
-        let p = pez_config::PromptArtifact::read(&c.prompt).with_context(|| format!("classifier `{name}`"))?;
+        let prompts = config::classifier_prompts(&c.prompt).with_context(|| format!("classifier `{name}`"))?;
         println!(
-            "classifier {name} on {}: {:?}",
+            "classifier {name} on {}: {prompts:?}",
             c.base.as_deref().unwrap_or(&cfg.models[0].name),
-            p.prompt
         );
     }
     let models: Vec<&str> = cfg.models.iter().map(|m| m.name.as_str()).collect();

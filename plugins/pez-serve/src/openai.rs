@@ -146,7 +146,10 @@ pub enum ModelKind {
     Classifier {
         base_model: String,
         task: String,
+        /// The best (or only) prompt.
         prompt: String,
+        /// Every prompt a text is scored under (an ensemble's members, best first): forward passes per text.
+        prompts: Vec<String>,
         template: String,
         labels: Vec<String>,
         calibration: pez_tasks::Calibration,

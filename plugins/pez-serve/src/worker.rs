@@ -1,11 +1,12 @@
-//! One base model's classification worker: a thread that owns the model and its classifiers (each a `Prompted`,
-//! its prefix run once) and scores queued texts in batches drawn round-robin from the waiting requests.
+//! One base model's classification worker: a thread that owns the model and its classifiers (each an `Ensemble`
+//! of one prompt or more, each prompt's prefix run once) and scores queued texts in batches drawn round-robin
+//! from the waiting requests.
 
 use crate::error::ClassifyError;
 use crate::metrics::Metrics;
 use anyhow::{anyhow, Result};
 use candle_core::Device;
-use pez_classify::{Encoded, LearnedPrompt, Prompted, Scored};
+use pez_classify::{Encoded, Ensemble, LearnedPrompt, Scored};
 use pez_models::{load_lm, LoadedLm};
 use pez_tasks::{Calibration, PromptFormat};
 use std::ops::Range;
@@ -19,7 +20,9 @@ pub struct ClassifierInfo {
     pub name: String,
     pub base: String,
     pub task: String,
-    pub prompt: String,
+    /// The prompts it scores each text under, best first: one, or an ensemble's members (what a text costs:
+    /// one forward pass each).
+    pub prompts: Vec<String>,
     pub template: String,
     pub labels: Vec<String>,
     pub calibration: Calibration,
@@ -120,8 +123,8 @@ pub struct Worker<'a> {
     base: String,
     bounds: Bounds,
     metrics: &'a Metrics,
-    built: Vec<(ClassifierInfo, Prompted<'a>)>,
-    adhoc: Vec<(AdHoc, Prompted<'a>)>,
+    built: Vec<(ClassifierInfo, Ensemble<'a>)>,
+    adhoc: Vec<(AdHoc, Ensemble<'a>)>,
     active: Vec<Active>,
 }
 
@@ -149,23 +152,21 @@ impl<'a> Worker<'a> {
         Ok(w)
     }
 
-    /// Builds classifier `name` from its prompt.json and serves it from now on.
+    /// Builds classifier `name` from its prompt.json or ensemble.json and serves it from now on.
     pub fn add(&mut self, name: &str, prompt_path: &std::path::Path) -> Result<ClassifierInfo> {
-        let learned = LearnedPrompt::from_artifact(prompt_path, self.lm)
-            .map_err(|e| e.context(format!("classifier `{name}`")))?;
-        let p = Prompted::new(self.lm, learned)?;
-        for w in &p.clf.warnings {
+        let p = Ensemble::load(prompt_path, self.lm, None).map_err(|e| e.context(format!("classifier `{name}`")))?;
+        for w in &p.first().clf.warnings {
             tracing::warn!(classifier = %name, "{w}");
         }
         let info = ClassifierInfo {
             name: name.to_string(),
             base: self.base.clone(),
-            task: p.prompt.task.clone().unwrap_or_default(),
-            prompt: p.prompt.text.clone(),
-            template: p.prompt.format.template.clone(),
-            labels: p.prompt.format.label_names.clone(),
-            calibration: p.prompt.calibration,
-            max_text_tokens: p.clf.max_text_tokens.min(self.bounds.max_text_tokens),
+            task: p.first().prompt.task.clone().unwrap_or_default(),
+            prompts: p.prompts(),
+            template: p.format().template.clone(),
+            labels: p.format().label_names.clone(),
+            calibration: p.calibration(),
+            max_text_tokens: p.max_text_tokens.min(self.bounds.max_text_tokens),
             slot: self.built.len(),
         };
         self.built.push((info.clone(), p));
@@ -317,7 +318,7 @@ impl<'a> Worker<'a> {
 /// token) is the request's fault.
 fn adhoc_index<'a>(
     lm: &'a LoadedLm,
-    adhoc: &mut Vec<(AdHoc, Prompted<'a>)>,
+    adhoc: &mut Vec<(AdHoc, Ensemble<'a>)>,
     a: &AdHoc,
 ) -> Result<usize, ClassifyError> {
     if let Some(i) = adhoc.iter().position(|x| &x.0 == a) {
@@ -328,7 +329,7 @@ fn adhoc_index<'a>(
         ..l
     });
     let p = learned
-        .and_then(|l| Prompted::new(lm, l))
+        .and_then(|l| Ensemble::new(lm, vec![l]))
         .map_err(|e| ClassifyError::BadRequest(format!("{e:#}")))?;
     if adhoc.len() >= MAX_AD_HOC {
         adhoc.remove(0);
@@ -361,11 +362,11 @@ fn pick_batch(active: &[Active], max_batch: usize) -> Vec<(usize, Range<usize>)>
 }
 
 /// Scores the picked rows: those of one classifier sorted by length and scored together after its cached prefix
-/// (`Prompted::score_rows`).
+/// (`Ensemble::score_rows`).
 fn score_batch<'a>(
     lm: &'a LoadedLm,
-    built: &[(ClassifierInfo, Prompted<'a>)],
-    adhoc: &mut Vec<(AdHoc, Prompted<'a>)>,
+    built: &[(ClassifierInfo, Ensemble<'a>)],
+    adhoc: &mut Vec<(AdHoc, Ensemble<'a>)>,
     active: &[Active],
     picks: &[(usize, Range<usize>)],
 ) -> Result<Vec<Vec<Scored>>> {

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use candle_core::{DType, Device};
 use http_body_util::BodyExt;
-use pez_classify::{LearnedPrompt, Predictor, Prompted};
+use pez_classify::{Ensemble, LearnedPrompt, Predictor, Prompted};
 use pez_serve::config::BaseInfo;
 use pez_serve::config::{BaseModel, ClassifierEntry, Limits, ServeConfig};
 use pez_serve::metrics::Metrics;
@@ -44,8 +44,35 @@ fn write_artifact(dir: &Path, prompt: &str) {
     a.write(&dir.join("prompt.json")).unwrap();
 }
 
+/// An ensemble of the `tiny-pez` prompt and another in `dir`: its ensemble.json and the second member's run.
+fn write_ensemble(dir: &Path) {
+    write_artifact(&dir.join("m2"), "terrible awful good");
+    let member = |file: &str, prompt: &str| pez_config::Member {
+        prompt_file: file.into(),
+        seed: 0,
+        prompt: prompt.into(),
+        holdout_accuracy: Some(0.9),
+        dev_accuracy: None,
+    };
+    let e = pez_config::EnsembleArtifact {
+        format: 1,
+        kind: "ensemble".into(),
+        task: "tiny-sst2".into(),
+        source_model: "tiny".into(),
+        combine: pez_config::Combine::MeanLogprob,
+        calibration: Default::default(),
+        members: vec![
+            member("../tiny-pez/prompt.json", "film great bad movie"),
+            member("m2/prompt.json", "terrible awful good"),
+        ],
+        dev_accuracy: None,
+        dev_per_class: None,
+    };
+    e.write(&dir.join("ensemble.json")).unwrap();
+}
+
 /// Labels and label probabilities as `pez eval` computes them.
-fn predict(p: &Prompted, texts: &[&str], batch: usize) -> (Vec<usize>, Vec<Vec<f32>>) {
+fn predict(p: &dyn Predictor, texts: &[&str], batch: usize) -> (Vec<usize>, Vec<Vec<f32>>) {
     let s = p.score(texts, batch, &mut |_| {}).unwrap();
     (
         s.iter().map(|x| x.label).collect(),
@@ -67,6 +94,7 @@ fn server_with(max_concurrency: usize, limits: Limits) -> Server {
     let runs = tempfile::tempdir().unwrap();
     write_artifact(&runs.path().join("tiny-pez"), "film great bad movie");
     write_artifact(&runs.path().join("tiny-empty"), "");
+    write_ensemble(&runs.path().join("tiny-ensemble"));
     let model = fixtures().join("gpt2").to_string_lossy().into_owned();
     let cfg = ServeConfig {
         host: "127.0.0.1".into(),
@@ -80,7 +108,7 @@ fn server_with(max_concurrency: usize, limits: Limits) -> Server {
             dtype: Some(pez_nn::Dtype::F32),
             device: None,
         }],
-        classifiers: ["tiny-pez", "tiny-empty"]
+        classifiers: ["tiny-pez", "tiny-empty", "tiny-ensemble"]
             .iter()
             .map(|n| ClassifierEntry {
                 name: None,
@@ -132,8 +160,9 @@ async fn call(app: &axum::Router, method: &str, path: &str, body: &str) -> (Stat
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), retry)
 }
 
-/// Labels and label log-probabilities from the server equal `pez eval`'s (`Prompted` as a `Predictor`) on the same
-/// model and prompt, for the tiny dev set and for every SST-2 dev sentence (on the tiny model).
+/// Labels and label log-probabilities from the server equal `pez eval`'s (`Ensemble` as a `Predictor`) on the same
+/// model and prompt, for the tiny dev set and for every SST-2 dev sentence (on the tiny model): a prompt, the
+/// empty template and an ensemble of two prompts.
 #[tokio::test]
 async fn labels_agree_with_pez_eval() {
     let s = server(64);
@@ -144,12 +173,8 @@ async fn labels_agree_with_pez_eval() {
     if let Ok(d) = sst2.load("dev", None) {
         examples.extend(d.examples);
     }
-    for name in ["tiny-pez", "tiny-empty"] {
-        let p = Prompted::new(
-            &lm,
-            LearnedPrompt::from_artifact(&s.runs.path().join(name), &lm).unwrap(),
-        )
-        .unwrap();
+    for name in ["tiny-pez", "tiny-empty", "tiny-ensemble"] {
+        let p = Ensemble::load(&s.runs.path().join(name), &lm, None).unwrap();
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
         let (pred, probs) = predict(&p, &texts, 32);
         let (st, v, _) = call(
@@ -190,12 +215,19 @@ async fn openai_shapes() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["tiny-gpt2", "tiny-empty", "tiny-pez"]);
-    assert_eq!(v["data"][2]["labels"], json!(["negative", "positive"]));
+    assert_eq!(ids, ["tiny-gpt2", "tiny-empty", "tiny-ensemble", "tiny-pez"]);
+    assert_eq!(v["data"][3]["labels"], json!(["negative", "positive"]));
+    // What a text costs: one forward pass per prompt, an ensemble's members best first.
+    assert_eq!(v["data"][3]["prompts"], json!(["film great bad movie"]));
+    assert_eq!(
+        v["data"][2]["prompts"],
+        json!(["film great bad movie", "terrible awful good"])
+    );
+    assert_eq!(v["data"][2]["prompt"], "film great bad movie");
     // One model by id, as the official client's models.retrieve asks for it; an unknown id is a 404.
     let (st, m, _) = call(&s.app, "GET", "/v1/models/tiny-pez", "").await;
     assert_eq!(st, StatusCode::OK, "{m}");
-    assert_eq!(m, v["data"][2]);
+    assert_eq!(m, v["data"][3]);
     let (st, e, _) = call(&s.app, "GET", "/v1/models/nope", "").await;
     assert_eq!(
         (st, e["error"]["code"].as_str()),

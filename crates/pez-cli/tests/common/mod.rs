@@ -17,6 +17,28 @@ pub fn ok(o: Output) -> Output {
 /// pez-models' tiny checkpoints (and, under `transfer/`, ones with tokenizers and a task).
 pub use pez_models::testing::fixtures;
 
+/// `pez tune` of the tiny checkpoint on the fixture task (6 steps, a holdout of 4) into `out`.
+pub fn tune_tiny(out: &Path) -> Command {
+    let f = fixtures().join("transfer");
+    let mut c = pez();
+    c.args([
+        "tune",
+        f.join("task.toml").to_str().unwrap(),
+        "--model",
+        f.join("gpt2").to_str().unwrap(),
+    ]);
+    c.args([
+        "--train",
+        f.join("dev.tsv").to_str().unwrap(),
+        "--steps",
+        "6",
+        "--holdout",
+        "4",
+    ]);
+    c.args(["--out", out.to_str().unwrap()]);
+    c
+}
+
 /// `metrics.jsonl` of a run directory, each record without `elapsed_s`.
 pub fn metrics_without_time(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))

@@ -27,7 +27,8 @@ fn classifier_card(s: &AppState, c: &ClassifierInfo) -> ModelCard {
         kind: ModelKind::Classifier {
             base_model: c.base.clone(),
             task: c.task.clone(),
-            prompt: c.prompt.clone(),
+            prompt: c.prompts[0].clone(),
+            prompts: c.prompts.clone(),
             template: c.template.clone(),
             labels: c.labels.clone(),
             calibration: c.calibration,

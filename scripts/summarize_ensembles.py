@@ -1,0 +1,52 @@
+"""The ensembles of scripts/run_ensemble_of_seeds.sh as a table: SST-2 dev accuracy (95% Wilson interval), per
+class, and exact McNemar tests against the single best prompt by holdout (k = 1, uncalibrated: what `pez tune
+--seeds 5 --top 1` gives), on the same 872 sentences. Writes <dir>/README.md's table part to <dir>/table.md."""
+import json
+import sys
+from pathlib import Path
+
+from scipy.stats import binomtest
+
+d = Path(sys.argv[1])
+gold = None
+
+
+def load(name):
+    root = d / name
+    preds = [json.loads(l)["label_index"] for l in open(root / "dev_predictions.jsonl")]
+    ev = json.load(open(root / "eval.json"))
+    ens = json.load(open(root / "ensemble.json"))
+    wall = float(open(root / "eval_wall_s.txt").read().split()[-1])
+    return preds, ev, ens, wall
+
+
+def mcnemar(a, b, y):
+    """Exact McNemar: of the sentences where exactly one is right, how often is it b."""
+    only_a = sum(1 for p, q, t in zip(a, b, y) if p == t and q != t)
+    only_b = sum(1 for p, q, t in zip(a, b, y) if q == t and p != t)
+    n = only_a + only_b
+    return only_a, only_b, (binomtest(only_b, n, 0.5).pvalue if n else 1.0)
+
+
+# Gold labels from SST-2 dev in data order (pez eval's order).
+import csv
+
+dev = Path(__file__).resolve().parent.parent.parent / "shared/data/sst2/dev.tsv"
+y = [int(r["label"]) for r in csv.DictReader(open(dev), delimiter="\t", quoting=csv.QUOTE_NONE)]
+base = load("k1-none")[0]
+rows = ["| k | calibration | members (seeds, best first) | dev | 95% CI | negative / positive | vs k=1 none: only base right / only this right, McNemar p | eval wall (s) |",
+        "|---|---|---|---|---|---|---|---|"]
+for cal in ["none", "content-free"]:
+    for k in [1, 3, 5]:
+        preds, ev, ens, wall = load(f"k{k}-{cal}")
+        acc = ev["accuracy"]
+        assert len(preds) == len(y)
+        assert sum(p == t for p, t in zip(preds, y)) == acc["correct"]
+        per = " / ".join(f"{100 * c / n:.1f}" for c, n in acc["per_class"])
+        a, b, p = mcnemar(base, preds, y)
+        seeds = ", ".join(str(m["seed"]) for m in ens["members"])
+        rows.append(f"| {k} | {cal} | {seeds} | {100 * acc['accuracy']:.2f} | {100 * acc['ci95'][0]:.1f}-{100 * acc['ci95'][1]:.1f} | {per} | "
+                    f"{a} / {b}, p = {p:.3g} | {wall:.0f} |")
+table = "\n".join(rows) + "\n"
+(d / "table.md").write_text(table)
+print(table)
