@@ -72,6 +72,7 @@ one_of!(
     RowRule,
     Calibration,
     Dtype,
+    pez_config::Init,
     pez_classify::endpoint::Api
 );
 

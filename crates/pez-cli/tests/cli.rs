@@ -270,7 +270,7 @@ fn a_words_only_run_never_uses_a_token_outside_the_set() {
     let task = small_task(tmp.path());
     let out = tmp.path().join("words");
     let mut args = tune_args(&task, &out);
-    args.extend(["--tokens", "words", "--random-init", "--dtype", "f32"].map(String::from));
+    args.extend(["--tokens", "words", "--init", "random", "--dtype", "f32"].map(String::from));
     let o = ok(pez().arg("tune").args(&args).output().unwrap());
     let lm = pez_models::load_lm("smollm2-135m", candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let words = pez_hub::tokenizer::token_set(

@@ -35,7 +35,9 @@ pub struct TuneConfig {
     pub epochs: usize,
     pub method: Method,
     pub seed: u64,
-    pub random_init: bool,
+    /// The prompt's first tokens. Runs written before the choice read their `random_init` switch here.
+    #[serde(default, alias = "random_init", deserialize_with = "init_or_switch")]
+    pub init: Init,
     /// Train file (default: the task's train split).
     pub train: Option<PathBuf>,
     /// Dev file scored with the best prompt at the end (default: the task's dev split); `skip_dev` skips it.
@@ -49,6 +51,47 @@ pub struct TuneConfig {
     /// The dtype the model computed in (never `auto`: resolved on the machine that ran; `f32` for older runs).
     #[serde(default)]
     pub dtype: pez_nn::Dtype,
+}
+
+/// Where a prompt starts.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantNames,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum Init {
+    /// The verbalizer tokens tiled to the prompt length (the paper's code).
+    #[default]
+    Label,
+    /// The template's tokens tiled to the prompt length.
+    Template,
+    /// Allowed tokens drawn with the run's seed.
+    Random,
+}
+
+/// `init` as written now, or the `random_init` switch of older runs.
+fn init_or_switch<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Init, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Init(Init),
+        Switch(bool),
+    }
+    Ok(match Written::deserialize(d)? {
+        Written::Init(i) => i,
+        Written::Switch(true) => Init::Random,
+        Written::Switch(false) => Init::Label,
+    })
 }
 
 impl TuneConfig {

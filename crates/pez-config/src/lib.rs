@@ -14,7 +14,7 @@ pub mod ensemble;
 pub mod settings;
 
 pub use artifact::{write_atomic, PromptArtifact};
-pub use config::{Invalid, TuneConfig};
+pub use config::{Init, Invalid, TuneConfig};
 pub use ensemble::{is_ensemble, Combine, EnsembleArtifact, Member, ENSEMBLE_FILE};
 pub use settings::TuneSettings;
 

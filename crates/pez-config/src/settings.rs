@@ -73,9 +73,10 @@ macro_rules! for_each_setting {
             /// characters, no whitespace-only or byte-fallback pieces) or words (printable, a space-led run of
             /// letters).
             tokens: $crate::TokenSet,
+            /// The prompt's first tokens: label (the verbalizers tiled to the prompt length, as the paper's code),
+            /// template (the template's tokens tiled) or random (allowed tokens drawn with the seed).
+            init: $crate::Init,
             ;
-            /// Start from random tokens instead of the verbalizers tiled to the prompt length.
-            random_init,
             /// Do not score the dev set at the end.
             skip_dev,
             /// The paper's protocol: batch 32, 5,000 steps, a random 5,000-example holdout scored every 100 steps,
@@ -155,7 +156,7 @@ impl TuneSettings {
             epochs: self.epochs.unwrap_or(100),
             method,
             seed,
-            random_init: self.random_init.unwrap_or(false),
+            init: self.init.unwrap_or_default(),
             train: self.train.clone(),
             dev: self.dev.clone(),
             skip_dev: self.skip_dev.unwrap_or(false),
@@ -208,7 +209,7 @@ impl From<&TuneConfig> for TuneSettings {
             eval_batch: Some(c.eval_batch),
             out: Some(c.out.clone()),
             tokens: Some(c.tokens),
-            random_init: Some(c.random_init),
+            init: Some(c.init),
             skip_dev: Some(c.skip_dev),
             paper: None,
         }
@@ -304,8 +305,8 @@ mod tests {
     fn unknown_settings_are_refused_and_given_ones_named() {
         let err = toml::from_str::<TuneSettings>("stepz = 3").unwrap_err().to_string();
         assert!(err.contains("unknown field `stepz`"), "{err}");
-        let s: TuneSettings = toml::from_str("steps = 3\nrandom_init = true\ntokens = \"words\"").unwrap();
-        assert_eq!(s.given(), ["steps", "tokens", "random_init"]);
+        let s: TuneSettings = toml::from_str("steps = 3\ninit = \"random\"\ntokens = \"words\"").unwrap();
+        assert_eq!(s.given(), ["steps", "tokens", "init"]);
         let over = TuneSettings {
             steps: Some(9),
             fluency: Some(0.1),
@@ -313,8 +314,8 @@ mod tests {
         }
         .over(s.clone());
         assert_eq!(
-            (over.steps, over.fluency, over.random_init),
-            (Some(9), Some(0.1), Some(true))
+            (over.steps, over.fluency, over.init),
+            (Some(9), Some(0.1), Some(crate::Init::Random))
         );
         assert!(TuneSettings {
             fluency: Some(2.0),

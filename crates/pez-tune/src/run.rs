@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use pez_classify::{evaluate, Classifier, LearnedPrompt, Prompted};
 use pez_config::write_atomic;
-use pez_config::{PromptArtifact, TuneConfig};
+use pez_config::{Init, PromptArtifact, TuneConfig};
 use pez_core::{Method, Optimizer, Pez, PezState, Projector, StepReport};
 use pez_hub::tokenizer;
 use pez_models::{load_lm, LanguageModel, LoadedLm};
@@ -326,16 +326,13 @@ impl<'a> Run<'a> {
             bail!("--tokens {}: no token of {} is in the set", cfg.tokens, cfg.model);
         }
         let projector = Projector::new(model.token_embeddings(), &allowed)?;
-        let init_ids = if cfg.random_init {
-            random_prompt(&projector, model, cfg.prompt_len, cfg.seed)?
-        } else {
+        let tiled = |ids: &[u32]| -> Vec<u32> { ids.iter().cycle().take(cfg.prompt_len).copied().collect() };
+        let init_ids = match cfg.init {
             // As the reference: the verbalizer tokens tiled to the prompt length.
-            clf.verbalizer_ids
-                .iter()
-                .cycle()
-                .take(cfg.prompt_len)
-                .copied()
-                .collect()
+            Init::Label => tiled(&clf.verbalizer_ids),
+            Init::Template if clf.template_ids.is_empty() => bail!("--init template: the template has no tokens"),
+            Init::Template => tiled(&clf.template_ids),
+            Init::Random => random_prompt(&projector, model, cfg.prompt_len, cfg.seed)?,
         };
         let optimizer = Optimizer::new(cfg.optimizer, cfg.weight_decay);
         let pez = Pez::new(
