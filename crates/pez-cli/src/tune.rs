@@ -90,6 +90,13 @@ pub fn run(a: Args) -> Result<()> {
         }
         return report(&pez_tune::tune(None, Some(dir), &device)?, dir, a.json);
     }
+    match a.ensemble {
+        Some(_) if a.seeds < 2 => {
+            anyhow::bail!("--ensemble K needs --seeds N (N >= K): an ensemble is made of several runs' prompts")
+        }
+        Some(k) if k > a.seeds => anyhow::bail!("--ensemble {k} is more prompts than --seeds {}", a.seeds),
+        _ => {}
+    }
     let from_file = match &a.settings {
         Some(p) => read_settings(p)?,
         None => TuneSettings::default(),
@@ -109,13 +116,6 @@ pub fn run(a: Args) -> Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
-        if a.ensemble.is_some_and(|k| k > a.seeds) {
-            anyhow::bail!(
-                "--ensemble {} is more prompts than --seeds {}",
-                a.ensemble.unwrap_or(0),
-                a.seeds
-            );
-        }
         let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top, &device)?;
         print!("{}", pez_tune::sweep::markdown(&s));
         eprintln!("wrote {}/summary.json and summary.md", root.display());
@@ -132,8 +132,6 @@ pub fn run(a: Args) -> Result<()> {
             println!("wrote {}", root.join(pez_config::ENSEMBLE_FILE).display());
         }
         return Ok(());
-    } else if a.ensemble.is_some() {
-        anyhow::bail!("--ensemble K needs --seeds N (N >= K): an ensemble is made of several runs' prompts");
     }
     let out = cfg.out.clone();
     report(&pez_tune::tune(Some(cfg), None, &device)?, &out, a.json)

@@ -135,6 +135,14 @@ impl EnsembleArtifact {
         self.members.iter().map(|m| dir.join(&m.prompt_file)).collect()
     }
 
+    /// Each member's `prompt.json`, read (best first); `path` is the ensemble file or its folder.
+    pub fn read_members(&self, path: &Path) -> Result<Vec<PromptArtifact>> {
+        self.member_files(path)
+            .iter()
+            .map(|f| PromptArtifact::read(f))
+            .collect()
+    }
+
     pub fn write(&self, path: &Path) -> Result<()> {
         write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
     }

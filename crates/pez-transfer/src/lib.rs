@@ -79,12 +79,7 @@ pub fn find_ensembles(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<PromptArtif
         if !file.is_file() || !is_ensemble(&file)? {
             continue;
         }
-        let e = EnsembleArtifact::read(&file)?;
-        let members = e
-            .member_files(&file)
-            .iter()
-            .map(|m| PromptArtifact::read(m))
-            .collect::<Result<Vec<_>>>()?;
+        let members = EnsembleArtifact::read(&file)?.read_members(&file)?;
         out.push((file, members));
     }
     Ok(out)

@@ -421,11 +421,8 @@ pub fn classifier_name(c: &ClassifierEntry) -> String {
 /// read and checked as the worker will read them.
 pub fn classifier_prompts(path: &Path) -> Result<Vec<String>> {
     if pez_config::is_ensemble(path)? {
-        let e = EnsembleArtifact::read(path)?;
-        e.member_files(path)
-            .iter()
-            .map(|f| Ok(PromptArtifact::read(f)?.prompt))
-            .collect()
+        let members = EnsembleArtifact::read(path)?.read_members(path)?;
+        Ok(members.into_iter().map(|a| a.prompt).collect())
     } else {
         Ok(vec![PromptArtifact::read(path)?.prompt])
     }

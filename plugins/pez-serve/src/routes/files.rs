@@ -186,7 +186,9 @@ pub async fn content(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let row = owned(&s, &owner, &id)?;
-    let bytes = std::fs::read(file_path(&tuning(&s)?.dir, &row.id)).map_err(internal)?;
+    let bytes = tokio::fs::read(file_path(&tuning(&s)?.dir, &row.id))
+        .await
+        .map_err(internal)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
