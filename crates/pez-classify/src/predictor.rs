@@ -67,6 +67,33 @@ impl Evaluation {
             .map(|(s, e)| (s.label == e.label) as u8)
             .collect()
     }
+
+    /// Every example's predicted label and label probabilities, one JSON line each in data order (what paired
+    /// tests such as McNemar's read).
+    pub fn write_predictions(&self, path: &std::path::Path, labels: &[String]) -> Result<()> {
+        let mut out = String::new();
+        for (i, s) in self.scored.iter().enumerate() {
+            let probs: Vec<f32> = s.logprobs.iter().map(|x| x.exp()).collect();
+            let line = Prediction {
+                index: i,
+                label: &labels[s.label],
+                label_index: s.label,
+                probs,
+            };
+            out += &serde_json::to_string(&line)?;
+            out.push('\n');
+        }
+        pez_config::write_atomic(path, out.as_bytes())
+    }
+}
+
+/// One line of `Evaluation::write_predictions`.
+#[derive(serde::Serialize)]
+struct Prediction<'a> {
+    index: usize,
+    label: &'a str,
+    label_index: usize,
+    probs: Vec<f32>,
 }
 
 /// Scores `examples` with `p` and measures its accuracy (with per-class counts over `num_labels`).

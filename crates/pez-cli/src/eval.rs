@@ -1,6 +1,5 @@
 use anyhow::{bail, Result};
 use pez_classify::{evaluate, Ensemble, LearnedPrompt};
-use pez_config::write_atomic;
 use pez_models::load_lm;
 use pez_tasks::{Calibration, TaskSpec};
 use std::path::PathBuf;
@@ -91,7 +90,7 @@ pub fn run(a: Args) -> Result<()> {
     let acc = &e.accuracy;
     let labels = &p.format().label_names;
     if let Some(path) = &a.predictions {
-        write_predictions(path, &e.scored, labels)?;
+        e.write_predictions(path, labels)?;
     }
     report(a.json, &task, &lm, &data.source, &p, dtype, acc)
 }
@@ -163,17 +162,4 @@ fn report(
         }
     }
     Ok(())
-}
-
-/// Every example's predicted label and label probabilities, one JSON line each in data order.
-fn write_predictions(path: &std::path::Path, scored: &[pez_classify::Scored], labels: &[String]) -> Result<()> {
-    let mut out = String::new();
-    for (i, s) in scored.iter().enumerate() {
-        let probs: Vec<f32> = s.logprobs.iter().map(|x| x.exp()).collect();
-        out += &serde_json::to_string(
-            &serde_json::json!({"index": i, "label": labels[s.label], "label_index": s.label, "probs": probs}),
-        )?;
-        out.push('\n');
-    }
-    write_atomic(path, out.as_bytes())
 }

@@ -1,6 +1,7 @@
 //! Ensembles end to end on the tiny GPT-2: `pez tune --seeds 3 --ensemble 2` writes `ensemble.json` (the two best
 //! runs by holdout, its dev accuracy as `pez eval` measures it), `pez eval` of it combines its members' label
-//! probabilities, and an ensemble of one prompt evaluates exactly as that prompt.
+//! probabilities, and an ensemble of one prompt evaluates exactly as that prompt. Each run keeps its dev
+//! predictions, equal to `pez eval`'s.
 
 mod common;
 
@@ -87,6 +88,22 @@ fn tune_seeds_with_an_ensemble_writes_the_best_by_holdout_and_eval_combines_them
         .iter()
         .map(|s| eval(&root.join(format!("s{s}")), tmp.path(), &[]).1)
         .collect();
+    // Each run kept its dev predictions (for paired tests between runs): pez eval's, label for label.
+    for (s, m) in seeds.iter().zip(&each) {
+        let kept = std::fs::read_to_string(root.join(format!("s{s}/dev_predictions.jsonl"))).unwrap();
+        let kept: Vec<Value> = kept.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(kept.len(), m.len());
+        for (k, e) in kept.iter().zip(m) {
+            assert_eq!(
+                (&k["index"], &k["label_index"]),
+                (&e["index"], &e["label_index"]),
+                "seed {s}"
+            );
+            for (p, q) in probs(k).iter().zip(probs(e)) {
+                assert!((p - q).abs() < 1e-6, "seed {s}: {k} vs {e}");
+            }
+        }
+    }
     for (i, p) in preds.iter().enumerate() {
         let logs: Vec<f64> = (0..2)
             .map(|l| each.iter().map(|m| probs(&m[i])[l].ln()).sum::<f64>() / 2.0)

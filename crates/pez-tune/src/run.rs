@@ -9,7 +9,7 @@
 use crate::objective::BatchObjective;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use pez_classify::{evaluate, Classifier, LearnedPrompt, Prompted};
+use pez_classify::{evaluate, Classifier, Evaluation, LearnedPrompt, Prompted};
 use pez_config::write_atomic;
 use pez_config::{Init, PromptArtifact, TuneConfig};
 use pez_core::{Method, Optimizer, Pez, PezState, Projector, StepReport};
@@ -433,7 +433,7 @@ impl<'a> Run<'a> {
     }
 
     /// Accuracy of a prompt (its token ids and input rows) on examples, scored as `pez eval` scores it.
-    fn accuracy(&self, ids: &[u32], rows: Tensor, examples: &[Example]) -> Result<Accuracy> {
+    fn evaluation(&self, ids: &[u32], rows: Tensor, examples: &[Example]) -> Result<Evaluation> {
         let prompt = LearnedPrompt {
             task: Some(self.task.name.clone()),
             format: self.task.prompt.clone(),
@@ -443,7 +443,7 @@ impl<'a> Run<'a> {
             calibration: self.cfg.calibration,
         };
         let p = Prompted::new(self.lm, prompt)?;
-        Ok(evaluate(&p, examples, self.task.num_labels(), self.cfg.eval_batch, &mut |_| {})?.accuracy)
+        evaluate(&p, examples, self.task.num_labels(), self.cfg.eval_batch, &mut |_| {})
     }
 
     /// Scores the current prompt on the holdout, keeps it if it is the best so far (ties keep the later prompt),
@@ -453,7 +453,8 @@ impl<'a> Run<'a> {
         let ids = self.pez.hard_ids()?;
         let soft = (self.cfg.method == Method::Soft).then(|| self.pez.state.soft.clone());
         let acc = self
-            .accuracy(&ids, self.prompt_tensor(&ids, soft.as_deref())?, &self.data.holdout)?
+            .evaluation(&ids, self.prompt_tensor(&ids, soft.as_deref())?, &self.data.holdout)?
+            .accuracy
             .accuracy;
         let hard = self.pez.projector.rows(&ids)?;
         let flu = match self.lm.model.as_decoder() {
@@ -532,7 +533,8 @@ impl<'a> Run<'a> {
         )
     }
 
-    /// Scores the best prompt on the dev split, saves a soft prompt's vectors, and writes the final `prompt.json`.
+    /// Scores the best prompt on the dev split (every prediction kept in `dev_predictions.jsonl`, for paired
+    /// tests between runs), saves a soft prompt's vectors, and writes the final `prompt.json`.
     pub fn finish(self) -> Result<PromptArtifact> {
         let b = self.best.as_ref().context("no evaluation happened")?;
         let best = self.prompt_tensor(&b.ids, b.soft.as_deref())?;
@@ -540,8 +542,15 @@ impl<'a> Run<'a> {
             .data
             .dev
             .as_ref()
-            .map(|dev| self.accuracy(&b.ids, best, dev))
+            .map(|dev| self.evaluation(&b.ids, best, dev))
             .transpose()?;
+        if let Some(e) = &dev {
+            e.write_predictions(
+                &self.cfg.out.join("dev_predictions.jsonl"),
+                &self.task.prompt.label_names,
+            )?;
+        }
+        let dev = dev.map(|e| e.accuracy);
         if let Some(s) = &b.soft {
             candle_core::safetensors::save(
                 &[("soft_prompt", self.soft_f32(s)?)].into_iter().collect(),
