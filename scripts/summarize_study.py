@@ -1,0 +1,161 @@
+"""Issue 38's study as one table and one plot: every finished tuning run under a study folder (the cells of
+evals/sst2/study/*.toml, run by `pez sweep run`), grouped by setting (steps, batch, prompt length, start) over
+its seeds, against the default setting (the README main job: 200 steps of 16, 10 tokens, label start):
+
+  - SST-2 dev accuracy per seed, mean and sample std; the best seed by holdout (best-of-N as `--seeds N --top 1`);
+  - paired t over the seeds both settings ran, and exact McNemar per seed (the same seed's prompts on the same 872
+    sentences, from each run's dev_predictions.jsonl; runs from before that file existed get it from
+    `pez eval --predictions` in the run's dtype, checked to give the run's own dev counts);
+  - wall time per run (the run's own clock: training and holdout passes, not the final dev pass).
+
+Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean against wall time; the Pareto front:
+the settings no other setting beats in both).
+
+  PEZ=.../release/pez python3 scripts/summarize_study.py evals/sst2/study
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scipy.stats import binomtest, ttest_rel
+
+study = Path(sys.argv[1])
+pez = os.environ.get("PEZ", os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release/pez"))
+DEFAULT = (200, 16, 10, "label")
+KEY = ("steps", "batch_size", "prompt_len", "init")
+
+dev_tsv = Path(__file__).resolve().parent.parent.parent / "shared/data/sst2/dev.tsv"
+gold = [int(r["label"]) for r in csv.DictReader(open(dev_tsv), delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+def predictions(run: Path, art: dict) -> list[int]:
+    """The run's dev labels in data order, made by pez eval for runs older than dev_predictions.jsonl."""
+    f = run / "dev_predictions.jsonl"
+    if not f.exists():
+        dtype = art["config"]["dtype"]
+        subprocess.run([pez, "eval", "--prompt-file", str(run), "--dtype", dtype, "--json", "--predictions", str(f)],
+                       check=True, capture_output=True)
+    preds = [json.loads(l)["label_index"] for l in open(f)]
+    per = [sum(1 for p, y in zip(preds, gold) if y == c and p == c) for c in (0, 1)]
+    want = [k for k, _ in art["dev_per_class"]]
+    if len(preds) != len(gold) or per != want:
+        f.unlink()
+        raise SystemExit(f"{run}: predictions give {per} right per class, the run says {want}")
+    return preds
+
+
+runs = {}
+for p in sorted(study.glob("*/*/prompt.json")):
+    art = json.load(open(p))
+    if art.get("dev_accuracy") is None:
+        continue
+    c = art["config"]
+    key = tuple(c[k] for k in KEY)
+    seed = c["seed"]
+    if (key, seed) in runs:  # the same setting in two sweep files: one run of it is enough
+        assert runs[key, seed]["prompt"] == art["prompt"], f"{p}: same setting and seed, another prompt"
+        continue
+    ck = json.load(open(p.parent / "checkpoint.json"))
+    runs[key, seed] = {
+        "dir": str(p.parent),
+        "prompt": art["prompt"],
+        "holdout": art["holdout_accuracy"],
+        "dev": art["dev_accuracy"],
+        "per_class": [k / n for k, n in art["dev_per_class"]],
+        "wall_s": ck["elapsed_s"],
+        "preds": predictions(p.parent, art),
+    }
+
+settings = sorted({k for k, _ in runs}, key=lambda k: (k != DEFAULT, k))
+base = {s: r for (k, s), r in runs.items() if k == DEFAULT}
+
+
+def mcnemar(a, b):
+    """Exact McNemar of b against a: sentences only a gets right, only b gets right, two-sided p."""
+    only_a = sum(1 for p, q, y in zip(a, b, gold) if p == y and q != y)
+    only_b = sum(1 for p, q, y in zip(a, b, gold) if q == y and p != y)
+    n = only_a + only_b
+    return only_a, only_b, binomtest(only_b, n, 0.5).pvalue if n else 1.0
+
+
+rows = []
+for k in settings:
+    seeds = sorted(s for kk, s in runs if kk == k)
+    rs = [runs[k, s] for s in seeds]
+    devs = [r["dev"] for r in rs]
+    mean = sum(devs) / len(devs)
+    std = (sum((d - mean) ** 2 for d in devs) / (len(devs) - 1)) ** 0.5 if len(devs) > 1 else None
+    best = max(zip(rs, seeds), key=lambda t: (t[0]["holdout"], -t[1]))
+    row = dict(zip(KEY, k), seeds=seeds, dev=devs, dev_mean=mean, dev_std=std,
+               best_by_holdout={"seed": best[1], "dev": best[0]["dev"]},
+               wall_s=[r["wall_s"] for r in rs], wall_mean_s=sum(r["wall_s"] for r in rs) / len(rs),
+               prompts=[r["prompt"] for r in rs])
+    shared = [s for s in seeds if s in base]
+    if k != DEFAULT and shared:
+        row["mcnemar"] = {s: mcnemar(base[s]["preds"], runs[k, s]["preds"]) for s in shared}
+        if len(shared) >= 2:
+            t = ttest_rel([runs[k, s]["dev"] for s in shared], [base[s]["dev"] for s in shared])
+            row["paired_t"] = {"seeds": shared, "t": float(t.statistic), "p": float(t.pvalue)}
+    rows.append(row)
+
+# Pareto front: no other setting has a higher dev mean at a lower or equal wall time.
+for r in rows:
+    r["pareto"] = not any(o is not r and o["dev_mean"] > r["dev_mean"] and o["wall_mean_s"] <= r["wall_mean_s"]
+                          for o in rows)
+
+pct = lambda x: f"{100 * x:.2f}"
+paired = lambda t: f"t = {t['t']:+.2f}, p = {t['p']:.3g} ({len(t['seeds'])} seeds)" if t else "–"
+lines = ["| steps | batch | tokens | start | seeds | dev per seed | dev mean ± std | best by holdout (seed: dev) | "
+         "wall per run (min) | vs default: paired t over seeds | vs default, McNemar per seed (only default right / "
+         "only this right, p) | front |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+for r in rows:
+    t = r.get("paired_t")
+    mc = r.get("mcnemar", {})
+    lines.append(
+        f"| {r['steps']} | {r['batch_size']} | {r['prompt_len']} | {r['init']}"
+        f"{' (default)' if tuple(r[k] for k in KEY) == DEFAULT else ''} | {len(r['seeds'])} | "
+        f"{', '.join(pct(d) for d in r['dev'])} | {pct(r['dev_mean'])}"
+        f"{' ± ' + pct(r['dev_std']) if r['dev_std'] is not None else ''} | "
+        f"{r['best_by_holdout']['seed']}: {pct(r['best_by_holdout']['dev'])} | "
+        f"{', '.join(f'{w / 60:.1f}' for w in r['wall_s'])} | "
+        f"{paired(t)} | "
+        f"{'; '.join(f's{s}: {a}/{b}, p = {p:.3g}' for s, (a, b, p) in mc.items()) or '–'} | "
+        f"{'yes' if r['pareto'] else ''} |")
+(study / "table.md").write_text("\n".join(lines) + "\n")
+json.dump(rows, open(study / "study.json", "w"), indent=1)
+
+# The plot: dev mean (with the seeds' range) against wall time, the front joined.
+W, H, L, B = 640, 400, 60, 50
+xs = [r["wall_mean_s"] / 60 for r in rows]
+ys = [100 * d for r in rows for d in r["dev"]]
+x0, x1 = 0, max(xs) * 1.1
+y0, y1 = min(ys) - 1, max(ys) + 1
+X = lambda x: L + (x - x0) / (x1 - x0) * (W - L - 20)
+Y = lambda y: H - B - (y - y0) / (y1 - y0) * (H - B - 20)
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+       f'<rect width="{W}" height="{H}" fill="white"/>',
+       f'<line x1="{L}" y1="{H - B}" x2="{W - 20}" y2="{H - B}" stroke="black"/>',
+       f'<line x1="{L}" y1="20" x2="{L}" y2="{H - B}" stroke="black"/>',
+       f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">wall time per run (min, 2 cores)</text>',
+       f'<text x="14" y="{H / 2}" transform="rotate(-90 14 {H / 2})" text-anchor="middle">SST-2 dev accuracy (%)</text>']
+for i in range(6):
+    xv, yv = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
+    svg += [f'<text x="{X(xv):.1f}" y="{H - B + 15}" text-anchor="middle">{xv:.0f}</text>',
+            f'<text x="{L - 5}" y="{Y(yv) + 4:.1f}" text-anchor="end">{yv:.1f}</text>']
+front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["wall_mean_s"])
+svg.append('<polyline fill="none" stroke="#d62728" stroke-dasharray="4 3" points="' +
+           " ".join(f"{X(r['wall_mean_s'] / 60):.1f},{Y(100 * r['dev_mean']):.1f}" for r in front) + '"/>')
+for r in rows:
+    x, lo, hi = X(r["wall_mean_s"] / 60), Y(100 * min(r["dev"])), Y(100 * max(r["dev"]))
+    colour = "#d62728" if r["pareto"] else "#1f77b4"
+    label = f"{r['steps']}x{r['batch_size']}, {r['prompt_len']} tok, {r['init']} (n={len(r['seeds'])})"
+    svg += [f'<line x1="{x:.1f}" y1="{lo:.1f}" x2="{x:.1f}" y2="{hi:.1f}" stroke="{colour}"/>',
+            f'<circle cx="{x:.1f}" cy="{Y(100 * r["dev_mean"]):.1f}" r="4" fill="{colour}"/>',
+            f'<text x="{x + 6:.1f}" y="{Y(100 * r["dev_mean"]) - 4:.1f}">{label}</text>']
+svg.append("</svg>")
+(study / "pareto.svg").write_text("\n".join(svg) + "\n")
+print((study / "table.md").read_text())
