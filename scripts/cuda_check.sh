@@ -40,6 +40,12 @@ for v in $(echo "$ptx" | sed 's/\.version//g'); do
   awk -v v="$v" 'BEGIN { split(v, a, "."); exit !(a[1] < 9 || (a[1] == 9 && a[2] <= 0)) }' \
     || { echo "cuda_check: gpu/pez carries PTX $v, newer than driver 580 (CUDA 13.0, PTX 9.0) reads"; exit 1; }
 done
+# pez's own kernels (crates/pez-nn/src/cuda, compiled by pez-nn's build.rs) travel beside candle's.
+for k in rms_norm layer_norm; do
+  for pass in fwd bwd; do
+    grep -a -q "\.entry pez_${k}_${pass}_bf16" gpu/pez || { echo "cuda_check: gpu/pez lacks pez's CUDA kernel pez_${k}_${pass}"; exit 1; }
+  done
+done
 sed -n 's/.*release \([0-9.]*\),.*/\1/p' <<<"$nvcc_version" > gpu/pez.cuda
 # candle's kernels for compute capability 90 are `sm_90a` PTX, which runs on that generation alone.
 echo "$CUDA_COMPUTE_CAP" > gpu/pez.arch
@@ -50,4 +56,6 @@ fx=crates/pez-models/tests/fixtures/transfer/gpt2
 a=$(LD_LIBRARY_PATH="$CUDA_HOME/lib/stubs" gpu/pez next-token --model "$fx" --text "great fun" --top 3 --json --dtype f32 --device cpu)
 b=$("${CARGO_TARGET_DIR:-target}/release/pez" next-token --model "$fx" --text "great fun" --top 3 --json --dtype f32 --device cpu)
 [ "$a" = "$b" ] || { echo "cuda_check: the CUDA build's CPU next-token differs:"; echo "$a"; echo "$b"; exit 1; }
+# ... and its fused-op check (what gpu_check.sh runs on the GPU) passes on the CPU kernels.
+LD_LIBRARY_PATH="$CUDA_HOME/lib/stubs" gpu/pez check-kernels --device cpu > /dev/null
 echo "cuda_check: pez built and linked with --features cuda (CUDA $(cat gpu/pez.cuda), PTX ISA $(echo ${ptx//.version /})) in $(( $(date +%s) - t0 )) s: gpu/pez, $mb MiB, needs$needed"

@@ -8,6 +8,9 @@
 #   - 20 PEZ steps on the fixture task (`pez tune`, f32, fluency 0.1 where the model is a decoder): the same
 #     tokens at every holdout pass, losses within 1e-3 relative; in bf16 the first step's loss within 1%;
 #   - wall time of each tune, CPU and GPU;
+#   - pez's fused ops (`pez check-kernels`: values and input gradients against the composed maths, f32 and bf16),
+#     and on a GPU every model's 20 f32 steps again with PEZ_CUDA=fused (pez's CUDA kernels and device set-up):
+#     the CPU's tokens;
 #   - seconds per PEZ step at SmolLM2-135M's and GPT-2 Large's shapes, batch 16 and 32, f32 and bf16, pez against
 #     the PyTorch yardstick on the same GPU (scripts/gpu_speed.py; where python3 has torch and transformers).
 # Writes $OUT/gpu_check.json (nvidia-smi's line included; written first after the comparisons, so a run stopped
@@ -122,6 +125,30 @@ def tune_bf16(name, m, res):
     if abs(first[0] - first[1]) > 0.01 * max(1.0, abs(first[0])):
         failures.append(f"{name}: bf16 first-step loss {first[0]} on the CPU, {first[1]} on the device")
 
+def tune_f32_fused(name, m, res):
+    # PEZ_CUDA=fused (pez's CUDA kernels, its own stream, no event tracking, the pool kept): the same 20 steps give
+    # the CPU's tokens (the CPU run of tune_f32 is the reference)
+    o = f"{tmp}/{name}-fused"
+    run(tune_args(name, m) + ["--steps", "20", "--eval-every", "5", "--dtype", "f32", "--device", dev, "--out", o], {"PEZ_CUDA": "fused"})
+    ma = [json.loads(l) for l in open(f"{tmp}/{name}-ref/metrics.jsonl")]
+    mb = [json.loads(l) for l in open(f"{o}/metrics.jsonl")]
+    same = [x["token_ids"] for x in ma] == [y["token_ids"] for y in mb]
+    loss = max(abs(x["train_loss"] - y["train_loss"]) / max(1.0, abs(x["train_loss"])) for x, y in zip(ma, mb))
+    res.update({"fused_20_steps_same_tokens": same, "fused_max_rel_loss_diff": loss})
+    if not same or loss > 1e-3:
+        failures.append(f"{name}: PEZ_CUDA=fused differs from the CPU: tokens same {same}, losses within {loss}")
+
+# pez's fused ops against the composed maths on the device (`pez check-kernels`: f32, and bf16 on a GPU), first:
+# every later part runs on them when PEZ_CUDA=fused.
+k = subprocess.run([pez, "check-kernels", "--device", dev, "--json"], capture_output=True, text=True)
+try:
+    results.append({"model": "kernels", "check_kernels": json.loads(k.stdout)})
+except ValueError:
+    results.append({"model": "kernels", "error": k.stderr[-2000:]})
+if k.returncode:
+    failures.append(f"check-kernels on {dev}: {k.stderr.strip()[-500:]}")
+print(json.dumps(results[-1]), flush=True)
+
 def models():
     for name in ["gpt2", "opt", "opt350", "llama", "gemma3", "t5"]:
         yield name, model(name)
@@ -140,7 +167,8 @@ def models():
 for name, m in models():
     res = {"model": name}
     parts = [("f32 next-token", next_token_f32), ("bf16 next-token", next_token_bf16)] if name != "t5" else []  # next-token needs a causal decoder
-    for what, part in parts + [("f32 tune", tune_f32), ("bf16 tune", tune_bf16)]:
+    fused = [("fused f32 tune", tune_f32_fused)] if dev != "cpu" else []
+    for what, part in parts + [("f32 tune", tune_f32)] + fused + [("bf16 tune", tune_bf16)]:
         try:
             part(name, m, res)
         except SystemExit as e:  # one failing part leaves the others to run and be recorded

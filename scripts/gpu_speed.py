@@ -2,7 +2,8 @@
 the PyTorch yardstick (scripts/torch_pez_step.py: logits only where the loss reads them, bf16 under autocast) on
 the same device in the same run. The checkpoints are made here with seeded random weights (no weights travel), the
 rows are 24 random words of the tiny fixture tokenizer (about an SST-2 sentence), 10 prompt tokens, fluency 0.003.
-pez's figure is the wall time between its step-5 and step-15 records over 10 (one 2-row holdout pass between).
+pez's figure is the wall time between its step-5 and step-15 records over 10 (one 2-row holdout pass between); on a
+GPU pez runs twice: on candle's CUDA ops (`pez_s_per_step`) and with PEZ_CUDA=fused (`pez_fused_s_per_step`).
 
     python3 scripts/gpu_speed.py PEZ DEVICE OUT_JSON      (scripts/gpu_check.sh calls it; GPU_SPEED_SHAPES=small
                                                            makes 2-layer models: the script's own check on a CPU)
@@ -63,15 +64,17 @@ def main():
         for dtype in ("f32", "bf16"):
             for bs in (16, 32):
                 r = {"shape": name, "layers": cfg.num_hidden_layers, "dtype": dtype, "batch": bs, "device": device}
-                o = f"{tmp}/{name}-{dtype}-{bs}"
-                p = subprocess.run([pez, "tune", f"{FX}/task.toml", "--model", d, "--train", train, "--steps", "15", "--eval-every", "5",
-                                    "--batch-size", str(bs), "--holdout", "2", "--prompt-len", "10", "--fluency", "0.003", "--seed", "0",
-                                    "--dtype", dtype, "--device", device, "--out", o], capture_output=True, text=True)
-                if p.returncode:
-                    r["pez_error"] = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
-                else:
-                    m = {x["step"]: x["elapsed_s"] for x in map(json.loads, open(f"{o}/metrics.jsonl"))}
-                    r["pez_s_per_step"] = round((m[15] - m[5]) / 10, 4)
+                # candle's CUDA ops; on a GPU also pez's own kernels and device set-up (PEZ_CUDA=fused)
+                for key, env in [("pez", {})] + ([("pez_fused", {"PEZ_CUDA": "fused"})] if device != "cpu" else []):
+                    o = f"{tmp}/{name}-{dtype}-{bs}-{key}"
+                    p = subprocess.run([pez, "tune", f"{FX}/task.toml", "--model", d, "--train", train, "--steps", "15", "--eval-every", "5",
+                                        "--batch-size", str(bs), "--holdout", "2", "--prompt-len", "10", "--fluency", "0.003", "--seed", "0",
+                                        "--dtype", dtype, "--device", device, "--out", o], capture_output=True, text=True, env=dict(os.environ, **env))
+                    if p.returncode:
+                        r[f"{key}_error"] = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+                    else:
+                        m = {x["step"]: x["elapsed_s"] for x in map(json.loads, open(f"{o}/metrics.jsonl"))}
+                        r[f"{key}_s_per_step"] = round((m[15] - m[5]) / 10, 4)
                 t = step_times(model, tok, rows, bs, 10, dtype, device)
                 r["torch_s_per_step_median"] = round(statistics.median(t), 4)
                 if "pez_s_per_step" in r:

@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod args;
+mod check_kernels;
 mod data;
 mod distill;
 mod eval;
@@ -57,6 +58,9 @@ enum Command {
     Invert(invert::InvertArgs),
     /// Mean CLIP cosine between a text prompt and images.
     Score(invert::ScoreArgs),
+    /// Check the fused ops (values and input gradients) against the composed maths on a device: the CPU kernels,
+    /// or pez's CUDA kernels on a GPU.
+    CheckKernels(check_kernels::Args),
 }
 
 fn main() {
@@ -81,6 +85,7 @@ fn main() {
         Command::Distill(a) => distill::run(a),
         Command::Invert(a) => invert::run_invert(a),
         Command::Score(a) => invert::run_score(a),
+        Command::CheckKernels(a) => check_kernels::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -3,6 +3,10 @@
 //! Kernels run on CPU tensors of f32 and f64; everything else (another device, another dtype) runs composed.
 //! `PEZ_OPS=composed` (or `with(Impl::Composed, ..)` on one thread) forces the composed maths on the CPU too:
 //! the device-generic path, checked there against the kernels so that a GPU run only has to repeat it.
+//!
+//! On CUDA, pez's own kernels (`src/cuda`: the norms so far) replace the composed maths with `PEZ_CUDA=fused`. They
+//! are off by default until a GPU run has compared them with the composed maths (`pez check-kernels --device cuda`
+//! in scripts/gpu_check.sh); CI compiles them.
 
 use candle_core::{DType, Tensor};
 use std::cell::Cell;
@@ -47,4 +51,26 @@ pub fn current() -> Impl {
 /// Whether an op on `x` runs as a kernel.
 pub fn kernels_for(x: &Tensor) -> bool {
     current() == Impl::Kernels && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// `PEZ_CUDA=fused`: pez's CUDA kernels and device set-up (`device::open_cuda`) instead of candle's defaults.
+pub fn cuda_fused() -> bool {
+    static CHOICE: OnceLock<bool> = OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("PEZ_CUDA").as_deref() {
+        Err(_) | Ok("" | "candle") => false,
+        Ok("fused") => true,
+        Ok(other) => {
+            eprintln!("warning: PEZ_CUDA={other:?} is not `candle` or `fused`; using candle's");
+            false
+        }
+    })
+}
+
+/// Whether an op on `x` runs as pez's CUDA kernel: a CUDA tensor of f32 or bf16 under `PEZ_CUDA=fused`.
+pub fn gpu_kernels_for(x: &Tensor) -> bool {
+    cfg!(feature = "cuda")
+        && current() == Impl::Kernels
+        && x.device().is_cuda()
+        && matches!(x.dtype(), DType::F32 | DType::BF16)
+        && cuda_fused()
 }

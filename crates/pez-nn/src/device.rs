@@ -1,5 +1,6 @@
 //! Where a model runs (`--device cpu|cuda[:N]`). On the CPU the ops run as our fused kernels; on CUDA they run as
-//! candle's own CUDA ops (`composed`, the maths the kernels are tested against). CUDA needs a binary built with
+//! candle's own CUDA ops (`composed`, the maths the kernels are tested against), or with `PEZ_CUDA=fused` on
+//! pez's CUDA kernels and device set-up (`backend`). CUDA needs a binary built with
 //! the `cuda` feature (`scripts/cuda_env.sh`) and a GPU with its driver; either missing is an error that says
 //! which, before anything is loaded.
 
@@ -51,8 +52,42 @@ impl DeviceArg {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(n: usize) -> Result<Device> {
-    Device::new_cuda(n)
-        .map_err(|e| anyhow::anyhow!("--device cuda:{n}: no usable CUDA GPU {n} here ({e}); use --device cpu"))
+    let none = |e| anyhow::anyhow!("--device cuda:{n}: no usable CUDA GPU {n} here ({e}); use --device cpu");
+    if !crate::backend::cuda_fused() {
+        return Device::new_cuda(n).map_err(none);
+    }
+    // PEZ_CUDA=fused: a stream of its own (the legacy default stream refuses graph capture), no event per
+    // allocation, and freed memory kept in the pool between steps.
+    let dev = candle_core::CudaDevice::new_with_stream(n).map_err(none)?;
+    // SAFETY: pez issues every op of a device on this one stream, so no tensor is read or freed on another stream
+    // while a use is pending (what the events would order).
+    unsafe { dev.disable_event_tracking() };
+    keep_freed_memory(&dev)?;
+    Ok(Device::Cuda(dev))
+}
+
+/// Raises the release threshold of the device's default memory pool (cudarc allocates from it with
+/// `cuMemAllocAsync`) from 0 to unlimited: freed memory stays in the pool at each synchronisation instead of going
+/// back to the driver and being asked for again on the next step.
+#[cfg(feature = "cuda")]
+fn keep_freed_memory(dev: &candle_core::CudaDevice) -> Result<()> {
+    use candle_core::cuda::cudarc::driver::sys;
+    let ctx = dev.cuda_stream().context().clone();
+    ctx.bind_to_thread()?;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold = u64::MAX;
+    // SAFETY: the context is current on this thread; `pool` and `threshold` are live locals of the types the driver
+    // writes and reads (a pool handle, a cuuint64_t).
+    unsafe {
+        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()).result()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+        .result()?;
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -10,7 +10,10 @@
 
 pub mod alloc;
 pub mod backend;
+pub mod check;
 pub mod composed;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod device;
 pub mod dtype;
 pub mod kernels;

@@ -5,7 +5,7 @@
 //! candle's own fused kernels (`candle_nn::ops::{layer_norm, rms_norm, softmax_last_dim}`, `rope*`) record no
 //! backward, so gradients through them silently vanish: they are not used.
 
-use crate::backend::kernels_for;
+use crate::backend::{gpu_kernels_for, kernels_for};
 use crate::matmul::bf16::PackedWeight;
 use crate::matmul::Precision;
 use crate::{composed, kernels};
@@ -30,7 +30,7 @@ pub fn linear_packed(x: &Tensor, w: &Tensor, b: Option<&Tensor>, packed: Option<
 
 /// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * w + b` (frozen `w`, `b`).
 pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-    if kernels_for(x) {
+    if kernels_for(x) || gpu_kernels_for(x) {
         kernels::layer_norm(x, w, b, eps)
     } else {
         composed::layer_norm(x, w, b, eps)
@@ -39,7 +39,7 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 
 /// RMSNorm over the last dimension: `x / sqrt(mean(x^2) + eps) * scale` (Llama, T5, Gemma with scale = 1 + w).
 pub fn rms_norm(x: &Tensor, scale: &Tensor, eps: f64) -> Result<Tensor> {
-    if kernels_for(x) {
+    if kernels_for(x) || gpu_kernels_for(x) {
         kernels::rms_norm(x, scale, eps)
     } else {
         composed::rms_norm(x, scale, eps)

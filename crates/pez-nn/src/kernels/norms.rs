@@ -1,4 +1,4 @@
-//! RMSNorm and LayerNorm over the last dimension with frozen weights.
+//! RMSNorm and LayerNorm over the last dimension with frozen weights (on CUDA tensors: src/cuda/norms.cu).
 
 use super::{apply, c, dot, launch, Kernel};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
@@ -61,7 +61,21 @@ impl candle_core::CustomOp1 for RmsNorm {
             l.shape().clone(),
         ))
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::on_cuda(&[&self.w], |w| {
+            crate::cuda::norm_rows("rms_norm_fwd", (s, l), w[0], w[0], self.eps)
+        })?;
+        Ok((y, l.shape().clone()))
+    }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let dx = crate::cuda::on_cuda(&[x, &self.w, g], |t| {
+                crate::cuda::norm_rows("rms_norm_bwd", t[0], t[1], t[2], self.eps)
+            })?;
+            return Ok(Some(crate::cuda::tensor(dx, x.shape())));
+        }
         Ok(Some(apply(&RmsNormBwd(self), &[x, &self.w, g], x.shape())?))
     }
 }
@@ -147,7 +161,21 @@ impl candle_core::CustomOp1 for LayerNorm {
             l.shape().clone(),
         ))
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::on_cuda(&[&self.w, &self.b], |t| {
+            crate::cuda::norm_rows("layer_norm_fwd", (s, l), t[0], t[1], self.eps)
+        })?;
+        Ok((y, l.shape().clone()))
+    }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let dx = crate::cuda::on_cuda(&[x, &self.w, g], |t| {
+                crate::cuda::norm_rows("layer_norm_bwd", t[0], t[1], t[2], self.eps)
+            })?;
+            return Ok(Some(crate::cuda::tensor(dx, x.shape())));
+        }
         Ok(Some(apply(&LayerNormBwd(self), &[x, &self.w, g], x.shape())?))
     }
 }
