@@ -2,7 +2,9 @@
 // of src/kernels/norms.rs (the same formulas, the reference). One block per row of `d` values; f32 and bf16 inputs,
 // f32 arithmetic. Every kernel takes (x, w, z, out, d, eps) where z is the bias (LayerNorm forward), the output
 // gradient (backward passes), or unused (RMSNorm forward).
+#ifndef PEZ_CUDA_EMULATOR  // tests/cuda_emulator runs this file on the CPU with its own bf16
 #include <cuda_bf16.h>
+#endif
 
 __device__ __forceinline__ float to_f(float x) { return x; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
