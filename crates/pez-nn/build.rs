@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: &[&str] = &["norms"];
+const SOURCES: &[&str] = &["norms", "elementwise"];
 
 fn main() {
     println!("cargo::rerun-if-env-changed=NVCC");
@@ -16,6 +16,7 @@ fn main() {
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    println!("cargo::rerun-if-changed=src/cuda/common.cuh");
     for name in SOURCES {
         let src = format!("src/cuda/{name}.cu");
         println!("cargo::rerun-if-changed={src}");

@@ -340,13 +340,14 @@ fn a_words_only_run_never_uses_a_token_outside_the_set() {
 }
 
 /// `pez check-kernels` (what scripts/gpu_check.sh runs on a GPU) on the CPU kernels: every fused op is close to the
-/// f32 truth, but not bitwise the composed maths (so the fused op is what ran), and bf16 is refused on the CPU.
+/// f32 truth, the norms not bitwise the composed maths (so the fused op is what ran), and bf16 is refused on the CPU.
 #[test]
 fn check_kernels_compares_the_fused_ops_with_the_composed_maths() {
     let o = ok(pez().args(["check-kernels", "--json"]).output().unwrap());
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
-    assert_eq!(ops, ["rms_norm", "layer_norm", "rms_norm", "layer_norm"]);
+    let each = ["rms_norm", "layer_norm", "rope", "gated_silu", "gated_gelu_tanh"];
+    assert_eq!(ops, [each, each].concat());
     for r in &rows {
         assert_eq!(
             (r["ok"].as_bool(), r["dtype"].as_str()),
@@ -355,7 +356,8 @@ fn check_kernels_compares_the_fused_ops_with_the_composed_maths() {
         );
         for k in ["fused_values", "fused_grads"] {
             let e = r[k].as_f64().unwrap();
-            assert!(e > 0.0 && e < 1e-5, "{k}: {r}");
+            assert!(e < 1e-5, "{k}: {r}");
+            assert!(e > 0.0 || !r["op"].as_str().unwrap().ends_with("norm"), "{k}: {r}");
         }
         assert_eq!(
             (r["composed_values"].as_f64(), r["composed_grads"].as_f64()),

@@ -4,7 +4,7 @@
 //! `PEZ_OPS=composed` (or `with(Impl::Composed, ..)` on one thread) forces the composed maths on the CPU too:
 //! the device-generic path, checked there against the kernels so that a GPU run only has to repeat it.
 //!
-//! On CUDA, pez's own kernels (`src/cuda`: the norms so far) replace the composed maths with `PEZ_CUDA=fused`. They
+//! On CUDA, pez's own kernels (`src/cuda`: norms, rotary embeddings, gated activations) replace the composed maths with `PEZ_CUDA=fused`. They
 //! are off by default until a GPU run has compared them with the composed maths (`pez check-kernels --device cuda`
 //! in scripts/gpu_check.sh); CI compiles them.
 

@@ -112,7 +112,7 @@ pub fn rope_tables_at(pos: &[f64], d: usize, theta: f64, dtype: DType, dev: &Dev
 
 /// Applies rotary embeddings to `x: [b, h, s, d]`: `x * cos + rotate_half(x) * sin` (tables `[s, d]`).
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if kernels_for(x) {
+    if kernels_for(x) || gpu_kernels_for(x) {
         kernels::rope(x, cos, sin)
     } else {
         composed::rope(x, cos, sin)
@@ -175,7 +175,7 @@ impl Activation {
             _ => None,
         };
         match fused {
-            Some(g) if kernels_for(gate) => kernels::gated(g, gate, up),
+            Some(g) if kernels_for(gate) || gpu_kernels_for(gate) => kernels::gated(g, gate, up),
             _ => self.apply(gate)?.mul(up),
         }
     }

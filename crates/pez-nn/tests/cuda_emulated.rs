@@ -14,11 +14,11 @@ use std::process::{Command, Stdio};
 /// The harness compiled once per test binary, or None (and why) where the host has no g++ with C++20.
 fn harness() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cuda_emulator");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("norms_harness");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cuda_emulator_harness");
     let o = Command::new("g++")
         .args(["-std=c++20", "-O2", "-pthread", "-DPEZ_CUDA_EMULATOR", "-o"])
         .arg(&out)
-        .arg(dir.join("norms_harness.cpp"))
+        .arg(dir.join("harness.cpp"))
         .output();
     match o {
         Ok(o) if o.status.success() => Some(out),
@@ -42,20 +42,16 @@ fn f32s(t: &Tensor) -> Vec<f32> {
         .unwrap()
 }
 
-/// One kernel under the emulator: `[rows, d]` out from x `[rows, d]`, w `[d]` and z (`[rows, d]` or `[d]`).
-fn emulate(h: &Path, kernel: &str, x: &Tensor, w: &Tensor, z: &Tensor, eps: f64) -> Tensor {
-    let (rows, d) = x.dims2().unwrap();
+/// One kernel under the emulator with its arguments and inputs; its outputs (each the size of `ins[0]`).
+fn emulate(h: &Path, kernel: &str, args: &[String], ins: &[&Tensor], outs: usize) -> Vec<Tensor> {
     let mut child = Command::new(h)
-        .args([kernel, &rows.to_string(), &d.to_string(), &eps.to_string()])
+        .arg(kernel)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let bytes: Vec<u8> = [x, w, z]
-        .iter()
-        .flat_map(|t| f32s(t))
-        .flat_map(f32::to_le_bytes)
-        .collect();
+    let bytes: Vec<u8> = ins.iter().flat_map(|t| f32s(t)).flat_map(f32::to_le_bytes).collect();
     child.stdin.take().unwrap().write_all(&bytes).unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{kernel} failed");
@@ -64,7 +60,34 @@ fn emulate(h: &Path, kernel: &str, x: &Tensor, w: &Tensor, z: &Tensor, eps: f64)
         .chunks(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();
-    Tensor::from_vec(v, (rows, d), &candle_core::Device::Cpu).unwrap()
+    let n = ins[0].elem_count();
+    assert_eq!(v.len(), n * outs, "{kernel}: output size");
+    v.chunks(n)
+        .map(|c| Tensor::from_vec(c.to_vec(), ins[0].shape(), &candle_core::Device::Cpu).unwrap())
+        .collect()
+}
+
+/// A tensor as the kernel reads it: rounded to bf16 for a bf16 kernel (the reference then reads those values in f32).
+fn rounded(t: &Tensor, dtype: &str) -> Tensor {
+    match dtype {
+        "bf16" => t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap(),
+        _ => t.clone(),
+    }
+}
+
+/// The bf16 kernels' tolerance: two roundings of the output type (f32: 1e-5).
+fn tolerance(dtype: &str) -> f32 {
+    if dtype == "bf16" {
+        2f32.powi(-7)
+    } else {
+        1e-5
+    }
+}
+
+fn check(name: &str, got: &Tensor, want: &Tensor, dtype: &str) {
+    let e = rel(got, want);
+    eprintln!("{name} {dtype}: {e:.1e}");
+    assert!(e < tolerance(dtype), "{name} {dtype}: {e}");
 }
 
 /// max |a - b| / max |b|.
@@ -81,32 +104,78 @@ fn the_cuda_norms_equal_the_cpu_kernels_under_the_emulator() {
     let Some(h) = harness() else { return };
     let rms: Fused = |x, w, _| kernels::rms_norm(x, w, 1e-6).unwrap();
     let ln: Fused = |x, w, b| kernels::layer_norm(x, w, b, 1e-5).unwrap();
+    // Rows narrower and wider than a block of 1024 threads.
     for d in [576, 1280] {
-        let (w, b) = (random(&[d], 2, DType::F32), random(&[d], 3, DType::F32));
-        let g = random(&[5, d], 4, DType::F32);
         for (name, f, eps) in [("rms_norm", rms, 1e-6), ("layer_norm", ln, 1e-5)] {
-            for (dtype, tol) in [("f32", 1e-5f32), ("bf16", 2f32.powi(-7))] {
-                // Inputs as the kernel reads them (rounded to bf16 for the bf16 kernel); the reference is the CPU
-                // kernel in f32 on those same values.
-                let round = |t: &Tensor| match dtype {
-                    "bf16" => t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap(),
-                    _ => t.clone(),
-                };
-                let (x, w, b, g) = (round(&random(&[5, d], 1, DType::F32)), round(&w), round(&b), round(&g));
+            for dtype in ["f32", "bf16"] {
+                let r = |shape: &[usize], seed| rounded(&random(shape, seed, DType::F32), dtype);
+                let (x, w, b, g) = (r(&[5, d], 1), r(&[d], 2), r(&[d], 3), r(&[5, d], 4));
                 let v = Var::from_tensor(&x).unwrap();
                 let y = f(v.as_tensor(), &w, &b);
                 let dx = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
-                let dx = dx.get(v.as_tensor()).unwrap();
+                let args = ["5".to_string(), d.to_string(), eps.to_string()];
                 let third = if name == "layer_norm" { &b } else { &w };
-                let fwd = emulate(&h, &format!("pez_{name}_fwd_{dtype}"), &x, &w, third, eps);
-                let bwd = emulate(&h, &format!("pez_{name}_bwd_{dtype}"), &x, &w, &g, eps);
-                let (ef, eb) = (rel(&fwd, &y), rel(&bwd, dx));
-                eprintln!("{name} {dtype} d={d}: forward {ef:.1e}, input gradient {eb:.1e}");
-                assert!(
-                    ef < tol && eb < tol,
-                    "{name} {dtype} d={d}: forward {ef}, gradient {eb}"
+                let fwd = emulate(&h, &format!("pez_{name}_fwd_{dtype}"), &args, &[&x, &w, third], 1);
+                let bwd = emulate(&h, &format!("pez_{name}_bwd_{dtype}"), &args, &[&x, &w, &g], 1);
+                check(&format!("{name} d={d} forward"), &fwd[0], &y, dtype);
+                check(
+                    &format!("{name} d={d} input gradient"),
+                    &bwd[0],
+                    dx.get(v.as_tensor()).unwrap(),
+                    dtype,
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn the_cuda_rope_and_gated_activations_equal_the_cpu_kernels_under_the_emulator() {
+    let Some(h) = harness() else { return };
+    for dtype in ["f32", "bf16"] {
+        let r = |shape: &[usize], seed| rounded(&random(shape, seed, DType::F32), dtype);
+        // Rope on [2, 3 heads, 7 positions, 64]: rows cycle through the tables' positions.
+        let (x, cos, sin, g) = (
+            r(&[2, 3, 7, 64], 1),
+            r(&[7, 64], 2),
+            r(&[7, 64], 3),
+            r(&[2, 3, 7, 64], 4),
+        );
+        let v = Var::from_tensor(&x).unwrap();
+        let y = kernels::rope(v.as_tensor(), &cos, &sin).unwrap();
+        let dx = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let args = ["42", "7", "64"].map(String::from);
+        let fwd = emulate(&h, &format!("pez_rope_fwd_{dtype}"), &args, &[&x, &cos, &sin], 1);
+        let bwd = emulate(&h, &format!("pez_rope_bwd_{dtype}"), &args, &[&g, &cos, &sin], 1);
+        check("rope forward", &fwd[0], &y, dtype);
+        check("rope input gradient", &bwd[0], dx.get(v.as_tensor()).unwrap(), dtype);
+        // Gated activations over more values than one block (3 x 2 x 200 = 1,200), inputs spread over [-4, 4).
+        let (a, b, g) = (
+            r(&[3, 2, 200], 5).affine(4.0, 0.0).unwrap(),
+            r(&[3, 2, 200], 6),
+            r(&[3, 2, 200], 7),
+        );
+        let a = rounded(&a, dtype);
+        for (gate, code) in [(kernels::Gate::Silu, "0"), (kernels::Gate::GeluTanh, "1")] {
+            let (va, vb) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&b).unwrap());
+            let y = kernels::gated(gate, va.as_tensor(), vb.as_tensor()).unwrap();
+            let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let args = ["1200".to_string(), code.to_string()];
+            let fwd = emulate(&h, &format!("pez_gated_fwd_{dtype}"), &args, &[&a, &b], 1);
+            let bwd = emulate(&h, &format!("pez_gated_bwd_{dtype}"), &args, &[&a, &b, &g], 2);
+            check(&format!("gated {code} forward"), &fwd[0], &y, dtype);
+            check(
+                &format!("gated {code} da"),
+                &bwd[0],
+                grads.get(va.as_tensor()).unwrap(),
+                dtype,
+            );
+            check(
+                &format!("gated {code} db"),
+                &bwd[1],
+                grads.get(vb.as_tensor()).unwrap(),
+                dtype,
+            );
         }
     }
 }

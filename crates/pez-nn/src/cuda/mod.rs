@@ -9,6 +9,111 @@ use candle_core::cuda::{CudaDType, WrapErr};
 use candle_core::{bail, CudaStorage, DType, Layout, Result, Storage, Tensor};
 
 const NORMS: &str = include_str!(concat!(env!("OUT_DIR"), "/norms.ptx"));
+const ELEMENTWISE: &str = include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx"));
+
+/// The elementwise kernels' launch: 256 threads a block, a block per 256 values up to 65,535 (the kernels loop).
+fn elementwise(work: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (work.div_ceil(256).clamp(1, 65_535) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// `pez_<kernel>_<f32|bf16>` for a storage's dtype, or why there is none.
+fn suffixed(kernel: &str, dtype: DType) -> Result<String> {
+    match dtype {
+        DType::F32 => Ok(format!("pez_{kernel}_f32")),
+        DType::BF16 => Ok(format!("pez_{kernel}_bf16")),
+        dt => bail!("pez's CUDA kernels take f32 or bf16, not {dt:?}"),
+    }
+}
+
+/// elementwise.cu's rotary embedding (`rope_fwd` or `rope_bwd`) of `x` (or the output gradient) `[.., positions, d]`
+/// with the `[positions, d]` tables, in x's dtype.
+pub(crate) fn rope(
+    kernel: &str,
+    x: (&CudaStorage, &Layout),
+    cos: (&CudaStorage, &Layout),
+    sin: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    match x.0.dtype() {
+        DType::F32 => rope_t::<f32>(&suffixed(kernel, DType::F32)?, x, cos, sin),
+        dt => rope_t::<half::bf16>(&suffixed(kernel, dt)?, x, cos, sin),
+    }
+}
+
+fn rope_t<T: CudaDType + DeviceRepr>(
+    name: &str,
+    x: (&CudaStorage, &Layout),
+    cos: (&CudaStorage, &Layout),
+    sin: (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let (xv, cv, sv) = (view::<T>(name, x)?, view::<T>(name, cos)?, view::<T>(name, sin)?);
+    let (positions, d) = cos.1.shape().dims2()?;
+    let n = xv.len();
+    if d % 2 != 0 || n % (positions * d) != 0 || sv.len() != cv.len() {
+        bail!("{name}: {n} values against tables {positions}x{d}");
+    }
+    let dev = x.0.device();
+    let func = dev.get_or_load_custom_func(name, "pez-elementwise", ELEMENTWISE)?;
+    // SAFETY: the kernel writes every one of the `n` values before anything reads them.
+    let out = unsafe { dev.alloc::<T>(n)? };
+    let (rows, positions, d) = ((n / d) as i32, positions as i32, d as i32);
+    let mut b = func.builder();
+    b.arg(&xv)
+        .arg(&cv)
+        .arg(&sv)
+        .arg(&out)
+        .arg(&rows)
+        .arg(&positions)
+        .arg(&d);
+    // SAFETY: elementwise.cu's rope signature (x, cos, sin, out, int rows, int positions, int d); x and out hold
+    // rows x d values, the tables positions x d, all of type T on this stream.
+    unsafe { b.launch(elementwise(n / 2)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}
+
+/// elementwise.cu's gated activation: `act(a) * b` (`gated_fwd`, one output) or the input gradients `(da, db)`
+/// from the output gradient (`gated_bwd`, two outputs); `gate` 0 is SiLU, 1 tanh-GELU.
+pub(crate) fn gated(ins: &[(&CudaStorage, &Layout)], gate: i32) -> Result<Vec<CudaStorage>> {
+    match ins[0].0.dtype() {
+        DType::F32 => gated_t::<f32>(ins, gate),
+        DType::BF16 => gated_t::<half::bf16>(ins, gate),
+        dt => bail!("pez's CUDA kernels take f32 or bf16, not {dt:?}"),
+    }
+}
+
+fn gated_t<T: CudaDType + DeviceRepr>(ins: &[(&CudaStorage, &Layout)], gate: i32) -> Result<Vec<CudaStorage>> {
+    let bwd = ins.len() == 3;
+    let name = suffixed(if bwd { "gated_bwd" } else { "gated_fwd" }, ins[0].0.dtype())?;
+    let views = ins.iter().map(|&i| view::<T>(&name, i)).collect::<Result<Vec<_>>>()?;
+    let n = views[0].len();
+    if views.iter().any(|v| v.len() != n) {
+        bail!("{name}: inputs of different sizes");
+    }
+    let dev = ins[0].0.device();
+    let func = dev.get_or_load_custom_func(&name, "pez-elementwise", ELEMENTWISE)?;
+    // SAFETY: the kernel writes every one of the `n` values of each output before anything reads them.
+    let outs = (0..if bwd { 2 } else { 1 })
+        .map(|_| unsafe { dev.alloc::<T>(n) })
+        .collect::<Result<Vec<_>>>()?;
+    let mut b = func.builder();
+    for v in &views {
+        b.arg(v);
+    }
+    for o in &outs {
+        b.arg(o);
+    }
+    b.arg(&n).arg(&gate);
+    // SAFETY: elementwise.cu's gated signatures ((a, b, y, size_t n, int gate) and (a, b, g, da, db, size_t n, int
+    // gate)): every pointer holds n values of type T on this stream.
+    unsafe { b.launch(elementwise(n)) }.w()?;
+    Ok(outs
+        .into_iter()
+        .map(|o| CudaStorage::wrap_cuda_slice(o, dev.clone()))
+        .collect())
+}
 
 /// Runs `f` on the CUDA storages and layouts of `ts` (made contiguous first).
 pub(crate) fn on_cuda<R>(ts: &[&Tensor], f: impl FnOnce(&[(&CudaStorage, &Layout)]) -> Result<R>) -> Result<R> {

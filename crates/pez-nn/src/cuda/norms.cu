@@ -2,15 +2,7 @@
 // of src/kernels/norms.rs (the same formulas, the reference). One block per row of `d` values; f32 and bf16 inputs,
 // f32 arithmetic. Every kernel takes (x, w, z, out, d, eps) where z is the bias (LayerNorm forward), the output
 // gradient (backward passes), or unused (RMSNorm forward).
-#ifndef PEZ_CUDA_EMULATOR  // tests/cuda_emulator runs this file on the CPU with its own bf16
-#include <cuda_bf16.h>
-#endif
-
-__device__ __forceinline__ float to_f(float x) { return x; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> __device__ __forceinline__ T from_f(float x);
-template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+#include "common.cuh"
 
 // The sum of one value per thread over the block, given to every thread (blockDim.x a multiple of 32, at most 1024).
 __device__ float block_sum(float v) {

@@ -1,4 +1,4 @@
-//! Gated activations: SwiGLU (SiLU) and GeGLU (tanh-GELU).
+//! Gated activations: SwiGLU (SiLU) and GeGLU (tanh-GELU); on CUDA tensors src/cuda/elementwise.cu.
 
 use super::{c, launch, on_slices, Kernel};
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Shape, Tensor, WithDType};
@@ -9,10 +9,11 @@ use rayon::prelude::*;
 // Gated activations: y = act(a) * b (SwiGLU with SiLU, GeGLU with tanh-GELU).
 // da = g * b * act'(a), db = g * act(a).
 
+/// The activation; its discriminant is the CUDA kernels' `gate` argument (src/cuda/elementwise.cu).
 #[derive(Clone, Copy)]
 pub enum Gate {
-    Silu,
-    GeluTanh,
+    Silu = 0,
+    GeluTanh = 1,
 }
 
 /// `(act(a), act'(a))`.
@@ -91,7 +92,27 @@ impl candle_core::CustomOp2 for Gated {
             l1.shape().clone(),
         ))
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::gated(&[(s1, l1), (s2, l2)], self.gate as i32)?.remove(0);
+        Ok((y, l1.shape().clone()))
+    }
     fn bwd(&self, a: &Tensor, b: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if a.device().is_cuda() {
+            let mut d = crate::cuda::on_cuda(&[a, b, g], |t| crate::cuda::gated(t, self.gate as i32))?;
+            let (da, db) = (d.remove(0), d.remove(0));
+            return Ok((
+                Some(crate::cuda::tensor(da, a.shape())),
+                Some(crate::cuda::tensor(db, a.shape())),
+            ));
+        }
         let (da, db) = match a.dtype() {
             DType::F32 => self.grads::<f32>(a, b, g)?,
             _ => self.grads::<f64>(a, b, g)?,

@@ -1,4 +1,4 @@
-//! Rotary position embeddings (half-split layout).
+//! Rotary position embeddings (half-split layout); on CUDA tensors src/cuda/elementwise.cu.
 
 use super::{apply, launch, Kernel};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
@@ -63,7 +63,21 @@ impl candle_core::CustomOp1 for Rope {
             l.shape().clone(),
         ))
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::on_cuda(&[&self.cos, &self.sin], |t| {
+            crate::cuda::rope("rope_fwd", (s, l), t[0], t[1])
+        })?;
+        Ok((y, l.shape().clone()))
+    }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let dx = crate::cuda::on_cuda(&[g, &self.cos, &self.sin], |t| {
+                crate::cuda::rope("rope_bwd", t[0], t[1], t[2])
+            })?;
+            return Ok(Some(crate::cuda::tensor(dx, x.shape())));
+        }
         Ok(Some(apply(&RopeBwd(self), &[g, &self.cos, &self.sin], x.shape())?))
     }
 }
@@ -74,9 +88,10 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if x.dim(candle_core::D::Minus2)? != positions || x.dim(candle_core::D::Minus1)? != d {
         candle_core::bail!("rope: x {:?} does not match tables {:?}", x.dims(), cos.dims());
     }
+    // The tables in x's dtype (the CPU kernel reads both as one type; so does the CUDA one).
     x.contiguous()?.apply_op1(Rope {
-        cos: cos.contiguous()?,
-        sin: sin.contiguous()?,
+        cos: cos.to_dtype(x.dtype())?.contiguous()?,
+        sin: sin.to_dtype(x.dtype())?.contiguous()?,
         positions,
         d,
     })
