@@ -41,7 +41,7 @@ for v in $(echo "$ptx" | sed 's/\.version//g'); do
     || { echo "cuda_check: gpu/pez carries PTX $v, newer than driver 580 (CUDA 13.0, PTX 9.0) reads"; exit 1; }
 done
 # pez's own kernels (crates/pez-nn/src/cuda, compiled by pez-nn's build.rs) travel beside candle's.
-for k in rms_norm layer_norm rope gated; do
+for k in rms_norm layer_norm rope gated masked_softmax; do
   for pass in fwd bwd; do
     grep -a -q "\.entry pez_${k}_${pass}_bf16" gpu/pez || { echo "cuda_check: gpu/pez lacks pez's CUDA kernel pez_${k}_${pass}"; exit 1; }
   done

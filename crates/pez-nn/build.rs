@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: &[&str] = &["norms", "elementwise"];
+const SOURCES: &[&str] = &["norms", "elementwise", "softmax"];
 
 fn main() {
     println!("cargo::rerun-if-env-changed=NVCC");

@@ -346,7 +346,14 @@ fn check_kernels_compares_the_fused_ops_with_the_composed_maths() {
     let o = ok(pez().args(["check-kernels", "--json"]).output().unwrap());
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     let ops: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
-    let each = ["rms_norm", "layer_norm", "rope", "gated_silu", "gated_gelu_tanh"];
+    let each = [
+        "rms_norm",
+        "layer_norm",
+        "rope",
+        "gated_silu",
+        "gated_gelu_tanh",
+        "masked_softmax",
+    ];
     assert_eq!(ops, [each, each].concat());
     for r in &rows {
         assert_eq!(

@@ -69,6 +69,17 @@ fn ops(device: &Device, rows: &[usize], d: usize) -> Result<Vec<Case>> {
         })
     };
     let heads: Vec<usize> = rows.iter().copied().chain([64]).collect();
+    // Attention scores [b, h, s, s] (one batch row when only two leading dimensions are given) under a causal mask.
+    let scores = match *rows {
+        [b, h, s] => vec![b, h, s, s],
+        [h, s] => vec![1, h, s, s],
+        _ => candle_core::bail!("check: rows {rows:?}"),
+    };
+    let causal = crate::masks::causal_mask_after(positions, 0, None, DType::F32, device)?;
+    let softmax: Op = Box::new(move |t: &[Tensor], fused: bool| match fused {
+        true => kernels::masked_softmax(&t[0], Some(&causal), 0.125),
+        false => composed::masked_softmax(&t[0], Some(&causal), 0.125),
+    });
     Ok(vec![
         ("rms_norm", vec![x.clone()], rms),
         ("layer_norm", vec![x.clone()], ln),
@@ -83,6 +94,7 @@ fn ops(device: &Device, rows: &[usize], d: usize) -> Result<Vec<Case>> {
             vec![x.clone(), x],
             gated(Gate::GeluTanh, Activation::GeluTanh),
         ),
+        ("masked_softmax", vec![scores], softmax),
     ])
 }
 

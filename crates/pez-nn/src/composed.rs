@@ -112,6 +112,29 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
 
 /// `softmax(scale * q k^T + mask) v`, key/value heads repeated for grouped queries.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    attention_with(q, k, v, |z| masked_softmax(z, mask, scale))
+}
+
+/// `softmax(scale * z + mask)` over the last dimension, in f32 inside for bf16.
+pub fn masked_softmax(z: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    in_f32(&(z * scale)?, |z| {
+        let z = match mask {
+            Some(m) => z.broadcast_add(&m.to_dtype(z.dtype())?)?,
+            None => z.clone(),
+        };
+        let e = z.broadcast_sub(&z.max_keepdim(D::Minus1)?.detach())?.exp()?;
+        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    })
+}
+
+/// `softmax(q k^T) v` with the softmax step given (it gets the unscaled scores `[b, h, sq, sk]`): the composed
+/// one, or on a GPU pez's fused kernel between the two products.
+pub fn attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    softmax: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
     let (b, h, _, d) = q.dims4()?;
     let (_, kvh, sk, _) = k.dims4()?;
     let expand = |t: &Tensor| {
@@ -120,15 +143,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scal
             .reshape((b, h, sk, d))
     };
     let (k, v) = (expand(k)?, expand(v)?);
-    let z = (matmul(&q.contiguous()?, &k.t()?)? * scale)?;
-    let p = in_f32(&z, |z| {
-        let z = match mask {
-            Some(m) => z.broadcast_add(&m.to_dtype(z.dtype())?)?,
-            None => z.clone(),
-        };
-        let e = z.broadcast_sub(&z.max_keepdim(D::Minus1)?.detach())?.exp()?;
-        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
-    })?;
+    let p = softmax(&matmul(&q.contiguous()?, &k.t()?)?)?;
     matmul(&p, &v.contiguous()?)
 }
 

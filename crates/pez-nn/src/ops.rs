@@ -63,6 +63,9 @@ pub fn attention_at(
 ) -> Result<Tensor> {
     if kernels_for(q) {
         kernels::attention(q, k, v, mask, scale, precision)
+    } else if gpu_kernels_for(q) {
+        // The products are the GPU's matrix library's; what lies between them is one fused op each way.
+        composed::attention_with(q, k, v, |z| kernels::masked_softmax(z, mask, scale))
     } else {
         composed::attention(q, k, v, mask, scale)
     }

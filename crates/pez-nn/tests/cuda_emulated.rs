@@ -7,6 +7,7 @@
 use candle_core::{DType, Tensor, Var};
 use pez_nn::kernels;
 use pez_nn::testing::random;
+use pez_nn::MASKED;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -175,6 +176,73 @@ fn the_cuda_rope_and_gated_activations_equal_the_cpu_kernels_under_the_emulator(
                 &bwd[1],
                 grads.get(vb.as_tensor()).unwrap(),
                 dtype,
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cuda_masked_softmax_equals_the_cpu_kernel_under_the_emulator() {
+    let Some(h) = harness() else { return };
+    // Scores [2, 1 head, 3 queries, 1100 keys] (rows wider than a block) under a causal [3, 1100] mask, and under
+    // a key-padding mask broadcast to every row.
+    let (sq, sk) = (3, 1100);
+    let causal: Vec<f32> = (0..sq * sk)
+        .map(|i| if i % sk > 1095 + i / sk { MASKED as f32 } else { 0.0 })
+        .collect();
+    let causal = Tensor::from_vec(causal, (sq, sk), &candle_core::Device::Cpu).unwrap();
+    let padding: Vec<f32> = (0..2 * sk)
+        .map(|i| {
+            if i % sk >= 1000 + 50 * (i / sk) {
+                MASKED as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let padding = Tensor::from_vec(padding, (2, 1, 1, sk), &candle_core::Device::Cpu).unwrap();
+    for dtype in ["f32", "bf16"] {
+        let r = |seed| {
+            rounded(
+                &random(&[2, 1, sq, sk], seed, DType::F32).affine(8.0, 0.0).unwrap(),
+                dtype,
+            )
+        };
+        let (z, g) = (r(1), r(2));
+        for (what, mask) in [("causal", &causal), ("padding", &padding)] {
+            let v = Var::from_tensor(&z).unwrap();
+            let p = kernels::masked_softmax(v.as_tensor(), Some(mask), 0.125).unwrap();
+            let dz = (&p * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            // The mask as the op lays it out: [sq, sk] as it is, anything else broadcast to the scores' shape.
+            let full = match mask.dims() {
+                [_, _] => mask.clone(),
+                _ => mask.broadcast_as(z.shape()).unwrap().contiguous().unwrap(),
+            };
+            let rows = full.elem_count() / sk;
+            let args = |rows_: usize| [format!("{}", 2 * sq), sk.to_string(), rows_.to_string(), "0.125".into()];
+            let fwd = emulate(
+                &h,
+                &format!("pez_masked_softmax_fwd_{dtype}"),
+                &args(rows),
+                &[&z, &full],
+                1,
+            );
+            let pe = rounded(&p, dtype);
+            let bwd = emulate(
+                &h,
+                &format!("pez_masked_softmax_bwd_{dtype}"),
+                &args(rows),
+                &[&pe, &g],
+                1,
+            );
+            check(&format!("masked softmax ({what}) forward"), &fwd[0], &p, dtype);
+            // The bf16 backward reads p as the GPU stores it, rounded to bf16 (the reference's p is f32): one more
+            // rounding's worth of tolerance there.
+            let e = rel(&bwd[0], dz.get(v.as_tensor()).unwrap());
+            eprintln!("masked softmax ({what}) input gradient {dtype}: {e:.1e}");
+            assert!(
+                e < 2.0 * tolerance(dtype),
+                "masked softmax ({what}) input gradient {dtype}: {e}"
             );
         }
     }

@@ -99,6 +99,18 @@ fn attention_with_grouped_heads_and_both_mask_kinds() {
                 |t| attention_reference(&t[0], &t[1], &t[2], mask, scale),
             ),
         );
+        // The GPU's attention with pez's kernels: the products composed, the fused masked softmax between them.
+        assert_close(
+            &format!("{name}, fused softmax between composed products"),
+            compare(
+                &[q.clone(), k.clone(), v.clone()],
+                |t| {
+                    composed::attention_with(&t[0], &t[1], &t[2], |z| kernels::masked_softmax(z, Some(mask), scale))
+                        .unwrap()
+                },
+                |t| attention_reference(&t[0], &t[1], &t[2], mask, scale),
+            ),
+        );
     }
 }
 

@@ -10,6 +10,7 @@ use candle_core::{bail, CudaStorage, DType, Layout, Result, Storage, Tensor};
 
 const NORMS: &str = include_str!(concat!(env!("OUT_DIR"), "/norms.ptx"));
 const ELEMENTWISE: &str = include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx"));
+const SOFTMAX: &str = include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx"));
 
 /// The elementwise kernels' launch: 256 threads a block, a block per 256 values up to 65,535 (the kernels loop).
 fn elementwise(work: usize) -> LaunchConfig {
@@ -149,9 +150,8 @@ pub(crate) fn norm_rows(
     eps: f64,
 ) -> Result<CudaStorage> {
     match x.0.dtype() {
-        DType::F32 => rows::<f32>(&format!("pez_{kernel}_f32"), x, w, z, eps),
-        DType::BF16 => rows::<half::bf16>(&format!("pez_{kernel}_bf16"), x, w, z, eps),
-        dt => bail!("pez's CUDA kernels take f32 or bf16, not {dt:?}"),
+        DType::F32 => rows::<f32>(&suffixed(kernel, DType::F32)?, x, w, z, eps),
+        dt => rows::<half::bf16>(&suffixed(kernel, dt)?, x, w, z, eps),
     }
 }
 
@@ -179,15 +179,66 @@ fn rows<T: CudaDType + DeviceRepr>(
     let (d_arg, eps_arg) = (d as i32, eps as f32);
     let mut b = func.builder();
     b.arg(&xv).arg(&wv).arg(&zv).arg(&out).arg(&d_arg).arg(&eps_arg);
-    // A block per row, a thread per value up to 1024 (a multiple of 32: norms.cu's block_sum needs whole warps).
-    let cfg = LaunchConfig {
+    // SAFETY: the arguments are norms.cu's signature (x, w, z, out, int d, float eps); x, z and out hold n / d rows
+    // of d values (z may be w-sized where the kernel does not read it), w holds d, all of type T on this stream.
+    unsafe { b.launch(per_row(n, d)) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}
+
+/// A block per row of `d` values, a thread per value up to 1024 (a multiple of 32: common.cuh's block reductions
+/// need whole warps).
+fn per_row(n: usize, d: usize) -> LaunchConfig {
+    LaunchConfig {
         grid_dim: ((n / d.max(1)) as u32, 1, 1),
         block_dim: ((d.div_ceil(32) * 32).clamp(32, 1024) as u32, 1, 1),
         shared_mem_bytes: 0,
-    };
-    // SAFETY: the arguments are norms.cu's signature (x, w, z, out, int d, float eps); x, z and out hold n / d rows
-    // of d values (z may be w-sized where the kernel does not read it), w holds d, all of type T on this stream.
-    unsafe { b.launch(cfg) }.w()?;
+    }
+}
+
+/// softmax.cu's kernels: `masked_softmax_fwd` (a = z, b = the mask `[mask_rows, sk]`) or `masked_softmax_bwd`
+/// (a = the forward's output, b = its gradient), over rows of `sk` values.
+pub(crate) fn softmax(
+    kernel: &str,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    mask_rows: usize,
+    scale: f64,
+) -> Result<CudaStorage> {
+    match a.0.dtype() {
+        DType::F32 => softmax_t::<f32>(&suffixed(kernel, DType::F32)?, a, b, mask_rows, scale),
+        dt => softmax_t::<half::bf16>(&suffixed(kernel, dt)?, a, b, mask_rows, scale),
+    }
+}
+
+fn softmax_t<T: CudaDType + DeviceRepr>(
+    name: &str,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    mask_rows: usize,
+    scale: f64,
+) -> Result<CudaStorage> {
+    let (av, bv) = (view::<T>(name, a)?, view::<T>(name, b)?);
+    let n = av.len();
+    let sk = a.1.dims().last().copied().unwrap_or(1);
+    if n % sk != 0 || (bv.len() != n && bv.len() != mask_rows * sk) {
+        bail!("{name}: {n} values in rows of {sk}, second input {}", bv.len());
+    }
+    let dev = a.0.device();
+    let func = dev.get_or_load_custom_func(name, "pez-softmax", SOFTMAX)?;
+    // SAFETY: the kernel writes every one of the `n` values before anything reads them.
+    let out = unsafe { dev.alloc::<T>(n)? };
+    let (sk_arg, rows_arg, scale_arg) = (sk as i32, mask_rows.max(1) as i32, scale as f32);
+    let mut builder = func.builder();
+    builder
+        .arg(&av)
+        .arg(&bv)
+        .arg(&out)
+        .arg(&sk_arg)
+        .arg(&rows_arg)
+        .arg(&scale_arg);
+    // SAFETY: softmax.cu's signature (a, b, out, int sk, int mask_rows, float scale); a and out hold n / sk rows of
+    // sk values, b as many or mask_rows rows (read row r % mask_rows), all of type T on this stream.
+    unsafe { builder.launch(per_row(n, sk)) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }
 

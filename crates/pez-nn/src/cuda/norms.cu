@@ -4,19 +4,6 @@
 // gradient (backward passes), or unused (RMSNorm forward).
 #include "common.cuh"
 
-// The sum of one value per thread over the block, given to every thread (blockDim.x a multiple of 32, at most 1024).
-__device__ float block_sum(float v) {
-  __shared__ float part[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();  // a previous call's readers are done with `part`
-  if (lane == 0) part[warp] = v;
-  __syncthreads();
-  v = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.f;
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // y = x * inv * w, inv = (mean(x^2) + eps)^-1/2
 template <typename T>
 __device__ void rms_norm_fwd(const T* x, const T* w, const T*, T* y, int d, float eps) {

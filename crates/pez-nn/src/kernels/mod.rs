@@ -16,6 +16,7 @@ mod heads;
 mod linear;
 mod norms;
 mod rope;
+mod softmax;
 
 pub use attention::attention;
 pub use gated::{gated, Gate};
@@ -23,6 +24,7 @@ pub use heads::swap_middle;
 pub use linear::{linear, pack_bf16};
 pub use norms::{layer_norm, rms_norm};
 pub use rope::rope;
+pub use softmax::masked_softmax;
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, DType, Device, Layout, Result, Shape, Storage, Tensor, WithDType,

@@ -4,9 +4,12 @@
 //   pez_{rms,layer}_norm_{fwd,bwd}_T ROWS D EPS    x [ROWS*D], w [D], z [D] (forward) or the gradient [ROWS*D]
 //   pez_rope_{fwd,bwd}_T ROWS POSITIONS D           x (or the gradient) [ROWS*D], cos and sin [POSITIONS*D]
 //   pez_gated_fwd_T N GATE                          a, b [N] -> y;   pez_gated_bwd_T N GATE: a, b, g -> da, db
+//   pez_masked_softmax_fwd_T ROWS SK MASK_ROWS SCALE   z [ROWS*SK], mask [MASK_ROWS*SK]
+//   pez_masked_softmax_bwd_T ROWS SK MASK_ROWS SCALE   p, g [ROWS*SK]
 #include "emulator.h"
 #include "../../src/cuda/norms.cu"
 #include "../../src/cuda/elementwise.cu"
+#include "../../src/cuda/softmax.cu"
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -74,6 +77,17 @@ template <class T> static int gated_b(void (*k)(const T*, const T*, const T*, T*
   return 0;
 }
 
+template <class T> static int softmax_k(void (*k)(const T*, const T*, T*, int, int, float), char** a, bool bwd) {
+  const int rows = std::atoi(a[0]), sk = std::atoi(a[1]), mask_rows = std::atoi(a[2]);
+  const size_t n = size_t(rows) * sk;
+  auto x = read<T>(n), y = read<T>(bwd ? n : size_t(mask_rows) * sk);
+  std::vector<T> out(n);
+  emu_launch(k, rows, std::min(1024, std::max(32, (sk + 31) / 32 * 32)), (const T*)x.data(), (const T*)y.data(),
+             out.data(), sk, mask_rows, (float)std::atof(a[3]));
+  write(out);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 4) { std::fprintf(stderr, "usage: harness KERNEL ARGS...\n"); return 2; }
   const std::string k = argv[1];
@@ -90,6 +104,9 @@ int main(int argc, char** argv) {
   if (k == "pez_gated_fwd_bf16") return gated_f<__nv_bfloat16>(pez_gated_fwd_bf16, a);
   if (k == "pez_gated_bwd_f32") return gated_b<float>(pez_gated_bwd_f32, a);
   if (k == "pez_gated_bwd_bf16") return gated_b<__nv_bfloat16>(pez_gated_bwd_bf16, a);
+#define SOFTMAX_K(NAME, T, BWD) if (k == #NAME) return softmax_k<T>(NAME, a, BWD);
+  SOFTMAX_K(pez_masked_softmax_fwd_f32, float, false) SOFTMAX_K(pez_masked_softmax_fwd_bf16, __nv_bfloat16, false)
+  SOFTMAX_K(pez_masked_softmax_bwd_f32, float, true) SOFTMAX_K(pez_masked_softmax_bwd_bf16, __nv_bfloat16, true)
   std::fprintf(stderr, "no kernel %s\n", k.c_str());
   return 2;
 }
