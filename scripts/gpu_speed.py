@@ -3,7 +3,8 @@ the PyTorch yardstick (scripts/torch_pez_step.py: logits only where the loss rea
 the same device in the same run. The checkpoints are made here with seeded random weights (no weights travel), the
 rows are 24 random words of the tiny fixture tokenizer (about an SST-2 sentence), 10 prompt tokens, fluency 0.003.
 pez's figure is the wall time between its step-5 and step-15 records over 10 (one 2-row holdout pass between); on a
-GPU pez runs twice: on candle's CUDA ops (`pez_s_per_step`) and with PEZ_CUDA=fused (`pez_fused_s_per_step`).
+GPU pez runs twice: on candle's CUDA ops (`pez_s_per_step`) and with PEZ_CUDA=fused (`pez_fused_s_per_step`); at
+batch 32 also torch.compile's step and pez's phase profile (PEZ_PROFILE=1, fused: project/forward/backward/update).
 
     python3 scripts/gpu_speed.py PEZ DEVICE OUT_JSON      (scripts/gpu_check.sh calls it; GPU_SPEED_SHAPES=small
                                                            makes 2-layer models: the script's own check on a CPU)
@@ -77,6 +78,21 @@ def main():
                         r[f"{key}_s_per_step"] = round((m[15] - m[5]) / 10, 4)
                 t = step_times(model, tok, rows, bs, 10, dtype, device)
                 r["torch_s_per_step_median"] = round(statistics.median(t), 4)
+                if device != "cpu" and bs == 32:
+                    # The bar at batch 32: torch.compile (mode "default"; max-autotune's compile time does
+                    # not fit the device budget), and where pez's time goes (PEZ_PROFILE=1: phases synchronised).
+                    try:
+                        t = step_times(model, tok, rows, bs, 10, dtype, device, compile_mode="default")
+                        r["torch_compile_s_per_step_median"] = round(statistics.median(t), 4)
+                    except Exception as e:  # a compile failure is a result, not the end of the table
+                        r["torch_compile_error"] = str(e)[-300:]
+                    o = f"{tmp}/{name}-{dtype}-{bs}-profile"
+                    p = subprocess.run([pez, "tune", f"{FX}/task.toml", "--model", d, "--train", train, "--steps", "15", "--eval-every", "5",
+                                        "--batch-size", str(bs), "--holdout", "2", "--prompt-len", "10", "--fluency", "0.003", "--seed", "0",
+                                        "--dtype", dtype, "--device", device, "--out", o], capture_output=True, text=True,
+                                       env=dict(os.environ, PEZ_CUDA="fused", PEZ_PROFILE="1"))
+                    if p.returncode == 0:
+                        r["pez_fused_profile"] = [json.loads(x).get("profile") for x in open(f"{o}/metrics.jsonl")][-1]
                 if "pez_s_per_step" in r:
                     r["torch_over_pez"] = round(r["torch_s_per_step_median"] / r["pez_s_per_step"], 3)
                 print(json.dumps(r), flush=True)

@@ -19,8 +19,9 @@ from transformers.optimization import Adafactor
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def step_times(m, tok, rows, bs, steps, dtype, device="cpu"):
-    """Seconds of each of `steps` PEZ steps (after one untimed) with batches of `bs` (text, label) rows."""
+def step_times(m, tok, rows, bs, steps, dtype, device="cpu", compile_mode=None):
+    """Seconds of each of `steps` PEZ steps (after one untimed) with batches of `bs` (text, label) rows; with
+    `compile_mode` (e.g. "default") the model body under `torch.compile` (dynamic shapes: batches differ in length)."""
     for p in m.parameters():
         p.requires_grad_(False)
     E = m.get_input_embeddings().weight
@@ -42,6 +43,7 @@ def step_times(m, tok, rows, bs, steps, dtype, device="cpu"):
                         torch.tensor([10 + len(q) - 1 for q in seqs], device=E.device),
                         torch.tensor([int(x[1]) for x in batch], device=E.device)))
     rows_at = torch.arange(bs, device=E.device)
+    body = torch.compile(m.base_model, mode=compile_mode, dynamic=True) if compile_mode else m.base_model
     times = []
     for s, (tokens, last_at, labels) in enumerate(batches):
         sync()
@@ -50,7 +52,7 @@ def step_times(m, tok, rows, bs, steps, dtype, device="cpu"):
         hard = E[ids].clone().requires_grad_(True)
         x = torch.cat([hard.expand(bs, -1, -1), E[tokens]], dim=1)
         with autocast:
-            h = m.base_model(inputs_embeds=x).last_hidden_state
+            h = body(inputs_embeds=x).last_hidden_state
             last = head(h[rows_at, last_at])
             flu_logits = head(h[0, :9])
         ce = torch.nn.functional.cross_entropy(last[:, verb].float(), labels)

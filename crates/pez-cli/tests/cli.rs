@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixtures, metrics_without_time, ok, pez};
+use common::{fixtures, metrics_without_time, ok, pez, tune_tiny};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -373,4 +373,34 @@ fn check_kernels_compares_the_fused_ops_with_the_composed_maths() {
     }
     let err = err_of(&["check-kernels", "--dtype", "bf16"]);
     assert!(err.contains("the CPU kernels take f32"), "{err}");
+}
+
+/// `PEZ_PROFILE=1` adds each record's per-step phase times (what gpu_speed.py reports from a GPU) and changes
+/// nothing else: the same records as a run without it.
+#[test]
+fn a_profiled_run_records_its_phases_and_otherwise_equals_a_plain_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, profiled) = (tmp.path().join("plain"), tmp.path().join("profiled"));
+    let args = ["--eval-every", "3", "--dtype", "f32"];
+    ok(tune_tiny(&plain).args(args).output().unwrap());
+    ok(tune_tiny(&profiled)
+        .args(args)
+        .env("PEZ_PROFILE", "1")
+        .output()
+        .unwrap());
+    let mut records = metrics_without_time(&profiled);
+    for r in &mut records {
+        let p = r
+            .as_object_mut()
+            .unwrap()
+            .remove("profile")
+            .expect("a profile in every record");
+        assert_eq!(p["steps"], 3, "{p}");
+        let phases = ["project_s", "forward_s", "backward_s", "update_s"].map(|k| p[k].as_f64().unwrap());
+        assert!(
+            phases.iter().all(|&s| s >= 0.0) && phases[1] > 0.0 && phases[2] > 0.0,
+            "{p}"
+        );
+    }
+    assert_eq!(records, metrics_without_time(&plain));
 }

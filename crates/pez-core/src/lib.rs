@@ -57,6 +57,20 @@ pub struct StepReport {
     /// The hard prompt the loss was evaluated at (nearest tokens of the evaluated point).
     pub ids: Vec<u32>,
     pub grad_norm: f32,
+    /// Where the step's time went, when `Pez::profile` is on.
+    pub phases: Option<Phases>,
+}
+
+/// Seconds one step spent in each phase, measured when `Pez::profile` is on: the device is synchronised at the end
+/// of each phase, so a GPU's queued work counts in the phase that issued it (and the step is slower for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// The soft prompt's nearest vocabulary rows (the ids read back to the host).
+    pub project_s: f64,
+    /// The objective: forward and backward passes, the loss and the gradient.
+    pub loss_and_grad_s: f64,
+    /// The gradient read back, clipped, and the optimizer's update.
+    pub update_s: f64,
 }
 
 pub struct Pez {
@@ -66,6 +80,8 @@ pub struct Pez {
     pub lr: f64,
     pub clip_norm: f32,
     pub state: PezState,
+    /// Time each step's phases (`StepReport::phases`).
+    pub profile: bool,
 }
 
 impl Pez {
@@ -99,6 +115,7 @@ impl Pez {
             lr,
             clip_norm: 1.0,
             state,
+            profile: false,
         })
     }
 
@@ -117,13 +134,17 @@ impl Pez {
 
     /// One optimisation step.
     pub fn step(&mut self, objective: &mut dyn Objective) -> Result<StepReport> {
+        let mut clock = self.profile.then(|| (std::time::Instant::now(), Phases::default()));
         let soft = self.soft_tensor()?;
         let ids = self.projector.nearest(&soft)?;
         let at = match self.method {
             Method::Soft => soft.clone(),
             _ => self.projector.rows(&ids)?,
         };
-        let (loss, grad) = objective.loss_and_grad(&at.to_dtype(self.projector.dtype())?, &ids)?;
+        let at = at.to_dtype(self.projector.dtype())?;
+        self.lap(&mut clock, |p| &mut p.project_s)?;
+        let (loss, grad) = objective.loss_and_grad(&at, &ids)?;
+        self.lap(&mut clock, |p| &mut p.loss_and_grad_s)?;
         let mut g = grad
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
@@ -161,11 +182,23 @@ impl Pez {
                 }
             }
         }
+        self.lap(&mut clock, |p| &mut p.update_s)?;
         Ok(StepReport {
             loss,
             ids,
             grad_norm: norm,
+            phases: clock.map(|(_, p)| p),
         })
+    }
+
+    /// Ends a profiled phase: waits for the device, adds the seconds since the last lap to `field`.
+    fn lap(&self, clock: &mut Option<(std::time::Instant, Phases)>, field: fn(&mut Phases) -> &mut f64) -> Result<()> {
+        if let Some((t, p)) = clock {
+            self.projector.device().synchronize()?;
+            *field(p) += t.elapsed().as_secs_f64();
+            *t = std::time::Instant::now();
+        }
+        Ok(())
     }
 }
 

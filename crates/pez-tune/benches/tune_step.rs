@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             clf: &clf,
             batch,
             fluency: 0.003,
+            forward_s: None,
         })?;
         let dt = t.elapsed().as_secs_f64();
         if verbose {

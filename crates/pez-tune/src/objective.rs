@@ -10,6 +10,9 @@ pub struct BatchObjective<'a> {
     pub clf: &'a Classifier<'a>,
     pub batch: Vec<(Vec<u32>, usize)>,
     pub fluency: f64,
+    /// Some when profiling: the forward pass's seconds (up to the loss, the device synchronised), written by
+    /// `loss_and_grad`.
+    pub forward_s: Option<f64>,
 }
 
 impl Objective for BatchObjective<'_> {
@@ -20,6 +23,7 @@ impl Objective for BatchObjective<'_> {
     /// so short rows are not padded to the longest row of the whole batch. One backward pass runs over all.
     fn loss_and_grad(&mut self, prompt: &Tensor, ids: &[u32]) -> Result<(f32, Tensor)> {
         const SUB_BATCH: usize = 4;
+        let t0 = std::time::Instant::now();
         let (clf, batch, w) = (self.clf, &self.batch, self.fluency);
         let var = Var::from_tensor(prompt)?;
         let p = var.as_tensor();
@@ -51,6 +55,10 @@ impl Objective for BatchObjective<'_> {
         } else {
             ce
         };
+        if let Some(f) = &mut self.forward_s {
+            loss.device().synchronize()?;
+            *f = t0.elapsed().as_secs_f64();
+        }
         let grads = loss.backward()?;
         let g = grads
             .get(p)

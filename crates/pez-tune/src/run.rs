@@ -41,6 +41,48 @@ pub struct EvalRecord {
     /// The dtype the model computed in.
     #[serde(default)]
     pub dtype: pez_nn::Dtype,
+    /// Under `PEZ_PROFILE=1`: where the steps since the last record spent their time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<StepProfile>,
+}
+
+/// Seconds per step in each phase, averaged over `steps` (`PEZ_PROFILE=1`: each phase ends with the device
+/// synchronised, so a GPU's queued work counts where it was issued, and the steps run slower for it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepProfile {
+    pub steps: usize,
+    /// The soft prompt projected to its nearest vocabulary rows (ids read back to the host).
+    pub project_s: f64,
+    /// The model's forward pass over the batch, up to the loss.
+    pub forward_s: f64,
+    /// The backward pass, the gradient and the loss read back.
+    pub backward_s: f64,
+    /// The gradient clipped and the optimizer's update (on the host).
+    pub update_s: f64,
+}
+
+impl StepProfile {
+    fn add(&mut self, p: &pez_core::Phases, forward_s: f64) {
+        self.steps += 1;
+        self.project_s += p.project_s;
+        self.forward_s += forward_s;
+        self.backward_s += p.loss_and_grad_s - forward_s;
+        self.update_s += p.update_s;
+    }
+
+    /// The per-step means, leaving a fresh sum behind.
+    fn take_means(&mut self) -> Self {
+        let n = self.steps.max(1) as f64;
+        let m = Self {
+            steps: self.steps,
+            project_s: self.project_s / n,
+            forward_s: self.forward_s / n,
+            backward_s: self.backward_s / n,
+            update_s: self.update_s / n,
+        };
+        *self = Self::default();
+        m
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +330,8 @@ pub struct Run<'a> {
     elapsed0: f64,
     t0: Instant,
     progress: pez_progress::Progress,
+    /// Under `PEZ_PROFILE=1`, the phases' seconds since the last evaluation.
+    profile: Option<StepProfile>,
 }
 
 impl<'a> Run<'a> {
@@ -335,7 +379,7 @@ impl<'a> Run<'a> {
             Init::Random => random_prompt(&projector, model, cfg.prompt_len, cfg.seed)?,
         };
         let optimizer = Optimizer::new(cfg.optimizer, cfg.weight_decay);
-        let pez = Pez::new(
+        let mut pez = Pez::new(
             cfg.method,
             projector,
             &model.embed_ids(&init_ids)?,
@@ -344,6 +388,8 @@ impl<'a> Run<'a> {
             cfg.lr,
             cfg.seed,
         )?;
+        let profile = (std::env::var("PEZ_PROFILE").as_deref() == Ok("1")).then(StepProfile::default);
+        pez.profile = profile.is_some();
         let progress = pez_progress::Progress::new(&format!("tune {}", cfg.out.display()), "steps", data.steps as u64);
         let mut run = Self {
             cfg,
@@ -359,6 +405,7 @@ impl<'a> Run<'a> {
             elapsed0: 0.0,
             t0: Instant::now(),
             progress,
+            profile,
         };
         let metrics = run.metrics_path();
         match ckpt {
@@ -403,11 +450,16 @@ impl<'a> Run<'a> {
         let batch = self
             .data
             .batch(self.cfg.batch_size, self.cfg.seed, self.pez.state.step + 1);
-        let r = self.pez.step(&mut BatchObjective {
+        let mut objective = BatchObjective {
             clf: &self.clf,
             batch,
             fluency: self.cfg.fluency,
-        })?;
+            forward_s: self.profile.map(|_| 0.0),
+        };
+        let r = self.pez.step(&mut objective)?;
+        if let (Some(sum), Some(p)) = (&mut self.profile, &r.phases) {
+            sum.add(p, objective.forward_s.unwrap_or(0.0));
+        }
         self.loss_sum += r.loss as f64;
         self.loss_count += 1;
         self.progress.set_message(format!("loss {:.3}", r.loss));
@@ -485,6 +537,7 @@ impl<'a> Run<'a> {
             best: is_best,
             elapsed_s: self.elapsed(),
             dtype: self.cfg.dtype,
+            profile: self.profile.as_mut().map(StepProfile::take_means),
         };
         let mut f = std::fs::OpenOptions::new()
             .append(true)

@@ -22,6 +22,7 @@ fn fluency_weighted_gradient_matches_finite_differences_at_w_0_3() {
         clf: &clf,
         batch,
         fluency: 0.3,
+        forward_s: None,
     };
     let prompt = (lm.model.embed_ids(&ids).unwrap()
         + pez_nn::testing::random(&[ids.len(), lm.model.info().hidden_size], 7, DType::F64) * 0.05)
@@ -57,6 +58,7 @@ fn fluency_weighted_gradient_matches_finite_differences_at_w_0_3() {
         clf: &clf,
         batch: obj.batch.clone(),
         fluency: 0.0,
+        forward_s: None,
     };
     let (_, g0) = plain.loss_and_grad(&prompt, &ids).unwrap();
     let d = (g0
