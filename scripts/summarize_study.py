@@ -8,8 +8,9 @@ its seeds, against the default setting (the README main job: 200 steps of 16, 10
     `pez eval --predictions` in the run's dtype, checked to give the run's own dev counts);
   - wall time per run (the run's own clock: training and holdout passes, not the final dev pass).
 
-Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean against wall time; the Pareto front:
-the settings no other setting beats in both).
+Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean against compute, in units of the main
+job's 200 steps of 16 rows: steps x batch / 3200, since the runs' wall times move with what else shares the two
+cores; the Pareto front: the settings no other setting beats in both).
 
   PEZ=.../release/pez python3 scripts/summarize_study.py evals/sst2/study
 """
@@ -89,7 +90,7 @@ for k in settings:
     mean = sum(devs) / len(devs)
     std = (sum((d - mean) ** 2 for d in devs) / (len(devs) - 1)) ** 0.5 if len(devs) > 1 else None
     best = max(zip(rs, seeds), key=lambda t: (t[0]["holdout"], -t[1]))
-    row = dict(zip(KEY, k), seeds=seeds, dev=devs, dev_mean=mean, dev_std=std,
+    row = dict(zip(KEY, k), units=k[0] * k[1] / 3200, seeds=seeds, dev=devs, dev_mean=mean, dev_std=std,
                best_by_holdout={"seed": best[1], "dev": best[0]["dev"]},
                wall_s=[r["wall_s"] for r in rs], wall_mean_s=sum(r["wall_s"] for r in rs) / len(rs),
                prompts=[r["prompt"] for r in rs])
@@ -101,23 +102,22 @@ for k in settings:
             row["paired_t"] = {"seeds": shared, "t": float(t.statistic), "p": float(t.pvalue)}
     rows.append(row)
 
-# Pareto front: no other setting has a higher dev mean at a lower or equal wall time.
+# Pareto front: no other setting has a higher dev mean at no more compute.
 for r in rows:
-    r["pareto"] = not any(o is not r and o["dev_mean"] > r["dev_mean"] and o["wall_mean_s"] <= r["wall_mean_s"]
-                          for o in rows)
+    r["pareto"] = not any(o is not r and o["dev_mean"] > r["dev_mean"] and o["units"] <= r["units"] for o in rows)
 
 pct = lambda x: f"{100 * x:.2f}"
 paired = lambda t: f"t = {t['t']:+.2f}, p = {t['p']:.3g} ({len(t['seeds'])} seeds)" if t else "–"
-lines = ["| steps | batch | tokens | start | seeds | dev per seed | dev mean ± std | best by holdout (seed: dev) | "
+lines = ["| steps | batch | tokens | start | compute (main-job units) | seeds | dev per seed | dev mean ± std | best by holdout (seed: dev) | "
          "wall per run (min) | vs default: paired t over seeds | vs default, McNemar per seed (only default right / "
          "only this right, p) | front |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     t = r.get("paired_t")
     mc = r.get("mcnemar", {})
     lines.append(
         f"| {r['steps']} | {r['batch_size']} | {r['prompt_len']} | {r['init']}"
-        f"{' (default)' if tuple(r[k] for k in KEY) == DEFAULT else ''} | {len(r['seeds'])} | "
+        f"{' (default)' if tuple(r[k] for k in KEY) == DEFAULT else ''} | {r['units']:g} | {len(r['seeds'])} | "
         f"{', '.join(pct(d) for d in r['dev'])} | {pct(r['dev_mean'])}"
         f"{' ± ' + pct(r['dev_std']) if r['dev_std'] is not None else ''} | "
         f"{r['best_by_holdout']['seed']}: {pct(r['best_by_holdout']['dev'])} | "
@@ -130,7 +130,7 @@ json.dump(rows, open(study / "study.json", "w"), indent=1)
 
 # The plot: dev mean (with the seeds' range) against wall time, the front joined.
 W, H, L, B = 640, 400, 60, 50
-xs = [r["wall_mean_s"] / 60 for r in rows]
+xs = [r["units"] for r in rows]
 ys = [100 * d for r in rows for d in r["dev"]]
 x0, x1 = 0, max(xs) * 1.1
 y0, y1 = min(ys) - 1, max(ys) + 1
@@ -140,22 +140,25 @@ svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-f
        f'<rect width="{W}" height="{H}" fill="white"/>',
        f'<line x1="{L}" y1="{H - B}" x2="{W - 20}" y2="{H - B}" stroke="black"/>',
        f'<line x1="{L}" y1="20" x2="{L}" y2="{H - B}" stroke="black"/>',
-       f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">wall time per run (min, 2 cores)</text>',
+       f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">compute per run (main-job units: steps x batch / 3200)</text>',
        f'<text x="14" y="{H / 2}" transform="rotate(-90 14 {H / 2})" text-anchor="middle">SST-2 dev accuracy (%)</text>']
 for i in range(6):
     xv, yv = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
-    svg += [f'<text x="{X(xv):.1f}" y="{H - B + 15}" text-anchor="middle">{xv:.0f}</text>',
+    svg += [f'<text x="{X(xv):.1f}" y="{H - B + 15}" text-anchor="middle">{xv:.1f}</text>',
             f'<text x="{L - 5}" y="{Y(yv) + 4:.1f}" text-anchor="end">{yv:.1f}</text>']
-front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["wall_mean_s"])
+front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["units"])
 svg.append('<polyline fill="none" stroke="#d62728" stroke-dasharray="4 3" points="' +
-           " ".join(f"{X(r['wall_mean_s'] / 60):.1f},{Y(100 * r['dev_mean']):.1f}" for r in front) + '"/>')
+           " ".join(f"{X(r['units']):.1f},{Y(100 * r['dev_mean']):.1f}" for r in front) + '"/>')
+seen = {}
 for r in rows:
-    x, lo, hi = X(r["wall_mean_s"] / 60), Y(100 * min(r["dev"])), Y(100 * max(r["dev"]))
+    # settings of the same compute side by side, 14 px apart, so their labels do not overlap
+    nth = seen[r["units"]] = seen.get(r["units"], -1) + 1
+    x, lo, hi = X(r["units"]) + 14 * nth, Y(100 * min(r["dev"])), Y(100 * max(r["dev"]))
     colour = "#d62728" if r["pareto"] else "#1f77b4"
     label = f"{r['steps']}x{r['batch_size']}, {r['prompt_len']} tok, {r['init']} (n={len(r['seeds'])})"
     svg += [f'<line x1="{x:.1f}" y1="{lo:.1f}" x2="{x:.1f}" y2="{hi:.1f}" stroke="{colour}"/>',
             f'<circle cx="{x:.1f}" cy="{Y(100 * r["dev_mean"]):.1f}" r="4" fill="{colour}"/>',
-            f'<text x="{x + 6:.1f}" y="{Y(100 * r["dev_mean"]) - 4:.1f}">{label}</text>']
+            f'<text x="{x + 6:.1f}" y="{Y(100 * r["dev_mean"]) - 4:.1f}" transform="rotate(-30 {x + 6:.1f} {Y(100 * r["dev_mean"]) - 4:.1f})">{label}</text>']
 svg.append("</svg>")
 (study / "pareto.svg").write_text("\n".join(svg) + "\n")
 print((study / "table.md").read_text())
