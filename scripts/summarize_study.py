@@ -6,7 +6,7 @@ its seeds, against the default setting (the README main job: 200 steps of 16, 10
   - paired t over the seeds both settings ran, and exact McNemar per seed (the same seed's prompts on the same 872
     sentences, from each run's dev_predictions.jsonl; runs from before that file existed get it from
     `pez eval --predictions` in the run's dtype, checked to give the run's own dev counts);
-  - wall time per run (the run's own clock: training and holdout passes, not the final dev pass).
+  - wall time per run (the run's own clock at its last metrics record: training and holdout passes).
 
 Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean against compute, in units of the main
 job's 200 steps of 16 rows: steps x batch / 3200, since the runs' wall times move with what else shares the two
@@ -59,14 +59,15 @@ for p in sorted(study.glob("*/*/prompt.json")):
     if (key, seed) in runs:  # the same setting in two sweep files: one run of it is enough
         assert runs[key, seed]["prompt"] == art["prompt"], f"{p}: same setting and seed, another prompt"
         continue
-    ck = json.load(open(p.parent / "checkpoint.json"))
+    # The run's clock at its last record (training and holdout passes): committed, unlike its checkpoint.
+    wall = json.loads(open(p.parent / "metrics.jsonl").read().splitlines()[-1])["elapsed_s"]
     runs[key, seed] = {
         "dir": str(p.parent),
         "prompt": art["prompt"],
         "holdout": art["holdout_accuracy"],
         "dev": art["dev_accuracy"],
         "per_class": [k / n for k, n in art["dev_per_class"]],
-        "wall_s": ck["elapsed_s"],
+        "wall_s": wall,
         "preds": predictions(p.parent, art),
     }
 
