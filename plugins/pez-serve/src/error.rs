@@ -122,12 +122,6 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
         }
-        // A body refused as too large or too slow is left partly unread, so this connection cannot carry another
-        // request: say so, or a pooling client sends its next request into a socket the server is closing.
-        if matches!(self.status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         r
     }
 }

@@ -78,7 +78,14 @@ pub async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Res
         t0: Instant::now(),
         done: false,
     };
+    let sent_body = !axum::body::HttpBody::is_end_stream(req.body());
     let mut resp = next.run(req).await;
+    // A request refused (too large, too slow, unauthorised...) may leave its body unread, and then the connection
+    // cannot carry another request: say so, or a pooling client sends its next request into a closing socket.
+    if sent_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let model = resp
         .extensions()
         .get::<ServedModel>()

@@ -549,7 +549,8 @@ async fn limits_are_refused_in_openai_shape() {
         assert!(m.contains(msg), "{m:?} does not say {msg:?}");
         assert_eq!(v["error"]["param"].as_str(), *param, "{v}");
     }
-    // A refused body is left unread: the answer closes the connection so a pooling client does not reuse it.
+    // A refused body may be left unread: the answer closes the connection so a pooling client does not reuse it
+    // (any error to a request with a body; a bodiless request's error keeps the connection).
     let req = Request::post("/v1/classify")
         .header("content-type", "application/json")
         .body(Body::from("x".repeat(3000)))
@@ -559,6 +560,8 @@ async fn limits_are_refused_in_openai_shape() {
         (st, headers.get("connection").map(|v| v.to_str().unwrap())),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("close"))
     );
+    let (st, headers, _) = call_raw(&s.app, Request::get("/v1/models/none").body(Body::empty()).unwrap()).await;
+    assert_eq!((st, headers.get("connection")), (StatusCode::NOT_FOUND, None));
     // A GET to a POST route is a 405 in the same shape.
     let (st, v, _) = call(&s.app, "GET", "/v1/classify", "").await;
     assert_eq!(
