@@ -11,9 +11,16 @@ use pez_nn::MASKED;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
-/// The harness compiled once per test binary, or None (and why) where the host has no g++ with C++20.
+/// The harness compiled once per test binary (the tests run in parallel: one compile, not one racing another's
+/// executable), or None (and why) where the host has no g++ with C++20.
 fn harness() -> Option<PathBuf> {
+    static HARNESS: OnceLock<Option<PathBuf>> = OnceLock::new();
+    HARNESS.get_or_init(compile_harness).clone()
+}
+
+fn compile_harness() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cuda_emulator");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cuda_emulator_harness");
     let o = Command::new("g++")
@@ -98,6 +105,19 @@ fn rel(a: &Tensor, b: &Tensor) -> f32 {
     a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }
 
+/// The CPU kernel's values at `xs` and the input gradients of `sum(f(xs) * g)`: the reference.
+fn reference(xs: &[&Tensor], g: &Tensor, f: impl Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = xs.iter().map(|x| Var::from_tensor(x).unwrap()).collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts);
+    let grads = (&y * g).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = ts
+        .iter()
+        .map(|t| grads.get(t).expect("an input gradient").clone())
+        .collect();
+    (y, gs)
+}
+
 type Fused = fn(&Tensor, &Tensor, &Tensor) -> Tensor;
 
 #[test]
@@ -111,20 +131,13 @@ fn the_cuda_norms_equal_the_cpu_kernels_under_the_emulator() {
             for dtype in ["f32", "bf16"] {
                 let r = |shape: &[usize], seed| rounded(&random(shape, seed, DType::F32), dtype);
                 let (x, w, b, g) = (r(&[5, d], 1), r(&[d], 2), r(&[d], 3), r(&[5, d], 4));
-                let v = Var::from_tensor(&x).unwrap();
-                let y = f(v.as_tensor(), &w, &b);
-                let dx = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+                let (y, dx) = reference(&[&x], &g, |t| f(&t[0], &w, &b));
                 let args = ["5".to_string(), d.to_string(), eps.to_string()];
                 let third = if name == "layer_norm" { &b } else { &w };
                 let fwd = emulate(&h, &format!("pez_{name}_fwd_{dtype}"), &args, &[&x, &w, third], 1);
                 let bwd = emulate(&h, &format!("pez_{name}_bwd_{dtype}"), &args, &[&x, &w, &g], 1);
                 check(&format!("{name} d={d} forward"), &fwd[0], &y, dtype);
-                check(
-                    &format!("{name} d={d} input gradient"),
-                    &bwd[0],
-                    dx.get(v.as_tensor()).unwrap(),
-                    dtype,
-                );
+                check(&format!("{name} d={d} input gradient"), &bwd[0], &dx[0], dtype);
             }
         }
     }
@@ -142,14 +155,12 @@ fn the_cuda_rope_and_gated_activations_equal_the_cpu_kernels_under_the_emulator(
             r(&[7, 64], 3),
             r(&[2, 3, 7, 64], 4),
         );
-        let v = Var::from_tensor(&x).unwrap();
-        let y = kernels::rope(v.as_tensor(), &cos, &sin).unwrap();
-        let dx = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let (y, dx) = reference(&[&x], &g, |t| kernels::rope(&t[0], &cos, &sin).unwrap());
         let args = ["42", "7", "64"].map(String::from);
         let fwd = emulate(&h, &format!("pez_rope_fwd_{dtype}"), &args, &[&x, &cos, &sin], 1);
         let bwd = emulate(&h, &format!("pez_rope_bwd_{dtype}"), &args, &[&g, &cos, &sin], 1);
         check("rope forward", &fwd[0], &y, dtype);
-        check("rope input gradient", &bwd[0], dx.get(v.as_tensor()).unwrap(), dtype);
+        check("rope input gradient", &bwd[0], &dx[0], dtype);
         // Gated activations over more values than one block (3 x 2 x 200 = 1,200), inputs spread over [-4, 4).
         let (a, b, g) = (
             r(&[3, 2, 200], 5).affine(4.0, 0.0).unwrap(),
@@ -158,25 +169,13 @@ fn the_cuda_rope_and_gated_activations_equal_the_cpu_kernels_under_the_emulator(
         );
         let a = rounded(&a, dtype);
         for (gate, code) in [(kernels::Gate::Silu, "0"), (kernels::Gate::GeluTanh, "1")] {
-            let (va, vb) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&b).unwrap());
-            let y = kernels::gated(gate, va.as_tensor(), vb.as_tensor()).unwrap();
-            let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let (y, grads) = reference(&[&a, &b], &g, |t| kernels::gated(gate, &t[0], &t[1]).unwrap());
             let args = ["1200".to_string(), code.to_string()];
             let fwd = emulate(&h, &format!("pez_gated_fwd_{dtype}"), &args, &[&a, &b], 1);
             let bwd = emulate(&h, &format!("pez_gated_bwd_{dtype}"), &args, &[&a, &b, &g], 2);
             check(&format!("gated {code} forward"), &fwd[0], &y, dtype);
-            check(
-                &format!("gated {code} da"),
-                &bwd[0],
-                grads.get(va.as_tensor()).unwrap(),
-                dtype,
-            );
-            check(
-                &format!("gated {code} db"),
-                &bwd[1],
-                grads.get(vb.as_tensor()).unwrap(),
-                dtype,
-            );
+            check(&format!("gated {code} da"), &bwd[0], &grads[0], dtype);
+            check(&format!("gated {code} db"), &bwd[1], &grads[1], dtype);
         }
     }
 }
@@ -210,35 +209,23 @@ fn the_cuda_masked_softmax_equals_the_cpu_kernel_under_the_emulator() {
         };
         let (z, g) = (r(1), r(2));
         for (what, mask) in [("causal", &causal), ("padding", &padding)] {
-            let v = Var::from_tensor(&z).unwrap();
-            let p = kernels::masked_softmax(v.as_tensor(), Some(mask), 0.125).unwrap();
-            let dz = (&p * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let (p, dz) = reference(&[&z], &g, |t| {
+                kernels::masked_softmax(&t[0], Some(mask), 0.125).unwrap()
+            });
             // The mask as the op lays it out: [sq, sk] as it is, anything else broadcast to the scores' shape.
             let full = match mask.dims() {
                 [_, _] => mask.clone(),
                 _ => mask.broadcast_as(z.shape()).unwrap().contiguous().unwrap(),
             };
             let rows = full.elem_count() / sk;
-            let args = |rows_: usize| [format!("{}", 2 * sq), sk.to_string(), rows_.to_string(), "0.125".into()];
-            let fwd = emulate(
-                &h,
-                &format!("pez_masked_softmax_fwd_{dtype}"),
-                &args(rows),
-                &[&z, &full],
-                1,
-            );
+            let args = [format!("{}", 2 * sq), sk.to_string(), rows.to_string(), "0.125".into()];
+            let fwd = emulate(&h, &format!("pez_masked_softmax_fwd_{dtype}"), &args, &[&z, &full], 1);
             let pe = rounded(&p, dtype);
-            let bwd = emulate(
-                &h,
-                &format!("pez_masked_softmax_bwd_{dtype}"),
-                &args(rows),
-                &[&pe, &g],
-                1,
-            );
+            let bwd = emulate(&h, &format!("pez_masked_softmax_bwd_{dtype}"), &args, &[&pe, &g], 1);
             check(&format!("masked softmax ({what}) forward"), &fwd[0], &p, dtype);
             // The bf16 backward reads p as the GPU stores it, rounded to bf16 (the reference's p is f32): one more
             // rounding's worth of tolerance there.
-            let e = rel(&bwd[0], dz.get(v.as_tensor()).unwrap());
+            let e = rel(&bwd[0], &dz[0]);
             eprintln!("masked softmax ({what}) input gradient {dtype}: {e:.1e}");
             assert!(
                 e < 2.0 * tolerance(dtype),
