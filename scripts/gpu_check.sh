@@ -97,6 +97,11 @@ def tune_args(name, m):
     return ["tune", f"{fx}/transfer/task.toml", "--model", m, "--train", f"{fx}/transfer/dev.tsv", "--batch-size", "2", "--holdout", "4",
             "--prompt-len", "3", "--fluency", "0" if name == "t5" else "0.1", "--seed", "1"]
 
+def same_run(ma, mb):
+    """Whether two runs' records hold the same tokens, and their largest relative train-loss difference."""
+    same = [x["token_ids"] for x in ma] == [y["token_ids"] for y in mb]
+    return same, max(abs(x["train_loss"] - y["train_loss"]) / max(1.0, abs(x["train_loss"])) for x, y in zip(ma, mb))
+
 def tune_f32(name, m, res):
     runs = {}
     for side, d in (("ref", "cpu"), ("dev", dev)):
@@ -105,8 +110,7 @@ def tune_f32(name, m, res):
         run(tune_args(name, m) + ["--steps", "20", "--eval-every", "5", "--dtype", "f32", "--device", d, "--out", o])
         runs[side] = ([json.loads(l) for l in open(f"{o}/metrics.jsonl")], time.time() - t0)
     (ma, ta), (mb, tb) = runs["ref"], runs["dev"]
-    same = [x["token_ids"] for x in ma] == [y["token_ids"] for y in mb]
-    loss = max(abs(x["train_loss"] - y["train_loss"]) / max(1.0, abs(x["train_loss"])) for x, y in zip(ma, mb))
+    same, loss = same_run(ma, mb)
     res.update({"pez_20_steps_same_tokens": same, "pez_max_rel_loss_diff": loss, "tune_wall_s_cpu": round(ta, 2), "tune_wall_s_device": round(tb, 2),
                 "prompt": ma[-1]["prompt"]})
     if not same:
@@ -132,8 +136,7 @@ def tune_f32_fused(name, m, res):
     run(tune_args(name, m) + ["--steps", "20", "--eval-every", "5", "--dtype", "f32", "--device", dev, "--out", o], {"PEZ_CUDA": "fused"})
     ma = [json.loads(l) for l in open(f"{tmp}/{name}-ref/metrics.jsonl")]
     mb = [json.loads(l) for l in open(f"{o}/metrics.jsonl")]
-    same = [x["token_ids"] for x in ma] == [y["token_ids"] for y in mb]
-    loss = max(abs(x["train_loss"] - y["train_loss"]) / max(1.0, abs(x["train_loss"])) for x, y in zip(ma, mb))
+    same, loss = same_run(ma, mb)
     res.update({"fused_20_steps_same_tokens": same, "fused_max_rel_loss_diff": loss})
     if not same or loss > 1e-3:
         failures.append(f"{name}: PEZ_CUDA=fused differs from the CPU: tokens same {same}, losses within {loss}")

@@ -69,16 +69,20 @@ def main():
         for dtype in ("f32", "bf16"):
             for bs in (16, 32):
                 r = {"shape": name, "layers": cfg.num_hidden_layers, "dtype": dtype, "batch": bs, "device": device}
-                # candle's CUDA ops; on a GPU also pez's own kernels and device set-up (PEZ_CUDA=fused)
-                for key, env in [("pez", {})] + ([("pez_fused", {"PEZ_CUDA": "fused"})] if device != "cpu" else []):
+                def tune(key, env):
+                    """pez's 15 steps under `env`: its records, or None with `<key>_error` in the row."""
                     o = f"{tmp}/{name}-{dtype}-{bs}-{key}"
                     p = subprocess.run([pez, "tune", f"{FX}/task.toml", "--model", d, "--train", train, "--steps", "15", "--eval-every", "5",
                                         "--batch-size", str(bs), "--holdout", "2", "--prompt-len", "10", "--fluency", "0.003", "--seed", "0",
                                         "--dtype", dtype, "--device", device, "--out", o], capture_output=True, text=True, env=dict(os.environ, **env))
                     if p.returncode:
                         r[f"{key}_error"] = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
-                    else:
-                        m = {x["step"]: x["elapsed_s"] for x in map(json.loads, open(f"{o}/metrics.jsonl"))}
+                        return None
+                    return [json.loads(x) for x in open(f"{o}/metrics.jsonl")]
+                # candle's CUDA ops; on a GPU also pez's own kernels and device set-up (PEZ_CUDA=fused)
+                for key, env in [("pez", {})] + ([("pez_fused", {"PEZ_CUDA": "fused"})] if device != "cpu" else []):
+                    if (recs := tune(key, env)) is not None:
+                        m = {x["step"]: x["elapsed_s"] for x in recs}
                         r[f"{key}_s_per_step"] = round((m[15] - m[5]) / 10, 4)
                 t = step_times(model, tok, rows, bs, 10, dtype, device)
                 r["torch_s_per_step_median"] = round(statistics.median(t), 4)
@@ -92,13 +96,8 @@ def main():
                         r["torch_compile_s_per_step_median"] = round(statistics.median(t), 4)
                     except Exception as e:  # a compile failure is a result, not the end of the table
                         r["torch_compile_error"] = str(e)[-300:]
-                    o = f"{tmp}/{name}-{dtype}-{bs}-profile"
-                    p = subprocess.run([pez, "tune", f"{FX}/task.toml", "--model", d, "--train", train, "--steps", "15", "--eval-every", "5",
-                                        "--batch-size", str(bs), "--holdout", "2", "--prompt-len", "10", "--fluency", "0.003", "--seed", "0",
-                                        "--dtype", dtype, "--device", device, "--out", o], capture_output=True, text=True,
-                                       env=dict(os.environ, PEZ_CUDA="fused", PEZ_PROFILE="1"))
-                    if p.returncode == 0:
-                        r["pez_fused_profile"] = [json.loads(x).get("profile") for x in open(f"{o}/metrics.jsonl")][-1]
+                    if (recs := tune("pez_fused_profile", {"PEZ_CUDA": "fused", "PEZ_PROFILE": "1"})) is not None:
+                        r["pez_fused_profile"] = recs[-1].get("profile")
                 if "pez_s_per_step" in r:
                     r["torch_over_pez"] = round(r["torch_s_per_step_median"] / r["pez_s_per_step"], 3)
                 print(json.dumps(r), flush=True)

@@ -5,10 +5,9 @@ import json
 import sys
 from pathlib import Path
 
-from scipy.stats import binomtest
+from sst2_dev import gold, mcnemar
 
 d = Path(sys.argv[1])
-gold = None
 
 
 def load(name):
@@ -20,19 +19,7 @@ def load(name):
     return preds, ev, ens, wall
 
 
-def mcnemar(a, b, y):
-    """Exact McNemar: of the sentences where exactly one is right, how often is it b."""
-    only_a = sum(1 for p, q, t in zip(a, b, y) if p == t and q != t)
-    only_b = sum(1 for p, q, t in zip(a, b, y) if q == t and p != t)
-    n = only_a + only_b
-    return only_a, only_b, (binomtest(only_b, n, 0.5).pvalue if n else 1.0)
-
-
-# Gold labels from SST-2 dev in data order (pez eval's order).
-import csv
-
-dev = Path(__file__).resolve().parent.parent.parent / "shared/data/sst2/dev.tsv"
-y = [int(r["label"]) for r in csv.DictReader(open(dev), delimiter="\t", quoting=csv.QUOTE_NONE)]
+y = gold()
 base = load("k1-none")[0]
 rows = ["| k | calibration | members (seeds, best first) | dev | 95% CI | negative / positive | vs k=1 none: only base right / only this right, McNemar p | eval wall (s) |",
         "|---|---|---|---|---|---|---|---|"]

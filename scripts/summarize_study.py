@@ -14,22 +14,22 @@ cores; the Pareto front: the settings no other setting beats in both).
 
   PEZ=.../release/pez python3 scripts/summarize_study.py evals/sst2/study
 """
-import csv
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from scipy.stats import binomtest, ttest_rel
+from scipy.stats import ttest_rel
+
+import sst2_dev
 
 study = Path(sys.argv[1])
 pez = os.environ.get("PEZ", os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release/pez"))
 DEFAULT = (200, 16, 10, "label")
 KEY = ("steps", "batch_size", "prompt_len", "init")
 
-dev_tsv = Path(__file__).resolve().parent.parent.parent / "shared/data/sst2/dev.tsv"
-gold = [int(r["label"]) for r in csv.DictReader(open(dev_tsv), delimiter="\t", quoting=csv.QUOTE_NONE)]
+gold = sst2_dev.gold()
 
 
 def predictions(run: Path, art: dict) -> list[int]:
@@ -75,14 +75,6 @@ settings = sorted({k for k, _ in runs}, key=lambda k: (k != DEFAULT, k))
 base = {s: r for (k, s), r in runs.items() if k == DEFAULT}
 
 
-def mcnemar(a, b):
-    """Exact McNemar of b against a: sentences only a gets right, only b gets right, two-sided p."""
-    only_a = sum(1 for p, q, y in zip(a, b, gold) if p == y and q != y)
-    only_b = sum(1 for p, q, y in zip(a, b, gold) if q == y and p != y)
-    n = only_a + only_b
-    return only_a, only_b, binomtest(only_b, n, 0.5).pvalue if n else 1.0
-
-
 rows = []
 for k in settings:
     seeds = sorted(s for kk, s in runs if kk == k)
@@ -97,7 +89,7 @@ for k in settings:
                prompts=[r["prompt"] for r in rs])
     shared = [s for s in seeds if s in base]
     if k != DEFAULT and shared:
-        row["mcnemar"] = {s: mcnemar(base[s]["preds"], runs[k, s]["preds"]) for s in shared}
+        row["mcnemar"] = {s: sst2_dev.mcnemar(base[s]["preds"], runs[k, s]["preds"], gold) for s in shared}
         if len(shared) >= 2:
             t = ttest_rel([runs[k, s]["dev"] for s in shared], [base[s]["dev"] for s in shared])
             row["paired_t"] = {"seeds": shared, "t": float(t.statistic), "p": float(t.pvalue)}

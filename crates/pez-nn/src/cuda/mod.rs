@@ -1,6 +1,6 @@
 //! pez's own CUDA kernels (`src/cuda/*.cu`, compiled to PTX by build.rs): the GPU twins of `crate::kernels`, with the
 //! same formulas, each fused op one launch forward and one backward (input gradient only). The CPU kernels are the
-//! reference: `pez kernels-check --device cuda` (run by scripts/gpu_check.sh) compares these with the composed
+//! reference: `pez check-kernels --device cuda` (run by scripts/gpu_check.sh) compares these with the composed
 //! maths. Off unless `PEZ_CUDA=fused` (`backend::gpu_kernels_for`) until a GPU run has proved them.
 
 use candle_core::backend::BackendStorage;
@@ -78,23 +78,26 @@ fn rope_t<T: CudaDType + DeviceRepr>(
 /// elementwise.cu's gated activation: `act(a) * b` (`gated_fwd`, one output) or the input gradients `(da, db)`
 /// from the output gradient (`gated_bwd`, two outputs); `gate` 0 is SiLU, 1 tanh-GELU.
 pub(crate) fn gated(ins: &[(&CudaStorage, &Layout)], gate: i32) -> Result<Vec<CudaStorage>> {
+    let kernel = if ins.len() == 3 { "gated_bwd" } else { "gated_fwd" };
     match ins[0].0.dtype() {
-        DType::F32 => gated_t::<f32>(ins, gate),
-        DType::BF16 => gated_t::<half::bf16>(ins, gate),
-        dt => bail!("pez's CUDA kernels take f32 or bf16, not {dt:?}"),
+        DType::F32 => gated_t::<f32>(&suffixed(kernel, DType::F32)?, ins, gate),
+        dt => gated_t::<half::bf16>(&suffixed(kernel, dt)?, ins, gate),
     }
 }
 
-fn gated_t<T: CudaDType + DeviceRepr>(ins: &[(&CudaStorage, &Layout)], gate: i32) -> Result<Vec<CudaStorage>> {
+fn gated_t<T: CudaDType + DeviceRepr>(
+    name: &str,
+    ins: &[(&CudaStorage, &Layout)],
+    gate: i32,
+) -> Result<Vec<CudaStorage>> {
     let bwd = ins.len() == 3;
-    let name = suffixed(if bwd { "gated_bwd" } else { "gated_fwd" }, ins[0].0.dtype())?;
-    let views = ins.iter().map(|&i| view::<T>(&name, i)).collect::<Result<Vec<_>>>()?;
+    let views = ins.iter().map(|&i| view::<T>(name, i)).collect::<Result<Vec<_>>>()?;
     let n = views[0].len();
     if views.iter().any(|v| v.len() != n) {
         bail!("{name}: inputs of different sizes");
     }
     let dev = ins[0].0.device();
-    let func = dev.get_or_load_custom_func(&name, "pez-elementwise", ELEMENTWISE)?;
+    let func = dev.get_or_load_custom_func(name, "pez-elementwise", ELEMENTWISE)?;
     // SAFETY: the kernel writes every one of the `n` values of each output before anything reads them.
     let outs = (0..if bwd { 2 } else { 1 })
         .map(|_| unsafe { dev.alloc::<T>(n) })
