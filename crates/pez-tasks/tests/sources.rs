@@ -10,11 +10,12 @@ fn hub() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hub")
 }
 
-/// Places with only the fake hub cache (no $PEZ_DATA, a working directory with no shared/data above it).
-fn hub_only(cwd: &Path) -> Places {
+/// Places with only the fake hub cache: no $PEZ_DATA and no directory searched for shared/data (a temporary
+/// directory may have one above it: CI links /tmp/shared beside its clone).
+fn hub_only() -> Places {
     Places {
         pez_data: None,
-        cwd: Some(cwd.to_path_buf()),
+        cwd: None,
         hub_cache: hub(),
         offline: true,
     }
@@ -40,8 +41,7 @@ fn read(task: &str, split: &str, places: &Places) -> (Location, Vec<String>, Vec
 
 #[test]
 fn every_built_in_task_resolves_its_splits_from_the_hub_cache() {
-    let tmp = tempfile::tempdir().unwrap();
-    let p = hub_only(tmp.path());
+    let p = hub_only();
     // SST-2: our dev is the hub's validation split (its test labels are hidden).
     let (loc, texts, labels) = read("sst2", "dev", &p);
     assert!(matches!(loc, Location::HubCache(_)), "{loc:?}");
@@ -108,8 +108,8 @@ fn pez_data_then_shared_data_then_the_hub_cache() {
         "sst2",
         "dev",
         &Places {
-            pez_data: Some(empty.clone()),
-            cwd: Some(empty),
+            pez_data: Some(empty),
+            cwd: None,
             ..all.clone()
         },
     );
@@ -126,7 +126,7 @@ fn offline_and_missing_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Places {
         hub_cache: tmp.path().join("no-cache"),
-        ..hub_only(tmp.path())
+        ..hub_only()
     };
     let dev = builtin_task("sst2").unwrap().dev;
     let e = format!("{:#}", dev.fetch(&p).unwrap_err());
