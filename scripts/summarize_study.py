@@ -8,6 +8,12 @@ its seeds, against the default setting (the README main job: 200 steps of 16, 10
     `pez eval --predictions` in the run's dtype, checked to give the run's own dev counts);
   - wall time per run (the run's own clock at its last metrics record: training and holdout passes).
 
+Shorter settings come from longer runs: a PEZ run of N steps is the first N steps of a longer one (the same
+records; crates/pez-tune/tests/horizon.rs), so a run of 800 steps also gives the 200- and 400-step settings of its
+batch and seed: the best prompt by holdout among its records up to step N, scored on dev by `pez eval` in the run's
+dtype and kept in <run>/at-step-N/ (prompt.json, dev_predictions.jsonl), its wall time the run's clock at step N.
+Where a real run of that setting and seed exists too, the two must have found the same prompt.
+
 Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean against compute, in units of the main
 job's 200 steps of 16 rows: steps x batch / 3200, since the runs' wall times move with what else shares the two
 cores; the Pareto front: the settings no other setting beats in both).
@@ -28,6 +34,7 @@ study = Path(sys.argv[1])
 pez = os.environ.get("PEZ", os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release/pez"))
 DEFAULT = (200, 16, 10, "label")
 KEY = ("steps", "batch_size", "prompt_len", "init")
+SHORTER = (200, 400)  # settings of the steps-batch study read from its 800-step runs
 
 gold = sst2_dev.gold()
 
@@ -48,28 +55,75 @@ def predictions(run: Path, art: dict) -> list[int]:
     return preds
 
 
-runs = {}
-for p in sorted(study.glob("*/*/prompt.json")):
-    art = json.load(open(p))
-    if art.get("dev_accuracy") is None:
-        continue
+def at_step(run: Path, art: dict, n: int) -> tuple[dict, float]:
+    """The prompt a run of `n` steps returns, read from a longer run (see above), as a prompt.json without dev
+    scores; and the longer run's clock at step `n`."""
+    records = [json.loads(l) for l in open(run / "metrics.jsonl")]
+    wall = next(r["elapsed_s"] for r in records if r["step"] == n)
+    best = [r for r in records if r["step"] <= n and r["best"]][-1]
+    short = dict(art, prompt=best["prompt"], token_ids=best["token_ids"], holdout_accuracy=best["holdout_accuracy"],
+                 fluency_log_ppl=best["fluency_log_ppl"], step=best["step"], dev_accuracy=None, dev_per_class=None,
+                 config=dict(art["config"], steps=n, out=str(run / f"at-step-{n}")))
+    return short, wall
+
+
+def score(d: Path, short: dict) -> dict:
+    """`short` scored on SST-2 dev by pez eval in its run's dtype, kept in `d` (and read from there next time)."""
+    if (d / "prompt.json").exists() and (d / "dev_predictions.jsonl").exists():
+        kept = json.load(open(d / "prompt.json"))
+        assert kept["token_ids"] == short["token_ids"], f"{d}: another prompt than its run's records give"
+        return kept
+    d.mkdir(exist_ok=True)
+    json.dump(short, open(d / "prompt.json", "w"), indent=2)
+    c = short["config"]
+    subprocess.run([pez, "eval", "--prompt-file", str(d), "--dtype", c["dtype"], "--batch-size", str(c["eval_batch"]),
+                    "--json", "--predictions", str(d / "dev_predictions.jsonl")], check=True, capture_output=True)
+    preds = [json.loads(l)["label_index"] for l in open(d / "dev_predictions.jsonl")]
+    per = [[sum(1 for p, y in zip(preds, gold) if y == k and p == k), gold.count(k)] for k in (0, 1)]
+    short = dict(short, dev_accuracy=sum(r for r, _ in per) / len(gold), dev_per_class=per)
+    json.dump(short, open(d / "prompt.json", "w"), indent=2)
+    return short
+
+
+def add(runs: dict, where: Path, art: dict, wall: float, preds) -> None:
     c = art["config"]
-    key = tuple(c[k] for k in KEY)
-    seed = c["seed"]
-    if (key, seed) in runs:  # the same setting in two sweep files: one run of it is enough
-        assert runs[key, seed]["prompt"] == art["prompt"], f"{p}: same setting and seed, another prompt"
-        continue
-    # The run's clock at its last record (training and holdout passes): committed, unlike its checkpoint.
-    wall = json.loads(open(p.parent / "metrics.jsonl").read().splitlines()[-1])["elapsed_s"]
+    key, seed = tuple(c[k] for k in KEY), c["seed"]
+    if (key, seed) in runs:  # the same setting in two sweep files, or a real run and one read from a longer run
+        assert runs[key, seed]["prompt"] == art["prompt"], f"{where}: same setting and seed, another prompt"
+        return
     runs[key, seed] = {
-        "dir": str(p.parent),
+        "dir": str(where),
         "prompt": art["prompt"],
         "holdout": art["holdout_accuracy"],
         "dev": art["dev_accuracy"],
         "per_class": [k / n for k, n in art["dev_per_class"]],
         "wall_s": wall,
-        "preds": predictions(p.parent, art),
+        "preds": preds() if callable(preds) else preds,
     }
+
+
+runs = {}
+finished = []
+for p in sorted(study.glob("*/*/prompt.json")):
+    art = json.load(open(p))
+    if art.get("dev_accuracy") is not None:
+        finished.append((p.parent, art))
+for run, art in finished:
+    # The run's clock at its last record (training and holdout passes): committed, unlike its checkpoint.
+    wall = json.loads(open(run / "metrics.jsonl").read().splitlines()[-1])["elapsed_s"]
+    add(runs, run, art, wall, lambda: predictions(run, art))
+for run, art in finished:
+    c = art["config"]
+    for n in SHORTER:
+        if n < c["steps"] and n % c["eval_every"] == 0 and c["method"] == "pez":
+            short, wall = at_step(run, art, n)
+            d = run / f"at-step-{n}"
+            key = tuple(short["config"][k] for k in KEY)
+            if (key, c["seed"]) in runs:  # a real run of it: it must have found this prompt
+                assert runs[key, c["seed"]]["prompt"] == short["prompt"], f"{d}: another prompt than the real run's"
+                continue
+            short = score(d, short)
+            add(runs, d, short, wall, lambda: [json.loads(l)["label_index"] for l in open(d / "dev_predictions.jsonl")])
 
 settings = sorted({k for k, _ in runs}, key=lambda k: (k != DEFAULT, k))
 base = {s: r for (k, s), r in runs.items() if k == DEFAULT}
