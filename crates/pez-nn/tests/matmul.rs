@@ -153,6 +153,15 @@ fn bf16_products_on_every_path_this_cpu_has() {
                             "bf16 {path} {m}x{n}x{k} strides {sa:?} {sb:?} accumulate {accumulate}: {err:.1e}"
                         );
                         worst = worst.max(err);
+                        // The same product with `b` given as f32 (packed, or on the emulated path rounded, per call).
+                        let mut c = c0.clone();
+                        bf16::gemm_at(level, m, n, k, &mut c, &a, sa, &b, sb, accumulate, parallel);
+                        let err = worst_error(m, n, k, &c, &want, (&a, sa), (&b, sb));
+                        assert!(
+                            err < 1e-6,
+                            "bf16 gemm_at {path} {m}x{n}x{k} {sa:?} {sb:?} {accumulate}: {err:.1e}"
+                        );
+                        worst = worst.max(err);
                     }
                 }
             }

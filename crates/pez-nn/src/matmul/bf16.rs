@@ -8,6 +8,7 @@
 
 use super::{isa, mm};
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// Columns per packed panel: two 16-lane f32 accumulators.
 pub const NR: usize = 32;
@@ -46,6 +47,9 @@ pub struct PackedB {
     pub k: usize,
     pub n: usize,
     data: Vec<u16>,
+    /// The matrix as f32 for the emulated path, made on its first product and kept: unpacking a frozen weight
+    /// again for every product took a third of an emulated step (SmolLM2, Zen 3).
+    unpacked: OnceLock<Vec<f32>>,
 }
 
 impl PackedB {
@@ -75,24 +79,26 @@ impl PackedB {
         } else {
             data.chunks_mut(kp * NR * 2).enumerate().for_each(fill);
         }
-        Self { k, n, data }
-    }
-
-    /// Element `(i, j)` as f32 (for the emulated path and the tests).
-    fn get(&self, i: usize, j: usize) -> f32 {
-        let (kp, panel) = (self.k.div_ceil(2), j / NR);
-        from_bf16(self.data[((panel * kp + i / 2) * NR + j % NR) * 2 + i % 2])
-    }
-
-    /// The matrix as f32 `k x n` (row-major), every value exactly its bf16.
-    fn unpacked(&self) -> Vec<f32> {
-        let mut out = vec![0f32; self.k * self.n];
-        for i in 0..self.k {
-            for j in 0..self.n {
-                out[i * self.n + j] = self.get(i, j);
-            }
+        Self {
+            k,
+            n,
+            data,
+            unpacked: OnceLock::new(),
         }
-        out
+    }
+
+    /// The matrix as f32 `k x n` (row-major), every value exactly its bf16; made once.
+    fn unpacked(&self) -> &[f32] {
+        self.unpacked.get_or_init(|| {
+            let (k, n, kp) = (self.k, self.n, self.k.div_ceil(2));
+            let mut out = vec![0f32; k * n];
+            out.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = from_bf16(self.data[(((j / NR) * kp + i / 2) * NR + j % NR) * 2 + i % 2]);
+                }
+            });
+            out
+        })
     }
 }
 
@@ -234,19 +240,52 @@ fn emulated(
     parallel: bool,
 ) {
     let (k, n) = (b.k, b.n);
-    let a: Vec<f32> = (0..m * k).map(|x| round(a[(x / k) * rs + (x % k) * cs])).collect();
-    let b = b.unpacked();
+    emulated_product(
+        m,
+        n,
+        k,
+        c,
+        ldc,
+        &rounded(m, k, a, (rs, cs)),
+        b.unpacked(),
+        accumulate,
+        parallel,
+    )
+}
+
+/// `c (+)= a b` for `a` (`m x k`) and `b` (`k x n`) already rounded to bf16 values, row-major; gemm's f32 product.
+#[allow(clippy::too_many_arguments)]
+fn emulated_product(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    b: &[f32],
+    accumulate: bool,
+    parallel: bool,
+) {
     if ldc == n {
-        return mm(m, n, k, c, &a, (k, 1), &b, (n, 1), accumulate, parallel);
+        return mm(m, n, k, c, a, (k, 1), b, (n, 1), accumulate, parallel);
     }
     let mut tmp = vec![0f32; m * n];
-    mm(m, n, k, &mut tmp, &a, (k, 1), &b, (n, 1), false, parallel);
+    mm(m, n, k, &mut tmp, a, (k, 1), b, (n, 1), false, parallel);
     for (r, row) in tmp.chunks(n).enumerate() {
         let out = &mut c[r * ldc..r * ldc + n];
         out.iter_mut()
             .zip(row)
             .for_each(|(o, &v)| *o = if accumulate { *o + v } else { v });
     }
+}
+
+/// `x[r][i] = src[r * rs + i * cs]` (`rows x cols`) rounded to bf16 values, row-major.
+fn rounded(rows: usize, cols: usize, src: &[f32], (rs, cs): (usize, usize)) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        out.extend((0..cols).map(|i| round(src[r * rs + i * cs])));
+    }
+    out
 }
 
 /// `c[m, n] (+)= a b` for f32 operands given by strides, in bf16 on the path of `level`: `b` packed on the fly
@@ -267,6 +306,11 @@ pub fn gemm_at(
 ) {
     if m == 0 || n == 0 {
         return;
+    }
+    if level < isa::Isa::Avx512Bf16 {
+        // Emulated: the operands rounded straight to f32 (packing `b` in bf16 only to unpack it is wasted work).
+        let (a, b) = (rounded(m, k, a, a_strides), rounded(k, n, b, b_strides));
+        return emulated_product(m, n, k, c, n, &a, &b, accumulate, parallel);
     }
     gemm_packed_at(
         level,
