@@ -23,10 +23,14 @@ const MB: usize = 8;
 #[inline(always)]
 pub fn to_bf16(x: f32) -> u16 {
     let b = x.to_bits();
+    // Both computed and one selected, without a branch: loops of this vectorise.
+    let nearest = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+    let nan = ((b >> 16) | 0x40) as u16;
     if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
+        nan
+    } else {
+        nearest
     }
-    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
 }
 
 #[inline(always)]
@@ -283,7 +287,11 @@ fn emulated_product(
 fn rounded(rows: usize, cols: usize, src: &[f32], (rs, cs): (usize, usize)) -> Vec<f32> {
     let mut out = Vec::with_capacity(rows * cols);
     for r in 0..rows {
-        out.extend((0..cols).map(|i| round(src[r * rs + i * cs])));
+        if cs == 1 {
+            out.extend(src[r * rs..r * rs + cols].iter().map(|&x| round(x)));
+        } else {
+            out.extend((0..cols).map(|i| round(src[r * rs + i * cs])));
+        }
     }
     out
 }
