@@ -39,6 +39,15 @@ SHORTER = (200, 400)  # settings of the steps-batch study read from its 800-step
 gold = sst2_dev.gold()
 
 
+def read_predictions(f: Path) -> list[int]:
+    """Dev labels in data order from a dev_predictions.jsonl."""
+    return [json.loads(l)["label_index"] for l in open(f)]
+
+
+def right_per_class(preds: list[int]) -> list[int]:
+    return [sum(1 for p, y in zip(preds, gold) if y == c and p == c) for c in (0, 1)]
+
+
 def predictions(run: Path, art: dict) -> list[int]:
     """The run's dev labels in data order, made by pez eval for runs older than dev_predictions.jsonl."""
     f = run / "dev_predictions.jsonl"
@@ -46,8 +55,8 @@ def predictions(run: Path, art: dict) -> list[int]:
         dtype = art["config"]["dtype"]
         subprocess.run([pez, "eval", "--prompt-file", str(run), "--dtype", dtype, "--json", "--predictions", str(f)],
                        check=True, capture_output=True)
-    preds = [json.loads(l)["label_index"] for l in open(f)]
-    per = [sum(1 for p, y in zip(preds, gold) if y == c and p == c) for c in (0, 1)]
+    preds = read_predictions(f)
+    per = right_per_class(preds)
     want = [k for k, _ in art["dev_per_class"]]
     if len(preds) != len(gold) or per != want:
         f.unlink()
@@ -55,10 +64,9 @@ def predictions(run: Path, art: dict) -> list[int]:
     return preds
 
 
-def at_step(run: Path, art: dict, n: int) -> tuple[dict, float]:
-    """The prompt a run of `n` steps returns, read from a longer run (see above), as a prompt.json without dev
-    scores; and the longer run's clock at step `n`."""
-    records = [json.loads(l) for l in open(run / "metrics.jsonl")]
+def at_step(run: Path, art: dict, records: list[dict], n: int) -> tuple[dict, float]:
+    """The prompt a run of `n` steps returns, read from a longer run's metrics `records` (see above), as a
+    prompt.json without dev scores; and the longer run's clock at step `n`."""
     wall = next(r["elapsed_s"] for r in records if r["step"] == n)
     best = [r for r in records if r["step"] <= n and r["best"]][-1]
     short = dict(art, prompt=best["prompt"], token_ids=best["token_ids"], holdout_accuracy=best["holdout_accuracy"],
@@ -78,14 +86,15 @@ def score(d: Path, short: dict) -> dict:
     c = short["config"]
     subprocess.run([pez, "eval", "--prompt-file", str(d), "--dtype", c["dtype"], "--batch-size", str(c["eval_batch"]),
                     "--json", "--predictions", str(d / "dev_predictions.jsonl")], check=True, capture_output=True)
-    preds = [json.loads(l)["label_index"] for l in open(d / "dev_predictions.jsonl")]
-    per = [[sum(1 for p, y in zip(preds, gold) if y == k and p == k), gold.count(k)] for k in (0, 1)]
-    short = dict(short, dev_accuracy=sum(r for r, _ in per) / len(gold), dev_per_class=per)
+    right = right_per_class(read_predictions(d / "dev_predictions.jsonl"))
+    short = dict(short, dev_accuracy=sum(right) / len(gold),
+                 dev_per_class=[[r, gold.count(k)] for k, r in enumerate(right)])
     json.dump(short, open(d / "prompt.json", "w"), indent=2)
     return short
 
 
 def add(runs: dict, where: Path, art: dict, wall: float, preds) -> None:
+    """The run at `where` under its setting and seed; `preds()` gives its dev labels (called only if it is new)."""
     c = art["config"]
     key, seed = tuple(c[k] for k in KEY), c["seed"]
     if (key, seed) in runs:  # the same setting in two sweep files, or a real run and one read from a longer run
@@ -98,7 +107,7 @@ def add(runs: dict, where: Path, art: dict, wall: float, preds) -> None:
         "dev": art["dev_accuracy"],
         "per_class": [k / n for k, n in art["dev_per_class"]],
         "wall_s": wall,
-        "preds": preds() if callable(preds) else preds,
+        "preds": preds(),
     }
 
 
@@ -114,16 +123,17 @@ for run, art in finished:
     add(runs, run, art, wall, lambda: predictions(run, art))
 for run, art in finished:
     c = art["config"]
+    records = [json.loads(l) for l in open(run / "metrics.jsonl")]
     for n in SHORTER:
         if n < c["steps"] and n % c["eval_every"] == 0 and c["method"] == "pez":
-            short, wall = at_step(run, art, n)
+            short, wall = at_step(run, art, records, n)
             d = run / f"at-step-{n}"
             key = tuple(short["config"][k] for k in KEY)
             if (key, c["seed"]) in runs:  # a real run of it: it must have found this prompt
                 assert runs[key, c["seed"]]["prompt"] == short["prompt"], f"{d}: another prompt than the real run's"
                 continue
             short = score(d, short)
-            add(runs, d, short, wall, lambda: [json.loads(l)["label_index"] for l in open(d / "dev_predictions.jsonl")])
+            add(runs, d, short, wall, lambda: read_predictions(d / "dev_predictions.jsonl"))
 
 settings = sorted({k for k, _ in runs}, key=lambda k: (k != DEFAULT, k))
 base = {s: r for (k, s), r in runs.items() if k == DEFAULT}

@@ -185,13 +185,7 @@ pub fn gemm_packed_at(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.len() >= (m - 1) * ldc + n && ldc >= n);
-    assert!(
-        level <= isa::detected(),
-        "{} is above this CPU's {}",
-        level.name(),
-        isa::detected().name()
-    );
+    check_call(level, m, n, c, ldc);
     if k == 0 || level < isa::Isa::Avx512Bf16 {
         return emulated(m, c, ldc, a, a_strides, b, accumulate, parallel);
     }
@@ -229,6 +223,17 @@ pub fn gemm_packed_at(
             run(0);
         }
     }
+}
+
+/// What every product asks of its caller: `c` holds `m` rows of `ldc >= n`, and `level` is one this CPU has.
+fn check_call(level: isa::Isa, m: usize, n: usize, c: &[f32], ldc: usize) {
+    assert!(c.len() >= (m - 1) * ldc + n && ldc >= n);
+    assert!(
+        level <= isa::detected(),
+        "{} is above this CPU's {}",
+        level.name(),
+        isa::detected().name()
+    );
 }
 
 /// The same product without AVX512-BF16: inputs rounded to bf16 (as f32), then gemm's f32 product.
@@ -316,6 +321,7 @@ pub fn gemm_at(
         return;
     }
     if level < isa::Isa::Avx512Bf16 {
+        check_call(level, m, n, c, n);
         // Emulated: the operands rounded straight to f32 (packing `b` in bf16 only to unpack it is wasted work).
         let (a, b) = (rounded(m, k, a, a_strides), rounded(k, n, b, b_strides));
         return emulated_product(m, n, k, c, n, &a, &b, accumulate, parallel);
