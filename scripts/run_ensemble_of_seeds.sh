@@ -6,16 +6,19 @@
 # finished runs (no tuning), so it takes minutes.
 #
 #   CARGO_TARGET_DIR=... bash scripts/run_ensemble_of_seeds.sh
+# SRC and OUT name other seeds (<SRC>0..<SRC>4) and where their ensembles go; issue 38's new main job:
+#   SRC=evals/sst2/main-job/s OUT=evals/sst2/main-job/ensembles bash scripts/run_ensemble_of_seeds.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEZ=${PEZ:-${CARGO_TARGET_DIR:-target}/release/pez}
-OUT=evals/sst2/ensembles
+SRC=${SRC:-evals/sst2/fluency-sweep/fluency0.005-tokenswords-s}
+OUT=${OUT:-evals/sst2/ensembles}
 for cal in none content-free; do
   for k in 1 3 5; do
     root=$OUT/k$k-$cal
     mkdir -p "$root"
     # `pez tune --seeds` keeps finished runs: the five seeds, linked in as s0..s4, are only read.
-    for s in 0 1 2 3 4; do ln -sfn "../../fluency-sweep/fluency0.005-tokenswords-s$s" "$root/s$s"; done
+    for s in 0 1 2 3 4; do ln -sfn "$(realpath --relative-to="$root" "$SRC$s")" "$root/s$s"; done
     "$PEZ" tune sst2 --tokens words --fluency 0.005 --holdout-rule long --train-rule long --seeds 5 \
       --ensemble "$k" --calibration "$cal" --skip-dev --out "$root" > "$root/tune.log" 2>&1
     /usr/bin/time -f "%e" -o "$root/eval_wall_s.txt" "$PEZ" eval --prompt-file "$root" --dtype f32 --json \

@@ -18,7 +18,10 @@ Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean aga
 job's 200 steps of 16 rows: steps x batch / 3200, since the runs' wall times move with what else shares the two
 cores; the Pareto front: the settings no other setting beats in both).
 
-  PEZ=.../release/pez python3 scripts/summarize_study.py evals/sst2/study
+  PEZ=.../release/pez python3 scripts/summarize_study.py evals/sst2/study [more folders of runs]
+
+More folders (e.g. evals/sst2/main-job, the README job's seeds from `pez tune --seeds 5`) add their runs (`*/prompt.json`)
+to the same settings; a setting and seed found twice must have the same prompt.
 """
 import json
 import os
@@ -31,6 +34,7 @@ from scipy.stats import ttest_rel
 import sst2_dev
 
 study = Path(sys.argv[1])
+more = [Path(a) for a in sys.argv[2:]]
 pez = os.environ.get("PEZ", os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release/pez"))
 DEFAULT = (200, 16, 10, "label")
 KEY = ("steps", "batch_size", "prompt_len", "init")
@@ -113,7 +117,7 @@ def add(runs: dict, where: Path, art: dict, wall: float, preds) -> None:
 
 runs = {}
 finished = []
-for p in sorted(study.glob("*/*/prompt.json")):
+for p in sorted(study.glob("*/*/prompt.json")) + [p for m in more for p in sorted(m.glob("*/prompt.json"))]:
     art = json.load(open(p))
     if art.get("dev_accuracy") is not None:
         finished.append((p.parent, art))
