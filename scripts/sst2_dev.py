@@ -1,6 +1,8 @@
-"""What the SST-2 dev summaries share (summarize_ensembles.py, summarize_study.py): the 872 gold labels in data
-order (pez eval's order) and the exact McNemar test of two classifiers' predictions on them."""
+"""What the dev summaries share (summarize_ensembles.py, summarize_study.py, summarize_agnews_start.py): SST-2's 872
+gold labels in data order (pez eval's order), a predictions file read, and the exact McNemar test of two
+classifiers' predictions."""
 import csv
+import json
 from pathlib import Path
 
 from scipy.stats import binomtest
@@ -9,6 +11,11 @@ from scipy.stats import binomtest
 def gold():
     dev = Path(__file__).resolve().parent.parent.parent / "shared/data/sst2/dev.tsv"
     return [int(r["label"]) for r in csv.DictReader(open(dev), delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+def read_predictions(f):
+    """Predicted label indices in data order from a `pez eval --predictions` (or a run's dev_predictions.jsonl) file."""
+    return [json.loads(l)["label_index"] for l in open(f)]
 
 
 def mcnemar(a, b, y):

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 from scipy.stats import ttest_rel
-from sst2_dev import mcnemar
+from sst2_dev import mcnemar, read_predictions
 
 repo = Path(__file__).resolve().parent.parent
 gold = [int(r[1]) for r in csv.reader(open(repo.parent / "shared/data/agnews/dev_1k.csv"))]
@@ -16,7 +16,7 @@ for s in range(3):
     a, b = root / f"initlabel-s{s}", root / f"initrandom-s{s}"
     if not ((a / "dev_predictions.jsonl").exists() and (b / "dev_predictions.jsonl").exists()):
         continue
-    pa, pb = ([json.loads(l)["label_index"] for l in open(d / "dev_predictions.jsonl")] for d in (a, b))
+    pa, pb = (read_predictions(d / "dev_predictions.jsonl") for d in (a, b))
     da, db = (json.load(open(d / "prompt.json"))["dev_accuracy"] for d in (a, b))
     assert abs(sum(p == y for p, y in zip(pa, gold)) / len(gold) - da) < 1e-9
     only_a, only_b, p = mcnemar(pa, pb, gold)

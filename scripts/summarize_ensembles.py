@@ -5,14 +5,14 @@ import json
 import sys
 from pathlib import Path
 
-from sst2_dev import gold, mcnemar
+from sst2_dev import gold, mcnemar, read_predictions
 
 d = Path(sys.argv[1])
 
 
 def load(name):
     root = d / name
-    preds = [json.loads(l)["label_index"] for l in open(root / "dev_predictions.jsonl")]
+    preds = read_predictions(root / "dev_predictions.jsonl")
     ev = json.load(open(root / "eval.json"))
     ens = json.load(open(root / "ensemble.json"))
     wall = float(open(root / "eval_wall_s.txt").read().split()[-1])

@@ -32,6 +32,7 @@ from pathlib import Path
 from scipy.stats import ttest_rel
 
 import sst2_dev
+from sst2_dev import read_predictions
 
 study = Path(sys.argv[1])
 more = [Path(a) for a in sys.argv[2:]]
@@ -41,11 +42,6 @@ KEY = ("steps", "batch_size", "prompt_len", "init")
 SHORTER = (200, 400)  # settings of the steps-batch study read from its 800-step runs
 
 gold = sst2_dev.gold()
-
-
-def read_predictions(f: Path) -> list[int]:
-    """Dev labels in data order from a dev_predictions.jsonl."""
-    return [json.loads(l)["label_index"] for l in open(f)]
 
 
 def right_per_class(preds: list[int]) -> list[int]:
@@ -120,14 +116,12 @@ finished = []
 for p in sorted(study.glob("*/*/prompt.json")) + [p for m in more for p in sorted(m.glob("*/prompt.json"))]:
     art = json.load(open(p))
     if art.get("dev_accuracy") is not None:
-        finished.append((p.parent, art))
-for run, art in finished:
+        finished.append((p.parent, art, [json.loads(l) for l in open(p.parent / "metrics.jsonl")]))
+for run, art, records in finished:
     # The run's clock at its last record (training and holdout passes): committed, unlike its checkpoint.
-    wall = json.loads(open(run / "metrics.jsonl").read().splitlines()[-1])["elapsed_s"]
-    add(runs, run, art, wall, lambda: predictions(run, art))
-for run, art in finished:
+    add(runs, run, art, records[-1]["elapsed_s"], lambda: predictions(run, art))
+for run, art, records in finished:
     c = art["config"]
-    records = [json.loads(l) for l in open(run / "metrics.jsonl")]
     for n in SHORTER:
         if n < c["steps"] and n % c["eval_every"] == 0 and c["method"] == "pez":
             short, wall = at_step(run, art, records, n)
