@@ -116,7 +116,18 @@ pub fn run(a: Args) -> Result<()> {
             .out
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.task.trim_end_matches(".toml"), cfg.method)));
-        let s = pez_tune::sweep(&cfg, a.seeds, &root, a.top, &device)?;
+        // Runs already under `root` must have been tuned as these settings resolve here, defaults included (a run
+        // from before a default moved is another setting's). Not compared: what only scores a prompt, an
+        // ensemble's calibration (it calibrates its members as asked) and a dtype left to the machine.
+        let compared: Vec<&str> = (TuneSettings::NAMES.iter().copied())
+            .filter(|k| match *k {
+                "dev" | "skip_dev" | "eval_batch" => false,
+                "calibration" => a.ensemble.is_none(),
+                "dtype" => settings.dtype.is_some(),
+                _ => true,
+            })
+            .collect();
+        let s = pez_tune::sweep(&cfg, &compared, a.seeds, &root, a.top, &device)?;
         print!("{}", pez_tune::sweep::markdown(&s));
         eprintln!("wrote {}/summary.json and summary.md", root.display());
         if let Some(k) = a.ensemble {

@@ -1,7 +1,7 @@
 //! Ensembles end to end on the tiny GPT-2: `pez tune --seeds 3 --ensemble 2` writes `ensemble.json` (the two best
 //! runs by holdout, its dev accuracy as `pez eval` measures it), `pez eval` of it combines its members' label
 //! probabilities, and an ensemble of one prompt evaluates exactly as that prompt. Each run keeps its dev
-//! predictions, equal to `pez eval`'s.
+//! predictions, equal to `pez eval`'s. Runs already there are kept only if they were tuned as asked.
 
 mod common;
 
@@ -136,6 +136,42 @@ fn tune_seeds_with_an_ensemble_writes_the_best_by_holdout_and_eval_combines_them
             }
         }
     }
+
+    // The runs again: kept as they are for another calibration of the ensemble (it calibrates its members), and
+    // refused, untouched, for another setting of their tuning.
+    let metrics = std::fs::read_to_string(root.join("s1/metrics.jsonl")).unwrap();
+    let seeds3 = ["--seeds", "3", "--ensemble", "2", "--dtype", "f32"];
+    let o = ok(tune_tiny(&root)
+        .args(seeds3)
+        .args(["--calibration", "content-free"])
+        .output()
+        .unwrap());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("finished in"));
+    let o = tune_tiny(&root)
+        .args(seeds3)
+        .args(["--fluency", "0.5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("`fluency` is 0.0, not 0.5"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("s1/metrics.jsonl")).unwrap(), metrics);
+    // A setting left to its default counts too: runs from random words are not the default start's.
+    let random = tmp.path().join("random");
+    let two = ["--seeds", "2", "--dtype", "f32"];
+    ok(tune_tiny(&random)
+        .args(two)
+        .args(["--init", "random"])
+        .output()
+        .unwrap());
+    let o = tune_tiny(&random).args(two).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(r#"`init` is "random", not "label""#),
+        "{err}"
+    );
 }
 
 #[test]

@@ -161,6 +161,26 @@ impl RunDir {
             },
         }
     }
+
+    /// Refuses the run held in `dir` (to be kept or resumed as `ours`) if it differs from `ours` on one of the
+    /// `compared` settings: its result would be reported as another setting's. `remedy` says what to do instead.
+    pub fn check_is(&self, dir: &Path, ours: &TuneConfig, compared: &[&str], remedy: &str) -> Result<()> {
+        let theirs = match self {
+            Self::Started(ck) => ck.config(),
+            Self::Finished { config, .. } => config,
+            Self::Missing => return Ok(()),
+        };
+        let (theirs, ours) = (serde_json::to_value(theirs)?, serde_json::to_value(ours)?);
+        if let Some(k) = compared.iter().find(|k| theirs.get(**k) != ours.get(**k)) {
+            bail!(
+                "{} holds a run whose `{k}` is {}, not {}: {remedy}",
+                dir.display(),
+                theirs[*k],
+                ours[*k]
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Seconds a finished run took: its checkpoint's count, else the time of its last holdout pass in metrics.jsonl

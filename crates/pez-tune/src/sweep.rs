@@ -61,12 +61,30 @@ impl SeedResult {
     }
 }
 
-/// Runs seeds `base.seed .. base.seed + n` under `root` and writes the summary.
-pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize, device: &candle_core::Device) -> Result<Summary> {
+/// Runs seeds `base.seed .. base.seed + n` under `root` and writes the summary. A run already there is kept
+/// (finished) or resumed (started) only if it agrees with `base` on the `compared` settings (`RunDir::check_is`).
+pub fn sweep(
+    base: &TuneConfig,
+    compared: &[&str],
+    n: u64,
+    root: &Path,
+    top: usize,
+    device: &candle_core::Device,
+) -> Result<Summary> {
+    let compared: Vec<&str> = (compared.iter().copied())
+        .filter(|k| !["seed", "out", "paper"].contains(k))
+        .collect();
     let mut runs = vec![];
     for seed in base.seed..base.seed + n {
         let dir = root.join(format!("s{seed}"));
-        match RunDir::read(&dir) {
+        let held = RunDir::read(&dir);
+        let ours = TuneConfig {
+            seed,
+            out: dir.clone(),
+            ..base.clone()
+        };
+        held.check_is(&dir, &ours, &compared, "give its settings, or another --out")?;
+        match held {
             RunDir::Finished { checkpoint: true, .. } => eprintln!("seed {seed}: finished in {}, kept", dir.display()),
             RunDir::Finished { .. } => eprintln!("seed {seed}: finished in {} (its prompt.json), kept", dir.display()),
             RunDir::Started(_) => {
@@ -74,15 +92,7 @@ pub fn sweep(base: &TuneConfig, n: u64, root: &Path, top: usize, device: &candle
                 crate::tune(None, Some(&dir), device)?;
             }
             RunDir::Missing => {
-                crate::tune(
-                    Some(TuneConfig {
-                        seed,
-                        out: dir.clone(),
-                        ..base.clone()
-                    }),
-                    None,
-                    device,
-                )?;
+                crate::tune(Some(ours), None, device)?;
             }
         }
         runs.push(SeedResult::read(seed, &dir)?);

@@ -66,29 +66,12 @@ pub fn run_cell(sweep: &Sweep, index: usize, device: &candle_core::Device, dtype
 
 fn run_locked(c: &Cell, dir: &Path, (device, dtype): (&candle_core::Device, pez_nn::Dtype)) -> Result<Status> {
     let held = RunDir::read(dir);
-    let theirs = match &held {
-        RunDir::Started(ck) => Some(ck.config()),
-        RunDir::Finished { config, .. } => Some(config.as_ref()),
-        RunDir::Missing => None,
-    };
-    if let Some(theirs) = theirs {
-        // The run there must be this cell's: equal on every setting the file gives (the dtype is decided where a
-        // cell runs, the directory by the sweep).
-        let (theirs, ours) = (serde_json::to_value(theirs)?, serde_json::to_value(&c.config)?);
-        let given = c
-            .settings
-            .given()
-            .into_iter()
-            .filter(|k| !["dtype", "out", "paper"].contains(k));
-        if let Some(k) = given.into_iter().find(|k| theirs.get(k) != ours.get(k)) {
-            bail!(
-                "{} holds a run whose `{k}` is {}, not the sweep's {}: move it away, or restore the sweep file",
-                dir.display(),
-                theirs[k],
-                ours[k]
-            );
-        }
-    }
+    // The run there must be this cell's: equal on every setting the file gives (the dtype is decided where a cell
+    // runs, the directory by the sweep).
+    let given: Vec<&str> = (c.settings.given().into_iter())
+        .filter(|k| !["dtype", "out", "paper"].contains(k))
+        .collect();
+    held.check_is(dir, &c.config, &given, "move it away, or restore the sweep file")?;
     let (i, name, at) = (c.index, &c.name, dir.display());
     match held {
         RunDir::Finished { checkpoint: true, .. } => eprintln!("cell {i} ({name}): finished in {at}, kept"),
