@@ -136,11 +136,17 @@ fn tune_seeds_with_an_ensemble_writes_the_best_by_holdout_and_eval_combines_them
             }
         }
     }
+}
 
+#[test]
+fn runs_already_there_are_kept_only_if_tuned_as_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("runs");
+    let seeds3 = ["--seeds", "3", "--ensemble", "2", "--dtype", "f32"];
+    ok(tune_tiny(&root).args(seeds3).output().unwrap());
     // The runs again: kept as they are for another calibration of the ensemble (it calibrates its members), and
     // refused, untouched, for another setting of their tuning.
     let metrics = std::fs::read_to_string(root.join("s1/metrics.jsonl")).unwrap();
-    let seeds3 = ["--seeds", "3", "--ensemble", "2", "--dtype", "f32"];
     let o = ok(tune_tiny(&root)
         .args(seeds3)
         .args(["--calibration", "content-free"])
