@@ -3,7 +3,8 @@ evals/sst2/study/*.toml, run by `pez sweep run`), grouped by setting (steps, bat
 its seeds, against the default setting (the README main job: 200 steps of 16, 10 tokens, label start):
 
   - SST-2 dev accuracy per seed, mean and sample std; the best seed by holdout (best-of-N as `--seeds N --top 1`);
-  - paired t over the seeds both settings ran, and exact McNemar per seed (the same seed's prompts on the same 872
+  - paired t over the seeds both settings ran, and exact McNemar per seed, against the default and, for the other
+    settings that start from random words, against the main job now (200 steps of 16, 10 tokens, random start) (the same seed's prompts on the same 872
     sentences, from each run's dev_predictions.jsonl; runs from before that file existed get it from
     `pez eval --predictions` in the run's dtype, checked to give the run's own dev counts);
   - wall time per run (the run's own clock at its last metrics record: training and holdout passes).
@@ -12,7 +13,8 @@ Shorter settings come from longer runs: a PEZ run of N steps is the first N step
 records; crates/pez-tune/tests/horizon.rs), so a run of 800 steps also gives the 200- and 400-step settings of its
 batch and seed: the best prompt by holdout among its records up to step N, scored on dev by `pez eval` in the run's
 dtype and kept in <run>/at-step-N/ (prompt.json, dev_predictions.jsonl), its wall time the run's clock at step N.
-Where a real run of that setting and seed exists too, the two must have found the same prompt.
+Where a real run of that setting and seed exists too, the two must have found the same prompt. A run still going
+(or stopped, its checkpoint kept to resume) gives the shorter settings its records have passed.
 
 Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean against compute, in units of the main
 job's 200 steps of 16 rows: steps x batch / 3200, since the runs' wall times move with what else shares the two
@@ -38,6 +40,7 @@ study = Path(sys.argv[1])
 more = [Path(a) for a in sys.argv[2:]]
 pez = os.environ.get("PEZ", os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release/pez"))
 DEFAULT = (200, 16, 10, "label")
+MAIN = (200, 16, 10, "random")  # the README main job since this study chose the random start
 KEY = ("steps", "batch_size", "prompt_len", "init")
 SHORTER = (200, 400)  # settings of the steps-batch study read from its 800-step runs
 
@@ -112,18 +115,21 @@ def add(runs: dict, where: Path, art: dict, wall: float, preds) -> None:
 
 
 runs = {}
-finished = []
+finished, going = [], []
 for p in sorted(study.glob("*/*/prompt.json")) + [p for m in more for p in sorted(m.glob("*/prompt.json"))]:
+    if not (p.parent / "metrics.jsonl").exists():
+        continue
     art = json.load(open(p))
-    if art.get("dev_accuracy") is not None:
-        finished.append((p.parent, art, [json.loads(l) for l in open(p.parent / "metrics.jsonl")]))
+    records = [json.loads(l) for l in open(p.parent / "metrics.jsonl")]
+    (finished if art.get("dev_accuracy") is not None else going).append((p.parent, art, records))
 for run, art, records in finished:
     # The run's clock at its last record (training and holdout passes): committed, unlike its checkpoint.
     add(runs, run, art, records[-1]["elapsed_s"], lambda: predictions(run, art))
-for run, art, records in finished:
+for run, art, records in finished + going:
     c = art["config"]
     for n in SHORTER:
-        if n < c["steps"] and n % c["eval_every"] == 0 and c["method"] == "pez":
+        reached = any(r["step"] == n for r in records)
+        if n < c["steps"] and n % c["eval_every"] == 0 and c["method"] == "pez" and reached:
             short, wall = at_step(run, art, records, n)
             d = run / f"at-step-{n}"
             key = tuple(short["config"][k] for k in KEY)
@@ -135,6 +141,20 @@ for run, art, records in finished:
 
 settings = sorted({k for k, _ in runs}, key=lambda k: (k != DEFAULT, k))
 base = {s: r for (k, s), r in runs.items() if k == DEFAULT}
+main = {s: r for (k, s), r in runs.items() if k == MAIN}
+
+
+def paired_tests(k: tuple, seeds: list[int], ref: dict) -> dict:
+    """McNemar per seed and paired t over the seeds setting `k` shares with the reference runs `ref`."""
+    shared = [s for s in seeds if s in ref]
+    out = {}
+    if shared:
+        out["mcnemar"] = {s: sst2_dev.mcnemar(ref[s]["preds"], runs[k, s]["preds"], gold) for s in shared}
+    if len(shared) >= 2:
+        t = ttest_rel([runs[k, s]["dev"] for s in shared], [ref[s]["dev"] for s in shared])
+        out["paired_t"] = {"seeds": shared, "t": float(t.statistic), "p": float(t.pvalue)}
+    return out
+
 
 
 rows = []
@@ -149,12 +169,10 @@ for k in settings:
                best_by_holdout={"seed": best[1], "dev": best[0]["dev"]},
                wall_s=[r["wall_s"] for r in rs], wall_mean_s=sum(r["wall_s"] for r in rs) / len(rs),
                prompts=[r["prompt"] for r in rs])
-    shared = [s for s in seeds if s in base]
-    if k != DEFAULT and shared:
-        row["mcnemar"] = {s: sst2_dev.mcnemar(base[s]["preds"], runs[k, s]["preds"], gold) for s in shared}
-        if len(shared) >= 2:
-            t = ttest_rel([runs[k, s]["dev"] for s in shared], [base[s]["dev"] for s in shared])
-            row["paired_t"] = {"seeds": shared, "t": float(t.statistic), "p": float(t.pvalue)}
+    if k != DEFAULT:
+        row.update(paired_tests(k, seeds, base))
+    if k != MAIN and k[3] == MAIN[3]:
+        row["vs_main_job"] = paired_tests(k, seeds, main)
     rows.append(row)
 
 # Pareto front: no other setting has a higher dev mean at no more compute.
@@ -165,20 +183,22 @@ pct = lambda x: f"{100 * x:.2f}"
 paired = lambda t: f"t = {t['t']:+.2f}, p = {t['p']:.3g} ({len(t['seeds'])} seeds)" if t else "–"
 lines = ["| steps | batch | tokens | start | compute (main-job units) | seeds | dev per seed | dev mean ± std | best by holdout (seed: dev) | "
          "wall per run (min) | vs default: paired t over seeds | vs default, McNemar per seed (only default right / "
-         "only this right, p) | front |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+         "only this right, p) | vs main job: paired t over seeds | vs main job, McNemar per seed | front |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+mcnemars = lambda mc: "; ".join(f"s{s}: {a}/{b}, p = {p:.3g}" for s, (a, b, p) in mc.items()) or "–"
 for r in rows:
     t = r.get("paired_t")
-    mc = r.get("mcnemar", {})
+    vs_main = r.get("vs_main_job", {})
     lines.append(
         f"| {r['steps']} | {r['batch_size']} | {r['prompt_len']} | {r['init']}"
-        f"{' (default)' if tuple(r[k] for k in KEY) == DEFAULT else ''} | {r['units']:g} | {len(r['seeds'])} | "
+        f"{' (default)' if tuple(r[k] for k in KEY) == DEFAULT else ''}"
+        f"{' (main job)' if tuple(r[k] for k in KEY) == MAIN else ''} | {r['units']:g} | {len(r['seeds'])} | "
         f"{', '.join(pct(d) for d in r['dev'])} | {pct(r['dev_mean'])}"
         f"{' ± ' + pct(r['dev_std']) if r['dev_std'] is not None else ''} | "
         f"{r['best_by_holdout']['seed']}: {pct(r['best_by_holdout']['dev'])} | "
         f"{', '.join(f'{w / 60:.1f}' for w in r['wall_s'])} | "
-        f"{paired(t)} | "
-        f"{'; '.join(f's{s}: {a}/{b}, p = {p:.3g}' for s, (a, b, p) in mc.items()) or '–'} | "
+        f"{paired(t)} | {mcnemars(r.get('mcnemar', {}))} | "
+        f"{paired(vs_main.get('paired_t'))} | {mcnemars(vs_main.get('mcnemar', {}))} | "
         f"{'yes' if r['pareto'] else ''} |")
 (study / "table.md").write_text("\n".join(lines) + "\n")
 json.dump(rows, open(study / "study.json", "w"), indent=1)
