@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Ensembles of five committed seeds, by default the README main job's before issue 38 chose the random start
-# (evals/sst2/fluency-sweep/fluency0.005-tokenswords-s*: words-only, fluency 0.005, label start, 200 steps of 16, bf16): the k best by holdout (k = 1, 3, 5) as one classifier, without
-# and with content-free calibration, scored on SST-2 dev in f32 with every text's prediction kept; then
-# scripts/summarize_ensembles.py writes the table and the McNemar tests. A first part of issue 38's study: it reuses
-# finished runs (no tuning), so it takes minutes.
+# (evals/sst2/fluency-sweep/fluency0.005-tokenswords-s*: words-only, fluency 0.005, label start, 200 steps of 16,
+# bf16): the k best by holdout (k = 1, 3, 5) as one classifier, without and with content-free calibration, scored
+# on SST-2 dev in f32 with every text's prediction kept; then scripts/summarize_ensembles.py writes the table and
+# the McNemar tests. A first part of issue 38's study: it reuses finished runs (no tuning), so it takes minutes.
 #
 #   CARGO_TARGET_DIR=... bash scripts/run_ensemble_of_seeds.sh
 # SRC and OUT name other seeds (<SRC>0..<SRC>4) and where their ensembles go, INIT their start (the tune line

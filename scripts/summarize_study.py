@@ -3,10 +3,11 @@ evals/sst2/study/*.toml, run by `pez sweep run`), grouped by setting (steps, bat
 its seeds, against the default setting (the README main job: 200 steps of 16, 10 tokens, label start):
 
   - SST-2 dev accuracy per seed, mean and sample std; the best seed by holdout (best-of-N as `--seeds N --top 1`);
-  - paired t over the seeds both settings ran, and exact McNemar per seed, against the default and, for the other
-    settings that start from random words, against the main job now (200 steps of 16, 10 tokens, random start) (the same seed's prompts on the same 872
+  - paired t over the seeds both settings ran, and exact McNemar per seed (the same seed's prompts on the same 872
     sentences, from each run's dev_predictions.jsonl; runs from before that file existed get it from
-    `pez eval --predictions` in the run's dtype, checked to give the run's own dev counts);
+    `pez eval --predictions` in the run's dtype, checked to give the run's own dev counts), against the default
+    and, for the other settings that start from random words, against the main job now (200 steps of 16, 10
+    tokens, random start);
   - wall time per run (the run's own clock at its last metrics record: training and holdout passes).
 
 Shorter settings come from longer runs: a PEZ run of N steps is the first N steps of a longer one (the same
@@ -140,8 +141,8 @@ for run, art, records in finished + going:
             add(runs, d, short, wall, lambda: read_predictions(d / "dev_predictions.jsonl"))
 
 settings = sorted({k for k, _ in runs}, key=lambda k: (k != DEFAULT, k))
-base = {s: r for (k, s), r in runs.items() if k == DEFAULT}
-main = {s: r for (k, s), r in runs.items() if k == MAIN}
+seeds_of = lambda key: {s: r for (k, s), r in runs.items() if k == key}
+base, main = seeds_of(DEFAULT), seeds_of(MAIN)
 
 
 def paired_tests(k: tuple, seeds: list[int], ref: dict) -> dict:
@@ -154,7 +155,6 @@ def paired_tests(k: tuple, seeds: list[int], ref: dict) -> dict:
         t = ttest_rel([runs[k, s]["dev"] for s in shared], [ref[s]["dev"] for s in shared])
         out["paired_t"] = {"seeds": shared, "t": float(t.statistic), "p": float(t.pvalue)}
     return out
-
 
 
 rows = []

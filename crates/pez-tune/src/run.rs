@@ -164,6 +164,7 @@ impl RunDir {
 
     /// Refuses the run held in `dir` (to be kept or resumed as `ours`) if it differs from `ours` on one of the
     /// `compared` settings: its result would be reported as another setting's. `remedy` says what to do instead.
+    /// `out` is never compared: the caller names the directory, and a run linked in from elsewhere keeps its own.
     pub fn check_is(&self, dir: &Path, ours: &TuneConfig, compared: &[&str], remedy: &str) -> Result<()> {
         let theirs = match self {
             Self::Started(ck) => ck.config(),
@@ -171,7 +172,8 @@ impl RunDir {
             Self::Missing => return Ok(()),
         };
         let (theirs, ours) = (serde_json::to_value(theirs)?, serde_json::to_value(ours)?);
-        if let Some(k) = compared.iter().find(|k| theirs.get(**k) != ours.get(**k)) {
+        let differs = |k: &&&str| **k != "out" && theirs.get(**k) != ours.get(**k);
+        if let Some(k) = compared.iter().find(differs) {
             bail!(
                 "{} holds a run whose `{k}` is {}, not {}: {remedy}",
                 dir.display(),

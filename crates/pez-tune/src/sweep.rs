@@ -71,9 +71,6 @@ pub fn sweep(
     top: usize,
     device: &candle_core::Device,
 ) -> Result<Summary> {
-    let compared: Vec<&str> = (compared.iter().copied())
-        .filter(|k| !["seed", "out", "paper"].contains(k))
-        .collect();
     let mut runs = vec![];
     for seed in base.seed..base.seed + n {
         let dir = root.join(format!("s{seed}"));
@@ -83,7 +80,7 @@ pub fn sweep(
             out: dir.clone(),
             ..base.clone()
         };
-        held.check_is(&dir, &ours, &compared, "give its settings, or another --out")?;
+        held.check_is(&dir, &ours, compared, "give its settings, or another --out")?;
         match held {
             RunDir::Finished { checkpoint: true, .. } => eprintln!("seed {seed}: finished in {}, kept", dir.display()),
             RunDir::Finished { .. } => eprintln!("seed {seed}: finished in {} (its prompt.json), kept", dir.display()),

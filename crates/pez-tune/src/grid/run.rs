@@ -67,10 +67,8 @@ pub fn run_cell(sweep: &Sweep, index: usize, device: &candle_core::Device, dtype
 fn run_locked(c: &Cell, dir: &Path, (device, dtype): (&candle_core::Device, pez_nn::Dtype)) -> Result<Status> {
     let held = RunDir::read(dir);
     // The run there must be this cell's: equal on every setting the file gives (the dtype is decided where a cell
-    // runs, the directory by the sweep).
-    let given: Vec<&str> = (c.settings.given().into_iter())
-        .filter(|k| !["dtype", "out", "paper"].contains(k))
-        .collect();
+    // runs).
+    let given: Vec<&str> = (c.settings.given().into_iter()).filter(|k| *k != "dtype").collect();
     held.check_is(dir, &c.config, &given, "move it away, or restore the sweep file")?;
     let (i, name, at) = (c.index, &c.name, dir.display());
     match held {
