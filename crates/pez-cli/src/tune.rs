@@ -53,7 +53,8 @@ pub struct Args {
     /// wherever they take a prompt.json.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     ensemble: Option<u64>,
-    /// Continue the run in this directory from its last checkpoint.
+    /// Continue the run in this directory from its last checkpoint; with --steps N, to N steps in all (a finished
+    /// run too: the N-step run with its settings, since a PEZ run of N steps begins as the shorter one did).
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Print the final prompt.json instead of the summary.
@@ -83,12 +84,21 @@ fn defaults_help() -> String {
 pub fn run(a: Args) -> Result<()> {
     let (device, _) = a.placement.open()?;
     if let Some(dir) = &a.resume {
-        if a.task.is_some() || a.settings.is_some() {
+        // The run keeps its own settings; --steps N alone may ask for more steps.
+        let given = a.settings_flags.settings(a.task, a.placement.dtype);
+        let other: Vec<&str> = given.given().into_iter().filter(|n| *n != "steps").collect();
+        if !other.is_empty() || a.settings.is_some() || a.seeds > 1 || a.ensemble.is_some() {
             anyhow::bail!(
-                "--resume DIR continues a run with its own configuration: give no task or --settings with it"
+                "--resume DIR continues a run with its own settings (--steps N may extend it): give no task, \
+                 --settings, --seeds, --ensemble or other settings with it (given: {})",
+                other.join(", ")
             );
         }
-        return report(&pez_tune::tune(None, Some(dir), &device)?, dir, a.json);
+        let prompt = match given.steps {
+            Some(steps) => pez_tune::extend(dir, steps, &device)?,
+            None => pez_tune::tune(None, Some(dir), &device)?,
+        };
+        return report(&prompt, dir, a.json);
     }
     match a.ensemble {
         Some(_) if a.seeds < 2 => {

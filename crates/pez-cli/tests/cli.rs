@@ -109,6 +109,31 @@ fn resume_after_kill_equals_an_uninterrupted_run() {
     assert_eq!(pa["dev_accuracy"], pb["dev_accuracy"]);
     assert_eq!(metrics_without_time(&a), metrics_without_time(&b));
     assert_eq!(metrics_without_time(&a).len(), 4);
+
+    // A finished run keeps its settings; --steps alone takes it further (pez-tune's tests/horizon.rs: as the
+    // longer run from the start), its first records untouched.
+    let e = err_of(&[
+        "tune",
+        "--resume",
+        a.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--fluency",
+        "0.1",
+    ]);
+    assert!(e.contains("its own settings") && e.contains("given: fluency"), "{e}");
+    ok(pez()
+        .args(["tune", "--resume", a.to_str().unwrap(), "--steps", "10"])
+        .output()
+        .unwrap());
+    let longer = metrics_without_time(&a);
+    assert_eq!((longer.len(), &longer[..4]), (5, &metrics_without_time(&b)[..]));
+    let pa: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("prompt.json")).unwrap()).unwrap();
+    assert_eq!(
+        (pa["config"]["steps"].as_u64(), pa["step"].as_u64().unwrap() <= 10),
+        (Some(10), true)
+    );
+    assert!(pa["dev_accuracy"].is_number(), "{pa}");
 }
 
 fn err_of(args: &[&str]) -> String {

@@ -7,5 +7,5 @@ pub mod run;
 pub mod sweep;
 
 pub use objective::BatchObjective;
-pub use run::{tune, tune_observed, Checkpoint, EvalRecord, Report, Run, RunDir};
+pub use run::{extend, tune, tune_observed, Checkpoint, EvalRecord, Report, Run, RunDir};
 pub use sweep::{sweep, Summary};

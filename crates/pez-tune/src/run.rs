@@ -241,6 +241,55 @@ pub fn tune_observed(
         (Some(cfg), None) => (cfg, None),
         (None, None) => bail!("nothing to run: give a configuration or --resume DIR"),
     };
+    run_to_end(cfg, ckpt, device, observe)
+}
+
+/// Continues the run in `dir` (finished, or stopped at a checkpoint) to `steps` steps in all, and returns its new
+/// `prompt.json`: the run a fresh `steps`-step run with its settings would have been, since nothing in PEZ's loop
+/// depends on the total (tests/horizon.rs). Refused where that does not hold: FluentPrompt (its noise decays over
+/// the total), few-shot runs (their length is `epochs`), and a run that ended between holdout passes (its last
+/// pass is one a longer run does not make).
+pub fn extend(dir: &Path, steps: usize, device: &Device) -> Result<PromptArtifact> {
+    let c = Checkpoint::read(dir)?;
+    let (done, cfg) = (c.pez.step, &c.config);
+    if steps <= done {
+        bail!("{} is at step {done} already: give --steps above it", dir.display());
+    }
+    if cfg.method == Method::Fluentprompt {
+        bail!("FluentPrompt's noise decays over the run's total steps: a longer run is another run, from step 1");
+    }
+    if cfg.shots.is_some() {
+        bail!("a few-shot run's length is its epochs (--epochs), not --steps: tune again with more epochs");
+    }
+    if !done.is_multiple_of(cfg.eval_every) {
+        bail!(
+            "{} ended at step {done}, between holdout passes (every {}): a longer run would not score its last \
+             prompt, so it cannot be extended; tune again with --steps {steps}",
+            dir.display(),
+            cfg.eval_every
+        );
+    }
+    let cfg = TuneConfig {
+        out: dir.to_path_buf(),
+        steps,
+        ..c.config.clone()
+    };
+    // The shorter run's dev predictions are not this run's: its answer comes at the new end.
+    match std::fs::remove_file(dir.join("dev_predictions.jsonl")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let run = run_to_end(cfg, Some(c), device, &mut |_| ControlFlow::Continue(()))?;
+    Ok(run.expect("a run nobody stops finishes"))
+}
+
+/// The tuning loop from `ckpt` (or from the start) to the configured number of steps.
+fn run_to_end(
+    cfg: TuneConfig,
+    ckpt: Option<Checkpoint>,
+    device: &Device,
+    observe: &mut dyn FnMut(Report) -> ControlFlow<()>,
+) -> Result<Option<PromptArtifact>> {
     cfg.validate()?;
     let lm = load_lm(&cfg.model, cfg.dtype.candle(), device)?;
     let mut run = Run::open(cfg, ckpt, &lm)?;

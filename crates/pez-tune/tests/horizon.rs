@@ -29,12 +29,27 @@ fn run(steps: usize, out: &Path) -> (Vec<EvalRecord>, Vec<u32>) {
     .resolve(&Device::Cpu)
     .unwrap();
     let art = pez_tune::tune(Some(cfg), None, &Device::Cpu).unwrap();
-    let records = std::fs::read_to_string(out.join("metrics.jsonl"))
+    (records(out), art.token_ids)
+}
+
+fn records(out: &Path) -> Vec<EvalRecord> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (records, art.token_ids)
+        .collect()
+}
+
+/// What two runs' records must share to be the same run.
+fn same(a: &[EvalRecord], b: &[EvalRecord]) {
+    for (a, b) in a.iter().zip(b) {
+        assert_eq!(
+            (a.step, a.train_loss, a.holdout_accuracy, &a.token_ids, a.best),
+            (b.step, b.train_loss, b.holdout_accuracy, &b.token_ids, b.best),
+            "step {}",
+            a.step
+        );
+    }
 }
 
 #[test]
@@ -43,18 +58,37 @@ fn a_short_run_is_the_start_of_a_long_one() {
     let (short, short_best) = run(6, &tmp.path().join("short"));
     let (long, _) = run(16, &tmp.path().join("long"));
     assert_eq!((short.len(), long.len()), (3, 8));
-    for (a, b) in short.iter().zip(&long) {
-        assert_eq!(
-            (a.step, a.train_loss, a.holdout_accuracy, &a.token_ids, a.best),
-            (b.step, b.train_loss, b.holdout_accuracy, &b.token_ids, b.best),
-            "step {}",
-            a.step
-        );
-    }
+    same(&short, &long);
     // The prompt a 6-step run returns: the last record up to step 6 that was the best so far.
     let picked = long.iter().rfind(|r| r.step <= 6 && r.best).unwrap();
     assert_eq!(picked.token_ids, short_best);
     // The long run goes on to other prompts (else the comparison above would say little).
     let later: std::collections::HashSet<_> = long[3..].iter().map(|r| r.token_ids.clone()).collect();
     assert!(later.iter().any(|ids| *ids != short_best), "{later:?}");
+}
+
+/// `pez tune --resume DIR --steps N`: a finished short run taken on to N steps is the N-step run (its records and
+/// best prompt); refused where it could not be.
+#[test]
+fn a_finished_run_extended_is_the_longer_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ext, long_dir) = (tmp.path().join("ext"), tmp.path().join("long"));
+    run(6, &ext);
+    let art = pez_tune::extend(&ext, 16, &Device::Cpu).unwrap();
+    let (long, long_best) = run(16, &long_dir);
+    let extended = records(&ext);
+    assert_eq!(extended.len(), 8);
+    same(&extended, &long);
+    assert_eq!((art.token_ids, art.config.steps), (long_best, 16));
+
+    let refused = |dir: &Path, steps: usize| pez_tune::extend(dir, steps, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        refused(&ext, 16).contains("at step 16 already"),
+        "{}",
+        refused(&ext, 16)
+    );
+    let odd = tmp.path().join("odd");
+    run(5, &odd);
+    let e = refused(&odd, 8);
+    assert!(e.contains("between holdout passes (every 2)"), "{e}");
 }
