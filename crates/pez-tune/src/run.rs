@@ -126,6 +126,11 @@ impl Checkpoint {
         let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
     }
+
+    /// Writes `checkpoint.json` in `dir` (atomically).
+    fn write(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join("checkpoint.json"), serde_json::to_string(self)?.as_bytes())
+    }
 }
 
 /// What a run directory holds. A run is finished by its checkpoint's word or, where the checkpoint was not kept
@@ -274,7 +279,14 @@ pub fn extend(dir: &Path, steps: usize, device: &Device) -> Result<PromptArtifac
         steps,
         ..c.config.clone()
     };
-    // The shorter run's dev predictions are not this run's: its answer comes at the new end.
+    // First the checkpoint becomes the longer run's, unfinished, so that a kill from here on leaves a run that
+    // `--resume` takes on; then the shorter run's dev predictions go (its answer comes at the new end).
+    let c = Checkpoint {
+        config: cfg.clone(),
+        finished: false,
+        ..c
+    };
+    c.write(dir)?;
     match std::fs::remove_file(dir.join("dev_predictions.jsonl")) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
         _ => {}
@@ -641,7 +653,7 @@ impl<'a> Run<'a> {
     }
 
     fn write_checkpoint(&self, finished: bool) -> Result<()> {
-        let ck = Checkpoint {
+        Checkpoint {
             config: self.cfg.clone(),
             pez: self.pez.state.clone(),
             best: self.best.clone(),
@@ -650,11 +662,8 @@ impl<'a> Run<'a> {
             loss_count: self.loss_count,
             elapsed_s: self.elapsed(),
             finished,
-        };
-        write_atomic(
-            &self.cfg.out.join("checkpoint.json"),
-            serde_json::to_string(&ck)?.as_bytes(),
-        )
+        }
+        .write(&self.cfg.out)
     }
 
     /// Scores the best prompt on the dev split (every prediction kept in `dev_predictions.jsonl`, for paired
