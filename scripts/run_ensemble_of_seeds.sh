@@ -8,7 +8,7 @@
 #   CARGO_TARGET_DIR=... bash scripts/run_ensemble_of_seeds.sh
 # SRC and OUT name other seeds (<SRC>0..<SRC>4) and where their ensembles go, INIT their start (the tune line
 # below repeats the seeds' settings; only the calibration acts); issue 38's new main job:
-#   SRC=evals/sst2/main-job/s OUT=evals/sst2/main-job/ensembles INIT=random bash scripts/run_ensemble_of_seeds.sh
+#   SRC=evals/sst2/main-job-10tokens/s OUT=evals/sst2/main-job-10tokens/ensembles INIT=random bash scripts/run_ensemble_of_seeds.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEZ=${PEZ:-${CARGO_TARGET_DIR:-target}/release/pez}

@@ -1,5 +1,6 @@
-"""Issue 38's AG News check (evals/agnews/start.toml): per seed, the label start against the random start on the
-1,000 dev rows (exact McNemar), and a paired t over the seeds both finished.
+"""Issue 38's AG News checks: per seed, each setting against the label start (evals/agnews/start.toml's `initlabel`
+cells, 10 tokens) on the 1,000 dev rows (exact McNemar), and a paired t over the seeds both finished. Settings: the
+random start at 10 tokens (start.toml) and at 20 tokens (length20.toml), the latter also against the former.
   python3 scripts/summarize_agnews_start.py
 """
 import csv
@@ -10,18 +11,42 @@ from sst2_dev import mcnemar, read_predictions
 
 repo = Path(__file__).resolve().parent.parent
 gold = [int(r[1]) for r in csv.reader(open(repo.parent / "shared/data/agnews/dev_1k.csv"))]
-root = repo / "evals/agnews/start"
-pairs = []
-for s in range(3):
-    a, b = root / f"initlabel-s{s}", root / f"initrandom-s{s}"
-    if not ((a / "dev_predictions.jsonl").exists() and (b / "dev_predictions.jsonl").exists()):
-        continue
-    pa, pb = (read_predictions(d / "dev_predictions.jsonl") for d in (a, b))
-    da, db = (json.load(open(d / "prompt.json"))["dev_accuracy"] for d in (a, b))
-    assert abs(sum(p == y for p, y in zip(pa, gold)) / len(gold) - da) < 1e-9
-    only_a, only_b, p = mcnemar(pa, pb, gold)
-    pairs.append((da, db))
-    print(f"seed {s}: label {100*da:.1f}, random {100*db:.1f}; only label right {only_a}, only random right {only_b}, McNemar p = {p:.3g}")
-if len(pairs) >= 2:
-    t = ttest_rel([b for _, b in pairs], [a for a, _ in pairs])
-    print(f"paired t = {t.statistic:+.2f}, p = {t.pvalue:.3g} ({len(pairs)} seeds)")
+root = repo / "evals/agnews"
+SETTINGS = {
+    "label, 10 tokens": root / "start/initlabel-s{}",
+    "random, 10 tokens": root / "start/initrandom-s{}",
+    "random, 20 tokens": root / "length20/initrandom-s{}",
+}
+
+
+def run(setting, seed):
+    """(dev accuracy, predictions) of a finished run, checked against each other; None if it has not finished."""
+    d = Path(str(SETTINGS[setting]).format(seed))
+    if not (d / "dev_predictions.jsonl").exists():
+        return None
+    preds = read_predictions(d / "dev_predictions.jsonl")
+    acc = json.load(open(d / "prompt.json"))["dev_accuracy"]
+    assert abs(sum(p == y for p, y in zip(preds, gold)) / len(gold) - acc) < 1e-9
+    return acc, preds
+
+
+def compare(base, other):
+    print(f"{other} against {base}:")
+    pairs = []
+    for s in range(3):
+        a, b = run(base, s), run(other, s)
+        if a is None or b is None:
+            continue
+        only_a, only_b, p = mcnemar(a[1], b[1], gold)
+        pairs.append((a[0], b[0]))
+        print(f"  seed {s}: {100*a[0]:.1f} against {100*b[0]:.1f}; only {base} right {only_a}, only {other} right "
+              f"{only_b}, McNemar p = {p:.3g}")
+    if len(pairs) >= 2:
+        t = ttest_rel([b for _, b in pairs], [a for a, _ in pairs])
+        mean = sum(b for _, b in pairs) / len(pairs)
+        print(f"  mean {100*mean:.2f}; paired t = {t.statistic:+.2f}, p = {t.pvalue:.3g} ({len(pairs)} seeds)")
+
+
+compare("label, 10 tokens", "random, 10 tokens")
+compare("label, 10 tokens", "random, 20 tokens")
+compare("random, 10 tokens", "random, 20 tokens")

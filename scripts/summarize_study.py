@@ -1,12 +1,13 @@
 """Issue 38's study as one table and one plot: every finished tuning run under a study folder (the cells of
 evals/sst2/study/*.toml, run by `pez sweep run`), grouped by setting (steps, batch, prompt length, start) over
-its seeds, against the default setting (the README main job: 200 steps of 16, 10 tokens, label start):
+its seeds, against the default setting (the README main job before the study: 200 steps of 16, 10 tokens, label
+start):
 
   - SST-2 dev accuracy per seed, mean and sample std; the best seed by holdout (best-of-N as `--seeds N --top 1`);
   - paired t over the seeds both settings ran, and exact McNemar per seed (the same seed's prompts on the same 872
     sentences, from each run's dev_predictions.jsonl; runs from before that file existed get it from
     `pez eval --predictions` in the run's dtype, checked to give the run's own dev counts), against the default
-    and, for the other settings that start from random words, against the main job now (200 steps of 16, 10
+    and, for the other settings that start from random words, against the 10-token main job (200 steps of 16, 10
     tokens, random start);
   - wall time per run (the run's own clock at its last metrics record: training and holdout passes).
 
@@ -18,12 +19,14 @@ Where a real run of that setting and seed exists too, the two must have found th
 (or stopped, its checkpoint kept to resume) gives the shorter settings its records have passed.
 
 Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean against compute, in units of the main
-job's 200 steps of 16 rows: steps x batch / 3200, since the runs' wall times move with what else shares the two
-cores; the Pareto front: the settings no other setting beats in both).
+job's 200 steps of 16 rows of a 10-token prompt: steps x batch / 3200 x the cost of a step at the setting's prompt
+length relative to 10 tokens, measured by scripts/time_prompt_len.sh into <study>/step_cost.json (1 for every
+length where that file is missing), since the runs' wall times move with what else shares the two cores; the Pareto
+front: the settings no other setting beats in both).
 
   PEZ=.../release/pez python3 scripts/summarize_study.py evals/sst2/study [more folders of runs]
 
-More folders (e.g. evals/sst2/main-job, the README job's seeds from `pez tune --seeds 5`) add their runs (`*/prompt.json`)
+More folders (e.g. evals/sst2/main-job-10tokens, the README job's seeds from `pez tune --seeds 5`) add their runs (`*/prompt.json`)
 to the same settings; a setting and seed found twice must have the same prompt.
 """
 import json
@@ -41,7 +44,8 @@ study = Path(sys.argv[1])
 more = [Path(a) for a in sys.argv[2:]]
 pez = os.environ.get("PEZ", os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release/pez"))
 DEFAULT = (200, 16, 10, "label")
-MAIN = (200, 16, 10, "random")  # the README main job since this study chose the random start
+MAIN = (200, 16, 10, "random")  # the README main job from the study's choice of the random start to that of 20 tokens
+NEW_MAIN = (200, 16, 20, "random")  # the README main job now
 KEY = ("steps", "batch_size", "prompt_len", "init")
 SHORTER = (200, 400)  # settings of the steps-batch study read from its 800-step runs
 
@@ -157,6 +161,11 @@ def paired_tests(k: tuple, seeds: list[int], ref: dict) -> dict:
     return out
 
 
+cost_file = study / "step_cost.json"
+step_cost = json.load(open(cost_file))["relative_to_10_tokens"] if cost_file.exists() else {}
+if not step_cost:
+    print(f"{cost_file} is missing: compute counts every prompt length's step alike", file=sys.stderr)
+
 rows = []
 for k in settings:
     seeds = sorted(s for kk, s in runs if kk == k)
@@ -165,7 +174,9 @@ for k in settings:
     mean = sum(devs) / len(devs)
     std = (sum((d - mean) ** 2 for d in devs) / (len(devs) - 1)) ** 0.5 if len(devs) > 1 else None
     best = max(zip(rs, seeds), key=lambda t: (t[0]["holdout"], -t[1]))
-    row = dict(zip(KEY, k), units=k[0] * k[1] / 3200, seeds=seeds, dev=devs, dev_mean=mean, dev_std=std,
+    # a length whose step cost was not measured has no place on the compute axis (None: off the plot and front)
+    cost = step_cost.get(str(k[2]), None if step_cost else 1.0)
+    row = dict(zip(KEY, k), units=None if cost is None else round(k[0] * k[1] / 3200 * cost, 2), seeds=seeds, dev=devs, dev_mean=mean, dev_std=std,
                best_by_holdout={"seed": best[1], "dev": best[0]["dev"]},
                wall_s=[r["wall_s"] for r in rs], wall_mean_s=sum(r["wall_s"] for r in rs) / len(rs),
                prompts=[r["prompt"] for r in rs])
@@ -176,14 +187,16 @@ for k in settings:
     rows.append(row)
 
 # Pareto front: no other setting has a higher dev mean at no more compute.
+costed = [r for r in rows if r["units"] is not None]
 for r in rows:
-    r["pareto"] = not any(o is not r and o["dev_mean"] > r["dev_mean"] and o["units"] <= r["units"] for o in rows)
+    r["pareto"] = r in costed and not any(
+        o is not r and o["dev_mean"] > r["dev_mean"] and o["units"] <= r["units"] for o in costed)
 
 pct = lambda x: f"{100 * x:.2f}"
 paired = lambda t: f"t = {t['t']:+.2f}, p = {t['p']:.3g} ({len(t['seeds'])} seeds)" if t else "–"
 lines = ["| steps | batch | tokens | start | compute (main-job units) | seeds | dev per seed | dev mean ± std | best by holdout (seed: dev) | "
          "wall per run (min) | vs default: paired t over seeds | vs default, McNemar per seed (only default right / "
-         "only this right, p) | vs main job: paired t over seeds | vs main job, McNemar per seed | front |",
+         "only this right, p) | vs 10-token main job: paired t over seeds | vs 10-token main job, McNemar per seed | front |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 mcnemars = lambda mc: "; ".join(f"s{s}: {a}/{b}, p = {p:.3g}" for s, (a, b, p) in mc.items()) or "–"
 for r in rows:
@@ -192,7 +205,8 @@ for r in rows:
     lines.append(
         f"| {r['steps']} | {r['batch_size']} | {r['prompt_len']} | {r['init']}"
         f"{' (default)' if tuple(r[k] for k in KEY) == DEFAULT else ''}"
-        f"{' (main job)' if tuple(r[k] for k in KEY) == MAIN else ''} | {r['units']:g} | {len(r['seeds'])} | "
+        f"{' (10-token main job)' if tuple(r[k] for k in KEY) == MAIN else ''}"
+        f"{' (main job)' if tuple(r[k] for k in KEY) == NEW_MAIN else ''} | {'not measured' if r['units'] is None else format(r['units'], 'g')} | {len(r['seeds'])} | "
         f"{', '.join(pct(d) for d in r['dev'])} | {pct(r['dev_mean'])}"
         f"{' ± ' + pct(r['dev_std']) if r['dev_std'] is not None else ''} | "
         f"{r['best_by_holdout']['seed']}: {pct(r['best_by_holdout']['dev'])} | "
@@ -205,8 +219,8 @@ json.dump(rows, open(study / "study.json", "w"), indent=1)
 
 # The plot: dev mean (with the seeds' range) against wall time, the front joined.
 W, H, L, B = 640, 400, 60, 50
-xs = [r["units"] for r in rows]
-ys = [100 * d for r in rows for d in r["dev"]]
+xs = [r["units"] for r in costed]
+ys = [100 * d for r in costed for d in r["dev"]]
 x0, x1 = 0, max(xs) * 1.1
 y0, y1 = min(ys) - 1, max(ys) + 1
 X = lambda x: L + (x - x0) / (x1 - x0) * (W - L - 20)
@@ -215,7 +229,7 @@ svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-f
        f'<rect width="{W}" height="{H}" fill="white"/>',
        f'<line x1="{L}" y1="{H - B}" x2="{W - 20}" y2="{H - B}" stroke="black"/>',
        f'<line x1="{L}" y1="20" x2="{L}" y2="{H - B}" stroke="black"/>',
-       f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">compute per run (main-job units: steps x batch / 3200)</text>',
+       f'<text x="{W / 2}" y="{H - 12}" text-anchor="middle">compute per run (main-job units: steps x batch / 3200 x step cost at the length)</text>',
        f'<text x="14" y="{H / 2}" transform="rotate(-90 14 {H / 2})" text-anchor="middle">SST-2 dev accuracy (%)</text>']
 for i in range(6):
     xv, yv = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
@@ -225,7 +239,7 @@ front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["units"])
 svg.append('<polyline fill="none" stroke="#d62728" stroke-dasharray="4 3" points="' +
            " ".join(f"{X(r['units']):.1f},{Y(100 * r['dev_mean']):.1f}" for r in front) + '"/>')
 seen = {}
-for r in rows:
+for r in costed:
     # settings of the same compute side by side, 14 px apart, so their labels do not overlap
     nth = seen[r["units"]] = seen.get(r["units"], -1) + 1
     x, lo, hi = X(r["units"]) + 14 * nth, Y(100 * min(r["dev"])), Y(100 * max(r["dev"]))
