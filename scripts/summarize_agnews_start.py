@@ -11,17 +11,16 @@ from sst2_dev import mcnemar, read_predictions
 
 repo = Path(__file__).resolve().parent.parent
 gold = [int(r[1]) for r in csv.reader(open(repo.parent / "shared/data/agnews/dev_1k.csv"))]
-root = repo / "evals/agnews"
-SETTINGS = {
-    "label, 10 tokens": root / "start/initlabel-s{}",
-    "random, 10 tokens": root / "start/initrandom-s{}",
-    "random, 20 tokens": root / "length20/initrandom-s{}",
+SETTINGS = {  # run folders under evals/agnews, by seed
+    "label, 10 tokens": "start/initlabel-s{}",
+    "random, 10 tokens": "start/initrandom-s{}",
+    "random, 20 tokens": "length20/initrandom-s{}",
 }
 
 
 def run(setting, seed):
     """(dev accuracy, predictions) of a finished run, checked against each other; None if it has not finished."""
-    d = Path(str(SETTINGS[setting]).format(seed))
+    d = repo / "evals/agnews" / SETTINGS[setting].format(seed)
     if not (d / "dev_predictions.jsonl").exists():
         return None
     preds = read_predictions(d / "dev_predictions.jsonl")

@@ -20,13 +20,13 @@ Where a real run of that setting and seed exists too, the two must have found th
 
 Writes <study>/table.md, <study>/study.json and <study>/pareto.svg (dev mean against compute, in units of the main
 job's 200 steps of 16 rows of a 10-token prompt: steps x batch / 3200 x the cost of a step at the setting's prompt
-length relative to 10 tokens, measured by scripts/time_prompt_len.sh into <study>/step_cost.json (1 for every
-length where that file is missing), since the runs' wall times move with what else shares the two cores; the Pareto
+length relative to 10 tokens, measured by scripts/time_prompt_len.sh into <study>/step_cost.json (a length it
+did not measure stays off the plot and the front; without the file every length counts 1), since the runs' wall times move with what else shares the two cores; the Pareto
 front: the settings no other setting beats in both).
 
   PEZ=.../release/pez python3 scripts/summarize_study.py evals/sst2/study [more folders of runs]
 
-More folders (e.g. evals/sst2/main-job-10tokens, the README job's seeds from `pez tune --seeds 5`) add their runs (`*/prompt.json`)
+More folders (e.g. evals/sst2/main-job and main-job-10tokens, the README jobs' seeds from `pez tune --seeds 5`) add their runs (`*/prompt.json`)
 to the same settings; a setting and seed found twice must have the same prompt.
 """
 import json

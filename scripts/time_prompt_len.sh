@@ -15,7 +15,6 @@ for r in $(seq 1 "$ROUNDS"); do
   for len in 5 10 20; do
     "$PEZ" tune sst2 --tokens words --fluency 0.005 --init random --dtype bf16 --prompt-len "$len" --steps 25 \
       --eval-every 25 --skip-dev --out "$tmp/r$r-len$len" > /dev/null 2>&1
-    echo "round $r, $len tokens: $(python3 -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['elapsed_s'])" "$tmp/r$r-len$len/metrics.jsonl") s"
   done
 done
 python3 - "$tmp" "$ROUNDS" <<'PY'
@@ -24,6 +23,8 @@ from pathlib import Path
 tmp, rounds = Path(sys.argv[1]), int(sys.argv[2])
 secs = {L: [json.loads((tmp / f"r{r}-len{L}/metrics.jsonl").open().readline())["elapsed_s"] for r in range(1, rounds + 1)]
         for L in (5, 10, 20)}
+for L, v in secs.items():
+    print(f"{L} tokens: " + ", ".join(f"{s:.1f} s" for s in v))
 mean = {L: sum(v) / len(v) for L, v in secs.items()}
 cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model = next((l.split(":", 1)[1].strip() for l in cpu.splitlines() if l.startswith("Model name")), "?")
